@@ -1,0 +1,257 @@
+/* common/common.h: what every atom program shares, and nothing else.
+ *
+ *   - errors: a status plus a message buffer (library code never exits);
+ *   - diagnostics: a list of file:line:column errors, so a spec reports all its mistakes at once;
+ *   - the job spec (parsed from YAML with libyaml) and its validation;
+ *   - the cluster inventory (nodes, GPUs, leaf switches);
+ *   - the plan: a job's ranks mapped to (node, GPU), and the plan file every worker reads (JSON);
+ *   - the model shape shared by the spec and the worker;
+ *   - the heartbeat message every rank sends atomd (JSON);
+ *   - logging.
+ *
+ * May use: libyaml, jansson. Nothing here knows MPI, HDF5 or the scheduler.
+ */
+#ifndef ATOM_COMMON_H
+#define ATOM_COMMON_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors: library functions return 0 on success, -1 on failure with a message in err.        */
+
+typedef struct atom_err {
+    char msg[1024];
+} atom_err;
+
+/* printf-style; always returns -1 so that `return atom_errf(err, ...)` reads naturally.
+ * err may be NULL. */
+int atom_errf(atom_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------------------------------------ */
+/* Diagnostics: every error of a file, each with its position.                                 */
+
+typedef struct atom_diag {
+    char file[256];
+    int line, column;  /* 1-based; 0 when the error belongs to the whole file */
+    char key[128];     /* dotted path of the key, e.g. "training.lr"; "" when none */
+    char msg[384];
+} atom_diag;
+
+typedef struct atom_diags {
+    atom_diag *items;
+    int count, cap;
+} atom_diags;
+
+void atom_diags_add(atom_diags *d, const char *file, int line, int column, const char *key,
+                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* "file:line:column: key: msg", one line per diagnostic. */
+void atom_diags_print(const atom_diags *d, void *stream /* FILE* */);
+void atom_diags_free(atom_diags *d);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Model shape (../shared/reference/gpt-model.md)                                             */
+
+typedef struct atom_model_cfg {
+    int layers;    /* L */
+    int channels;  /* C */
+    int heads;     /* NH */
+    int vocab;     /* V */
+    int context;   /* T */
+} atom_model_cfg;
+
+/* Vp: V rounded up to a multiple of 128. */
+static inline int atom_padded_vocab(int vocab) { return (vocab + 127) / 128 * 128; }
+
+/* Fills cfg from a named preset ("gpt-tiny", "gpt2-124m", "gpt2-350m", "gpt2-774m",
+ * "gpt2-1558m"); returns -1 for an unknown name. */
+int atom_model_preset(const char *name, atom_model_cfg *cfg);
+/* Number of parameters of the unsplit model (with the padded vocabulary). */
+int64_t atom_model_params(const atom_model_cfg *cfg);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Job spec                                                                                     */
+
+typedef enum { ATOM_DATA_BYTES = 0, ATOM_DATA_UINT16 = 1 } atom_data_format;
+typedef enum { ATOM_LR_COSINE = 0, ATOM_LR_LINEAR = 1, ATOM_LR_CONSTANT = 2 } atom_lr_schedule;
+typedef enum { ATOM_DEVICE_AUTO = 0, ATOM_DEVICE_CPU = 1, ATOM_DEVICE_CUDA = 2 } atom_device;
+
+#define ATOM_NAME_MAX 64
+#define ATOM_PATH_MAX 1024
+
+typedef struct atom_spec {
+    char name[ATOM_NAME_MAX];     /* job name: [A-Za-z0-9._-]+ */
+    char project[ATOM_NAME_MAX];  /* fair-share account */
+    int priority;                 /* higher runs first; 0..1000, default 100 */
+
+    struct {
+        int gpus;            /* ranks in all = tensor x data */
+        int gpus_per_node;   /* ranks per node the job asks for (0: as the cluster has) */
+        int64_t time_limit;  /* seconds; 0: no limit */
+        atom_device device;  /* auto: CUDA where the node has GPUs, else CPU */
+    } resources;
+
+    struct {
+        int tensor;  /* tensor-parallel size (a group never crosses a node) */
+        int data;    /* data-parallel replicas */
+    } parallelism;
+
+    atom_model_cfg model;
+    char model_preset[ATOM_NAME_MAX];  /* "" when given key by key */
+
+    struct {
+        char path[ATOM_PATH_MAX];  /* resolved against the spec file's folder */
+        atom_data_format format;
+    } data;
+
+    struct {
+        int64_t steps;
+        int global_batch;   /* samples per optimizer step, all replicas */
+        int micro_batch;    /* samples per forward/backward on one rank */
+        double lr;
+        int64_t warmup;     /* steps of linear warm-up */
+        atom_lr_schedule lr_schedule;
+        double min_lr;      /* default lr / 10 */
+        double weight_decay;
+        double grad_clip;   /* 0: no clipping */
+        uint64_t seed;
+    } training;
+
+    struct {
+        char dir[ATOM_PATH_MAX];  /* "" : no checkpoints */
+        int64_t every;            /* steps between checkpoints */
+        int keep;                 /* committed checkpoints kept (0: all) */
+        bool async;
+    } checkpoint;
+
+    struct {
+        int max_restarts;
+        int64_t heartbeat_timeout;  /* seconds without progress before a job counts as hung */
+    } restart;
+} atom_spec;
+
+/* The spec with every default filled in (documented in configs/spec-reference.md). */
+void atom_spec_defaults(atom_spec *spec);
+
+/* Parses YAML text (name is used in diagnostics, base_dir resolves relative paths; either may be
+ * NULL). Every error found goes into diags; returns 0 when there are none. The result is
+ * validated (atom_spec_check) as part of parsing. */
+int atom_spec_parse(const char *text, size_t len, const char *name, const char *base_dir,
+                    atom_spec *spec, atom_diags *diags);
+int atom_spec_load(const char *path, atom_spec *spec, atom_diags *diags);
+/* Cross-field checks (gpus = tensor x data, divisibility, ...); positions are 0 here. */
+int atom_spec_check(const atom_spec *spec, const char *file, atom_diags *diags);
+/* The normalised spec as JSON text (malloc'd) and back. */
+char *atom_spec_to_json(const atom_spec *spec);
+int atom_spec_from_json(const char *json, atom_spec *spec, atom_err *err);
+
+/* Derived numbers every program agrees on. */
+static inline int atom_spec_accum_steps(const atom_spec *s)
+{
+    return s->training.global_batch / (s->training.micro_batch * s->parallelism.data);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Cluster inventory                                                                             */
+
+typedef struct atom_node {
+    char name[ATOM_NAME_MAX];
+    char addr[ATOM_NAME_MAX];  /* host name or address mpirun reaches it by ("" = name) */
+    int gpus;                  /* GPUs, or CPU slots on a machine without GPUs */
+    int switch_id;             /* index into inventory.switches */
+    bool has_gpus;             /* false: the "GPUs" are CPU slots */
+} atom_node;
+
+typedef struct atom_inventory {
+    char name[ATOM_NAME_MAX];
+    atom_node *nodes;
+    int n_nodes;
+    char (*switches)[ATOM_NAME_MAX];
+    int n_switches;
+} atom_inventory;
+
+int atom_inventory_load(const char *path, atom_inventory *inv, atom_diags *diags);
+int atom_inventory_parse(const char *text, size_t len, const char *name, atom_inventory *inv,
+                         atom_diags *diags);
+/* The embedded default: this machine as one node whose GPUs are its CPU slots (at least 4, so
+ * the example jobs fit; slots beyond the cores are oversubscribed). */
+void atom_inventory_local(atom_inventory *inv, int slots);
+void atom_inventory_free(atom_inventory *inv);
+
+/* ------------------------------------------------------------------------------------------ */
+/* The plan: where every rank of one job runs                                                   */
+
+typedef struct atom_rank_place {
+    int rank;  /* = dp * tensor + tp */
+    int dp, tp;
+    int node;  /* index into plan.nodes */
+    int gpu;   /* GPU index on that node (CUDA_VISIBLE_DEVICES is narrowed to it) */
+} atom_rank_place;
+
+typedef struct atom_plan {
+    char job_id[ATOM_NAME_MAX];  /* "" outside atomd */
+    int attempt;
+    atom_spec spec;              /* the normalised spec */
+    int world;                   /* tensor x data */
+    atom_rank_place *ranks;      /* world entries, by rank */
+    int n_nodes;
+    atom_node *nodes;            /* the nodes used, in order of first rank */
+    int n_switches_used;
+    char run_dir[ATOM_PATH_MAX]; /* the attempt's folder: logs, heartbeats ("" = none) */
+    char heartbeat_addr[ATOM_PATH_MAX]; /* atomd's socket ("" = none) */
+} atom_plan;
+
+void atom_plan_free(atom_plan *plan);
+/* The plan file (JSON): written by the launcher, read by every worker. Writing is atomic
+ * (temporary name, fsync, rename). */
+int atom_plan_write(const atom_plan *plan, const char *path, atom_err *err);
+int atom_plan_read(const char *path, atom_plan *plan, atom_err *err);
+char *atom_plan_to_json(const atom_plan *plan);
+int atom_plan_from_json(const char *json, atom_plan *plan, atom_err *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Heartbeat: one JSON object per message, sent by every rank.                                 */
+
+#define ATOM_HB_GROUPS 3 /* world, tensor, data */
+
+typedef struct atom_heartbeat {
+    char job_id[ATOM_NAME_MAX];
+    int attempt;
+    int rank;
+    char host[ATOM_NAME_MAX];
+    int pid;
+    int64_t step;
+    int64_t collectives[ATOM_HB_GROUPS]; /* collectives entered per group */
+    double time;                        /* seconds since the epoch when sent */
+    /* rank 0 only (has_progress) */
+    bool has_progress;
+    double loss, tokens_per_s;
+    int64_t last_checkpoint_step;       /* -1: none yet */
+} atom_heartbeat;
+
+char *atom_heartbeat_to_json(const atom_heartbeat *hb);
+int atom_heartbeat_from_json(const char *json, atom_heartbeat *hb, atom_err *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Logging: "2026-11-23T14:00:00Z atomd[pid] LEVEL msg" to stderr.                             */
+
+typedef enum { ATOM_LOG_DEBUG, ATOM_LOG_INFO, ATOM_LOG_WARN, ATOM_LOG_ERROR } atom_log_level;
+void atom_log_init(const char *program, atom_log_level min_level);
+void atom_log(atom_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ------------------------------------------------------------------------------------------ */
+/* Small shared helpers                                                                        */
+
+/* Reads a whole file (NUL-terminated; *len excludes the NUL). Refuses files over max_bytes. */
+char *atom_read_file(const char *path, size_t max_bytes, size_t *len, atom_err *err);
+/* Writes a file atomically: temporary name in the same folder, fsync, rename, fsync folder. */
+int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_err *err);
+/* Parses "90s", "30m", "2h", "1d", "1h30m", "01:30:00" or a plain number of seconds. */
+int atom_parse_duration(const char *s, int64_t *seconds);
+/* Seconds since the epoch, and a monotonic clock. */
+double atom_now(void);
+double atom_monotonic(void);
+
+#endif
