@@ -1,0 +1,183 @@
+/* checkpoints/checkpoints.h: atom's sharded HDF5 checkpoints (the public contract).
+ *
+ * One HDF5 file per checkpoint, written by all ranks together through parallel HDF5 (MPI-IO).
+ * Every parameter and both AdamW moments is a global dataset of its full, unsplit shape:
+ * /param/NAME, /adam_m/NAME, /adam_v/NAME (float32). Each tensor-parallel shard writes its
+ * hyperslab once; the data-parallel replicas that hold the same shard split that writing between
+ * them, so write bandwidth grows with DP. Loading takes the same kind of shard description for the
+ * NEW layout and reads the matching hyperslabs: that is the reshard (TP=a x DP=b written,
+ * TP=c x DP=d read, moments included). The format is documented in docs/checkpoint-format.md.
+ *
+ * Layout of a checkpoint folder DIR:
+ *   DIR/ckpt-<step, 10 digits>.h5.tmp   being written (never loaded)
+ *   DIR/ckpt-<step, 10 digits>.h5       committed (written, checksummed, fsynced, renamed)
+ *   DIR/latest                          symlink to the newest committed file, moved atomically
+ *
+ * May use: MPI and parallel HDF5 only (not common/, not worker/): errors go to atom_ckpt_err,
+ * tensors come as plain descriptions.
+ *
+ * Threads: Debian's HDF5 is not thread-safe. While an async save is in flight, its background
+ * thread is the only one in HDF5: the caller must not call any other function of this header
+ * (except atom_ckpt_async_poll/wait) until the save has finished.
+ */
+#ifndef ATOM_CHECKPOINTS_H
+#define ATOM_CHECKPOINTS_H
+
+#include <mpi.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define ATOM_CKPT_FORMAT_VERSION 1
+#define ATOM_CKPT_MAX_DIMS 4
+#define ATOM_CKPT_MAX_RNG_BYTES 256
+
+/* Library functions return 0 on success and -1 on failure with a message here. */
+typedef struct atom_ckpt_err {
+    char msg[1024];
+} atom_ckpt_err;
+
+/* One dimension of a rank's selection, as HDF5's H5Sselect_hyperslab takes it: `count` blocks
+ * of `block` consecutive indices, the first starting at `start`, each `stride` after the last. */
+typedef struct atom_ckpt_dimsel {
+    int64_t start, stride, count, block;
+} atom_ckpt_dimsel;
+
+/* A tensor as this rank holds it. The shard is the set of selected elements of the global
+ * (unsplit) tensor, stored contiguously in the row-major order of the selected elements.
+ * Example: a column-parallel qkvw shard at TP rank tp of P, in (L, 3C, C), is
+ *   sel[0] = {0, 1, 1, L}, sel[1] = {tp*C/P, C, 3, C/P}, sel[2] = {0, 1, 1, C}
+ * (the q, k and v rows of its heads); a replicated tensor selects everything.
+ * param, adam_m and adam_v each point at the shard's count of floats. On save they are read;
+ * on load they are filled. */
+typedef struct atom_ckpt_tensor {
+    const char *name;                       /* "qkvw": dataset /param/qkvw and the moments */
+    int ndims;                              /* 1..ATOM_CKPT_MAX_DIMS */
+    int64_t dims[ATOM_CKPT_MAX_DIMS];       /* the global, unsplit shape */
+    atom_ckpt_dimsel sel[ATOM_CKPT_MAX_DIMS];
+    float *param, *adam_m, *adam_v;
+} atom_ckpt_tensor;
+
+/* Number of floats of a tensor's shard (product over dims of count * block). */
+int64_t atom_ckpt_shard_elems(const atom_ckpt_tensor *t);
+/* Fills sel[] to select the whole tensor (a replicated tensor). */
+void atom_ckpt_select_all(atom_ckpt_tensor *t);
+
+/* The checkpoint's metadata, stored as attributes of the file's root group. On save, the values
+ * of rank 0 of the communicator are written (every rank passes the same in practice). On load
+ * they are filled; spec_json is then malloc'ed: free it with atom_ckpt_meta_free. */
+typedef struct atom_ckpt_meta {
+    int format_version;      /* filled on load; ATOM_CKPT_FORMAT_VERSION is written */
+    int64_t step;            /* optimizer steps done */
+    int64_t tokens_seen;
+    int64_t data_position;   /* where the data loader resumes (global sample index) */
+    unsigned char rng_state[ATOM_CKPT_MAX_RNG_BYTES]; /* opaque to the checkpoint */
+    int rng_state_len;
+    char *spec_json;         /* the job spec as JSON text (may be NULL on save) */
+    int tp, dp;              /* the layout that wrote it: tensor x data parallel */
+    int64_t vocab;           /* V, the unpadded vocabulary (export trims wte from Vp to V) */
+    char writer[256];        /* who wrote it, e.g. "atom-worker 0.1.0 job 42"; host is added */
+    int64_t created_unix;    /* filled on load (seconds since the epoch, set at write) */
+} atom_ckpt_meta;
+
+void atom_ckpt_meta_free(atom_ckpt_meta *meta);
+
+/* Who writes: comm holds every rank of the job; replica (0..replicas-1) is this rank's
+ * data-parallel index and replicas the data-parallel size. Ranks with the same replica index
+ * hold different shards; ranks with different replica indexes but the same shard share its
+ * writing (each writes about 1/replicas of it). */
+typedef struct atom_ckpt_group {
+    MPI_Comm comm;
+    int replica, replicas;
+} atom_ckpt_group;
+
+/* ---- writing (collective over group.comm: every rank, same tensors in the same order) ---- */
+
+/* Writes DIR/ckpt-STEP.h5.tmp with every tensor's param and both moments, the per-hyperslab
+ * CRC32C checksums and meta. Not committed yet. */
+int atom_ckpt_write(const char *dir, atom_ckpt_group group, const atom_ckpt_tensor *tensors,
+                    int ntensors, const atom_ckpt_meta *meta, atom_ckpt_err *err);
+
+/* Commits DIR/ckpt-STEP.h5.tmp: fsync, rename to DIR/ckpt-STEP.h5, fsync DIR, move DIR/latest
+ * to it atomically, fsync DIR, then (keep > 0) remove committed checkpoints older than the
+ * newest `keep` committed ones (never an uncommitted one, never latest's target). Rank 0 does
+ * the file-system work; every rank gets its status. */
+int atom_ckpt_commit(const char *dir, int64_t step, MPI_Comm comm, int keep, atom_ckpt_err *err);
+
+/* atom_ckpt_write then atom_ckpt_commit: a synchronous save. */
+int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tensor *tensors,
+                   int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err);
+
+/* ---- asynchronous save --------------------------------------------------------------------
+ * atom_ckpt_async_start copies the part of this rank's shard that this rank writes (about
+ * 1/replicas of its param + moments) into a host buffer of at most max_bytes, allocated once,
+ * and returns; a background thread then writes and commits it through its own MPI_Comm_dup of
+ * group.comm while training goes on. At most one save is in flight: start fails while one is.
+ * Memory: the snapshot buffer (<= max_bytes, reported by atom_ckpt_async_bytes) plus the spec. */
+typedef struct atom_ckpt_async atom_ckpt_async;
+
+/* Collective over group.comm (it duplicates the communicator). */
+int atom_ckpt_async_create(atom_ckpt_async **out, atom_ckpt_group group, size_t max_bytes,
+                           atom_ckpt_err *err);
+/* Local (no communication on the caller's thread). Fails if a save is in flight or the
+ * snapshot would exceed max_bytes (the message gives the size needed). */
+int atom_ckpt_async_start(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor *tensors,
+                          int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err);
+/* *done = true when no save is in flight; then returns the last save's status (-1 and its
+ * message if it failed). Never blocks. */
+int atom_ckpt_async_poll(atom_ckpt_async *a, bool *done, atom_ckpt_err *err);
+/* Blocks until no save is in flight; returns the last save's status. */
+int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err);
+/* Bytes of the snapshot buffer allocated so far (0 before the first start). */
+size_t atom_ckpt_async_bytes(const atom_ckpt_async *a);
+/* Waits for a save in flight, stops the thread, frees everything. Collective (frees the
+ * duplicated communicator). NULL is a no-op. */
+void atom_ckpt_async_destroy(atom_ckpt_async *a);
+
+/* ---- loading (collective over comm) -------------------------------------------------------- */
+
+/* Reads every tensor's selection (param and both moments) from FILE, whatever layout wrote it,
+ * and the metadata (meta may be NULL). verify: first check every checksum of the file, the
+ * work shared between the ranks of comm. Errors name the dataset. */
+int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, int ntensors,
+                   atom_ckpt_meta *meta, bool verify, atom_ckpt_err *err);
+
+/* Loads DIR/latest's target after verifying it; if it fails (checksum, truncation, missing
+ * dataset), falls back to the next older committed checkpoint, and so on. Returns 0 when one was
+ * loaded (its path in loaded_path if not NULL), 1 when DIR holds no committed checkpoint,
+ * -1 when every one failed (err says why the newest failed). Collective over comm. */
+int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                          int ntensors, atom_ckpt_meta *meta, char *loaded_path,
+                          size_t loaded_path_size, atom_ckpt_err *err);
+
+/* ---- tools (`atomctl ckpt ...`): plain library calls, no MPI needed (MPI_Init not called;
+ * files are opened with HDF5's default sec2 driver). They print only into `out` (may be NULL). */
+
+typedef struct atom_ckpt_entry {
+    char path[4096];
+    int64_t step;            /* -1 if unreadable */
+    int tp, dp;              /* 0 if unreadable */
+    int64_t bytes;           /* file size */
+    int64_t mtime_unix;
+    bool committed;          /* false: a .tmp left by a save in flight or a crash */
+    bool latest;             /* DIR/latest points at it */
+} atom_ckpt_entry;
+
+/* Every checkpoint file of DIR, oldest step first; *entries is malloc'ed (free()). */
+int atom_ckpt_list(const char *dir, atom_ckpt_entry **entries, int *count, atom_ckpt_err *err);
+/* `atomctl ckpt ls DIR`: one line per checkpoint (step, layout, size, time, state). */
+int atom_ckpt_print_list(const char *dir, FILE *out, atom_ckpt_err *err);
+/* `atomctl ckpt verify FILE`: checks every checksum of every dataset; prints one line per
+ * dataset to out; returns -1 naming the first bad dataset (and hyperslab) if any fails. */
+int atom_ckpt_verify(const char *path, FILE *out, atom_ckpt_err *err);
+/* `atomctl ckpt export FILE --format safetensors`: writes the model weights (not the moments)
+ * as a safetensors file under GPT-2's names and layouts (docs/checkpoint-format.md). */
+int atom_ckpt_export_safetensors(const char *path, const char *out_path, FILE *out,
+                                 atom_ckpt_err *err);
+
+/* CRC32C (Castagnoli, reflected, init and final xor 0xFFFFFFFF), as stored in the files;
+ * crc = 0 to start, pass the previous result to continue. */
+uint32_t atom_ckpt_crc32c(uint32_t crc, const void *data, size_t len);
+
+#endif /* ATOM_CHECKPOINTS_H */
