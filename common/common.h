@@ -30,6 +30,10 @@ typedef struct atom_err {
  * err may be NULL. */
 int atom_errf(atom_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* atom-worker's exit status after a requested stop (SIGUSR1, SIGTERM) that finished the step and
+ * wrote a checkpoint: "stopped, resumable" (sysexits.h's EX_TEMPFAIL). */
+#define ATOM_EXIT_RESUMABLE 75
+
 /* ------------------------------------------------------------------------------------------ */
 /* Diagnostics: every error of a file, each with its position.                                 */
 
