@@ -1,0 +1,48 @@
+/* scheduler/launch.h: starting a job's workers on an existing engine (private to scheduler/).
+ *
+ * The mpirun launcher (launch_mpirun.c) starts one attempt of a planned job on a standalone
+ * cluster: it writes the plan file and an Open MPI application file into the attempt's folder, then
+ * runs mpirun from an argv array (never a shell). Each rank is its own application context in that
+ * file, so that rank r starts on its plan node with CUDA_VISIBLE_DEVICES narrowed to its plan GPU:
+ * the worker never guesses its GPU from a local rank.
+ */
+#ifndef ATOM_SCHEDULER_LAUNCH_H
+#define ATOM_SCHEDULER_LAUNCH_H
+
+#include <sys/types.h>
+
+#include "common/common.h"
+
+typedef struct atom_launch {
+    pid_t pid;                      /* mpirun's pid, 0 when not running */
+    char run_dir[ATOM_PATH_MAX];    /* the attempt's folder */
+    char plan_path[ATOM_PATH_MAX];  /* run_dir/plan.json */
+    char app_path[ATOM_PATH_MAX];   /* run_dir/ranks.app */
+} atom_launch;
+
+/* Writes run_dir/plan.json and run_dir/ranks.app for plan (run_dir must exist; plan->run_dir is
+ * used when set, else run_dir). worker is the atom-worker executable. */
+int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
+                        atom_launch *launch, atom_err *err);
+
+/* The mpirun argv for a prepared launch (NULL-terminated, static strings and launch's paths;
+ * free the array only). */
+char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch);
+
+/* Starts mpirun (its stdout and stderr go to out_fd and err_fd; -1 keeps the caller's) in its own
+ * process group, so that a signal reaches mpirun and everything it started. */
+int atom_launch_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
+                      atom_err *err);
+
+/* Sends sig to mpirun (which forwards SIGUSR1 and SIGTERM to every rank). */
+int atom_launch_signal(const atom_launch *launch, int sig);
+
+/* Waits for mpirun (blocking when block is true). Returns 1 and the exit code in *exit_code (128 +
+ * signal when killed) once it has ended, 0 while it runs, -1 on error. */
+int atom_launch_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err);
+
+/* The atom-worker next to the running program (same folder), or ATOM_WORKER from the
+ * environment. Returns -1 when it does not exist. */
+int atom_find_worker(char *path, size_t len, atom_err *err);
+
+#endif

@@ -1,0 +1,207 @@
+/* scheduler/launch_mpirun.c: the mpirun launcher (see launch.h).
+ *
+ * Open MPI's application file gives every rank its own context: `-np 1 --host H -x
+ * CUDA_VISIBLE_DEVICES=G worker --plan P`, in rank order, so MPI_COMM_WORLD ranks match the plan's.
+ * mpirun splits the file's lines on white space itself (no shell is involved), so every string that
+ * goes into it is checked to hold none.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "scheduler/launch.h"
+
+extern char **environ;
+
+/* A word of the application file: non-empty, printable, no white space, no quotes, no '#'. */
+static int check_word(const char *what, const char *s, atom_err *err)
+{
+    if (!s[0])
+        return atom_errf(err, "%s is empty", what);
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= ' ' || c == 0x7f || c == '"' || c == '\'' || c == '#' || c == '\\')
+            return atom_errf(err, "%s \"%s\" holds a character mpirun's application file cannot carry "
+                             "(white space, a quote, '#' or '\\')", what, s);
+    }
+    return 0;
+}
+
+static bool plan_has_gpus(const atom_plan *plan)
+{
+    for (int i = 0; i < plan->n_nodes; i++)
+        if (plan->nodes[i].has_gpus)
+            return true;
+    return false;
+}
+
+int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
+                        atom_launch *launch, atom_err *err)
+{
+    memset(launch, 0, sizeof *launch);
+    const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
+    if ((size_t)snprintf(launch->run_dir, sizeof launch->run_dir, "%s", dir) >= sizeof launch->run_dir ||
+        (size_t)snprintf(launch->plan_path, sizeof launch->plan_path, "%s/plan.json", dir) >= sizeof launch->plan_path ||
+        (size_t)snprintf(launch->app_path, sizeof launch->app_path, "%s/ranks.app", dir) >= sizeof launch->app_path)
+        return atom_errf(err, "run folder path too long: %s", dir);
+    if (check_word("the worker path", worker, err) || check_word("the run folder", dir, err))
+        return -1;
+    for (int i = 0; i < plan->n_nodes; i++) {
+        const char *host = plan->nodes[i].addr[0] ? plan->nodes[i].addr : plan->nodes[i].name;
+        if (check_word("a node address", host, err))
+            return -1;
+    }
+
+    atom_plan copy = *plan;  /* shallow: only run_dir differs */
+    snprintf(copy.run_dir, sizeof copy.run_dir, "%s", dir);
+    if (atom_plan_write(&copy, launch->plan_path, err))
+        return -1;
+
+    size_t cap = 256 + (size_t)plan->world * (strlen(worker) + strlen(launch->plan_path) + 2 * ATOM_NAME_MAX + 64);
+    char *text = malloc(cap);
+    if (!text)
+        return atom_errf(err, "out of memory for the application file of %d ranks", plan->world);
+    size_t len = (size_t)snprintf(text, cap, "# atom: one context per rank, in rank order (job %s, attempt %d)\n",
+                                  plan->job_id[0] ? plan->job_id : plan->spec.name, plan->attempt);
+    for (int r = 0; r < plan->world; r++) {
+        const atom_rank_place *rp = &plan->ranks[r];
+        const atom_node *node = &plan->nodes[rp->node];
+        const char *host = node->addr[0] ? node->addr : node->name;
+        len += (size_t)snprintf(text + len, cap - len, "-np 1 --host %s", host);
+        if (node->has_gpus)
+            len += (size_t)snprintf(text + len, cap - len, " -x CUDA_VISIBLE_DEVICES=%d", rp->gpu);
+        len += (size_t)snprintf(text + len, cap - len, " %s --plan %s\n", worker, launch->plan_path);
+    }
+    int rc = atom_write_file_atomic(launch->app_path, text, len, err);
+    free(text);
+    return rc;
+}
+
+char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch)
+{
+    const char *mpirun = getenv("ATOM_MPIRUN");
+    char **argv = calloc(32, sizeof *argv);
+    if (!argv)
+        return NULL;
+    int n = 0;
+    argv[n++] = (char *)(mpirun && mpirun[0] ? mpirun : "mpirun");
+    argv[n++] = "--app";
+    argv[n++] = (char *)launch->app_path;
+    /* Ranks place themselves on their plan GPU; CPU binding is left to the site (and on a
+     * machine whose "GPUs" are CPU slots there may be more ranks than cores). */
+    argv[n++] = "--bind-to";
+    argv[n++] = "none";
+    if (!plan_has_gpus(plan))
+        argv[n++] = "--oversubscribe";
+    /* ROMIO wrote checkpoints at about the disk's speed here; Open MPI's default MPI-IO at half. */
+    argv[n++] = "--mca";
+    argv[n++] = "io";
+    argv[n++] = "romio321";
+    if (plan->n_nodes == 1) {
+        /* One node: shared memory only, which halves MPI_Init's time. */
+        argv[n++] = "--mca";
+        argv[n++] = "pml";
+        argv[n++] = "ob1";
+        argv[n++] = "--mca";
+        argv[n++] = "btl";
+        argv[n++] = "self,vader";
+    }
+    argv[n] = NULL;
+    return argv;
+}
+
+int atom_launch_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
+                      atom_err *err)
+{
+    char **argv = atom_launch_argv(plan, launch);
+    if (!argv)
+        return atom_errf(err, "out of memory");
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    if (out_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
+    if (err_fd >= 0)
+        posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO);
+    /* Its own process group: a signal to the group reaches mpirun and its local ranks. */
+    posix_spawnattr_setpgroup(&attr, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setsigmask(&attr, &none);
+    sigset_t dfl;
+    sigemptyset(&dfl);
+    sigaddset(&dfl, SIGUSR1);
+    sigaddset(&dfl, SIGTERM);
+    sigaddset(&dfl, SIGINT);
+    sigaddset(&dfl, SIGPIPE);
+    posix_spawnattr_setsigdefault(&attr, &dfl);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    int rc = posix_spawnp(&launch->pid, argv[0], &fa, &attr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+        atom_errf(err, "cannot start %s: %s", argv[0], strerror(rc));
+        free(argv);
+        launch->pid = 0;
+        return -1;
+    }
+    free(argv);
+    return 0;
+}
+
+int atom_launch_signal(const atom_launch *launch, int sig)
+{
+    if (launch->pid <= 0)
+        return -1;
+    return kill(launch->pid, sig);
+}
+
+int atom_launch_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err)
+{
+    if (launch->pid <= 0)
+        return atom_errf(err, "no launch is running");
+    int status;
+    pid_t r;
+    do {
+        r = waitpid(launch->pid, &status, block ? 0 : WNOHANG);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return atom_errf(err, "waiting for mpirun (pid %d): %s", (int)launch->pid, strerror(errno));
+    if (r == 0)
+        return 0;
+    launch->pid = 0;
+    *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    return 1;
+}
+
+int atom_find_worker(char *path, size_t len, atom_err *err)
+{
+    const char *env = getenv("ATOM_WORKER");
+    if (env && env[0]) {
+        if ((size_t)snprintf(path, len, "%s", env) >= len)
+            return atom_errf(err, "ATOM_WORKER is too long");
+    } else {
+        char self[PATH_MAX];
+        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+        if (n < 0)
+            return atom_errf(err, "cannot find this program's folder: %s", strerror(errno));
+        self[n] = 0;
+        char *slash = strrchr(self, '/');
+        if (slash)
+            *slash = 0;
+        if ((size_t)snprintf(path, len, "%s/atom-worker", self) >= len)
+            return atom_errf(err, "worker path too long");
+    }
+    if (access(path, X_OK) != 0)
+        return atom_errf(err, "the worker %s cannot be run: %s", path, strerror(errno));
+    return 0;
+}
