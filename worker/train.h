@@ -1,10 +1,29 @@
-/* worker/train.h: the training loop of one rank, and the learning-rate schedule it follows. */
+/* worker/train.h: the training loop of one rank, and the learning-rate schedule it follows.
+ *
+ * atom_train_run trains the job of a plan from its newest committed checkpoint (or from the
+ * seeded initial weights) to its last step or to a requested stop:
+ *   per step: accumulate global_batch / (micro_batch * data) micro-batches, the data-parallel
+ *   average of the gradients (the model's bucket manager, overlapped with the backward pass),
+ *   clipping by the global norm, AdamW at the scheduled learning rate;
+ *   rank 0 prints a progress line and appends one JSON object per step to RUN_DIR/train.jsonl;
+ *   every rank appends its heartbeat to RUN_DIR/heartbeat.rank-N.jsonl and, when the plan names
+ *   atomd's socket, sends it there without ever blocking;
+ *   every checkpoint.every steps a checkpoint (synchronous or asynchronous per the spec);
+ *   once per step the stop flag is all-reduced, so every rank stops after the same step, writes
+ *   a checkpoint and returns with result.stopped set (atom-worker exits ATOM_EXIT_RESUMABLE).
+ *
+ * MPI must be initialised (MPI_THREAD_MULTIPLE) on MPI_COMM_WORLD with plan.world ranks.
+ */
 #ifndef ATOM_WORKER_TRAIN_H
 #define ATOM_WORKER_TRAIN_H
 
+#include <signal.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "common/common.h"
+#include "worker/backend.h"
 
 /* The learning rate of 0-based `step` of a run of `steps`: linear warm-up from lr/warmup (step 0)
  * to lr (step warmup-1), then, for the cosine and linear schedules, decay from lr to min_lr at
@@ -12,5 +31,27 @@
  * run agree on it. */
 double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t warmup,
                   int64_t steps, int64_t step);
+
+typedef struct atom_train_opts {
+    const atom_plan *plan;
+    const atom_backend *backend;         /* atom_backend_cpu() or the CUDA one */
+    volatile sig_atomic_t *stop_request; /* set (non-zero) by a signal handler; may be NULL */
+    int64_t stop_after;      /* > 0: stop as if signalled once this many steps are done (tests,
+                                `atom-worker --stop-after`); 0: never */
+    FILE *progress;          /* rank 0's line per step (stdout); NULL: none */
+} atom_train_opts;
+
+typedef struct atom_train_result {
+    int64_t start_step;           /* steps already done when this run began (restored) */
+    int64_t steps_done;           /* steps done when it returned */
+    bool stopped;                 /* a stop was requested: resumable, not finished */
+    double first_loss, last_loss; /* mean loss of the first and last step run here */
+    int64_t last_checkpoint_step; /* -1: none written or restored */
+} atom_train_result;
+
+/* Trains on this rank; collective over MPI_COMM_WORLD. Returns 0 when the run finished or
+ * stopped on request, -1 with a message on error (the caller aborts the job: other ranks may be
+ * waiting in a collective). */
+int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_err *err);
 
 #endif

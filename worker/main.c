@@ -1,0 +1,210 @@
+/* worker/main.c: atom-worker, one training process (one rank per GPU, or per CPU slot).
+ *
+ *   atom-worker --plan PLAN.json     the plan file atomd's launcher wrote
+ *   atom-worker --spec job.yaml      a quick run without atomd: this machine, one rank per slot
+ *
+ * Exit status: 0 the job's last step is done; 75 (ATOM_EXIT_RESUMABLE) stopped on SIGUSR1 or
+ * SIGTERM after a step, with a checkpoint when the spec has a checkpoint folder; 2 usage error;
+ * any other failure aborts the whole job (MPI_Abort) after printing file, line, rank and host.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <mpi.h>
+
+#include "common/common.h"
+#include "worker/backend.h"
+#include "worker/train.h"
+
+static int g_rank = -1;
+static char g_host[256] = "?";
+
+/* Fatal errors in the program (never in the library): where, on which rank and host, then the
+ * whole job goes down, since the other ranks may be waiting for this one in a collective. */
+#define WORKER_CHECK(cond, ...)                                                                   \
+    do {                                                                                          \
+        if (!(cond))                                                                              \
+            worker_fatal(__FILE__, __LINE__, __VA_ARGS__);                                        \
+    } while (0)
+
+static void worker_fatal(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4), noreturn));
+
+static void worker_fatal(const char *file, int line, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "atom-worker: rank %d on %s: %s:%d: %s\n", g_rank, g_host, file, line, msg);
+    fflush(stderr);
+    int initialized = 0, finalized = 0;
+    MPI_Initialized(&initialized);
+    MPI_Finalized(&finalized);
+    if (initialized && !finalized)
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    exit(1);
+}
+
+static volatile sig_atomic_t g_stop_request = 0;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    g_stop_request = 1;
+}
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: atom-worker --plan PLAN.json [--stop-after N]\n"
+            "       atom-worker --spec job.yaml [--run-dir DIR] [--stop-after N]\n"
+            "\n"
+            "  --plan PATH       the resolved plan every rank of a job reads (written by atomd)\n"
+            "  --spec PATH       a job spec: run it on this machine without atomd (one process,\n"
+            "                    or under mpirun with tensor x data ranks)\n"
+            "  --run-dir DIR     with --spec: where train.jsonl and heartbeats go (default: none)\n"
+            "  --stop-after N    stop as on SIGUSR1 once N steps are done (checkpoint, exit 75)\n"
+            "  --help            this text\n"
+            "\n"
+            "exit status: 0 done; 75 stopped on request (resumable); 2 usage; 1 error\n");
+}
+
+/* A plan for this machine alone: rank = dp * tensor + tp, every rank on node 0. */
+static int plan_from_spec(const char *spec_path, const char *run_dir, atom_plan *plan,
+                          atom_err *err)
+{
+    memset(plan, 0, sizeof *plan);
+    atom_diags diags = {0};
+    if (atom_spec_load(spec_path, &plan->spec, &diags) != 0) {
+        atom_diags_print(&diags, stderr);
+        atom_diags_free(&diags);
+        return atom_errf(err, "%s: invalid job spec", spec_path);
+    }
+    atom_diags_free(&diags);
+    int tensor = plan->spec.parallelism.tensor, data = plan->spec.parallelism.data;
+    plan->world = tensor * data;
+    plan->ranks = calloc((size_t)plan->world, sizeof *plan->ranks);
+    plan->nodes = calloc(1, sizeof *plan->nodes);
+    if (!plan->ranks || !plan->nodes)
+        return atom_errf(err, "out of memory");
+    plan->n_nodes = 1;
+    plan->n_switches_used = 1;
+    snprintf(plan->nodes[0].name, sizeof plan->nodes[0].name, "%s", g_host);
+    plan->nodes[0].gpus = plan->world;
+    for (int r = 0; r < plan->world; r++)
+        plan->ranks[r] = (atom_rank_place){r, r / tensor, r % tensor, 0, r};
+    if (run_dir)
+        snprintf(plan->run_dir, sizeof plan->run_dir, "%s", run_dir);
+    return 0;
+}
+
+static const atom_backend *choose_backend(const atom_plan *plan, int rank)
+{
+    atom_device device = plan->spec.resources.device;
+    bool want_cuda = device == ATOM_DEVICE_CUDA ||
+                     (device == ATOM_DEVICE_AUTO && plan->nodes[plan->ranks[rank].node].has_gpus);
+#ifdef ATOM_HAVE_CUDA
+    if (want_cuda)
+        return atom_backend_cuda();
+#else
+    if (want_cuda && rank == 0)
+        atom_log(ATOM_LOG_WARN, "the plan asks for CUDA but this atom-worker was built without "
+                                "it: training on the CPU");
+#endif
+    return atom_backend_cpu();
+}
+
+int main(int argc, char **argv)
+{
+    gethostname(g_host, sizeof g_host);
+    g_host[sizeof g_host - 1] = '\0';
+    /* One OpenBLAS thread per rank unless told otherwise: ranks already fill the cores, and
+     * OpenBLAS threads busy-waiting against other ranks cost more than they give. */
+    if (!getenv("OPENBLAS_NUM_THREADS")) {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        openblas_set_num_threads(1);
+    }
+
+    const char *plan_path = NULL, *spec_path = NULL, *run_dir = NULL;
+    long long stop_after = 0;
+    static const struct option long_opts[] = {
+        {"plan", required_argument, NULL, 'p'},     {"spec", required_argument, NULL, 's'},
+        {"run-dir", required_argument, NULL, 'r'},  {"stop-after", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'p': plan_path = optarg; break;
+        case 's': spec_path = optarg; break;
+        case 'r': run_dir = optarg; break;
+        case 'n': {
+            char *end;
+            errno = 0;
+            stop_after = strtoll(optarg, &end, 10);
+            if (errno || *end || stop_after < 1) {
+                fprintf(stderr, "atom-worker: --stop-after wants a positive step count\n");
+                return 2;
+            }
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind != argc || !plan_path == !spec_path || (run_dir && plan_path)) {
+        usage(stderr);
+        return 2;
+    }
+
+    int provided = 0;
+    WORKER_CHECK(MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided) == MPI_SUCCESS,
+                 "MPI_Init_thread failed");
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    /* Async checkpoints write from a thread while the main thread all-reduces. */
+    WORKER_CHECK(provided >= MPI_THREAD_MULTIPLE,
+                 "MPI provides thread level %d, atom-worker needs MPI_THREAD_MULTIPLE", provided);
+    char program[64];
+    snprintf(program, sizeof program, "atom-worker[rank %d]", g_rank);
+    atom_log_init(program, ATOM_LOG_INFO);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    WORKER_CHECK(sigaction(SIGUSR1, &sa, NULL) == 0 && sigaction(SIGTERM, &sa, NULL) == 0,
+                 "sigaction: %s", strerror(errno));
+
+    atom_plan plan;
+    atom_err err = {{0}};
+    if (plan_path)
+        WORKER_CHECK(atom_plan_read(plan_path, &plan, &err) == 0, "%s", err.msg);
+    else
+        WORKER_CHECK(plan_from_spec(spec_path, run_dir, &plan, &err) == 0, "%s", err.msg);
+
+    atom_train_opts opts = {
+        .plan = &plan,
+        .backend = choose_backend(&plan, g_rank),
+        .stop_request = &g_stop_request,
+        .stop_after = stop_after,
+        .progress = g_rank == 0 ? stdout : NULL,
+    };
+    atom_train_result result;
+    WORKER_CHECK(atom_train_run(&opts, &result, &err) == 0, "%s", err.msg);
+    if (g_rank == 0)
+        atom_log(ATOM_LOG_INFO, "%s after step %lld of %lld (loss %.4f -> %.4f)",
+                 result.stopped ? "stopped on request" : "finished", (long long)result.steps_done,
+                 (long long)plan.spec.training.steps, result.first_loss, result.last_loss);
+    atom_plan_free(&plan);
+    MPI_Finalize();
+    return result.stopped ? ATOM_EXIT_RESUMABLE : 0;
+}
