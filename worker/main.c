@@ -24,7 +24,7 @@
 #include "worker/train.h"
 
 static int g_rank = -1;
-static char g_host[256] = "?";
+static char g_host[ATOM_NAME_MAX] = "?";
 
 /* Fatal errors in the program (never in the library): where, on which rank and host, then the
  * whole job goes down, since the other ranks may be waiting for this one in a collective. */
@@ -66,12 +66,13 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: atom-worker --plan PLAN.json [--stop-after N]\n"
-            "       atom-worker --spec job.yaml [--run-dir DIR] [--stop-after N]\n"
+            "       atom-worker --spec job.yaml [--run-dir DIR] [--heartbeat SOCK] [--stop-after N]\n"
             "\n"
             "  --plan PATH       the resolved plan every rank of a job reads (written by atomd)\n"
             "  --spec PATH       a job spec: run it on this machine without atomd (one process,\n"
             "                    or under mpirun with tensor x data ranks)\n"
             "  --run-dir DIR     with --spec: where train.jsonl and heartbeats go (default: none)\n"
+            "  --heartbeat SOCK  with --spec: also send heartbeats to this Unix socket\n"
             "  --stop-after N    stop as on SIGUSR1 once N steps are done (checkpoint, exit 75)\n"
             "  --help            this text\n"
             "\n"
@@ -79,8 +80,8 @@ static void usage(FILE *out)
 }
 
 /* A plan for this machine alone: rank = dp * tensor + tp, every rank on node 0. */
-static int plan_from_spec(const char *spec_path, const char *run_dir, atom_plan *plan,
-                          atom_err *err)
+static int plan_from_spec(const char *spec_path, const char *run_dir, const char *heartbeat,
+                          atom_plan *plan, atom_err *err)
 {
     memset(plan, 0, sizeof *plan);
     atom_diags diags = {0};
@@ -104,6 +105,8 @@ static int plan_from_spec(const char *spec_path, const char *run_dir, atom_plan 
         plan->ranks[r] = (atom_rank_place){r, r / tensor, r % tensor, 0, r};
     if (run_dir)
         snprintf(plan->run_dir, sizeof plan->run_dir, "%s", run_dir);
+    if (heartbeat)
+        snprintf(plan->heartbeat_addr, sizeof plan->heartbeat_addr, "%s", heartbeat);
     return 0;
 }
 
@@ -134,18 +137,20 @@ int main(int argc, char **argv)
         openblas_set_num_threads(1);
     }
 
-    const char *plan_path = NULL, *spec_path = NULL, *run_dir = NULL;
+    const char *plan_path = NULL, *spec_path = NULL, *run_dir = NULL, *heartbeat = NULL;
     long long stop_after = 0;
     static const struct option long_opts[] = {
         {"plan", required_argument, NULL, 'p'},     {"spec", required_argument, NULL, 's'},
         {"run-dir", required_argument, NULL, 'r'},  {"stop-after", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},           {NULL, 0, NULL, 0}};
+        {"heartbeat", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
         switch (c) {
         case 'p': plan_path = optarg; break;
         case 's': spec_path = optarg; break;
         case 'r': run_dir = optarg; break;
+        case 'b': heartbeat = optarg; break;
         case 'n': {
             char *end;
             errno = 0;
@@ -160,7 +165,7 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || !plan_path == !spec_path || (run_dir && plan_path)) {
+    if (optind != argc || !plan_path == !spec_path || ((run_dir || heartbeat) && plan_path)) {
         usage(stderr);
         return 2;
     }
@@ -189,7 +194,7 @@ int main(int argc, char **argv)
     if (plan_path)
         WORKER_CHECK(atom_plan_read(plan_path, &plan, &err) == 0, "%s", err.msg);
     else
-        WORKER_CHECK(plan_from_spec(spec_path, run_dir, &plan, &err) == 0, "%s", err.msg);
+        WORKER_CHECK(plan_from_spec(spec_path, run_dir, heartbeat, &plan, &err) == 0, "%s", err.msg);
 
     atom_train_opts opts = {
         .plan = &plan,
