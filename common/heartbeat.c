@@ -1,0 +1,159 @@
+/* common/heartbeat.c: the heartbeat message every rank sends atomd, one JSON object per message:
+ *
+ *   {"type": "heartbeat", "job_id": "j42", "attempt": 0, "rank": 3, "host": "gpu007", "pid": 1234,
+ *    "step": 120, "collectives": [361, 240, 121], "time": 1795442400.25,
+ *    "progress": {"loss": 3.21, "tokens_per_s": 51234.5, "last_checkpoint_step": 100}}
+ *
+ * "progress" is sent by rank 0 only. A loss that is not a finite number (a diverged run) is sent
+ * as null, since JSON has no NaN, and read back as NaN. atomd trusts nothing it reads: every field
+ * is checked for type and range.
+ */
+#include "common/common.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+
+#define HB_TYPE "heartbeat"
+
+static json_t *finite_or_null(double x)
+{
+    return isfinite(x) ? json_real(x) : json_null();
+}
+
+char *atom_heartbeat_to_json(const atom_heartbeat *hb)
+{
+    json_t *coll = json_array();
+    if (!coll)
+        return NULL;
+    for (int i = 0; i < ATOM_HB_GROUPS; i++)
+        json_array_append_new(coll, json_integer(hb->collectives[i]));
+    json_t *root = json_pack("{s:s, s:s, s:i, s:i, s:s, s:i, s:I, s:o, s:o}", "type", HB_TYPE,
+                             "job_id", hb->job_id, "attempt", hb->attempt, "rank", hb->rank,
+                             "host", hb->host, "pid", hb->pid, "step", (json_int_t)hb->step,
+                             "collectives", coll, "time", finite_or_null(hb->time));
+    if (!root)
+        return NULL;
+    if (hb->has_progress) {
+        json_t *progress = json_pack("{s:o, s:o, s:I}", "loss", finite_or_null(hb->loss),
+                                     "tokens_per_s", finite_or_null(hb->tokens_per_s),
+                                     "last_checkpoint_step", (json_int_t)hb->last_checkpoint_step);
+        if (!progress) {
+            json_decref(root);
+            return NULL;
+        }
+        json_object_set_new(root, "progress", progress);
+    }
+    char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return text;
+}
+
+static int get_i64(json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *dst,
+                   atom_err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v))
+        return atom_errf(err, "heartbeat: '%s' must be a whole number", key);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return atom_errf(err, "heartbeat: '%s' is %lld, outside %lld..%lld", key, (long long)x,
+                         (long long)lo, (long long)hi);
+    *dst = x;
+    return 0;
+}
+
+static int get_int(json_t *obj, const char *key, int lo, int hi, int *dst, atom_err *err)
+{
+    int64_t x;
+    if (get_i64(obj, key, lo, hi, &x, err))
+        return -1;
+    *dst = (int)x;
+    return 0;
+}
+
+static int get_str(json_t *obj, const char *key, char *dst, size_t cap, atom_err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_string(v))
+        return atom_errf(err, "heartbeat: '%s' must be a string", key);
+    const char *s = json_string_value(v);
+    if (strlen(s) >= cap)
+        return atom_errf(err, "heartbeat: '%s' is longer than %zu characters", key, cap - 1);
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+/* A number (integer or real), or null for "not a number"; nothing else. */
+static int get_number_or_null(json_t *obj, const char *key, double *dst, atom_err *err)
+{
+    json_t *v = json_object_get(obj, key);
+    if (json_is_null(v)) {
+        *dst = NAN;
+        return 0;
+    }
+    if (!json_is_number(v))
+        return atom_errf(err, "heartbeat: '%s' must be a number", key);
+    *dst = json_number_value(v);
+    return 0;
+}
+
+static int heartbeat_from_root(json_t *root, atom_heartbeat *hb, atom_err *err)
+{
+    if (!json_is_object(root))
+        return atom_errf(err, "heartbeat: expected a JSON object");
+    json_t *type = json_object_get(root, "type");
+    if (!json_is_string(type) || strcmp(json_string_value(type), HB_TYPE))
+        return atom_errf(err, "heartbeat: \"type\" must be \"%s\"", HB_TYPE);
+    if (get_str(root, "job_id", hb->job_id, sizeof hb->job_id, err) ||
+        get_int(root, "attempt", 0, 1 << 30, &hb->attempt, err) ||
+        get_int(root, "rank", 0, 1 << 24, &hb->rank, err) ||
+        get_str(root, "host", hb->host, sizeof hb->host, err) ||
+        get_int(root, "pid", 1, 1 << 30, &hb->pid, err) ||
+        get_i64(root, "step", 0, INT64_MAX, &hb->step, err))
+        return -1;
+    json_t *coll = json_object_get(root, "collectives");
+    if (!json_is_array(coll) || json_array_size(coll) != ATOM_HB_GROUPS)
+        return atom_errf(err, "heartbeat: 'collectives' must be a list of %d counts (world, "
+                         "tensor, data)", ATOM_HB_GROUPS);
+    for (int i = 0; i < ATOM_HB_GROUPS; i++) {
+        json_t *c = json_array_get(coll, (size_t)i);
+        if (!json_is_integer(c) || json_integer_value(c) < 0)
+            return atom_errf(err, "heartbeat: collectives[%d] must be a count (0 or more)", i);
+        hb->collectives[i] = json_integer_value(c);
+    }
+    if (get_number_or_null(root, "time", &hb->time, err))
+        return -1;
+    if (!isfinite(hb->time) || hb->time < 0)
+        return atom_errf(err, "heartbeat: 'time' must be seconds since the epoch");
+    json_t *progress = json_object_get(root, "progress");
+    hb->has_progress = progress != NULL;
+    hb->last_checkpoint_step = -1;
+    if (progress) {
+        if (!json_is_object(progress))
+            return atom_errf(err, "heartbeat: 'progress' must be an object");
+        if (get_number_or_null(progress, "loss", &hb->loss, err) ||
+            get_number_or_null(progress, "tokens_per_s", &hb->tokens_per_s, err) ||
+            get_i64(progress, "last_checkpoint_step", -1, INT64_MAX, &hb->last_checkpoint_step,
+                    err))
+            return -1;
+        if (isfinite(hb->tokens_per_s) && hb->tokens_per_s < 0)
+            return atom_errf(err, "heartbeat: 'tokens_per_s' is negative");
+    }
+    return 0;
+}
+
+int atom_heartbeat_from_json(const char *json, atom_heartbeat *hb, atom_err *err)
+{
+    memset(hb, 0, sizeof *hb);
+    json_error_t jerr;
+    json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root)
+        return atom_errf(err, "heartbeat: not valid JSON at line %d, column %d: %s", jerr.line,
+                         jerr.column, jerr.text);
+    int rc = heartbeat_from_root(root, hb, err);
+    json_decref(root);
+    if (rc)
+        memset(hb, 0, sizeof *hb);
+    return rc;
+}

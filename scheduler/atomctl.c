@@ -1,0 +1,125 @@
+/* scheduler/atomctl.c: atomctl's entry point: global flags, the command table, help and the exit
+ * code table. Each command lives in its own atomctl_<name>.c. */
+#include "scheduler/atomctl.h"
+
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/common.h"
+
+static const atomctl_command commands[] = {
+    {"validate", atomctl_cmd_validate, "check a job spec and summarise it",
+     "atomctl validate JOB.yaml...\n"
+     "  Parses and checks each spec. Prints \"JOB.yaml: ok\" and a summary, or every mistake as\n"
+     "  file:line:column: key: message.\n"},
+    {"plan", atomctl_cmd_plan, "show where a job's ranks would run",
+     "atomctl plan JOB.yaml [--cluster INVENTORY.yaml] [--json]\n"
+     "  Places the job on an idle cluster (default: this machine, one node whose CPU slots stand\n"
+     "  in for GPUs) and prints the rank layout: rank, node, GPU, dp, tp; the tensor- and\n"
+     "  data-parallel groups; the switches used. Or says why the job does not fit.\n"
+     "  --cluster FILE  the cluster inventory (configs/clusters/*.yaml)\n"
+     "  --json          print the plan file (JSON) instead of the table\n"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static const atomctl_command *find_command(const char *name)
+{
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(commands[i].name, name))
+            return &commands[i];
+    return NULL;
+}
+
+void atomctl_print_usage(const char *command, FILE *out)
+{
+    const atomctl_command *c = find_command(command);
+    if (c)
+        fprintf(out, "usage: %s", c->usage);
+}
+
+int atomctl_usage_error(const char *command, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "atomctl %s: ", command);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    atomctl_print_usage(command, stderr);
+    return ATOMCTL_USAGE;
+}
+
+static void print_help(FILE *out)
+{
+    fprintf(out,
+            "usage: atomctl [--help] [--version] COMMAND [ARGS]\n"
+            "\n"
+            "atom: distributed training jobs on a GPU cluster, or on this machine's CPU.\n"
+            "\n"
+            "commands:\n");
+    for (int i = 0; i < n_commands; i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out,
+            "\n"
+            "`atomctl COMMAND --help` describes one command.\n"
+            "\n"
+            "exit codes:\n"
+            "  0  ok\n"
+            "  1  failed: an invalid spec, a job that does not fit, an unreadable file\n"
+            "  2  usage: unknown command or flag, missing argument\n"
+            "  3  atomd cannot be reached\n");
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    /* '+': stop at the command name, whose own flags its handler parses. */
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "+hV", options, NULL)) != -1) {
+        switch (opt) {
+        case 'h':
+            print_help(stdout);
+            return ATOMCTL_OK;
+        case 'V':
+            printf("atomctl 0.1.0\n");
+            return ATOMCTL_OK;
+        default:
+            fprintf(stderr, "atomctl: unknown option '%s'\n", argv[optind - 1]);
+            print_help(stderr);
+            return ATOMCTL_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        fprintf(stderr, "atomctl: no command given\n");
+        print_help(stderr);
+        return ATOMCTL_USAGE;
+    }
+    const char *name = argv[optind];
+    if (!strcmp(name, "help")) {
+        if (optind + 1 < argc && find_command(argv[optind + 1])) {
+            atomctl_print_usage(argv[optind + 1], stdout);
+            return ATOMCTL_OK;
+        }
+        print_help(stdout);
+        return ATOMCTL_OK;
+    }
+    const atomctl_command *c = find_command(name);
+    if (!c) {
+        fprintf(stderr, "atomctl: unknown command '%s'\n", name);
+        print_help(stderr);
+        return ATOMCTL_USAGE;
+    }
+    /* The handler parses from its own name on, with getopt reset. */
+    int sub_argc = argc - optind;
+    char **sub_argv = argv + optind;
+    optind = 1;
+    opterr = 0;
+    return c->handler(sub_argc, sub_argv);
+}
