@@ -2,9 +2,10 @@
  *
  *   {"type": "heartbeat", "job_id": "j42", "attempt": 0, "rank": 3, "host": "gpu007", "pid": 1234,
  *    "step": 120, "collectives": [361, 240, 121], "time": 1795442400.25,
- *    "progress": {"loss": 3.21, "tokens_per_s": 51234.5, "last_checkpoint_step": 100}}
+ *    "loss": 3.21, "tokens_per_s": 51234.5, "last_checkpoint_step": 100}
  *
- * "progress" is sent by rank 0 only. A loss that is not a finite number (a diverged run) is sent
+ * The progress fields (loss, tokens_per_s, last_checkpoint_step) are sent by rank 0 only, all
+ * three or none; they sit at the top level so that a reader can pick "loss" without nesting. A loss that is not a finite number (a diverged run) is sent
  * as null, since JSON has no NaN, and read back as NaN. atomd trusts nothing it reads: every field
  * is checked for type and range.
  */
@@ -35,14 +36,10 @@ char *atom_heartbeat_to_json(const atom_heartbeat *hb)
     if (!root)
         return NULL;
     if (hb->has_progress) {
-        json_t *progress = json_pack("{s:o, s:o, s:I}", "loss", finite_or_null(hb->loss),
-                                     "tokens_per_s", finite_or_null(hb->tokens_per_s),
-                                     "last_checkpoint_step", (json_int_t)hb->last_checkpoint_step);
-        if (!progress) {
-            json_decref(root);
-            return NULL;
-        }
-        json_object_set_new(root, "progress", progress);
+        json_object_set_new(root, "loss", finite_or_null(hb->loss));
+        json_object_set_new(root, "tokens_per_s", finite_or_null(hb->tokens_per_s));
+        json_object_set_new(root, "last_checkpoint_step",
+                            json_integer((json_int_t)hb->last_checkpoint_step));
     }
     char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
@@ -126,16 +123,19 @@ static int heartbeat_from_root(json_t *root, atom_heartbeat *hb, atom_err *err)
         return -1;
     if (!isfinite(hb->time) || hb->time < 0)
         return atom_errf(err, "heartbeat: 'time' must be seconds since the epoch");
-    json_t *progress = json_object_get(root, "progress");
-    hb->has_progress = progress != NULL;
+    /* All three progress fields, or none of them. */
+    int present = (json_object_get(root, "loss") != NULL) +
+                  (json_object_get(root, "tokens_per_s") != NULL) +
+                  (json_object_get(root, "last_checkpoint_step") != NULL);
+    if (present != 0 && present != 3)
+        return atom_errf(err, "heartbeat: loss, tokens_per_s and last_checkpoint_step come "
+                         "together (got %d of 3)", present);
+    hb->has_progress = present == 3;
     hb->last_checkpoint_step = -1;
-    if (progress) {
-        if (!json_is_object(progress))
-            return atom_errf(err, "heartbeat: 'progress' must be an object");
-        if (get_number_or_null(progress, "loss", &hb->loss, err) ||
-            get_number_or_null(progress, "tokens_per_s", &hb->tokens_per_s, err) ||
-            get_i64(progress, "last_checkpoint_step", -1, INT64_MAX, &hb->last_checkpoint_step,
-                    err))
+    if (hb->has_progress) {
+        if (get_number_or_null(root, "loss", &hb->loss, err) ||
+            get_number_or_null(root, "tokens_per_s", &hb->tokens_per_s, err) ||
+            get_i64(root, "last_checkpoint_step", -1, INT64_MAX, &hb->last_checkpoint_step, err))
             return -1;
         if (isfinite(hb->tokens_per_s) && hb->tokens_per_s < 0)
             return atom_errf(err, "heartbeat: 'tokens_per_s' is negative");
