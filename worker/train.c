@@ -600,6 +600,8 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
         }
         stop = shared[1] > 0 && step < spec->training.steps;
         double dt = atom_monotonic() - t0;
+        if (opts->on_step)
+            opts->on_step(opts->on_step_arg, step);
         if (isnan(result->first_loss))
             result->first_loss = shared[0];
         result->last_loss = shared[0];

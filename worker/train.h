@@ -39,6 +39,10 @@ typedef struct atom_train_opts {
     int64_t stop_after;      /* > 0: stop as if signalled once this many steps are done (tests,
                                 `atom-worker --stop-after`); 0: never */
     FILE *progress;          /* rank 0's line per step (stdout); NULL: none */
+    /* Called on every rank after each step, once the step's all-reduce is done (so all ranks
+     * are at the same point): the benchmark's timer marks. NULL: none. */
+    void (*on_step)(void *arg, int64_t steps_done);
+    void *on_step_arg;
 } atom_train_opts;
 
 typedef struct atom_train_result {

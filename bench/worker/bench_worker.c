@@ -1,0 +1,280 @@
+/* bench/worker/bench_worker.c: atom-bench-worker, the training loop's speed on the CPU beside
+ * the limit set by its own matrix multiplications, measured in the same run.
+ *
+ * Under mpirun -np R it trains gpt-tiny (B=8 per rank, T=128, C=256, L=4, NH=4, V=256) data-
+ * parallel over R ranks through the real loop (atom_train_run) and reports tokens/s and ms/step
+ * over the measured steps, and the share of that time spent in cblas_sgemm: this executable
+ * defines cblas_sgemm itself, timing each call and passing it to OpenBLAS's (dlsym RTLD_NEXT),
+ * so the model's code is measured unchanged. It then replays exactly the sgemm calls of one step
+ * (shapes, leading dimensions, beta) with cblas_sgemm alone, on every rank at once: the step
+ * time if nothing but sgemm ran, i.e. the ceiling in tokens/s.
+ *
+ * Output: one "key value" line per figure (rank 0), so run.sh and people can read it.
+ */
+#include <dlfcn.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+#include <mpi.h>
+
+#include "common/common.h"
+#include "worker/backend.h"
+#include "worker/train.h"
+
+/* ---- the cblas_sgemm interposer ---------------------------------------------------------- */
+
+typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
+                         const enum CBLAS_TRANSPOSE, const blasint, const blasint, const blasint,
+                         const float, const float *, const blasint, const float *, const blasint,
+                         const float, float *, const blasint);
+
+typedef struct sgemm_shape {
+    int order, ta, tb, M, N, K, lda, ldb, ldc;
+    int beta_zero;
+    long calls; /* during the measured steps */
+} sgemm_shape;
+
+#define MAX_SHAPES 256
+
+typedef struct sgemm_meter {
+    sgemm_fn real;
+    double seconds;        /* inside sgemm since the last reset */
+    bool recording;        /* shapes are counted during the measured steps only */
+    sgemm_shape shapes[MAX_SHAPES];
+    int n_shapes;
+} sgemm_meter;
+
+static sgemm_meter g_meter;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static void record_shape(const sgemm_shape *s)
+{
+    for (int i = 0; i < g_meter.n_shapes; i++) {
+        sgemm_shape *h = &g_meter.shapes[i];
+        if (h->order == s->order && h->ta == s->ta && h->tb == s->tb && h->M == s->M &&
+            h->N == s->N && h->K == s->K && h->lda == s->lda && h->ldb == s->ldb &&
+            h->ldc == s->ldc && h->beta_zero == s->beta_zero) {
+            h->calls++;
+            return;
+        }
+    }
+    if (g_meter.n_shapes < MAX_SHAPES) {
+        g_meter.shapes[g_meter.n_shapes] = *s;
+        g_meter.shapes[g_meter.n_shapes++].calls = 1;
+    }
+}
+
+void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLAS_TRANSPOSE TransA,
+                 OPENBLAS_CONST enum CBLAS_TRANSPOSE TransB, OPENBLAS_CONST blasint M,
+                 OPENBLAS_CONST blasint N, OPENBLAS_CONST blasint K, OPENBLAS_CONST float alpha,
+                 OPENBLAS_CONST float *A, OPENBLAS_CONST blasint lda, OPENBLAS_CONST float *B,
+                 OPENBLAS_CONST blasint ldb, OPENBLAS_CONST float beta, float *C,
+                 OPENBLAS_CONST blasint ldc)
+{
+    if (!g_meter.real) {
+        /* OpenBLAS's own symbol, the next definition after this executable's. */
+        void *sym = dlsym(RTLD_NEXT, "cblas_sgemm");
+        if (!sym) {
+            fprintf(stderr, "atom-bench-worker: cannot find OpenBLAS's cblas_sgemm\n");
+            abort();
+        }
+        memcpy(&g_meter.real, &sym, sizeof sym);
+    }
+    double t0 = now_s();
+    g_meter.real(Order, TransA, TransB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    g_meter.seconds += now_s() - t0;
+    if (g_meter.recording) {
+        sgemm_shape s = {(int)Order, (int)TransA, (int)TransB, M, N, K, lda, ldb, ldc,
+                         beta == 0.0f, 0};
+        record_shape(&s);
+    }
+}
+
+/* ---- marks taken by the training loop after each step ------------------------------------ */
+
+typedef struct bench_marks {
+    int64_t warmup, steps;  /* steps not measured, steps measured */
+    double t_start, t_end, sgemm_start, sgemm_end;
+} bench_marks;
+
+static void on_step(void *arg, int64_t done)
+{
+    bench_marks *m = arg;
+    if (done == m->warmup) {
+        m->t_start = now_s();
+        m->sgemm_start = g_meter.seconds;
+        g_meter.recording = true;
+    } else if (done == m->warmup + m->steps) {
+        m->t_end = now_s();
+        m->sgemm_end = g_meter.seconds;
+        g_meter.recording = false;
+    }
+}
+
+/* ---- the sgemm ceiling: one step's calls, sgemm alone ------------------------------------ */
+
+static size_t matrix_floats(int order, int trans, int rows, int cols, int ld)
+{
+    /* Stored rows in row-major (or columns in column-major) of the operand as passed. */
+    int stored_major = (order == CblasRowMajor) == (trans == CblasNoTrans) ? rows : cols;
+    return (size_t)stored_major * (size_t)ld;
+}
+
+/* Seconds that one step's sgemm calls take when replayed alone (best of `repeats`). */
+static double replay_step(int64_t measured_steps, int repeats)
+{
+    double best = INFINITY;
+    float *bufs[MAX_SHAPES][3];
+    for (int i = 0; i < g_meter.n_shapes; i++) {
+        sgemm_shape *s = &g_meter.shapes[i];
+        size_t na = matrix_floats(s->order, s->ta, s->M, s->K, s->lda);
+        size_t nb = matrix_floats(s->order, s->tb, s->K, s->N, s->ldb);
+        size_t nc = matrix_floats(s->order, CblasNoTrans, s->M, s->N, s->ldc);
+        size_t n[3] = {na, nb, nc};
+        for (int j = 0; j < 3; j++) {
+            bufs[i][j] = malloc(n[j] * sizeof(float));
+            for (size_t e = 0; e < n[j]; e++)
+                bufs[i][j][e] = (float)((e * 2654435761u) % 1000) * 1e-3f - 0.5f;
+        }
+    }
+    for (int r = 0; r < repeats; r++) {
+        MPI_Barrier(MPI_COMM_WORLD); /* every rank replays at once, as they trained */
+        double t0 = now_s();
+        for (int i = 0; i < g_meter.n_shapes; i++) {
+            sgemm_shape *s = &g_meter.shapes[i];
+            long per_step = (long)llround((double)s->calls / (double)measured_steps);
+            for (long c = 0; c < per_step; c++)
+                g_meter.real(s->order, s->ta, s->tb, s->M, s->N, s->K, 1.0f, bufs[i][0], s->lda,
+                             bufs[i][1], s->ldb, s->beta_zero ? 0.0f : 1.0f, bufs[i][2], s->ldc);
+        }
+        double t = now_s() - t0;
+        best = t < best ? t : best;
+    }
+    for (int i = 0; i < g_meter.n_shapes; i++)
+        for (int j = 0; j < 3; j++)
+            free(bufs[i][j]);
+    return best;
+}
+
+static double median(double *x, int n)
+{
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && x[j - 1] > x[j]; j--) {
+            double t = x[j];
+            x[j] = x[j - 1];
+            x[j - 1] = t;
+        }
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+int main(int argc, char **argv)
+{
+    if (!getenv("OPENBLAS_NUM_THREADS")) {
+        setenv("OPENBLAS_NUM_THREADS", "1", 1);
+        openblas_set_num_threads(1);
+    }
+    const char *data_path = "/usr/share/common-licenses/GPL-3";
+    int warmup = 3, steps = 10;
+    static const struct option long_opts[] = {{"data", required_argument, NULL, 'd'},
+                                              {"warmup", required_argument, NULL, 'w'},
+                                              {"steps", required_argument, NULL, 's'},
+                                              {"help", no_argument, NULL, 'h'},
+                                              {NULL, 0, NULL, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': data_path = optarg; break;
+        case 'w': warmup = atoi(optarg); break;
+        case 's': steps = atoi(optarg); break;
+        case 'h':
+            printf("usage: mpirun -np R atom-bench-worker [--steps N] [--warmup W] [--data FILE]\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    if (warmup < 1 || steps < 1) {
+        fprintf(stderr, "atom-bench-worker: --warmup and --steps must be positive\n");
+        return 2;
+    }
+    int provided, rank, world;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    atom_log_init("atom-bench-worker", ATOM_LOG_WARN);
+
+    atom_plan plan;
+    memset(&plan, 0, sizeof plan);
+    atom_spec *spec = &plan.spec;
+    atom_spec_defaults(spec);
+    atom_model_preset("gpt-tiny", &spec->model);
+    snprintf(spec->data.path, sizeof spec->data.path, "%s", data_path);
+    spec->resources.gpus = world;
+    spec->resources.device = ATOM_DEVICE_CPU;
+    spec->parallelism.tensor = 1;
+    spec->parallelism.data = world;
+    spec->training.micro_batch = 8;
+    spec->training.global_batch = 8 * world;
+    spec->training.steps = warmup + steps;
+    spec->checkpoint.dir[0] = '\0';
+    plan.world = world;
+    plan.ranks = calloc((size_t)world, sizeof *plan.ranks);
+    plan.nodes = calloc(1, sizeof *plan.nodes);
+    plan.n_nodes = 1;
+    for (int r = 0; r < world; r++)
+        plan.ranks[r] = (atom_rank_place){r, r, 0, 0, r};
+
+    bench_marks marks = {warmup, steps, 0, 0, 0, 0};
+    atom_train_opts opts = {.plan = &plan, .backend = atom_backend_cpu(), .progress = NULL,
+                            .on_step = on_step, .on_step_arg = &marks};
+    atom_train_result result;
+    atom_err err;
+    if (atom_train_run(&opts, &result, &err) != 0) {
+        fprintf(stderr, "atom-bench-worker: rank %d: %s\n", rank, err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    double elapsed = marks.t_end - marks.t_start;
+    double share = (marks.sgemm_end - marks.sgemm_start) / elapsed, share_sum = 0;
+    MPI_Reduce(&share, &share_sum, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+    double replay[3];
+    for (int i = 0; i < 3; i++) {
+        double t = replay_step(steps, 3);
+        MPI_Allreduce(&t, &replay[i], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    }
+    double sgemm_step = median(replay, 3);
+    if (rank == 0) {
+        double tokens_per_step = (double)spec->training.global_batch * spec->model.context;
+        double ms = 1000 * elapsed / steps;
+        double tps = tokens_per_step * steps / elapsed;
+        double ceiling = tokens_per_step / sgemm_step;
+        long calls = 0;
+        for (int i = 0; i < g_meter.n_shapes; i++)
+            calls += g_meter.shapes[i].calls;
+        printf("config gpt-tiny B=8/rank T=128 C=256 L=4 NH=4 V=256 ranks=%d threads=%s\n", world,
+               getenv("OPENBLAS_NUM_THREADS"));
+        printf("steps %d (after %d warm-up)\n", steps, warmup);
+        printf("loss %.4f -> %.4f\n", result.first_loss, result.last_loss);
+        printf("tokens_per_s %.0f\n", tps);
+        printf("ms_per_step %.1f\n", ms);
+        printf("sgemm_share %.1f%%\n", 100 * share_sum / world);
+        printf("sgemm_calls_per_step %ld (%d shapes)\n", calls / steps, g_meter.n_shapes);
+        printf("sgemm_alone_ms_per_step %.1f\n", 1000 * sgemm_step);
+        printf("sgemm_ceiling_tokens_per_s %.0f\n", ceiling);
+        printf("of_ceiling %.0f%%\n", 100 * tps / ceiling);
+    }
+    free(plan.ranks);
+    free(plan.nodes);
+    MPI_Finalize();
+    return 0;
+}
