@@ -72,6 +72,8 @@ static inline int atom_padded_vocab(int vocab) { return (vocab + 127) / 128 * 12
 /* Fills cfg from a named preset ("gpt-tiny", "gpt2-124m", "gpt2-350m", "gpt2-774m",
  * "gpt2-1558m"); returns -1 for an unknown name. */
 int atom_model_preset(const char *name, atom_model_cfg *cfg);
+/* The i-th preset's name (0, 1, ...), NULL past the last: for listing them in messages. */
+const char *atom_model_preset_name(int i);
 /* Number of parameters of the unsplit model (with the padded vocabulary). */
 int64_t atom_model_params(const atom_model_cfg *cfg);
 
@@ -145,8 +147,14 @@ void atom_spec_defaults(atom_spec *spec);
 int atom_spec_parse(const char *text, size_t len, const char *name, const char *base_dir,
                     atom_spec *spec, atom_diags *diags);
 int atom_spec_load(const char *path, atom_spec *spec, atom_diags *diags);
+/* The largest spec file atom_spec_load and atom_spec_parse accept. */
+#define ATOM_SPEC_MAX_BYTES (1 << 20)
 /* Cross-field checks (gpus = tensor x data, divisibility, ...); positions are 0 here. */
 int atom_spec_check(const atom_spec *spec, const char *file, atom_diags *diags);
+/* The file-system checks, kept out of parsing so the parser stays pure: data.path is a readable
+ * regular file holding more than context + 1 tokens of data.format; checkpoint.dir, when it
+ * exists, is a folder. atomctl calls it before submitting, the worker before training. */
+int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *diags);
 /* The normalised spec as JSON text (malloc'd) and back. */
 char *atom_spec_to_json(const atom_spec *spec);
 int atom_spec_from_json(const char *json, atom_spec *spec, atom_err *err);
