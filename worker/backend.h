@@ -76,8 +76,11 @@ typedef struct atom_backend {
      * goes here, after the all-reduce, so it is added once. */
     void (*residual_forward)(float *out, const float *x, const float *y, const float *bias,
                              int N, int C);
-    /* out (N, C) += x. */
+    /* out (n) += x. */
     void (*accumulate)(float *out, const float *x, int64_t n);
+    /* out (cols) = max over rows of in (rows, cols): the all-reduce MAX of the cross-entropy's
+     * row maxima, done as an all-gather (the collectives offer sum and average only) and this. */
+    void (*column_max)(float *out, const float *in, int rows, int cols);
 
     /* ---- cross-entropy over a vocabulary slice (Megatron's parallel cross-entropy) ----
      * logits (N, vcols) hold columns [vocab_start, vocab_start + vcols) of the full logits, of

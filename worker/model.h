@@ -98,7 +98,9 @@ typedef struct atom_model_opts {
     int max_batch;                  /* B: the largest micro-batch forward will see */
     const atom_backend *backend;    /* atom_backend_cpu(), or the CUDA one */
     int tp_rank, tp_size;           /* this rank's place in its tensor-parallel group */
-    coll_group *tensor_group;       /* collectives' COLL_TENSOR group; NULL when tp_size == 1 */
+    coll_group *tensor_group;       /* collectives' COLL_TENSOR group; NULL when tp_size == 1
+                                       (a split shard without it can be initialised, stepped and
+                                       copied, not run: forward and grad norm fail) */
     coll_group *data_group;         /* COLL_DATA group; NULL (or size 1): no gradient averaging */
     size_t bucket_bytes;            /* gradient bucket size for data parallelism (0: 4 MiB) */
 } atom_model_opts;

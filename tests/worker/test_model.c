@@ -1,0 +1,575 @@
+/* tests/worker/test_model.c: the single-rank model against the reference (cmocka).
+ *
+ *   - the parameter table: reference order, offsets, and the hyperslabs of every TP split;
+ *   - initial weights identical whatever the TP split (each shard read back through its
+ *     hyperslab), with the reference's distributions;
+ *   - loss and logits agree with an independent naive double-precision forward (naive_gpt.h);
+ *   - every parameter's gradient (sampled elements) agrees with central finite differences of
+ *     the naive forward; padded vocabulary rows get no gradient;
+ *   - gradient accumulation and its scale; the loss at initialisation of gpt-tiny is near ln V;
+ *   - AdamW against the formula, weight decay on the 2-D weights only; the gradient norm.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "naive_gpt.h"
+#include "worker/model.h"
+
+static const atom_model_cfg SMALL = {.layers = 2, .channels = 8, .heads = 2, .vocab = 5,
+                                     .context = 4};
+
+static naive_shape shape_of(const atom_model_cfg *c)
+{
+    naive_shape s = {c->vocab, atom_padded_vocab(c->vocab), c->context, c->channels, c->layers,
+                     c->heads};
+    return s;
+}
+
+/* A fixed pseudo-random stream for the tests' own data (not the model's generator). */
+static uint64_t test_rng = 88172645463325252ull;
+static uint64_t next_u64(void)
+{
+    test_rng ^= test_rng << 13;
+    test_rng ^= test_rng >> 7;
+    test_rng ^= test_rng << 17;
+    return test_rng;
+}
+static double next_uniform(void) { return (double)(next_u64() >> 11) / 9007199254740992.0; }
+static double next_normal(void)
+{
+    double u1 = next_uniform() + 1e-12, u2 = next_uniform();
+    return sqrt(-2 * log(u1)) * cos(2 * M_PI * u2);
+}
+
+static void random_tokens(int *tokens, int n, int V)
+{
+    for (int i = 0; i < n; i++)
+        tokens[i] = (int)(next_u64() % (uint64_t)V);
+}
+
+static atom_model *make_model(const atom_model_cfg *cfg, int B, int tp_rank, int tp_size)
+{
+    /* without a tensor group a split shard can be created, initialised and stepped, but not run
+     * forward (test_bad_input) */
+    atom_model_opts o = {.cfg = *cfg, .max_batch = B, .backend = atom_backend_cpu(),
+                         .tp_rank = tp_rank, .tp_size = tp_size};
+    atom_model *m = NULL;
+    atom_err err = {{0}};
+    if (atom_model_create(&o, &m, &err) != 0)
+        fail_msg("atom_model_create: %s", err.msg);
+    return m;
+}
+
+/* ---- the parameter table ---- */
+
+static void test_table_layout(void **state)
+{
+    (void)state;
+    atom_model_cfg c = {.layers = 3, .channels = 16, .heads = 4, .vocab = 300, .context = 8};
+    naive_shape s = shape_of(&c);
+    int64_t sizes[16];
+    int64_t total = naive_sizes(&s, sizes);
+    static const char *names[16] = {"wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb",
+                                    "attprojw", "attprojb", "ln2w", "ln2b", "fcw", "fcb",
+                                    "fcprojw", "fcprojb", "lnfw", "lnfb"};
+    atom_param_table t;
+    atom_err err;
+    assert_int_equal(atom_param_table_build(&t, &c, 0, 1, &err), 0);
+    assert_int_equal(t.total, total);
+    int64_t off = 0;
+    for (int i = 0; i < 16; i++) {
+        assert_string_equal(t.params[i].name, names[i]);
+        assert_int_equal(t.params[i].offset, off);
+        assert_int_equal(t.params[i].numel, sizes[i]);
+        off += sizes[i];
+    }
+    assert_int_equal(t.params[ATOM_P_WTE].shape[0], 384); /* Vp */
+
+    /* TP rank 1 of 4: the brief's qkvw example, and the others */
+    assert_int_equal(atom_param_table_build(&t, &c, 1, 4, &err), 0);
+    const atom_param *q = &t.params[ATOM_P_QKVW];
+    assert_int_equal(q->start[1], 1 * 16 / 4);
+    assert_int_equal(q->stride[1], 16);
+    assert_int_equal(q->count[1], 3);
+    assert_int_equal(q->block[1], 4);
+    assert_int_equal(q->block[0], 3);
+    assert_int_equal(q->block[2], 16);
+    assert_int_equal(q->numel, 3 * 12 * 16);
+    assert_true(q->tp_split && q->decay && q->per_layer);
+    const atom_param *ap = &t.params[ATOM_P_ATTPROJW];
+    assert_int_equal(ap->start[2], 4);
+    assert_int_equal(ap->block[2], 4);
+    assert_int_equal(ap->local_shape[1], 16);
+    assert_int_equal(t.params[ATOM_P_FCPROJW].start[2], 16);
+    assert_int_equal(t.params[ATOM_P_FCW].start[1], 16);
+    assert_int_equal(t.params[ATOM_P_WTE].start[0], 96);
+    assert_int_equal(t.params[ATOM_P_WTE].local_shape[0], 96);
+    assert_false(t.params[ATOM_P_ATTPROJB].tp_split);
+    assert_false(t.params[ATOM_P_LN1W].decay);
+    assert_true(t.params[ATOM_P_WPE].decay);
+
+    /* the shards of a split add up to the whole parameter */
+    for (int i = 0; i < 16; i++) {
+        int64_t sum = 0;
+        for (int r = 0; r < 4; r++) {
+            atom_param_table tr;
+            assert_int_equal(atom_param_table_build(&tr, &c, r, 4, &err), 0);
+            sum += tr.params[i].numel;
+        }
+        assert_int_equal(sum, t.params[i].tp_split ? sizes[i] : 4 * sizes[i]);
+    }
+
+    /* shapes that do not split are refused with a message */
+    assert_int_equal(atom_param_table_build(&t, &c, 0, 3, &err), -1);
+    assert_non_null(strstr(err.msg, "heads"));
+}
+
+/* The global row-major indices a hyperslab selects, in the order HDF5 reads them into a
+ * contiguous buffer: for each dim, start + c*stride + b over c < count, b < block. */
+static int64_t *hyperslab_indices(const atom_param *p)
+{
+    int64_t n = p->numel;
+    int64_t *out = malloc((size_t)n * sizeof(int64_t));
+    int64_t dims[3] = {1, 1, 1}, st[3] = {0, 0, 0}, sd[3] = {1, 1, 1}, ct[3] = {1, 1, 1},
+            bk[3] = {1, 1, 1};
+    int pad = 3 - p->ndim;
+    for (int k = 0; k < p->ndim; k++) {
+        dims[pad + k] = p->shape[k];
+        st[pad + k] = p->start[k];
+        sd[pad + k] = p->stride[k];
+        ct[pad + k] = p->count[k];
+        bk[pad + k] = p->block[k];
+    }
+    int64_t i = 0;
+    for (int64_t c0 = 0; c0 < ct[0]; c0++)
+        for (int64_t b0 = 0; b0 < bk[0]; b0++)
+            for (int64_t c1 = 0; c1 < ct[1]; c1++)
+                for (int64_t b1 = 0; b1 < bk[1]; b1++)
+                    for (int64_t c2 = 0; c2 < ct[2]; c2++)
+                        for (int64_t b2 = 0; b2 < bk[2]; b2++) {
+                            int64_t g0 = st[0] + c0 * sd[0] + b0, g1 = st[1] + c1 * sd[1] + b1,
+                                    g2 = st[2] + c2 * sd[2] + b2;
+                            assert_true(i < n);
+                            out[i++] = (g0 * dims[1] + g1) * dims[2] + g2;
+                        }
+    assert_int_equal(i, n);
+    return out;
+}
+
+/* ---- initialisation ---- */
+
+/* Every shard of every TP split, read back through its hyperslab, holds exactly the values of
+ * the unsplit model at those positions. */
+static void test_init_independent_of_split(void **state)
+{
+    (void)state;
+    atom_model_cfg c = {.layers = 2, .channels = 16, .heads = 4, .vocab = 200, .context = 8};
+    atom_err err;
+    atom_model *whole = make_model(&c, 1, 0, 1);
+    assert_int_equal(atom_model_init_weights(whole, 99, &err), 0);
+    const atom_param_table *tw = atom_model_table(whole);
+    float *ref = malloc((size_t)tw->total * sizeof(float));
+    assert_int_equal(atom_model_download(whole, ATOM_BUF_PARAMS, ref, &err), 0);
+    for (int P = 2; P <= 4; P *= 2)
+        for (int r = 0; r < P; r++) {
+            atom_model *m = make_model(&c, 1, r, P);
+            assert_int_equal(atom_model_init_weights(m, 99, &err), 0);
+            const atom_param_table *t = atom_model_table(m);
+            float *w = malloc((size_t)t->total * sizeof(float));
+            assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, w, &err), 0);
+            for (int id = 0; id < ATOM_N_PARAMS; id++) {
+                const atom_param *p = &t->params[id];
+                int64_t *gi = hyperslab_indices(p);
+                for (int64_t i = 0; i < p->numel; i++)
+                    if (w[p->offset + i] != ref[tw->params[id].offset + gi[i]])
+                        fail_msg("%s, TP rank %d of %d, local %lld: %g, unsplit %g", p->name, r,
+                                 P, (long long)i, w[p->offset + i],
+                                 ref[tw->params[id].offset + gi[i]]);
+                free(gi);
+            }
+            free(w);
+            atom_model_free(m);
+        }
+    free(ref);
+    atom_model_free(whole);
+}
+
+static void test_init_distribution(void **state)
+{
+    (void)state;
+    atom_model_cfg c = {.layers = 2, .channels = 64, .heads = 4, .vocab = 200, .context = 32};
+    atom_model *m = make_model(&c, 1, 0, 1);
+    atom_err err;
+    assert_int_equal(atom_model_init_weights(m, 1234, &err), 0);
+    const atom_param_table *t = atom_model_table(m);
+    float *w = malloc((size_t)t->total * sizeof(float));
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, w, &err), 0);
+    for (int id = 0; id < ATOM_N_PARAMS; id++) {
+        const atom_param *p = &t->params[id];
+        const float *x = w + p->offset;
+        int64_t n = p->numel;
+        if (id == ATOM_P_WTE)
+            n = (int64_t)c.vocab * c.channels; /* the real rows first; padded rows after */
+        double mean = 0, sq = 0;
+        for (int64_t i = 0; i < n; i++) {
+            mean += x[i];
+            sq += (double)x[i] * x[i];
+        }
+        mean /= n;
+        double sd = sqrt(sq / n - mean * mean);
+        const char *name = p->name;
+        if (!strcmp(name, "ln1w") || !strcmp(name, "ln2w") || !strcmp(name, "lnfw")) {
+            for (int64_t i = 0; i < n; i++)
+                assert_true(x[i] == 1.0f);
+        } else if (p->ndim == 1 || (p->ndim == 2 && p->per_layer)) {
+            for (int64_t i = 0; i < n; i++) /* biases */
+                assert_true(x[i] == 0.0f);
+        } else {
+            double want = 0.02;
+            if (!strcmp(name, "attprojw") || !strcmp(name, "fcprojw"))
+                want = 0.02 / sqrt(2.0 * c.layers);
+            if (fabs(sd - want) > 0.05 * want || fabs(mean) > 0.1 * want)
+                fail_msg("%s: mean %g sd %g, want sd %g", name, mean, sd, want);
+        }
+        if (id == ATOM_P_WTE)
+            for (int64_t i = n; i < p->numel; i++)
+                assert_true(x[i] == 0.0f); /* padded rows */
+    }
+    /* a different seed gives different weights; the same seed the same */
+    float *w2 = malloc((size_t)t->total * sizeof(float));
+    assert_int_equal(atom_model_init_weights(m, 1235, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, w2, &err), 0);
+    assert_true(memcmp(w, w2, (size_t)t->total * sizeof(float)) != 0);
+    assert_int_equal(atom_model_init_weights(m, 1234, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, w2, &err), 0);
+    assert_memory_equal(w, w2, (size_t)t->total * sizeof(float));
+    free(w);
+    free(w2);
+    atom_model_free(m);
+}
+
+/* ---- the naive reference ---- */
+
+static double *to_double(const float *x, int64_t n)
+{
+    double *d = malloc((size_t)n * sizeof(double));
+    for (int64_t i = 0; i < n; i++)
+        d[i] = x[i];
+    return d;
+}
+
+/* Weights with more spread than the initialisation, so every nonlinearity is exercised:
+ * normal(0, 0.3) everywhere, LayerNorm weights 1 + normal(0, 0.3), padded rows zero. */
+static void perturbed_weights(atom_model *m, const atom_model_cfg *c, float *w)
+{
+    const atom_param_table *t = atom_model_table(m);
+    for (int id = 0; id < ATOM_N_PARAMS; id++) {
+        const atom_param *p = &t->params[id];
+        bool lnw = id == ATOM_P_LN1W || id == ATOM_P_LN2W || id == ATOM_P_LNFW;
+        for (int64_t i = 0; i < p->numel; i++)
+            w[p->offset + i] = (float)((lnw ? 1.0 : 0.0) + 0.3 * next_normal());
+        if (id == ATOM_P_WTE)
+            for (int64_t i = (int64_t)c->vocab * c->channels; i < p->numel; i++)
+                w[p->offset + i] = 0.0f;
+    }
+    atom_err err;
+    assert_int_equal(atom_model_upload(m, ATOM_BUF_PARAMS, w, &err), 0);
+}
+
+static void check_against_naive(const atom_model_cfg *c, int B, bool perturb)
+{
+    atom_model *m = make_model(c, B, 0, 1);
+    atom_err err;
+    assert_int_equal(atom_model_init_weights(m, 7, &err), 0);
+    const atom_param_table *t = atom_model_table(m);
+    float *w = malloc((size_t)t->total * sizeof(float));
+    if (perturb)
+        perturbed_weights(m, c, w);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, w, &err), 0);
+    int T = c->context, Vp = atom_padded_vocab(c->vocab);
+    int *tokens = malloc((size_t)B * (T + 1) * sizeof(int));
+    random_tokens(tokens, B * (T + 1), c->vocab);
+
+    float loss = 0;
+    assert_int_equal(atom_model_forward(m, tokens, B, &loss, &err), 0);
+    float *logits = malloc((size_t)B * T * Vp * sizeof(float));
+    assert_int_equal(atom_model_copy_logits(m, logits, &err), 0);
+
+    naive_shape s = shape_of(c);
+    double *wd = to_double(w, t->total);
+    double *ref_logits = malloc((size_t)B * T * c->vocab * sizeof(double));
+    double ref = naive_forward(&s, wd, tokens, B, ref_logits);
+    if (fabs(loss - ref) > 1e-5 * fabs(ref) + 1e-6)
+        fail_msg("loss %.8f, naive %.8f", loss, ref);
+    double worst = 0, scale = 0;
+    for (int i = 0; i < B * T; i++)
+        for (int v = 0; v < c->vocab; v++) {
+            double d = fabs(logits[(size_t)i * Vp + v] - ref_logits[(size_t)i * c->vocab + v]);
+            worst = fmax(worst, d);
+            scale = fmax(scale, fabs(ref_logits[(size_t)i * c->vocab + v]));
+        }
+    if (worst > 1e-5 * fmax(scale, 1.0))
+        fail_msg("logits differ by up to %g (largest logit %g)", worst, scale);
+
+    /* forward_backward reports the same loss */
+    float loss2 = 0;
+    assert_int_equal(atom_model_forward_backward(m, tokens, B, 1.0f, false, &loss2, &err), 0);
+    assert_true(loss2 == loss);
+    free(w);
+    free(wd);
+    free(tokens);
+    free(logits);
+    free(ref_logits);
+    atom_model_free(m);
+}
+
+static void test_naive_small(void **state)
+{
+    (void)state;
+    check_against_naive(&SMALL, 2, false);
+    check_against_naive(&SMALL, 2, true);
+}
+
+static void test_naive_wider(void **state)
+{
+    (void)state;
+    atom_model_cfg c = {.layers = 2, .channels = 48, .heads = 4, .vocab = 130, .context = 16};
+    check_against_naive(&c, 3, true);
+}
+
+/* ---- gradients against finite differences of the naive forward ---- */
+
+static void test_gradients_finite_differences(void **state)
+{
+    (void)state;
+    const atom_model_cfg *c = &SMALL;
+    int B = 2, T = c->context;
+    atom_model *m = make_model(c, B, 0, 1);
+    atom_err err;
+    const atom_param_table *t = atom_model_table(m);
+    float *w = malloc((size_t)t->total * sizeof(float));
+    float *g = malloc((size_t)t->total * sizeof(float));
+    perturbed_weights(m, c, w);
+    int tokens[2 * 5];
+    random_tokens(tokens, B * (T + 1), c->vocab);
+
+    atom_model_zero_grads(m);
+    float loss;
+    assert_int_equal(atom_model_forward_backward(m, tokens, B, 1.0f, false, &loss, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_GRADS, g, &err), 0);
+
+    naive_shape s = shape_of(c);
+    double *wd = to_double(w, t->total);
+    const double h = 1e-5;
+    int checked = 0;
+    for (int id = 0; id < ATOM_N_PARAMS; id++) {
+        const atom_param *p = &t->params[id];
+        int64_t range = p->numel;
+        if (id == ATOM_P_WTE)
+            range = (int64_t)c->vocab * c->channels; /* the real rows */
+        double gmax = 0;
+        for (int64_t i = 0; i < p->numel; i++)
+            gmax = fmax(gmax, fabs(g[p->offset + i]));
+        for (int k = 0; k < 8; k++) {
+            int64_t i = p->offset + (int64_t)(next_u64() % (uint64_t)range);
+            double keep = wd[i];
+            wd[i] = keep + h;
+            double lp = naive_forward(&s, wd, tokens, B, NULL);
+            wd[i] = keep - h;
+            double lm = naive_forward(&s, wd, tokens, B, NULL);
+            wd[i] = keep;
+            double fd = (lp - lm) / (2 * h);
+            /* fp32 analytic vs double numeric: relative to the element, with a floor relative to
+             * the parameter's largest gradient */
+            double tol = 2e-3 * fabs(fd) + 1e-4 * gmax + 1e-7;
+            if (fabs(g[i] - fd) > tol)
+                fail_msg("%s[%lld]: gradient %.8g, finite difference %.8g", p->name,
+                         (long long)(i - p->offset), g[i], fd);
+            checked++;
+        }
+        assert_true(gmax > 0); /* every parameter gets some gradient */
+    }
+    assert_int_equal(checked, 8 * ATOM_N_PARAMS);
+    /* padded vocabulary rows get none */
+    const atom_param *wte = &t->params[ATOM_P_WTE];
+    for (int64_t i = (int64_t)c->vocab * c->channels; i < wte->numel; i++)
+        assert_true(g[wte->offset + i] == 0.0f);
+
+    /* gradients accumulate, scaled: a second pass with scale 0.5 adds half again */
+    float *g2 = malloc((size_t)t->total * sizeof(float));
+    assert_int_equal(atom_model_forward_backward(m, tokens, B, 0.5f, false, &loss, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_GRADS, g2, &err), 0);
+    for (int64_t i = 0; i < t->total; i++)
+        assert_true(fabsf(g2[i] - 1.5f * g[i]) <= 1e-5f * fabsf(g[i]) + 1e-9f);
+    atom_model_zero_grads(m);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_GRADS, g2, &err), 0);
+    for (int64_t i = 0; i < t->total; i++)
+        assert_true(g2[i] == 0.0f);
+
+    free(g2);
+    free(w);
+    free(g);
+    free(wd);
+    atom_model_free(m);
+}
+
+/* ---- gpt-tiny at initialisation ---- */
+
+static void test_tiny_initial_loss(void **state)
+{
+    (void)state;
+    atom_model_cfg c;
+    assert_int_equal(atom_model_preset("gpt-tiny", &c), 0);
+    assert_int_equal(c.vocab, 256);
+    int B = 2;
+    atom_model *m = make_model(&c, B, 0, 1);
+    atom_err err;
+    assert_int_equal(atom_model_init_weights(m, 42, &err), 0);
+    int *tokens = malloc((size_t)B * (c.context + 1) * sizeof(int));
+    random_tokens(tokens, B * (c.context + 1), c.vocab);
+    float loss;
+    assert_int_equal(atom_model_forward(m, tokens, B, &loss, &err), 0);
+    /* small random logits: the loss is ln V plus about half their variance */
+    if (fabsf(loss - logf(256.0f)) > 0.1f)
+        fail_msg("initial loss %.4f, ln V = %.4f", loss, logf(256.0f));
+    free(tokens);
+    atom_model_free(m);
+}
+
+/* ---- the optimizer ---- */
+
+static void test_adamw_and_norm(void **state)
+{
+    (void)state;
+    const atom_model_cfg *c = &SMALL;
+    atom_model *m = make_model(c, 2, 0, 1);
+    atom_err err;
+    assert_int_equal(atom_model_init_weights(m, 3, &err), 0);
+    const atom_param_table *t = atom_model_table(m);
+    int64_t n = t->total;
+    float *p0 = malloc((size_t)n * sizeof(float)), *g = malloc((size_t)n * sizeof(float));
+    float *p1 = malloc((size_t)n * sizeof(float)), *mm = malloc((size_t)n * sizeof(float));
+    float *vv = malloc((size_t)n * sizeof(float));
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, p0, &err), 0);
+    double sq = 0;
+    for (int64_t i = 0; i < n; i++) {
+        g[i] = (float)(0.1 * next_normal());
+        sq += (double)g[i] * g[i];
+    }
+    assert_int_equal(atom_model_upload(m, ATOM_BUF_GRADS, g, &err), 0);
+    double norm;
+    assert_int_equal(atom_model_grad_norm(m, &norm, &err), 0);
+    assert_true(fabs(norm - sqrt(sq)) <= 1e-9 * sqrt(sq));
+
+    /* two steps with the same gradient, clipping factor 0.5 and wd 0.1, checked element by
+     * element against the formula run here in double */
+    float lr = 1e-2f, wdecay = 0.1f, mult = 0.5f;
+    double *rp = to_double(p0, n), *rm = calloc((size_t)n, sizeof(double)),
+           *rv = calloc((size_t)n, sizeof(double));
+    for (int step = 1; step <= 2; step++) {
+        assert_int_equal(atom_model_adamw_step(m, lr, wdecay, mult, &err), 0);
+        for (int id = 0; id < ATOM_N_PARAMS; id++) {
+            const atom_param *p = &t->params[id];
+            double wdp = p->decay ? wdecay : 0.0;
+            for (int64_t i = p->offset; i < p->offset + p->numel; i++) {
+                double gi = (double)g[i] * mult;
+                rm[i] = 0.9 * rm[i] + 0.1 * gi;
+                rv[i] = 0.95 * rv[i] + 0.05 * gi * gi;
+                double mh = rm[i] / (1 - pow(0.9, step)), vh = rv[i] / (1 - pow(0.95, step));
+                rp[i] -= lr * (mh / (sqrt(vh) + 1e-8) + wdp * rp[i]);
+            }
+        }
+    }
+    assert_int_equal(atom_model_adam_steps(m), 2);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, p1, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_ADAM_M, mm, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_ADAM_V, vv, &err), 0);
+    for (int64_t i = 0; i < n; i++) {
+        if (fabs(p1[i] - rp[i]) > 1e-6 + 1e-5 * fabs(rp[i]))
+            fail_msg("param %lld: %.9g, formula %.9g", (long long)i, p1[i], rp[i]);
+        assert_true(fabs(mm[i] - rm[i]) <= 1e-6 * fabs(rm[i]) + 1e-12);
+        assert_true(fabs(vv[i] - rv[i]) <= 1e-5 * fabs(rv[i]) + 1e-12);
+    }
+
+    free(p0);
+    free(p1);
+    free(g);
+    free(mm);
+    free(vv);
+    free(rp);
+    free(rm);
+    free(rv);
+    atom_model_free(m);
+}
+
+static void test_decay_only_2d(void **state)
+{
+    (void)state;
+    const atom_model_cfg *c = &SMALL;
+    atom_model *m = make_model(c, 1, 0, 1);
+    atom_err err;
+    assert_int_equal(atom_model_init_weights(m, 5, &err), 0);
+    const atom_param_table *t = atom_model_table(m);
+    int64_t n = t->total;
+    float *before = malloc((size_t)n * sizeof(float)), *after = malloc((size_t)n * sizeof(float));
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, before, &err), 0);
+    /* zero gradients and moments: the Adam term is 0, only decay moves a weight */
+    assert_int_equal(atom_model_adamw_step(m, 0.1f, 0.5f, 1.0f, &err), 0);
+    assert_int_equal(atom_model_download(m, ATOM_BUF_PARAMS, after, &err), 0);
+    for (int id = 0; id < ATOM_N_PARAMS; id++) {
+        const atom_param *p = &t->params[id];
+        for (int64_t i = p->offset; i < p->offset + p->numel; i++) {
+            float want = p->decay ? before[i] * (1.0f - 0.1f * 0.5f) : before[i];
+            if (fabsf(after[i] - want) > 1e-7f)
+                fail_msg("%s: %.9g after decay, want %.9g", p->name, after[i], want);
+        }
+    }
+    free(before);
+    free(after);
+    atom_model_free(m);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    atom_model *m = make_model(&SMALL, 2, 0, 1);
+    atom_err err = {{0}};
+    assert_int_equal(atom_model_init_weights(m, 1, &err), 0);
+    int tokens[2 * 5] = {0, 1, 2, 3, 4, 0, 1, 2, 3, 5}; /* 5 == V */
+    float loss;
+    assert_int_equal(atom_model_forward(m, tokens, 2, &loss, &err), -1);
+    assert_non_null(strstr(err.msg, "vocabulary"));
+    assert_int_equal(atom_model_forward(m, tokens, 3, &loss, &err), -1); /* > max_batch */
+    atom_model_free(m);
+    /* a split shard without a tensor group cannot run forward */
+    m = make_model(&SMALL, 2, 1, 2);
+    tokens[9] = 1;
+    assert_int_equal(atom_model_forward(m, tokens, 2, &loss, &err), -1);
+    assert_non_null(strstr(err.msg, "tensor group"));
+    atom_model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_table_layout),
+        cmocka_unit_test(test_init_independent_of_split),
+        cmocka_unit_test(test_init_distribution),
+        cmocka_unit_test(test_naive_small),
+        cmocka_unit_test(test_naive_wider),
+        cmocka_unit_test(test_gradients_finite_differences),
+        cmocka_unit_test(test_tiny_initial_loss),
+        cmocka_unit_test(test_adamw_and_norm),
+        cmocka_unit_test(test_decay_only_2d),
+        cmocka_unit_test(test_bad_input),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

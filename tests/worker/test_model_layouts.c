@@ -1,0 +1,170 @@
+/* tests/worker/test_model_layouts.c: the same training run in every TP x DP layout of 4 ranks
+ * (2x2, 4x1, 1x4) gives the losses and gradient norms of the unsplit TP=1 x DP=1 run, step by
+ * step, within 1e-4 relative. Run under mpirun -np 4.
+ *
+ * Each step trains on one global batch of 8 samples drawn from a fixed generator; replica d of
+ * D takes samples [d*8/D, (d+1)*8/D) in micro-batches of 2 with gradient accumulation, and the
+ * gradients are averaged over the data group by the model's buckets. Clipping (norm 1) and
+ * weight decay are on, so the TP-aware grad norm is part of what must match. Every rank also
+ * runs the TP=1 x DP=1 reference itself, without communication.
+ */
+#include <math.h>
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "collectives/collectives.h"
+#include "worker/model.h"
+
+#define STEPS 10
+#define GLOBAL_BATCH 8
+#define MICRO 2
+#define LR 3e-3f
+#define WD 0.1f
+#define CLIP 1.0
+
+static const atom_model_cfg CFG = {.layers = 2, .channels = 32, .heads = 4, .vocab = 64,
+                                   .context = 16};
+
+/* The global batch of a step: (GLOBAL_BATCH, T+1) tokens, the same on every rank. */
+static void batch_of_step(int step, int *tokens)
+{
+    uint64_t x = 0x9E3779B97F4A7C15ull * (uint64_t)(step + 1);
+    for (int i = 0; i < GLOBAL_BATCH * (CFG.context + 1); i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        /* a little structure (token t+1 often follows t) so the loss has something to learn */
+        int prev = i > 0 ? tokens[i - 1] : 0;
+        tokens[i] = (x % 4 == 0) ? (int)((x >> 8) % CFG.vocab) : (prev + 1) % CFG.vocab;
+    }
+}
+
+typedef struct run_result {
+    float loss[STEPS];
+    double norm[STEPS];
+} run_result;
+
+/* Trains STEPS steps as replica dp_rank of dp_size; groups NULL for the unsplit reference. */
+static int train(int tp_rank, int tp_size, coll_group *tg, coll_group *dg, int dp_rank,
+                 int dp_size, run_result *res, atom_err *err)
+{
+    atom_model_opts o = {.cfg = CFG, .max_batch = MICRO, .backend = atom_backend_cpu(),
+                         .tp_rank = tp_rank, .tp_size = tp_size, .tensor_group = tg,
+                         .data_group = dg, .bucket_bytes = 16 << 10};
+    atom_model *m;
+    if (atom_model_create(&o, &m, err) != 0 || atom_model_init_weights(m, 2024, err) != 0)
+        return -1;
+    int T = CFG.context, per_replica = GLOBAL_BATCH / dp_size, accum = per_replica / MICRO;
+    int *tokens = malloc(sizeof(int) * GLOBAL_BATCH * (T + 1));
+    for (int step = 0; step < STEPS; step++) {
+        batch_of_step(step, tokens);
+        atom_model_zero_grads(m);
+        double loss_sum = 0;
+        for (int k = 0; k < accum; k++) {
+            const int *mb = tokens + (size_t)(dp_rank * per_replica + k * MICRO) * (T + 1);
+            float loss;
+            if (atom_model_forward_backward(m, mb, MICRO, 1.0f / accum, k == accum - 1, &loss,
+                                            err) != 0)
+                return -1;
+            loss_sum += loss;
+        }
+        float replica_loss = (float)(loss_sum / accum);
+        if (dg && dp_size > 1) {
+            coll_err ce;
+            if (coll_all_reduce(dg, &replica_loss, 1, COLL_F32, COLL_AVG, &ce) != 0)
+                return atom_errf(err, "loss all-reduce: %s", ce.msg);
+        }
+        double norm;
+        if (atom_model_grad_norm(m, &norm, err) != 0)
+            return -1;
+        float mult = norm > CLIP ? (float)(CLIP / norm) : 1.0f;
+        if (atom_model_adamw_step(m, LR, WD, mult, err) != 0)
+            return -1;
+        res->loss[step] = replica_loss;
+        res->norm[step] = norm;
+    }
+    free(tokens);
+    atom_model_free(m);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    int provided, rank, world;
+    MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    if (world != 4) {
+        if (rank == 0)
+            fprintf(stderr, "run with mpirun -np 4 (got %d ranks)\n", world);
+        MPI_Finalize();
+        return 2;
+    }
+    atom_err err = {{0}};
+    run_result ref;
+    if (train(0, 1, NULL, NULL, 0, 1, &ref, &err) != 0) {
+        fprintf(stderr, "rank %d: reference run: %s\n", rank, err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    if (rank == 0)
+        printf("reference TP=1 x DP=1: loss %.5f -> %.5f, grad norm %.4f -> %.4f\n", ref.loss[0],
+               ref.loss[STEPS - 1], ref.norm[0], ref.norm[STEPS - 1]);
+    int failures = 0;
+    /* the reference must itself learn, or matching it would prove little */
+    if (!(ref.loss[STEPS - 1] < ref.loss[0] - 0.05f)) {
+        if (rank == 0)
+            fprintf(stderr, "the reference run did not learn (%.5f -> %.5f)\n", ref.loss[0],
+                    ref.loss[STEPS - 1]);
+        failures++;
+    }
+
+    static const int layouts[][2] = {{2, 2}, {4, 1}, {1, 4}}; /* TP, DP */
+    for (size_t li = 0; li < sizeof layouts / sizeof layouts[0]; li++) {
+        int tp = layouts[li][0], dp = layouts[li][1];
+        coll_config cc = {.backend = COLL_BACKEND_MPI, .tensor_size = tp, .hang_timeout_s = 60,
+                          .hang_action = COLL_HANG_RETURN, .progress = COLL_PROGRESS_POLL};
+        coll_ctx *ctx;
+        coll_err ce;
+        if (coll_open(&cc, &ctx, &ce) != 0) {
+            fprintf(stderr, "rank %d: coll_open TP=%d: %s\n", rank, tp, ce.msg);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        coll_group *tg = coll_group_of(ctx, COLL_TENSOR), *dg = coll_group_of(ctx, COLL_DATA);
+        run_result res;
+        if (train(coll_group_rank(tg), tp, tp > 1 ? tg : NULL, dg, coll_group_rank(dg), dp, &res,
+                  &err) != 0) {
+            fprintf(stderr, "rank %d: TP=%d x DP=%d: %s\n", rank, tp, dp, err.msg);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+        double worst_loss = 0, worst_norm = 0;
+        for (int s = 0; s < STEPS; s++) {
+            worst_loss = fmax(worst_loss, fabs(res.loss[s] - ref.loss[s]) / fabs(ref.loss[s]));
+            worst_norm = fmax(worst_norm, fabs(res.norm[s] - ref.norm[s]) / ref.norm[s]);
+        }
+        bool ok = worst_loss <= 1e-4 && worst_norm <= 1e-4;
+        if (!ok) {
+            failures++;
+            for (int s = 0; s < STEPS; s++)
+                fprintf(stderr, "rank %d TP=%d x DP=%d step %d: loss %.7f (ref %.7f), norm %.7f "
+                        "(ref %.7f)\n", rank, tp, dp, s, res.loss[s], ref.loss[s], res.norm[s],
+                        ref.norm[s]);
+        }
+        double worst[2] = {worst_loss, worst_norm}, all[2];
+        MPI_Allreduce(worst, all, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+        if (rank == 0)
+            printf("TP=%d x DP=%d: %d steps, largest relative difference: loss %.2e, grad norm "
+                   "%.2e\n", tp, dp, STEPS, all[0], all[1]);
+        coll_close(ctx);
+    }
+    int total;
+    MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    if (rank == 0)
+        printf("%s\n", total == 0 ? "all layouts match" : "MISMATCH");
+    MPI_Finalize();
+    return total == 0 ? 0 : 1;
+}

@@ -1,0 +1,313 @@
+/* worker/cpu_backend.c: the CPU implementation of the backend ops (worker/backend.h). Matmuls,
+ * including attention's per-head products, go to OpenBLAS's cblas_sgemm (one thread per rank:
+ * OPENBLAS_NUM_THREADS=1); everything else is a loop over the worker/kernels.h functions.
+ */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/backend.h"
+#include "worker/kernels.h"
+
+/* ---- memory ---- */
+
+static void *cpu_alloc(size_t bytes)
+{
+    void *p = NULL;
+    size_t rounded = (bytes + 63) / 64 * 64; /* cache-line aligned, never zero bytes */
+    if (rounded == 0)
+        rounded = 64;
+    if (posix_memalign(&p, 64, rounded) != 0)
+        return NULL;
+    memset(p, 0, rounded);
+    return p;
+}
+
+static void cpu_release(void *p) { free(p); }
+
+static void cpu_zero(float *x, int64_t n) { memset(x, 0, (size_t)n * sizeof(float)); }
+
+static int cpu_copy_out(void *host, const void *src, size_t bytes)
+{
+    memcpy(host, src, bytes);
+    return 0;
+}
+
+static int cpu_copy_in(void *dst, const void *host, size_t bytes)
+{
+    memcpy(dst, host, bytes);
+    return 0;
+}
+
+static int cpu_synchronize(void) { return 0; }
+
+/* ---- embedding ---- */
+
+static void cpu_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
+                                int vocab_start, int vrows, int B, int T, int C)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            int row = tokens[b * T + t] - vocab_start;
+            const float *w = (row >= 0 && row < vrows) ? wte + (size_t)row * C : NULL;
+            const float *p = wpe ? wpe + (size_t)t * C : NULL;
+            for (int i = 0; i < C; i++)
+                o[i] = (w ? w[i] : 0.0f) + (p ? p[i] : 0.0f);
+        }
+}
+
+static void cpu_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
+                                 int vocab_start, int vrows, int B, int T, int C)
+{
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *d = dout + ((size_t)b * T + t) * C;
+            int row = tokens[b * T + t] - vocab_start;
+            if (row >= 0 && row < vrows) {
+                float *w = dwte + (size_t)row * C;
+                for (int i = 0; i < C; i++)
+                    w[i] += d[i];
+            }
+            float *p = dwpe + (size_t)t * C;
+            for (int i = 0; i < C; i++)
+                p[i] += d[i];
+        }
+}
+
+/* ---- LayerNorm ---- */
+
+static void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                  const float *weight, const float *bias, int N, int C)
+{
+    for (int n = 0; n < N; n++)
+        atom_layernorm_row(out + (size_t)n * C, &mean[n], &rstd[n], inp + (size_t)n * C, weight,
+                           bias, C);
+}
+
+static void cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                   const float *inp, const float *weight, const float *mean,
+                                   const float *rstd, int N, int C)
+{
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        atom_layernorm_row_backward(dinp + o, dout + o, inp + o, weight, mean[n], rstd[n], C);
+        atom_layernorm_param_grads(dweight, dbias, dout + o, inp + o, mean[n], rstd[n], C);
+    }
+}
+
+/* ---- Linear ---- */
+
+static void cpu_matmul_forward(float *out, const float *inp, const float *weight,
+                               const float *bias, int N, int IN, int OUT)
+{
+    /* The bias goes in first and sgemm adds onto it (beta = 1): no second pass over out. */
+    float beta = 0.0f;
+    if (bias) {
+        for (int n = 0; n < N; n++)
+            memcpy(out + (size_t)n * OUT, bias, (size_t)OUT * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, weight, IN,
+                beta, out, OUT);
+}
+
+static void cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *weight, int N, int IN, int OUT)
+{
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT,
+                    weight, IN, 0.0f, dinp, IN);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN,
+                1.0f, dweight, IN);
+    if (dbias)
+        for (int n = 0; n < N; n++) {
+            const float *d = dout + (size_t)n * OUT;
+            for (int o = 0; o < OUT; o++)
+                dbias[o] += d[o];
+        }
+}
+
+/* ---- attention: per (batch, head), scores and outputs by sgemm, softmax rows by kernels.h ---- */
+
+static void cpu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH,
+                                  int hs)
+{
+    int Cl = NH * hs, ld = 3 * Cl;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = qkv + (size_t)b * T * ld + (size_t)h * hs;
+            const float *k = q + Cl, *v = q + 2 * Cl;
+            float *a = att + ((size_t)b * NH + h) * T * T;
+            /* raw scores q k^T (T, T); the softmax scales, masks and normalises each row */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, q, ld, k, ld,
+                        0.0f, a, T);
+            for (int t = 0; t < T; t++)
+                atom_causal_softmax_row(a + (size_t)t * T, t, T, scale);
+            float *o = out + (size_t)b * T * Cl + (size_t)h * hs;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, v, ld,
+                        0.0f, o, Cl);
+        }
+}
+
+static void cpu_attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                                   const float *att, int B, int T, int NH, int hs)
+{
+    int Cl = NH * hs, ld = 3 * Cl;
+    float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            size_t base = (size_t)b * T * ld + (size_t)h * hs;
+            const float *q = qkv + base, *k = q + Cl, *v = q + 2 * Cl;
+            float *dq = dqkv + base, *dk = dq + Cl, *dv = dq + 2 * Cl;
+            const float *a = att + ((size_t)b * NH + h) * T * T;
+            float *da = datt + ((size_t)b * NH + h) * T * T;
+            const float *dO = dout + (size_t)b * T * Cl + (size_t)h * hs;
+            /* datt = dout v^T; dv = att^T dout */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dO, Cl, v, ld,
+                        0.0f, da, T);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dO, Cl,
+                        0.0f, dv, ld);
+            for (int t = 0; t < T; t++)
+                atom_causal_softmax_row_backward(da + (size_t)t * T, da + (size_t)t * T,
+                                                 a + (size_t)t * T, t, T);
+            /* the scores were q k^T * scale: dq = scale dS k, dk = scale dS^T q */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, da, T, k, ld,
+                        0.0f, dq, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, da, T, q, ld,
+                        0.0f, dk, ld);
+        }
+}
+
+/* ---- elementwise ---- */
+
+static void cpu_gelu_forward(float *out, const float *inp, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] = atom_gelu(inp[i]);
+}
+
+static void cpu_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dinp[i] = atom_gelu_grad(inp[i]) * dout[i];
+}
+
+static void cpu_residual_forward(float *out, const float *x, const float *y, const float *bias,
+                                 int N, int C)
+{
+    for (int n = 0; n < N; n++) {
+        size_t o = (size_t)n * C;
+        for (int i = 0; i < C; i++)
+            out[o + i] = x[o + i] + y[o + i] + (bias ? bias[i] : 0.0f);
+    }
+}
+
+static void cpu_accumulate(float *out, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        out[i] += x[i];
+}
+
+static void cpu_column_max(float *out, const float *in, int rows, int cols)
+{
+    for (int j = 0; j < cols; j++) {
+        float m = in[j];
+        for (int i = 1; i < rows; i++)
+            m = fmaxf(m, in[(size_t)i * cols + j]);
+        out[j] = m;
+    }
+}
+
+/* ---- cross-entropy ---- */
+
+static void cpu_ce_rowmax(float *rowmax, const float *logits, int N, int vcols, int valid)
+{
+    for (int n = 0; n < N; n++)
+        rowmax[n] = atom_ce_row_max(logits + (size_t)n * vcols, valid);
+}
+
+static void cpu_ce_sums(float *sums, const float *logits, const float *rowmax, const int *targets,
+                        int vocab_start, int N, int vcols, int valid)
+{
+    for (int n = 0; n < N; n++) {
+        const float *row = logits + (size_t)n * vcols;
+        sums[n] = atom_ce_row_sumexp(row, valid, rowmax[n]);
+        int col = targets[n] - vocab_start;
+        sums[N + n] = (col >= 0 && col < valid) ? row[col] : 0.0f;
+    }
+}
+
+static void cpu_ce_loss(float *losses, const float *rowmax, const float *sums, int N)
+{
+    for (int n = 0; n < N; n++)
+        losses[n] = logf(sums[n]) + rowmax[n] - sums[N + n];
+}
+
+static void cpu_ce_backward(float *dlogits, const float *logits, const float *rowmax,
+                            const float *sums, const int *targets, int vocab_start, float dloss,
+                            int N, int vcols, int valid)
+{
+    for (int n = 0; n < N; n++) {
+        const float *row = logits + (size_t)n * vcols;
+        float *drow = dlogits + (size_t)n * vcols;
+        int target = targets[n] - vocab_start;
+        for (int j = 0; j < valid; j++)
+            drow[j] = atom_ce_dlogit(row[j], rowmax[n], sums[n], j == target, dloss);
+        for (int j = valid; j < vcols; j++)
+            drow[j] = 0.0f;
+    }
+}
+
+/* ---- optimizer ---- */
+
+static void cpu_sum_squares(double *host_result, const float *x, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
+    *host_result = s;
+}
+
+static void cpu_adamw(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay,
+                      float beta1_correction, float beta2_correction, float grad_multiplier)
+{
+    for (int64_t i = 0; i < n; i++)
+        atom_adamw_element(&param[i], &m[i], &v[i], grad[i] * grad_multiplier, lr, beta1, beta2,
+                           eps, weight_decay, beta1_correction, beta2_correction);
+}
+
+static const atom_backend CPU_BACKEND = {
+    .name = "cpu",
+    .device_memory = false,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .zero = cpu_zero,
+    .to_host = cpu_copy_out,
+    .from_host = cpu_copy_in,
+    .synchronize = cpu_synchronize,
+    .encoder_forward = cpu_encoder_forward,
+    .encoder_backward = cpu_encoder_backward,
+    .layernorm_forward = cpu_layernorm_forward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .matmul_forward = cpu_matmul_forward,
+    .matmul_backward = cpu_matmul_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .gelu_forward = cpu_gelu_forward,
+    .gelu_backward = cpu_gelu_backward,
+    .residual_forward = cpu_residual_forward,
+    .accumulate = cpu_accumulate,
+    .column_max = cpu_column_max,
+    .ce_rowmax = cpu_ce_rowmax,
+    .ce_sums = cpu_ce_sums,
+    .ce_loss = cpu_ce_loss,
+    .ce_backward = cpu_ce_backward,
+    .sum_squares = cpu_sum_squares,
+    .adamw = cpu_adamw,
+};
+
+const atom_backend *atom_backend_cpu(void) { return &CPU_BACKEND; }

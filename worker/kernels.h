@@ -1,0 +1,211 @@
+/* worker/kernels.h: the math of every model kernel, written once as per-element or per-row
+ * functions. The CPU backend (worker/cpu_backend.c) calls them in loops; the CUDA backend calls
+ * the same functions inside __global__ kernels, so every formula the GPU runs is tested on the
+ * CPU. Matmuls are not here: they go to sgemm (OpenBLAS) or cuBLAS.
+ *
+ * Header-only, static inline, no libc beyond <math.h>: each function must compile under gcc
+ * -Wall -Wextra -Werror and under nvcc as __host__ __device__.
+ */
+#ifndef ATOM_WORKER_KERNELS_H
+#define ATOM_WORKER_KERNELS_H
+
+#include <math.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define ATOM_HD __host__ __device__
+#else
+#define ATOM_HD
+#endif
+
+#define ATOM_LN_EPS 1e-5f
+#define ATOM_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define ATOM_GELU_C 0.044715f
+
+/* ---- GELU, tanh approximation ---------------------------------------------------------- */
+
+static inline ATOM_HD float atom_gelu(float x)
+{
+    float u = ATOM_GELU_K * (x + ATOM_GELU_C * x * x * x);
+    return 0.5f * x * (1.0f + tanhf(u));
+}
+
+/* d gelu(x) / dx */
+static inline ATOM_HD float atom_gelu_grad(float x)
+{
+    float u = ATOM_GELU_K * (x + ATOM_GELU_C * x * x * x);
+    float t = tanhf(u);
+    float du = ATOM_GELU_K * (1.0f + 3.0f * ATOM_GELU_C * x * x);
+    return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+}
+
+/* ---- LayerNorm of one row of C --------------------------------------------------------- */
+
+/* out = (x - mean) * rstd * w + b; mean and rstd saved for the backward. */
+static inline ATOM_HD void atom_layernorm_row(float *out, float *mean_out, float *rstd_out,
+                                              const float *x, const float *w, const float *b,
+                                              int C)
+{
+    float mean = 0.0f;
+    for (int i = 0; i < C; i++)
+        mean += x[i];
+    mean /= (float)C;
+    float var = 0.0f;
+    for (int i = 0; i < C; i++) {
+        float d = x[i] - mean;
+        var += d * d;
+    }
+    var /= (float)C;
+    float rstd = 1.0f / sqrtf(var + ATOM_LN_EPS);
+    for (int i = 0; i < C; i++)
+        out[i] = (x[i] - mean) * rstd * w[i] + b[i];
+    *mean_out = mean;
+    *rstd_out = rstd;
+}
+
+/* The input gradient of one row: dx += (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) * rstd
+ * with norm = (x - mean) * rstd and dnorm = dout * w. The weight and bias gradients are column
+ * sums over rows (atom_layernorm_param_grads), kept apart so a GPU can reduce them its own way. */
+static inline ATOM_HD void atom_layernorm_row_backward(float *dx, const float *dout,
+                                                       const float *x, const float *w,
+                                                       float mean, float rstd, int C)
+{
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+    for (int i = 0; i < C; i++) {
+        float norm = (x[i] - mean) * rstd;
+        float dnorm = dout[i] * w[i];
+        dnorm_mean += dnorm;
+        dnorm_norm_mean += dnorm * norm;
+    }
+    dnorm_mean /= (float)C;
+    dnorm_norm_mean /= (float)C;
+    for (int i = 0; i < C; i++) {
+        float norm = (x[i] - mean) * rstd;
+        float dnorm = dout[i] * w[i];
+        dx[i] += (dnorm - dnorm_mean - norm * dnorm_norm_mean) * rstd;
+    }
+}
+
+/* One row's contribution to the weight and bias gradients: dw += dout * norm, db += dout. */
+static inline ATOM_HD void atom_layernorm_param_grads(float *dw, float *db, const float *dout,
+                                                      const float *x, float mean, float rstd,
+                                                      int C)
+{
+    for (int i = 0; i < C; i++) {
+        dw[i] += dout[i] * (x[i] - mean) * rstd;
+        db[i] += dout[i];
+    }
+}
+
+/* ---- causal softmax of one attention row ----------------------------------------------- */
+
+/* row holds the raw scores q.k of query t against keys 0..T-1. Makes it the probabilities
+ * softmax(scale * row[0..t]) and zeroes keys after t (the causal mask). */
+static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, float scale)
+{
+    float maxv = -INFINITY;
+    for (int j = 0; j <= t; j++) {
+        float s = row[j] * scale;
+        if (s > maxv)
+            maxv = s;
+    }
+    float sum = 0.0f;
+    for (int j = 0; j <= t; j++) {
+        float e = expf(row[j] * scale - maxv);
+        row[j] = e;
+        sum += e;
+    }
+    float inv = 1.0f / sum;
+    for (int j = 0; j <= t; j++)
+        row[j] *= inv;
+    for (int j = t + 1; j < T; j++)
+        row[j] = 0.0f;
+}
+
+/* The softmax's backward for one row: drow = att * (datt - sum(att * datt)) over keys 0..t,
+ * 0 after t. Gives the gradient of the scaled scores; the caller applies the scale. drow may
+ * alias datt. */
+static inline ATOM_HD void atom_causal_softmax_row_backward(float *drow, const float *datt,
+                                                            const float *att, int t, int T)
+{
+    float dot = 0.0f;
+    for (int j = 0; j <= t; j++)
+        dot += att[j] * datt[j];
+    for (int j = 0; j <= t; j++)
+        drow[j] = att[j] * (datt[j] - dot);
+    for (int j = t + 1; j < T; j++)
+        drow[j] = 0.0f;
+}
+
+/* ---- cross-entropy over a vocabulary slice --------------------------------------------- */
+
+/* max over the first `valid` logits of a row (-INFINITY when valid == 0). */
+static inline ATOM_HD float atom_ce_row_max(const float *logits, int valid)
+{
+    float m = -INFINITY;
+    for (int j = 0; j < valid; j++)
+        if (logits[j] > m)
+            m = logits[j];
+    return m;
+}
+
+/* sum over the first `valid` logits of a row of exp(logit - rowmax). */
+static inline ATOM_HD float atom_ce_row_sumexp(const float *logits, int valid, float rowmax)
+{
+    float s = 0.0f;
+    for (int j = 0; j < valid; j++)
+        s += expf(logits[j] - rowmax);
+    return s;
+}
+
+/* d loss / d logit for one valid column: dloss * (softmax - [column is the target]). */
+static inline ATOM_HD float atom_ce_dlogit(float logit, float rowmax, float sumexp, int is_target,
+                                           float dloss)
+{
+    float p = expf(logit - rowmax) / sumexp;
+    return dloss * (p - (is_target ? 1.0f : 0.0f));
+}
+
+/* ---- AdamW, one element ------------------------------------------------------------------ */
+
+/* PyTorch's AdamW: m and v updated with g, bias-corrected, and decoupled weight decay scaled by
+ * the learning rate: p -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * p). beta1_correction is
+ * 1 - beta1^t, beta2_correction 1 - beta2^t. */
+static inline ATOM_HD void atom_adamw_element(float *p, float *m, float *v, float g, float lr,
+                                              float beta1, float beta2, float eps, float wd,
+                                              float beta1_correction, float beta2_correction)
+{
+    float mt = beta1 * *m + (1.0f - beta1) * g;
+    float vt = beta2 * *v + (1.0f - beta2) * g * g;
+    *m = mt;
+    *v = vt;
+    float m_hat = mt / beta1_correction;
+    float v_hat = vt / beta2_correction;
+    *p -= lr * (m_hat / (sqrtf(v_hat) + eps) + wd * *p);
+}
+
+/* ---- counter-based random numbers for initialisation ----------------------------------- */
+
+/* splitmix64's finaliser: a bijective mix of 64 bits. */
+static inline ATOM_HD uint64_t atom_mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* A standard normal keyed by (seed, stream, counter): the same key gives the same value on any
+ * rank and device, so a parameter's element gets its value from its GLOBAL index whatever the
+ * tensor-parallel split. Two uniforms from two hashes, then Box-Muller (in double, so the CPU and
+ * GPU agree up to the final rounding). */
+static inline ATOM_HD float atom_rng_normal(uint64_t seed, uint64_t stream, uint64_t counter)
+{
+    uint64_t key = atom_mix64(atom_mix64(seed ^ 0x5DEECE66Dull) + stream * 0x9E3779B97F4A7C15ull);
+    uint64_t r1 = atom_mix64(key + 2 * counter);
+    uint64_t r2 = atom_mix64(key + 2 * counter + 1);
+    double u1 = ((double)(r1 >> 11) + 1.0) * (1.0 / 9007199254740992.0); /* (0, 1] */
+    double u2 = (double)(r2 >> 11) * (1.0 / 9007199254740992.0);         /* [0, 1) */
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+#endif

@@ -1,0 +1,487 @@
+/* worker/model.c: the GPT model's shard on one rank: creation (flat buffers, activations, the
+ * data-parallel gradient buckets) and the forward and backward passes of one micro-batch with
+ * Megatron tensor parallelism (../shared/reference/gpt-model.md).
+ *
+ * Per layer, the forward all-reduces twice over the tensor group (after the row-parallel
+ * attprojw and fcprojw matmuls, before their bias) and the backward twice (after the
+ * column-parallel qkvw and fcw input gradients). The embedding lookup, the head's input gradient
+ * and the parallel cross-entropy's statistics are the other tensor-group collectives.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "worker/model_internal.h"
+
+#define LAYER_PIECES 12 /* per-layer parameters: ln1w .. fcprojb */
+
+int atom_model_tp_sum(atom_model *m, float *buf, size_t n, atom_err *err)
+{
+    if (m->opts.tp_size == 1)
+        return 0;
+    if (!m->opts.tensor_group)
+        return atom_errf(err, "model: tensor size %d but no tensor group to all-reduce over",
+                         m->opts.tp_size);
+    coll_err ce;
+    if (m->be->synchronize() != 0)
+        return atom_errf(err, "model: backend synchronize failed before a tensor all-reduce");
+    if (coll_all_reduce(m->opts.tensor_group, buf, n, COLL_F32, COLL_SUM, &ce) != 0)
+        return atom_errf(err, "model: tensor all-reduce: %s", ce.msg);
+    return 0;
+}
+
+/* The maximum over the tensor group, element by element: an all-gather and a column max. */
+static int tp_max(atom_model *m, float *buf, float *gathered, int n, atom_err *err)
+{
+    if (m->opts.tp_size == 1)
+        return 0;
+    coll_err ce;
+    if (m->be->synchronize() != 0)
+        return atom_errf(err, "model: backend synchronize failed before a tensor all-gather");
+    if (coll_all_gather(m->opts.tensor_group, buf, gathered, (size_t)n, COLL_F32, &ce) != 0)
+        return atom_errf(err, "model: tensor all-gather: %s", ce.msg);
+    m->be->column_max(buf, gathered, m->opts.tp_size, n);
+    return 0;
+}
+
+/* ---- creation ---- */
+
+static int alloc_floats(atom_model *m, float **p, int64_t n, int *failed)
+{
+    *p = m->be->alloc((size_t)n * sizeof(float));
+    if (!*p)
+        *failed = 1;
+    return 0;
+}
+
+static void alloc_activations(atom_model *m, int *failed)
+{
+    const atom_model_cfg *c = &m->opts.cfg;
+    atom_activations *a = &m->act;
+    int64_t B = m->opts.max_batch, T = c->context, C = c->channels, L = c->layers;
+    int64_t N = B * T, P = m->opts.tp_size;
+    a->inputs = m->be->alloc((size_t)N * sizeof(int));
+    a->targets = m->be->alloc((size_t)N * sizeof(int));
+    if (!a->inputs || !a->targets)
+        *failed = 1;
+    alloc_floats(m, &a->encoded, N * C, failed);
+    alloc_floats(m, &a->ln1, L * N * C, failed);
+    alloc_floats(m, &a->ln1_mean, L * N, failed);
+    alloc_floats(m, &a->ln1_rstd, L * N, failed);
+    alloc_floats(m, &a->qkv, L * N * 3 * m->Cl, failed);
+    alloc_floats(m, &a->att, L * B * m->NHl * T * T, failed);
+    alloc_floats(m, &a->atty, L * N * m->Cl, failed);
+    alloc_floats(m, &a->res2, L * N * C, failed);
+    alloc_floats(m, &a->ln2, L * N * C, failed);
+    alloc_floats(m, &a->ln2_mean, L * N, failed);
+    alloc_floats(m, &a->ln2_rstd, L * N, failed);
+    alloc_floats(m, &a->fch, L * N * m->Fl, failed);
+    alloc_floats(m, &a->fch_gelu, L * N * m->Fl, failed);
+    alloc_floats(m, &a->res3, L * N * C, failed);
+    alloc_floats(m, &a->lnf, N * C, failed);
+    alloc_floats(m, &a->lnf_mean, N, failed);
+    alloc_floats(m, &a->lnf_rstd, N, failed);
+    alloc_floats(m, &a->logits, N * m->Vl, failed);
+    alloc_floats(m, &a->rowmax, N, failed);
+    alloc_floats(m, &a->rowmax_all, P * N, failed);
+    alloc_floats(m, &a->ce_sums, 2 * N, failed);
+    alloc_floats(m, &a->losses, N, failed);
+    alloc_floats(m, &a->partial, N * C, failed);
+    alloc_floats(m, &a->dresidual, N * C, failed);
+    alloc_floats(m, &a->dln, N * C, failed);
+    alloc_floats(m, &a->dfch, N * m->Fl, failed);
+    alloc_floats(m, &a->dqkv, N * 3 * m->Cl, failed);
+    alloc_floats(m, &a->datty, N * m->Cl, failed);
+    alloc_floats(m, &a->datt, B * m->NHl * T * T, failed);
+}
+
+static void free_activations(atom_model *m)
+{
+    atom_activations *a = &m->act;
+    void *all[] = {a->inputs,   a->targets,  a->encoded,  a->ln1,      a->ln1_mean,  a->ln1_rstd,
+                   a->qkv,      a->att,      a->atty,     a->res2,     a->ln2,       a->ln2_mean,
+                   a->ln2_rstd, a->fch,      a->fch_gelu, a->res3,     a->lnf,       a->lnf_mean,
+                   a->lnf_rstd, a->logits,   a->rowmax,   a->rowmax_all, a->ce_sums, a->losses,
+                   a->partial,  a->dresidual, a->dln,     a->dfch,     a->dqkv,      a->datty,
+                   a->datt};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        m->be->release(all[i]);
+    memset(a, 0, sizeof *a);
+}
+
+/* Registers the gradient pieces in forward order (wte, wpe, each layer's slices, lnfw, lnfb):
+ * the bucket manager packs them in reverse, the order the backward makes them final. */
+static int setup_buckets(atom_model *m, atom_err *err)
+{
+    coll_group *g = m->opts.data_group;
+    if (!g || coll_group_size(g) == 1)
+        return 0;
+    int L = m->opts.cfg.layers;
+    coll_err ce;
+    size_t bytes = m->opts.bucket_bytes ? m->opts.bucket_bytes : (size_t)4 << 20;
+    if (coll_buckets_create(g, m->grads, (size_t)m->table.total, bytes, &m->buckets, &ce) != 0)
+        return atom_errf(err, "model: gradient buckets: %s", ce.msg);
+    m->piece_layer = calloc((size_t)L * LAYER_PIECES, sizeof(int));
+    if (!m->piece_layer)
+        return atom_errf(err, "model: out of memory for bucket pieces");
+    const atom_param *P = m->table.params;
+    int id;
+#define ADD_PIECE(dst, off, len)                                                                  \
+    do {                                                                                          \
+        id = coll_buckets_add(m->buckets, (size_t)(off), (size_t)(len), &ce);                     \
+        if (id < 0)                                                                               \
+            return atom_errf(err, "model: gradient bucket piece: %s", ce.msg);                     \
+        (dst) = id;                                                                               \
+    } while (0)
+    ADD_PIECE(m->piece_global[0], P[ATOM_P_WTE].offset, P[ATOM_P_WTE].numel);
+    ADD_PIECE(m->piece_global[1], P[ATOM_P_WPE].offset, P[ATOM_P_WPE].numel);
+    for (int l = 0; l < L; l++)
+        for (int k = 0; k < LAYER_PIECES; k++) {
+            const atom_param *p = &P[ATOM_P_LN1W + k];
+            int64_t slice = p->numel / L;
+            ADD_PIECE(m->piece_layer[l * LAYER_PIECES + k], p->offset + l * slice, slice);
+        }
+    ADD_PIECE(m->piece_global[2], P[ATOM_P_LNFW].offset, P[ATOM_P_LNFW].numel);
+    ADD_PIECE(m->piece_global[3], P[ATOM_P_LNFB].offset, P[ATOM_P_LNFB].numel);
+#undef ADD_PIECE
+    if (coll_buckets_seal(m->buckets, &ce) != 0)
+        return atom_errf(err, "model: sealing gradient buckets: %s", ce.msg);
+    return 0;
+}
+
+int atom_model_create(const atom_model_opts *opts, atom_model **out, atom_err *err)
+{
+    *out = NULL;
+    if (!opts->backend)
+        return atom_errf(err, "model: no backend");
+    if (opts->max_batch < 1)
+        return atom_errf(err, "model: max_batch must be at least 1, not %d", opts->max_batch);
+    if (opts->tensor_group && coll_group_size(opts->tensor_group) != opts->tp_size)
+        return atom_errf(err, "model: tensor size %d but the tensor group has %d ranks",
+                         opts->tp_size, coll_group_size(opts->tensor_group));
+    atom_model *m = calloc(1, sizeof *m);
+    if (!m)
+        return atom_errf(err, "model: out of memory");
+    m->opts = *opts;
+    m->be = opts->backend;
+    if (atom_param_table_build(&m->table, &opts->cfg, opts->tp_rank, opts->tp_size, err) != 0) {
+        free(m);
+        return -1;
+    }
+    const atom_model_cfg *c = &opts->cfg;
+    int P = opts->tp_size;
+    m->Vp = atom_padded_vocab(c->vocab);
+    m->Vl = m->Vp / P;
+    m->vocab_start = opts->tp_rank * m->Vl;
+    int valid = c->vocab - m->vocab_start;
+    m->vocab_valid = valid < 0 ? 0 : (valid > m->Vl ? m->Vl : valid);
+    m->Cl = c->channels / P;
+    m->Fl = 4 * c->channels / P;
+    m->NHl = c->heads / P;
+    m->hs = c->channels / c->heads;
+
+    int failed = 0;
+    int64_t n = m->table.total;
+    alloc_floats(m, &m->params, n, &failed);
+    alloc_floats(m, &m->grads, n, &failed);
+    alloc_floats(m, &m->adam_m, n, &failed);
+    alloc_floats(m, &m->adam_v, n, &failed);
+    alloc_activations(m, &failed);
+    m->host_losses = malloc((size_t)opts->max_batch * c->context * sizeof(float));
+    if (failed || !m->host_losses) {
+        atom_model_free(m);
+        return atom_errf(err, "model: out of memory (%lld parameters, micro-batch %d)",
+                         (long long)n, opts->max_batch);
+    }
+    if (setup_buckets(m, err) != 0) {
+        atom_model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void atom_model_free(atom_model *m)
+{
+    if (!m)
+        return;
+    if (m->buckets)
+        coll_buckets_free(m->buckets);
+    free(m->piece_layer);
+    free_activations(m);
+    m->be->release(m->params);
+    m->be->release(m->grads);
+    m->be->release(m->adam_m);
+    m->be->release(m->adam_v);
+    free(m->host_losses);
+    free(m);
+}
+
+/* ---- forward ---- */
+
+/* Copies the micro-batch's inputs and targets to the backend and checks them. */
+static int load_tokens(atom_model *m, const int *tokens, int B, atom_err *err)
+{
+    int T = m->opts.cfg.context, V = m->opts.cfg.vocab;
+    if (B < 1 || B > m->opts.max_batch)
+        return atom_errf(err, "model: micro-batch %d outside 1..%d", B, m->opts.max_batch);
+    int *in = malloc((size_t)2 * B * T * sizeof(int));
+    if (!in)
+        return atom_errf(err, "model: out of memory for tokens");
+    int *tg = in + (size_t)B * T;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t <= T; t++) {
+            int tok = tokens[(size_t)b * (T + 1) + t];
+            if (tok < 0 || tok >= V) {
+                free(in);
+                return atom_errf(err, "model: token %d at sample %d position %d is outside the "
+                                 "vocabulary of %d", tok, b, t, V);
+            }
+            if (t < T)
+                in[b * T + t] = tok;
+            if (t > 0)
+                tg[b * T + t - 1] = tok;
+        }
+    int rc = m->be->from_host(m->act.inputs, in, (size_t)B * T * sizeof(int));
+    if (rc == 0)
+        rc = m->be->from_host(m->act.targets, tg, (size_t)B * T * sizeof(int));
+    free(in);
+    return rc == 0 ? 0 : atom_errf(err, "model: copying tokens to the %s backend failed",
+                                   m->be->name);
+}
+
+static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_err *err)
+{
+    if (load_tokens(m, tokens, B, err) != 0)
+        return -1;
+    const atom_backend *be = m->be;
+    const atom_model_cfg *c = &m->opts.cfg;
+    atom_activations *a = &m->act;
+    int T = c->context, C = c->channels, L = c->layers, N = B * T;
+    int Cl = m->Cl, Fl = m->Fl;
+    float *W = m->params;
+    int64_t LNC = (int64_t)N * C; /* strides of the per-layer activations at this B */
+    m->last_B = B;
+
+    /* vocab-parallel embedding: each rank looks up the rows it holds; rank 0 adds wpe, so the
+     * sum over the group adds it once */
+    be->encoder_forward(a->encoded, a->inputs, atom_param_ptr(m, W, ATOM_P_WTE),
+                        m->opts.tp_rank == 0 ? atom_param_ptr(m, W, ATOM_P_WPE) : NULL,
+                        m->vocab_start, m->Vl, B, T, C);
+    if (atom_model_tp_sum(m, a->encoded, (size_t)N * C, err) != 0)
+        return -1;
+
+    for (int l = 0; l < L; l++) {
+        float *resid = l == 0 ? a->encoded : a->res3 + (l - 1) * LNC;
+        float *ln1 = a->ln1 + l * LNC, *ln2 = a->ln2 + l * LNC;
+        float *qkv = a->qkv + (int64_t)l * N * 3 * Cl, *atty = a->atty + (int64_t)l * N * Cl;
+        float *att = a->att + (int64_t)l * B * m->NHl * T * T;
+        float *res2 = a->res2 + l * LNC, *res3 = a->res3 + l * LNC;
+        float *fch = a->fch + (int64_t)l * N * Fl, *fchg = a->fch_gelu + (int64_t)l * N * Fl;
+
+        be->layernorm_forward(ln1, a->ln1_mean + l * N, a->ln1_rstd + l * N, resid,
+                              atom_layer_ptr(m, W, ATOM_P_LN1W, l),
+                              atom_layer_ptr(m, W, ATOM_P_LN1B, l), N, C);
+        be->matmul_forward(qkv, ln1, atom_layer_ptr(m, W, ATOM_P_QKVW, l),
+                           atom_layer_ptr(m, W, ATOM_P_QKVB, l), N, C, 3 * Cl);
+        be->attention_forward(atty, att, qkv, B, T, m->NHl, m->hs);
+        be->matmul_forward(a->partial, atty, atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), NULL, N,
+                           Cl, C);
+        if (atom_model_tp_sum(m, a->partial, (size_t)N * C, err) != 0)
+            return -1;
+        be->residual_forward(res2, resid, a->partial, atom_layer_ptr(m, W, ATOM_P_ATTPROJB, l),
+                             N, C);
+
+        be->layernorm_forward(ln2, a->ln2_mean + l * N, a->ln2_rstd + l * N, res2,
+                              atom_layer_ptr(m, W, ATOM_P_LN2W, l),
+                              atom_layer_ptr(m, W, ATOM_P_LN2B, l), N, C);
+        be->matmul_forward(fch, ln2, atom_layer_ptr(m, W, ATOM_P_FCW, l),
+                           atom_layer_ptr(m, W, ATOM_P_FCB, l), N, C, Fl);
+        be->gelu_forward(fchg, fch, (int64_t)N * Fl);
+        be->matmul_forward(a->partial, fchg, atom_layer_ptr(m, W, ATOM_P_FCPROJW, l), NULL, N,
+                           Fl, C);
+        if (atom_model_tp_sum(m, a->partial, (size_t)N * C, err) != 0)
+            return -1;
+        be->residual_forward(res3, res2, a->partial, atom_layer_ptr(m, W, ATOM_P_FCPROJB, l), N,
+                             C);
+    }
+
+    /* tied head: this rank's slice of the logits, then Megatron's parallel cross-entropy */
+    be->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->res3 + (L - 1) * LNC,
+                          atom_param_ptr(m, W, ATOM_P_LNFW), atom_param_ptr(m, W, ATOM_P_LNFB),
+                          N, C);
+    be->matmul_forward(a->logits, a->lnf, atom_param_ptr(m, W, ATOM_P_WTE), NULL, N, C, m->Vl);
+    be->ce_rowmax(a->rowmax, a->logits, N, m->Vl, m->vocab_valid);
+    if (tp_max(m, a->rowmax, a->rowmax_all, N, err) != 0)
+        return -1;
+    be->ce_sums(a->ce_sums, a->logits, a->rowmax, a->targets, m->vocab_start, N, m->Vl,
+                m->vocab_valid);
+    if (atom_model_tp_sum(m, a->ce_sums, (size_t)2 * N, err) != 0)
+        return -1;
+    be->ce_loss(a->losses, a->rowmax, a->ce_sums, N);
+    if (loss) {
+        if (be->to_host(m->host_losses, a->losses, (size_t)N * sizeof(float)) != 0)
+            return atom_errf(err, "model: copying losses from the %s backend failed", be->name);
+        double sum = 0.0;
+        for (int i = 0; i < N; i++)
+            sum += m->host_losses[i];
+        *loss = (float)(sum / N);
+    }
+    return 0;
+}
+
+int atom_model_forward(atom_model *m, const int *tokens, int B, float *loss, atom_err *err)
+{
+    return forward(m, tokens, B, loss, err);
+}
+
+/* ---- backward ---- */
+
+static int mark_ready(atom_model *m, int piece, atom_err *err)
+{
+    coll_err ce;
+    if (m->be->synchronize() != 0)
+        return atom_errf(err, "model: backend synchronize failed before a gradient bucket");
+    if (coll_buckets_mark_ready(m->buckets, piece, &ce) != 0)
+        return atom_errf(err, "model: gradient bucket: %s", ce.msg);
+    return 0;
+}
+
+static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err *err)
+{
+    const atom_backend *be = m->be;
+    const atom_model_cfg *c = &m->opts.cfg;
+    atom_activations *a = &m->act;
+    int T = c->context, C = c->channels, L = c->layers, N = B * T;
+    int Cl = m->Cl, Fl = m->Fl;
+    float *W = m->params, *G = m->grads;
+    int64_t LNC = (int64_t)N * C;
+    bool dp = sync && m->buckets;
+
+    /* cross-entropy and the tied head: logits become dlogits in place */
+    be->ce_backward(a->logits, a->logits, a->rowmax, a->ce_sums, a->targets, m->vocab_start,
+                    grad_scale / (float)N, N, m->Vl, m->vocab_valid);
+    be->matmul_backward(a->dln, atom_param_ptr(m, G, ATOM_P_WTE), NULL, a->logits, a->lnf,
+                        atom_param_ptr(m, W, ATOM_P_WTE), N, C, m->Vl);
+    if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
+        return -1;
+    be->zero(a->dresidual, LNC);
+    be->layernorm_backward(a->dresidual, atom_param_ptr(m, G, ATOM_P_LNFW),
+                           atom_param_ptr(m, G, ATOM_P_LNFB), a->dln, a->res3 + (L - 1) * LNC,
+                           atom_param_ptr(m, W, ATOM_P_LNFW), a->lnf_mean, a->lnf_rstd, N, C);
+    if (dp && (mark_ready(m, m->piece_global[3], err) != 0 ||
+               mark_ready(m, m->piece_global[2], err) != 0))
+        return -1;
+
+    for (int l = L - 1; l >= 0; l--) {
+        float *resid = l == 0 ? a->encoded : a->res3 + (l - 1) * LNC;
+        float *ln1 = a->ln1 + l * LNC, *ln2 = a->ln2 + l * LNC;
+        float *qkv = a->qkv + (int64_t)l * N * 3 * Cl, *atty = a->atty + (int64_t)l * N * Cl;
+        float *att = a->att + (int64_t)l * B * m->NHl * T * T;
+        float *res2 = a->res2 + l * LNC;
+        float *fch = a->fch + (int64_t)l * N * Fl, *fchg = a->fch_gelu + (int64_t)l * N * Fl;
+
+        /* dresidual holds d(layer output); the residual passes it straight through */
+        be->matmul_backward(a->dfch, atom_layer_ptr(m, G, ATOM_P_FCPROJW, l),
+                            atom_layer_ptr(m, G, ATOM_P_FCPROJB, l), a->dresidual, fchg,
+                            atom_layer_ptr(m, W, ATOM_P_FCPROJW, l), N, Fl, C);
+        be->gelu_backward(a->dfch, fch, a->dfch, (int64_t)N * Fl);
+        be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_FCW, l),
+                            atom_layer_ptr(m, G, ATOM_P_FCB, l), a->dfch, ln2,
+                            atom_layer_ptr(m, W, ATOM_P_FCW, l), N, C, Fl);
+        if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
+            return -1;
+        be->layernorm_backward(a->dresidual, atom_layer_ptr(m, G, ATOM_P_LN2W, l),
+                               atom_layer_ptr(m, G, ATOM_P_LN2B, l), a->dln, res2,
+                               atom_layer_ptr(m, W, ATOM_P_LN2W, l), a->ln2_mean + l * N,
+                               a->ln2_rstd + l * N, N, C);
+
+        be->matmul_backward(a->datty, atom_layer_ptr(m, G, ATOM_P_ATTPROJW, l),
+                            atom_layer_ptr(m, G, ATOM_P_ATTPROJB, l), a->dresidual, atty,
+                            atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), N, Cl, C);
+        be->attention_backward(a->dqkv, a->datt, a->datty, qkv, att, B, T, m->NHl, m->hs);
+        be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_QKVW, l),
+                            atom_layer_ptr(m, G, ATOM_P_QKVB, l), a->dqkv, ln1,
+                            atom_layer_ptr(m, W, ATOM_P_QKVW, l), N, C, 3 * Cl);
+        if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
+            return -1;
+        be->layernorm_backward(a->dresidual, atom_layer_ptr(m, G, ATOM_P_LN1W, l),
+                               atom_layer_ptr(m, G, ATOM_P_LN1B, l), a->dln, resid,
+                               atom_layer_ptr(m, W, ATOM_P_LN1W, l), a->ln1_mean + l * N,
+                               a->ln1_rstd + l * N, N, C);
+        if (dp)
+            for (int k = LAYER_PIECES - 1; k >= 0; k--)
+                if (mark_ready(m, m->piece_layer[l * LAYER_PIECES + k], err) != 0)
+                    return -1;
+    }
+
+    be->encoder_backward(atom_param_ptr(m, G, ATOM_P_WTE), atom_param_ptr(m, G, ATOM_P_WPE),
+                         a->dresidual, a->inputs, m->vocab_start, m->Vl, B, T, C);
+    if (dp) {
+        if (mark_ready(m, m->piece_global[1], err) != 0 ||
+            mark_ready(m, m->piece_global[0], err) != 0)
+            return -1;
+        coll_err ce;
+        if (coll_buckets_finish(m->buckets, &ce) != 0)
+            return atom_errf(err, "model: gradient all-reduce: %s", ce.msg);
+    }
+    return 0;
+}
+
+int atom_model_forward_backward(atom_model *m, const int *tokens, int B, float grad_scale,
+                                bool sync_grads, float *loss, atom_err *err)
+{
+    if (forward(m, tokens, B, loss, err) != 0)
+        return -1;
+    return backward(m, B, grad_scale, sync_grads, err);
+}
+
+/* ---- access ---- */
+
+int atom_model_copy_logits(const atom_model *m, float *host, atom_err *err)
+{
+    size_t n = (size_t)m->last_B * m->opts.cfg.context * m->Vl;
+    if (m->be->to_host(host, m->act.logits, n * sizeof(float)) != 0)
+        return atom_errf(err, "model: copying logits from the %s backend failed", m->be->name);
+    return 0;
+}
+
+void atom_model_zero_grads(atom_model *m) { m->be->zero(m->grads, m->table.total); }
+
+const atom_param_table *atom_model_table(const atom_model *m) { return &m->table; }
+const atom_model_opts *atom_model_options(const atom_model *m) { return &m->opts; }
+int64_t atom_model_adam_steps(const atom_model *m) { return m->adam_steps; }
+void atom_model_set_adam_steps(atom_model *m, int64_t steps) { m->adam_steps = steps; }
+
+static float *buffer_of(const atom_model *m, atom_model_buffer which)
+{
+    switch (which) {
+    case ATOM_BUF_PARAMS: return m->params;
+    case ATOM_BUF_GRADS: return m->grads;
+    case ATOM_BUF_ADAM_M: return m->adam_m;
+    case ATOM_BUF_ADAM_V: return m->adam_v;
+    }
+    return NULL;
+}
+
+float *atom_model_buffer_ptr(atom_model *m, atom_model_buffer which) { return buffer_of(m, which); }
+
+int atom_model_download(const atom_model *m, atom_model_buffer which, float *host, atom_err *err)
+{
+    float *src = buffer_of(m, which);
+    if (!src)
+        return atom_errf(err, "model: unknown buffer %d", (int)which);
+    if (m->be->to_host(host, src, (size_t)m->table.total * sizeof(float)) != 0)
+        return atom_errf(err, "model: copying a buffer from the %s backend failed", m->be->name);
+    return 0;
+}
+
+int atom_model_upload(atom_model *m, atom_model_buffer which, const float *host, atom_err *err)
+{
+    float *dst = buffer_of(m, which);
+    if (!dst)
+        return atom_errf(err, "model: unknown buffer %d", (int)which);
+    if (m->be->from_host(dst, host, (size_t)m->table.total * sizeof(float)) != 0)
+        return atom_errf(err, "model: copying a buffer to the %s backend failed", m->be->name);
+    return 0;
+}
