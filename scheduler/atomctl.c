@@ -116,10 +116,11 @@ int main(int argc, char **argv)
         print_help(stderr);
         return ATOMCTL_USAGE;
     }
-    /* The handler parses from its own name on, with getopt reset. */
+    /* The handler parses from its own name on. optind = 0 makes glibc's getopt start afresh,
+     * forgetting the '+' (stop at the first operand) used above. */
     int sub_argc = argc - optind;
     char **sub_argv = argv + optind;
-    optind = 1;
+    optind = 0;
     opterr = 0;
     return c->handler(sub_argc, sub_argv);
 }

@@ -53,8 +53,11 @@ static void print_table(const atom_plan *plan, const atom_inventory *inv, const 
     int *ranks = malloc((size_t)(tensor > data ? tensor : data) * sizeof *ranks);
     if (!ranks)
         return;
-    fprintf(out, "\ntensor-parallel groups (%d, each inside one node):\n", data);
-    for (int dp = 0; dp < data; dp++) {
+    if (tensor == 1)
+        fprintf(out, "\ntensor-parallel groups: none (tensor 1)\n");
+    else
+        fprintf(out, "\ntensor-parallel groups (%d, each inside one node):\n", data);
+    for (int dp = 0; dp < data && tensor > 1; dp++) {
         if (data > 16 && dp == 8) {
             fprintf(out, "  ... %d more\n", data - 9);
             dp = data - 1;
@@ -65,8 +68,11 @@ static void print_table(const atom_plan *plan, const atom_inventory *inv, const 
         print_rank_list(out, ranks, tensor);
         fprintf(out, " on %s\n", plan->nodes[plan->ranks[dp * tensor].node].name);
     }
-    fprintf(out, "data-parallel groups (%d, one rank per replica):\n", tensor);
-    for (int tp = 0; tp < tensor; tp++) {
+    if (data == 1)
+        fprintf(out, "data-parallel groups: none (data 1)\n");
+    else
+        fprintf(out, "data-parallel groups (%d, one rank per replica):\n", tensor);
+    for (int tp = 0; tp < tensor && data > 1; tp++) {
         for (int dp = 0; dp < data; dp++)
             ranks[dp] = dp * tensor + tp;
         fprintf(out, "  tp %d: ranks ", tp);

@@ -326,10 +326,19 @@ static void explain_refusal(const atom_planner *pl, const job_shape *js, const b
         else
             snprintf(largest, sizeof largest, ", no node has a free GPU");
     }
-    if (never)
-        snprintf(why, why_len, "%s; this cluster cannot hold it even when idle (room for %ld "
-                 "unit%s of %d GPUs%s)", ask, have, have == 1 ? "" : "s", js->unit_gpus,
-                 exclude ? ", excluded nodes left out" : "");
+    if (never) {
+        char idle[160];
+        if (js->per_node)
+            snprintf(idle, sizeof idle, "it has %ld node%s with %d or more GPUs", have,
+                     have == 1 ? "" : "s", js->per_node);
+        else if (js->tensor > 1)
+            snprintf(idle, sizeof idle, "it has room for %ld group%s of %d (the largest node has "
+                     "%d GPUs)", have, have == 1 ? "" : "s", js->tensor, pl->max_gpus);
+        else
+            snprintf(idle, sizeof idle, "it has %ld GPU%s", have, have == 1 ? "" : "s");
+        snprintf(why, why_len, "%s; this cluster cannot hold it even when idle: %s%s", ask, idle,
+                 exclude ? " outside the excluded nodes" : "");
+    }
     else
         snprintf(why, why_len, "%s; %s%s", ask, room, largest);
 }
