@@ -36,6 +36,8 @@ typedef struct inv_parse {
     atom_diags *diags;
     atom_inventory *inv;
     int node_cap;
+    const yaml_node_t **origin; /* [node_cap] the name each node was expanded from */
+    const yaml_node_t *current; /* the name being expanded */
 } inv_parse;
 
 static void diag_at(inv_parse *p, const yaml_node_t *n, const char *key, const char *fmt, ...)
@@ -114,8 +116,13 @@ static int append_node(inv_parse *p, const atom_node *node)
         if (!grown)
             return -1;
         inv->nodes = grown;
+        const yaml_node_t **origin = realloc(p->origin, (size_t)cap * sizeof *origin);
+        if (!origin)
+            return -1;
+        p->origin = origin;
         p->node_cap = cap;
     }
+    p->origin[inv->n_nodes] = p->current;
     inv->nodes[inv->n_nodes++] = *node;
     return 0;
 }
@@ -325,6 +332,7 @@ static void parse_node_entry(inv_parse *p, int index, const yaml_node_t *map)
     int first = p->inv->n_nodes;
     char nkey[128];
     snprintf(nkey, sizeof nkey, "%s.name", key);
+    p->current = name_node;
     if (expand_hostlist(name, emit_node, &t, why, sizeof why)) {
         diag_at(p, name_node, nkey, "bad node name '%s': %s", name, why);
         p->inv->n_nodes = first;
@@ -350,8 +358,9 @@ static int cmp_name_index(const void *a, const void *b, void *names)
     return strcmp(nodes[*(const int *)a].name, nodes[*(const int *)b].name);
 }
 
-/* Sorting an index keeps duplicate detection O(n log n) on the 1,250-node inventory. */
-static void check_duplicates(inv_parse *p, const yaml_node_t *nodes_seq)
+/* Sorting an index keeps duplicate detection O(n log n) on the 1,250-node inventory. Each
+ * duplicate is reported at the later of the two entries that name it. */
+static void check_duplicates(inv_parse *p)
 {
     int n = p->inv->n_nodes;
     if (n < 2)
@@ -364,7 +373,9 @@ static void check_duplicates(inv_parse *p, const yaml_node_t *nodes_seq)
     qsort_r(order, (size_t)n, sizeof *order, cmp_name_index, p->inv->nodes);
     for (int i = 1; i < n; i++) {
         if (!strcmp(p->inv->nodes[order[i]].name, p->inv->nodes[order[i - 1]].name)) {
-            diag_at(p, nodes_seq, "nodes", "node '%s' is listed twice",
+            /* qsort_r is not stable: the later entry is the larger index. */
+            int later = order[i] > order[i - 1] ? order[i] : order[i - 1];
+            diag_at(p, p->origin[later], "nodes", "node '%s' is listed twice",
                     p->inv->nodes[order[i]].name);
             while (i + 1 < n && !strcmp(p->inv->nodes[order[i + 1]].name,
                                         p->inv->nodes[order[i]].name))
@@ -427,7 +438,7 @@ static void parse_root(inv_parse *p, const yaml_node_t *root)
         diag_at(p, nodes, "nodes", "an inventory needs at least one node");
     for (int i = 0; i < n; i++)
         parse_node_entry(p, i, yaml_document_get_node(p->doc, nodes->data.sequence.items.start[i]));
-    check_duplicates(p, nodes);
+    check_duplicates(p);
 }
 
 int atom_inventory_parse(const char *text, size_t len, const char *name, atom_inventory *inv,
@@ -453,6 +464,7 @@ int atom_inventory_parse(const char *text, size_t len, const char *name, atom_in
     }
     inv_parse p = {.doc = &doc, .file = file, .diags = diags, .inv = inv};
     parse_root(&p, yaml_document_get_root_node(&doc));
+    free(p.origin);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
     if (diags->count > before) {
