@@ -84,9 +84,11 @@ typedef struct atom_ckpt_meta {
 void atom_ckpt_meta_free(atom_ckpt_meta *meta);
 
 /* Who writes: comm holds every rank of the job; replica (0..replicas-1) is this rank's
- * data-parallel index and replicas the data-parallel size. Ranks with the same replica index
- * hold different shards; ranks with different replica indexes but the same shard share its
- * writing (each writes about 1/replicas of it). */
+ * data-parallel index and replicas the data-parallel size. The ranks whose selection of a tensor
+ * is identical (the data-parallel replicas of a shard, and every rank for a replicated tensor)
+ * share its writing, each writing about 1/n of it, so each element is written once. That sharing
+ * is derived from the selections themselves; replicas is recorded as the layout's DP when
+ * meta->dp is 0 (and comm size / replicas as its TP when meta->tp is 0). */
 typedef struct atom_ckpt_group {
     MPI_Comm comm;
     int replica, replicas;
@@ -120,8 +122,10 @@ typedef struct atom_ckpt_async atom_ckpt_async;
 /* Collective over group.comm (it duplicates the communicator). */
 int atom_ckpt_async_create(atom_ckpt_async **out, atom_ckpt_group group, size_t max_bytes,
                            atom_ckpt_err *err);
-/* Local (no communication on the caller's thread). Fails if a save is in flight or the
- * snapshot would exceed max_bytes (the message gives the size needed). */
+/* Collective over group.comm (every rank, same step: the ranks agree on who writes what).
+ * If a save is still in flight it first waits for it (at most one in flight). Fails, without
+ * starting, if the previous save failed and poll/wait has not reported it yet, or if the snapshot
+ * would exceed max_bytes (the message gives the size needed). Returns once the copy is done. */
 int atom_ckpt_async_start(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor *tensors,
                           int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err);
 /* *done = true when no save is in flight; then returns the last save's status (-1 and its

@@ -1,0 +1,259 @@
+/* checkpoints/ckpt_async.c: asynchronous save.
+ *
+ * The caller's thread only copies the floats this rank writes (its piece of each tensor, about
+ * 1/replicas of its shard) into a snapshot buffer and hands it to a background thread, which
+ * writes the file and commits it while training goes on. That thread is the only one of the
+ * process inside HDF5 while a save is in flight (Debian's HDF5 is not thread-safe), and it
+ * talks MPI only on its own duplicate of the communicator, so it never matches the training
+ * thread's messages. One save at most is in flight; the snapshot buffer is allocated once.
+ */
+#include "checkpoints/ckpt_internal.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct atom_ckpt_async {
+    atom_ckpt_group user;  /* the caller's communicator: used on the caller's thread only */
+    MPI_Comm comm;         /* the background thread's duplicate */
+    size_t max_bytes;
+    float *buf;            /* the snapshot */
+    size_t buf_bytes;
+    ckpt_piece *pieces;
+    char **names;          /* copies: the caller's tensor names need not outlive start */
+    int npieces;
+    atom_ckpt_meta meta;   /* spec_json owned */
+    char dir[4096];
+    int keep;
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool job;              /* a snapshot is ready for the thread */
+    bool busy;             /* a save is in flight (job given, not finished) */
+    bool stop;
+    bool unreported;       /* the last save's status has not been returned by poll/wait */
+    int status;
+    atom_ckpt_err err;
+};
+
+static void *writer_thread(void *arg) {
+    atom_ckpt_async *a = arg;
+    for (;;) {
+        pthread_mutex_lock(&a->mu);
+        while (!a->job && !a->stop) {
+            pthread_cond_wait(&a->cv, &a->mu);
+        }
+        if (!a->job) {
+            pthread_mutex_unlock(&a->mu);
+            return NULL;
+        }
+        a->job = false;
+        pthread_mutex_unlock(&a->mu);
+
+        atom_ckpt_err e = {""};
+        char path[4096];
+        ckpt_file_name(path, sizeof path, a->dir, a->meta.step, true);
+        int rc = ckpt_write_file(path, a->comm, a->pieces, a->npieces, &a->meta, &e);
+        if (rc == 0) {
+            rc = atom_ckpt_commit(a->dir, a->meta.step, a->comm, a->keep, &e);
+        }
+
+        pthread_mutex_lock(&a->mu);
+        a->status = rc;
+        a->err = e;
+        a->busy = false;
+        a->unreported = true;
+        pthread_cond_broadcast(&a->cv);
+        pthread_mutex_unlock(&a->mu);
+    }
+}
+
+int atom_ckpt_async_create(atom_ckpt_async **out, atom_ckpt_group group, size_t max_bytes,
+                           atom_ckpt_err *err) {
+    *out = NULL;
+    atom_ckpt_async *a = calloc(1, sizeof *a);
+    if (!a) {
+        return ckpt_errf(err, "out of memory");
+    }
+    a->user = group;
+    a->max_bytes = max_bytes;
+    if (MPI_Comm_dup(group.comm, &a->comm) != MPI_SUCCESS) {
+        free(a);
+        return ckpt_errf(err, "MPI_Comm_dup failed");
+    }
+    pthread_mutex_init(&a->mu, NULL);
+    pthread_cond_init(&a->cv, NULL);
+    int rc = pthread_create(&a->thread, NULL, writer_thread, a) == 0
+                 ? 0
+                 : ckpt_errf(err, "cannot start the checkpoint writer thread");
+    if (ckpt_agree(group.comm, rc, err) != 0) {
+        if (rc == 0) {
+            a->stop = true;
+            pthread_cond_signal(&a->cv);
+            pthread_join(a->thread, NULL);
+        }
+        pthread_mutex_destroy(&a->mu);
+        pthread_cond_destroy(&a->cv);
+        MPI_Comm_free(&a->comm);
+        free(a);
+        return -1;
+    }
+    *out = a;
+    return 0;
+}
+
+static void free_names(atom_ckpt_async *a) {
+    for (int i = 0; i < a->npieces && a->names; i++) {
+        free(a->names[i]);
+    }
+    free(a->names);
+    a->names = NULL;
+}
+
+/* Takes the snapshot: plan, size check, copy. The thread is idle when this runs. */
+static int snapshot(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor *tensors, int n,
+                    const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err) {
+    MPI_Comm comm = a->user.comm;
+    free_names(a);
+    atom_ckpt_meta_free(&a->meta);
+    a->npieces = 0;
+    ckpt_piece *pieces = realloc(a->pieces, sizeof *pieces * (size_t)(n > 0 ? n : 1));
+    int rc = pieces ? 0 : ckpt_errf(err, "out of memory");
+    if (pieces) {
+        a->pieces = pieces;
+    }
+    if (ckpt_agree(comm, rc, err) != 0 || ckpt_plan(comm, tensors, n, a->pieces, err) != 0) {
+        return -1;
+    }
+    size_t need = 0;
+    for (int i = 0; i < n; i++) {
+        need += sizeof(float) * CKPT_KINDS * (size_t)a->pieces[i].elems;
+        if (!tensors[i].param || !tensors[i].adam_m || !tensors[i].adam_v) {
+            rc = ckpt_errf(err, "tensor %s: param, adam_m and adam_v must all be given",
+                           tensors[i].name);
+        }
+    }
+    if (rc == 0 && need > a->max_bytes) {
+        rc = ckpt_errf(err, "async checkpoint snapshot needs %zu bytes on this rank, more than its "
+                       "bound of %zu", need, a->max_bytes);
+    }
+    if (rc == 0 && need > a->buf_bytes) {
+        float *grown = realloc(a->buf, need);
+        if (!grown) {
+            rc = ckpt_errf(err, "out of memory for a %zu-byte snapshot", need);
+        } else {
+            a->buf = grown;
+            a->buf_bytes = need;
+        }
+    }
+    a->names = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
+    a->meta = *meta;
+    a->meta.spec_json = meta->spec_json ? strdup(meta->spec_json) : NULL;
+    if (rc == 0 && (!a->names || (meta->spec_json && !a->meta.spec_json))) {
+        rc = ckpt_errf(err, "out of memory");
+    }
+    if (ckpt_agree(comm, rc, err) != 0) {
+        return -1;
+    }
+    a->npieces = n;
+    float *next = a->buf;
+    for (int i = 0; i < n; i++) {
+        ckpt_piece *p = &a->pieces[i];
+        a->names[i] = strdup(tensors[i].name);
+        p->name = a->names[i] ? a->names[i] : "?";
+        const float *src[CKPT_KINDS] = {tensors[i].param, tensors[i].adam_m, tensors[i].adam_v};
+        for (int k = 0; k < CKPT_KINDS; k++) {
+            if (p->elems > 0) {
+                ckpt_piece_gather(p, src[k], next);
+            }
+            p->data[k] = next;
+            next += p->elems;
+        }
+    }
+    ckpt_meta_defaults(&a->meta, a->user);
+    snprintf(a->dir, sizeof a->dir, "%s", dir);
+    a->keep = keep;
+    return 0;
+}
+
+int atom_ckpt_async_start(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor *tensors,
+                          int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err) {
+    pthread_mutex_lock(&a->mu);
+    while (a->busy) {
+        pthread_cond_wait(&a->cv, &a->mu);
+    }
+    /* The thread agreed its status across ranks, so every rank takes the same branch. */
+    bool failed = a->unreported && a->status != 0;
+    atom_ckpt_err previous = a->err;
+    a->unreported = false;
+    pthread_mutex_unlock(&a->mu);
+    if (failed) {
+        return ckpt_errf(err, "the previous checkpoint save failed: %s", previous.msg);
+    }
+    /* The folder is created here, on the caller's communicator, so the thread only writes. */
+    if (ckpt_ensure_dir(dir, a->user.comm, err) != 0 ||
+        snapshot(a, dir, tensors, ntensors, meta, keep, err) != 0) {
+        return -1;
+    }
+    pthread_mutex_lock(&a->mu);
+    a->job = true;
+    a->busy = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+}
+
+static int report(atom_ckpt_async *a, atom_ckpt_err *err) {
+    int rc = 0;
+    if (a->unreported) {
+        rc = a->status;
+        if (rc != 0 && err) {
+            *err = a->err;
+        }
+        a->unreported = false;
+    }
+    return rc;
+}
+
+int atom_ckpt_async_poll(atom_ckpt_async *a, bool *done, atom_ckpt_err *err) {
+    pthread_mutex_lock(&a->mu);
+    *done = !a->busy;
+    int rc = *done ? report(a, err) : 0;
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err) {
+    pthread_mutex_lock(&a->mu);
+    while (a->busy) {
+        pthread_cond_wait(&a->cv, &a->mu);
+    }
+    int rc = report(a, err);
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+size_t atom_ckpt_async_bytes(const atom_ckpt_async *a) { return a ? a->buf_bytes : 0; }
+
+void atom_ckpt_async_destroy(atom_ckpt_async *a) {
+    if (!a) {
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    while (a->busy) {
+        pthread_cond_wait(&a->cv, &a->mu);
+    }
+    a->stop = true;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+    pthread_join(a->thread, NULL);
+    pthread_mutex_destroy(&a->mu);
+    pthread_cond_destroy(&a->cv);
+    MPI_Comm_free(&a->comm);
+    free_names(a);
+    atom_ckpt_meta_free(&a->meta);
+    free(a->pieces);
+    free(a->buf);
+    free(a);
+}

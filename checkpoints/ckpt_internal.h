@@ -1,0 +1,89 @@
+/* checkpoints/ckpt_internal.h: what the checkpoint module's files share (not public).
+ *
+ * The write path is split in two so that the sync save and the async thread run the same code:
+ * a plan (which hyperslab of each tensor this rank writes, and where its packed floats are) and
+ * the file writer that consumes a plan.
+ */
+#ifndef ATOM_CKPT_INTERNAL_H
+#define ATOM_CKPT_INTERNAL_H
+
+#include "checkpoints/checkpoints.h"
+
+#include <hdf5.h>
+
+#define CKPT_KINDS 3
+extern const char *const ckpt_kind_names[CKPT_KINDS]; /* "param", "adam_m", "adam_v" */
+
+/* Attribute of every dataset: one row per written hyperslab,
+ * [crc32c, start[0..n), stride[0..n), count[0..n), block[0..n)] as uint64 (n = the dataset's
+ * rank). docs/checkpoint-format.md documents it for readers without atom. */
+#define CKPT_CRC_ATTR "crc32c_slabs"
+
+/* ---- errors ---- */
+int ckpt_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* As ckpt_errf, then appends HDF5's innermost error message (why HDF5 failed). */
+int ckpt_h5_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Turns off HDF5's automatic error printing (library calls print nothing themselves). */
+void ckpt_h5_quiet(void);
+/* Makes rc and err agree on every rank of comm: -1 everywhere if any rank failed, with the
+ * message of the lowest failing rank. */
+int ckpt_agree(MPI_Comm comm, int rc, atom_ckpt_err *err);
+
+/* ---- names ---- */
+/* DIR/ckpt-<step>.h5, or with .tmp appended. */
+void ckpt_file_name(char *buf, size_t size, const char *dir, int64_t step, bool tmp);
+/* Parses "ckpt-<digits>.h5" or "ckpt-<digits>.h5.tmp"; returns false for anything else. */
+bool ckpt_parse_name(const char *base, int64_t *step, bool *tmp);
+
+/* ---- what one rank writes of one tensor ---- */
+typedef struct ckpt_piece {
+    const char *name;
+    int ndims;
+    hsize_t dims[ATOM_CKPT_MAX_DIMS];
+    /* file selection of the piece (valid when elems > 0) */
+    hsize_t start[ATOM_CKPT_MAX_DIMS], stride[ATOM_CKPT_MAX_DIMS];
+    hsize_t count[ATOM_CKPT_MAX_DIMS], block[ATOM_CKPT_MAX_DIMS];
+    int64_t elems;               /* 0: this rank writes nothing of this tensor */
+    /* where the piece lies in the shard: `outer` runs of `len` floats, at `off` within
+     * consecutive rows of `row` floats */
+    int64_t outer, row, off, len;
+    const float *data[CKPT_KINDS]; /* the packed piece (elems floats) per kind */
+    uint32_t crc[CKPT_KINDS];
+} ckpt_piece;
+
+/* Decides, for every tensor, the piece this rank writes (collective over comm: the ranks compare
+ * their selections). pieces[] has ntensors entries; data[] is left NULL. */
+int ckpt_plan(MPI_Comm comm, const atom_ckpt_tensor *tensors, int ntensors, ckpt_piece *pieces,
+              atom_ckpt_err *err);
+/* Copies the piece's floats out of a shard into dst (elems floats). */
+void ckpt_piece_gather(const ckpt_piece *p, const float *shard, float *dst);
+/* True when the piece is one contiguous run of the shard (no copy needed). */
+bool ckpt_piece_contiguous(const ckpt_piece *p);
+/* Checks a tensor description (rank, selection inside the shape). */
+int ckpt_check_tensor(const atom_ckpt_tensor *t, atom_ckpt_err *err);
+
+/* Writes path (created or truncated) from pieces whose data[] are set; collective. meta: the
+ * values of rank 0 are written. */
+int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int npieces,
+                    const atom_ckpt_meta *meta, atom_ckpt_err *err);
+/* Creates dir (one level) on rank 0 of comm if missing; collective. */
+int ckpt_ensure_dir(const char *dir, MPI_Comm comm, atom_ckpt_err *err);
+/* Fills layout defaults of meta from the group (see atom_ckpt_group). */
+void ckpt_meta_defaults(atom_ckpt_meta *meta, atom_ckpt_group group);
+
+/* ---- reading ---- */
+/* Checks every checksum of an open file. Slab k (counted over all datasets in name order) is
+ * checked by the rank with k % nranks == rank. out (may be NULL) gets one line per dataset when
+ * nranks == 1. Local: the caller makes the ranks agree. */
+int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t dxpl, FILE *out,
+                     atom_ckpt_err *err);
+/* Reads root attributes into meta (spec_json malloc'ed). */
+int ckpt_read_meta(hid_t file, atom_ckpt_meta *meta, atom_ckpt_err *err);
+
+/* ---- the checkpoint folder ---- */
+/* Committed checkpoints newest first, as steps; *steps malloc'ed. latest_step: the step latest
+ * points at, -1 if none. */
+int ckpt_dir_committed(const char *dir, int64_t **steps, int *count, int64_t *latest_step,
+                       atom_ckpt_err *err);
+
+#endif /* ATOM_CKPT_INTERNAL_H */

@@ -1,0 +1,472 @@
+/* checkpoints/ckpt_read.c: verifying and loading checkpoints, at any layout.
+ *
+ * Loading reads, for every tensor, the hyperslab the NEW layout's shard selects from the global
+ * dataset, whatever layout wrote it: that is the whole reshard. Verification recomputes the
+ * CRC32C of every hyperslab recorded in a dataset's checksum attribute.
+ */
+#include "checkpoints/ckpt_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- dataset names of a group, in name order ---- */
+
+typedef struct name_list {
+    char **names;
+    int count, cap;
+} name_list;
+
+static herr_t collect_name(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    (void)group;
+    (void)info;
+    name_list *l = data;
+    if (l->count == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 32;
+        char **grown = realloc(l->names, sizeof(char *) * (size_t)cap);
+        if (!grown) {
+            return -1;
+        }
+        l->names = grown;
+        l->cap = cap;
+    }
+    l->names[l->count] = strdup(name);
+    return l->names[l->count++] ? 0 : -1;
+}
+
+static void free_names(name_list *l) {
+    for (int i = 0; i < l->count; i++) {
+        free(l->names[i]);
+    }
+    free(l->names);
+}
+
+static void format_slab(char *buf, size_t size, const uint64_t *row, int nd) {
+    size_t used = 0;
+    const char *labels[4] = {"start", "stride", "count", "block"};
+    for (int q = 0; q < 4 && used < size; q++) {
+        used += (size_t)snprintf(buf + used, size - used, "%s%s (", q ? ", " : "", labels[q]);
+        for (int d = 0; d < nd && used < size; d++) {
+            used += (size_t)snprintf(buf + used, size - used, "%s%llu", d ? "," : "",
+                                     (unsigned long long)row[1 + q * nd + d]);
+        }
+        if (used < size) {
+            used += (size_t)snprintf(buf + used, size - used, ")");
+        }
+    }
+}
+
+/* Checks one dataset's slabs; *k counts slabs over the whole file to share them among ranks. */
+static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid_t dxpl,
+                          int64_t *k, float **buf, int64_t *buf_cap, int *nslabs_out,
+                          atom_ckpt_err *err) {
+    hid_t fspace = H5Dget_space(ds);
+    int nd = H5Sget_simple_extent_ndims(fspace);
+    hsize_t dims[ATOM_CKPT_MAX_DIMS];
+    if (nd < 1 || nd > ATOM_CKPT_MAX_DIMS) {
+        H5Sclose(fspace);
+        return ckpt_errf(err, "dataset %s has %d dims", dname, nd);
+    }
+    H5Sget_simple_extent_dims(fspace, dims, NULL);
+    hid_t attr = H5Aopen(ds, CKPT_CRC_ATTR, H5P_DEFAULT);
+    if (attr < 0) {
+        H5Sclose(fspace);
+        return ckpt_h5_errf(err, "dataset %s has no %s attribute", dname, CKPT_CRC_ATTR);
+    }
+    hid_t aspace = H5Aget_space(attr);
+    hsize_t adims[2] = {0, 0};
+    int arank = H5Sget_simple_extent_ndims(aspace);
+    H5Sget_simple_extent_dims(aspace, adims, NULL);
+    H5Sclose(aspace);
+    int width = 1 + 4 * nd, rc = 0;
+    if (arank != 2 || adims[1] != (hsize_t)width) {
+        H5Aclose(attr);
+        H5Sclose(fspace);
+        return ckpt_errf(err, "dataset %s: %s attribute is not (slabs, %d)", dname, CKPT_CRC_ATTR,
+                         width);
+    }
+    uint64_t *rows = malloc(sizeof(uint64_t) * (size_t)(adims[0] ? adims[0] : 1) * width);
+    if (!rows || H5Aread(attr, H5T_NATIVE_UINT64, rows) < 0) {
+        H5Aclose(attr);
+        H5Sclose(fspace);
+        free(rows);
+        return ckpt_h5_errf(err, "dataset %s: cannot read its checksums", dname);
+    }
+    H5Aclose(attr);
+    int64_t total = 1, covered = 0;
+    for (int d = 0; d < nd; d++) {
+        total *= (int64_t)dims[d];
+    }
+    for (hsize_t s = 0; s < adims[0] && rc == 0; s++, (*k)++) {
+        const uint64_t *row = rows + s * width;
+        hsize_t start[ATOM_CKPT_MAX_DIMS], stride[ATOM_CKPT_MAX_DIMS], count[ATOM_CKPT_MAX_DIMS],
+            block[ATOM_CKPT_MAX_DIMS];
+        int64_t n = 1;
+        for (int d = 0; d < nd; d++) {
+            start[d] = row[1 + d];
+            stride[d] = row[1 + nd + d];
+            count[d] = row[1 + 2 * nd + d];
+            block[d] = row[1 + 3 * nd + d];
+            n *= (int64_t)(count[d] * block[d]);
+        }
+        covered += n;
+        if (*k % nranks != rank) {
+            continue;
+        }
+        char slab[256];
+        format_slab(slab, sizeof slab, row, nd);
+        if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block) < 0 ||
+            !H5Sselect_valid(fspace)) {
+            rc = ckpt_h5_errf(err, "dataset %s: hyperslab %s lies outside the dataset", dname, slab);
+            break;
+        }
+        if (n > *buf_cap) {
+            float *grown = realloc(*buf, sizeof(float) * (size_t)n);
+            if (!grown) {
+                rc = ckpt_errf(err, "out of memory verifying %s", dname);
+                break;
+            }
+            *buf = grown;
+            *buf_cap = n;
+        }
+        hsize_t hn = (hsize_t)n;
+        hid_t mspace = H5Screate_simple(1, &hn, NULL);
+        if (H5Dread(ds, H5T_IEEE_F32LE, mspace, fspace, dxpl, *buf) < 0) {
+            rc = ckpt_h5_errf(err, "dataset %s: cannot read hyperslab %s (truncated file?)", dname,
+                              slab);
+        } else {
+            uint32_t crc = atom_ckpt_crc32c(0, *buf, sizeof(float) * (size_t)n);
+            if (crc != (uint32_t)row[0]) {
+                rc = ckpt_errf(err,
+                               "checksum mismatch in dataset %s, hyperslab %s: stored crc32c "
+                               "%08x, data gives %08x",
+                               dname, slab, (unsigned)row[0], (unsigned)crc);
+            }
+        }
+        H5Sclose(mspace);
+    }
+    if (rc == 0 && covered != total) {
+        rc = ckpt_errf(err, "dataset %s: its checksummed hyperslabs hold %lld elements of %lld",
+                       dname, (long long)covered, (long long)total);
+    }
+    *nslabs_out = (int)adims[0];
+    free(rows);
+    H5Sclose(fspace);
+    return rc;
+}
+
+int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t dxpl, FILE *out,
+                     atom_ckpt_err *err) {
+    int64_t k = 0, buf_cap = 0;
+    float *buf = NULL;
+    int rc = 0, datasets = 0;
+    for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
+        hid_t group = H5Gopen2(file, ckpt_kind_names[kind], H5P_DEFAULT);
+        if (group < 0) {
+            rc = ckpt_h5_errf(err, "%s has no group /%s: not an atom checkpoint", path,
+                              ckpt_kind_names[kind]);
+            break;
+        }
+        name_list names = {0};
+        hsize_t idx = 0;
+        if (H5Literate(group, H5_INDEX_NAME, H5_ITER_INC, &idx, collect_name, &names) < 0) {
+            rc = ckpt_h5_errf(err, "%s: cannot list /%s", path, ckpt_kind_names[kind]);
+        }
+        for (int i = 0; i < names.count && rc == 0; i++) {
+            char dname[512];
+            snprintf(dname, sizeof dname, "/%s/%s", ckpt_kind_names[kind], names.names[i]);
+            hid_t ds = H5Dopen2(group, names.names[i], H5P_DEFAULT);
+            if (ds < 0) {
+                rc = ckpt_h5_errf(err, "%s: cannot open dataset %s", path, dname);
+                break;
+            }
+            int nslabs = 0;
+            rc = verify_dataset(ds, dname, rank, nranks, dxpl, &k, &buf, &buf_cap, &nslabs, err);
+            H5Dclose(ds);
+            datasets++;
+            if (out && rc == 0) {
+                fprintf(out, "ok  %-28s %d hyperslab%s\n", dname, nslabs, nslabs == 1 ? "" : "s");
+            }
+        }
+        free_names(&names);
+        H5Gclose(group);
+    }
+    free(buf);
+    if (rc == 0 && datasets == 0) {
+        rc = ckpt_errf(err, "%s holds no datasets", path);
+    }
+    return rc;
+}
+
+/* ---- metadata ---- */
+
+static int read_attr(hid_t obj, const char *name, hid_t mem_type, void *value, size_t max_elems,
+                     int *elems, atom_ckpt_err *err) {
+    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+    if (attr < 0) {
+        return ckpt_h5_errf(err, "missing attribute %s", name);
+    }
+    hid_t space = H5Aget_space(attr);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    H5Sclose(space);
+    int rc = 0;
+    if (n < 0 || (size_t)n > max_elems) {
+        rc = ckpt_errf(err, "attribute %s has %lld values (at most %zu expected)", name,
+                       (long long)n, max_elems);
+    } else if (n > 0 && H5Aread(attr, mem_type, value) < 0) {
+        rc = ckpt_h5_errf(err, "cannot read attribute %s", name);
+    }
+    if (elems) {
+        *elems = (int)n;
+    }
+    H5Aclose(attr);
+    return rc;
+}
+
+static char *read_string_attr(hid_t obj, const char *name, atom_ckpt_err *err) {
+    hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+    if (attr < 0) {
+        ckpt_h5_errf(err, "missing attribute %s", name);
+        return NULL;
+    }
+    hid_t type = H5Aget_type(attr);
+    char *s = NULL;
+    if (H5Tget_class(type) == H5T_STRING && !H5Tis_variable_str(type)) {
+        size_t n = H5Tget_size(type);
+        s = calloc(n + 1, 1);
+        if (s && H5Aread(attr, type, s) < 0) {
+            free(s);
+            s = NULL;
+        }
+    }
+    if (!s) {
+        ckpt_errf(err, "attribute %s is not a readable fixed-length string", name);
+    }
+    H5Tclose(type);
+    H5Aclose(attr);
+    return s;
+}
+
+int ckpt_read_meta(hid_t file, atom_ckpt_meta *meta, atom_ckpt_err *err) {
+    memset(meta, 0, sizeof *meta);
+    int32_t layout[2] = {0, 0};
+    int rc = read_attr(file, "format_version", H5T_NATIVE_INT32, &meta->format_version, 1, NULL, err);
+    rc = rc ? rc : read_attr(file, "step", H5T_NATIVE_INT64, &meta->step, 1, NULL, err);
+    rc = rc ? rc : read_attr(file, "tokens_seen", H5T_NATIVE_INT64, &meta->tokens_seen, 1, NULL, err);
+    rc = rc ? rc : read_attr(file, "data_position", H5T_NATIVE_INT64, &meta->data_position, 1, NULL, err);
+    rc = rc ? rc : read_attr(file, "rng_state", H5T_NATIVE_UINT8, meta->rng_state,
+                             ATOM_CKPT_MAX_RNG_BYTES, &meta->rng_state_len, err);
+    rc = rc ? rc : read_attr(file, "layout_tp_dp", H5T_NATIVE_INT32, layout, 2, NULL, err);
+    rc = rc ? rc : read_attr(file, "vocab", H5T_NATIVE_INT64, &meta->vocab, 1, NULL, err);
+    rc = rc ? rc : read_attr(file, "created_unix", H5T_NATIVE_INT64, &meta->created_unix, 1, NULL, err);
+    meta->tp = layout[0];
+    meta->dp = layout[1];
+    if (rc == 0) {
+        char *writer = read_string_attr(file, "writer", err);
+        if (!writer) {
+            return -1;
+        }
+        snprintf(meta->writer, sizeof meta->writer, "%s", writer);
+        free(writer);
+        meta->spec_json = read_string_attr(file, "job_spec", err);
+        rc = meta->spec_json ? 0 : -1;
+    }
+    if (rc == 0 && meta->format_version != ATOM_CKPT_FORMAT_VERSION) {
+        atom_ckpt_meta_free(meta);
+        rc = ckpt_errf(err, "format version %d, this build reads version %d",
+                       meta->format_version, ATOM_CKPT_FORMAT_VERSION);
+    }
+    return rc;
+}
+
+/* ---- loading ---- */
+
+static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dxpl,
+                       const char *path, atom_ckpt_err *err) {
+    char dname[512];
+    snprintf(dname, sizeof dname, "/%s/%s", ckpt_kind_names[kind], t->name);
+    hid_t ds = H5Dopen2(file, dname, H5P_DEFAULT);
+    if (ds < 0) {
+        return ckpt_h5_errf(err, "%s: dataset %s is missing", path, dname);
+    }
+    hid_t fspace = H5Dget_space(ds);
+    hsize_t dims[ATOM_CKPT_MAX_DIMS] = {0};
+    int nd = H5Sget_simple_extent_ndims(fspace);
+    bool same = nd == t->ndims;
+    if (same) {
+        H5Sget_simple_extent_dims(fspace, dims, NULL);
+        for (int d = 0; d < nd; d++) {
+            same = same && dims[d] == (hsize_t)t->dims[d];
+        }
+    }
+    int rc = 0;
+    if (!same) {
+        rc = ckpt_errf(err, "%s: dataset %s has a different shape (%d dims: %llu x %llu ...) than "
+                       "the model's %s (%d dims: %lld x %lld ...)",
+                       path, dname, nd, (unsigned long long)dims[0], (unsigned long long)dims[1],
+                       t->name, t->ndims, (long long)t->dims[0],
+                       (long long)(t->ndims > 1 ? t->dims[1] : 0));
+    } else {
+        hsize_t start[ATOM_CKPT_MAX_DIMS], stride[ATOM_CKPT_MAX_DIMS], count[ATOM_CKPT_MAX_DIMS],
+            block[ATOM_CKPT_MAX_DIMS];
+        for (int d = 0; d < nd; d++) {
+            start[d] = (hsize_t)t->sel[d].start;
+            stride[d] = (hsize_t)(t->sel[d].count > 1 ? t->sel[d].stride : 1);
+            count[d] = (hsize_t)t->sel[d].count;
+            block[d] = (hsize_t)t->sel[d].block;
+        }
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block);
+        hsize_t n = (hsize_t)atom_ckpt_shard_elems(t);
+        hid_t mspace = H5Screate_simple(1, &n, NULL);
+        float *dst = kind == 0 ? t->param : kind == 1 ? t->adam_m : t->adam_v;
+        if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, dst) < 0) {
+            rc = ckpt_h5_errf(err, "%s: cannot read dataset %s (truncated file?)", path, dname);
+        }
+        H5Sclose(mspace);
+    }
+    H5Sclose(fspace);
+    H5Dclose(ds);
+    return rc;
+}
+
+/* "PATH: message", unless the message already names the file. */
+static void prefix_path(atom_ckpt_err *err, const char *path) {
+    if (!err || strstr(err->msg, path)) {
+        return;
+    }
+    char msg[sizeof err->msg];
+    size_t plen = strlen(path);
+    if (plen + 2 >= sizeof msg) {
+        return;
+    }
+    memcpy(msg, path, plen);
+    memcpy(msg + plen, ": ", 2);
+    size_t rest = sizeof msg - plen - 3, mlen = strlen(err->msg);
+    mlen = mlen < rest ? mlen : rest;
+    memcpy(msg + plen + 2, err->msg, mlen);
+    msg[plen + 2 + mlen] = '\0';
+    memcpy(err->msg, msg, sizeof msg);
+}
+
+int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, int ntensors,
+                   atom_ckpt_meta *meta, bool verify, atom_ckpt_err *err) {
+    ckpt_h5_quiet();
+    int rank, size, rc = 0;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    for (int i = 0; i < ntensors && rc == 0; i++) {
+        rc = ckpt_check_tensor(&tensors[i], err);
+        if (rc == 0 && (!tensors[i].param || !tensors[i].adam_m || !tensors[i].adam_v)) {
+            rc = ckpt_errf(err, "tensor %s: param, adam_m and adam_v must all be given",
+                           tensors[i].name);
+        }
+    }
+    if (ckpt_agree(comm, rc, err) != 0) {
+        return -1;
+    }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    if (file < 0) {
+        rc = ckpt_h5_errf(err, "cannot open checkpoint %s (missing, truncated or not HDF5)", path);
+        return ckpt_agree(comm, rc, err);
+    }
+    if (verify) {
+        hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT); /* each rank reads its own slabs */
+        rc = ckpt_verify_open(file, path, rank, size, dxpl, NULL, err);
+        H5Pclose(dxpl);
+        if (rc != 0) {
+            prefix_path(err, path); /* name the file as well as the dataset */
+        }
+        rc = ckpt_agree(comm, rc, err);
+    }
+    if (rc == 0) {
+        hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+        for (int i = 0; i < ntensors && rc == 0; i++) {
+            for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
+                rc = read_tensor(file, &tensors[i], kind, dxpl, path, err);
+            }
+        }
+        H5Pclose(dxpl);
+        if (rc == 0 && meta) {
+            rc = ckpt_read_meta(file, meta, err);
+            if (rc != 0) {
+                prefix_path(err, path);
+            }
+        }
+    }
+    H5Fclose(file);
+    rc = ckpt_agree(comm, rc, err);
+    if (rc != 0 && meta) {
+        atom_ckpt_meta_free(meta);
+    }
+    return rc;
+}
+
+int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                          int ntensors, atom_ckpt_meta *meta, char *loaded_path,
+                          size_t loaded_path_size, atom_ckpt_err *err) {
+    int rank, rc = 0, ncand = 0;
+    MPI_Comm_rank(comm, &rank);
+    int64_t *cand = NULL;
+    atom_ckpt_err first_err = {""};
+    if (rank == 0) {
+        int64_t *steps, latest;
+        int n;
+        rc = ckpt_dir_committed(dir, &steps, &n, &latest, err);
+        if (rc == 0) {
+            cand = malloc(sizeof(int64_t) * (size_t)(n + 1));
+            if (!cand) {
+                rc = ckpt_errf(err, "out of memory");
+            } else {
+                /* latest's target first; then older committed ones, newest first. A committed
+                 * file newer than latest (a crash before latest moved) is not preferred. */
+                if (latest >= 0) {
+                    cand[ncand++] = latest;
+                }
+                for (int i = 0; i < n; i++) {
+                    if (latest < 0 || steps[i] < latest) {
+                        cand[ncand++] = steps[i];
+                    }
+                }
+            }
+            free(steps);
+        }
+    }
+    if (ckpt_agree(comm, rc, err) != 0) {
+        free(cand);
+        return -1;
+    }
+    MPI_Bcast(&ncand, 1, MPI_INT, 0, comm);
+    if (ncand == 0) {
+        free(cand);
+        return 1;
+    }
+    if (rank != 0 && !(cand = malloc(sizeof(int64_t) * (size_t)ncand))) {
+        return -1; /* cannot happen for a few steps; the broadcast below would hang otherwise */
+    }
+    MPI_Bcast(cand, ncand, MPI_INT64_T, 0, comm);
+    for (int i = 0; i < ncand; i++) {
+        char path[4096];
+        ckpt_file_name(path, sizeof path, dir, cand[i], false);
+        atom_ckpt_err e;
+        if (atom_ckpt_load(path, comm, tensors, ntensors, meta, true, &e) == 0) {
+            if (loaded_path) {
+                snprintf(loaded_path, loaded_path_size, "%s", path);
+            }
+            if (err) {
+                *err = first_err; /* why newer ones were skipped, "" when none was */
+            }
+            free(cand);
+            return 0;
+        }
+        if (!first_err.msg[0]) {
+            first_err = e;
+        }
+    }
+    free(cand);
+    return ckpt_errf(err, "no committed checkpoint in %s could be loaded; the newest failed: %s",
+                     dir, first_err.msg);
+}

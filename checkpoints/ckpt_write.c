@@ -1,0 +1,347 @@
+/* checkpoints/ckpt_write.c: writing one checkpoint file with parallel HDF5, and the synchronous
+ * save (write, then commit).
+ *
+ * Every rank makes the same HDF5 calls in the same order (parallel HDF5's metadata calls are
+ * collective): create each dataset, attach its checksum attribute (the same rows on every rank,
+ * gathered first), then one collective H5Dwrite in which each rank selects its piece, or nothing.
+ */
+#include "checkpoints/ckpt_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+/* One checksum row as exchanged between ranks: [written?, crc, start, stride, count, block]. */
+#define ROW_WORDS (2 + 4 * ATOM_CKPT_MAX_DIMS)
+
+static int write_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
+                      const void *value, hsize_t n, atom_ckpt_err *err) {
+    hid_t space = n == 0 ? H5Screate(H5S_NULL) : H5Screate_simple(1, &n, NULL);
+    hid_t attr = H5Acreate2(obj, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = attr < 0 || (n > 0 && H5Awrite(attr, mem_type, value) < 0)
+                 ? ckpt_h5_errf(err, "writing attribute %s", name)
+                 : 0;
+    if (attr >= 0) {
+        H5Aclose(attr);
+    }
+    H5Sclose(space);
+    return rc;
+}
+
+static int write_string_attr(hid_t obj, const char *name, const char *value, atom_ckpt_err *err) {
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(value) + 1);
+    H5Tset_strpad(type, H5T_STR_NULLTERM);
+    hid_t space = H5Screate(H5S_SCALAR);
+    hid_t attr = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = attr < 0 || H5Awrite(attr, type, value) < 0
+                 ? ckpt_h5_errf(err, "writing attribute %s", name)
+                 : 0;
+    if (attr >= 0) {
+        H5Aclose(attr);
+    }
+    H5Sclose(space);
+    H5Tclose(type);
+    return rc;
+}
+
+static int write_meta(hid_t file, const atom_ckpt_meta *m, atom_ckpt_err *err) {
+    int32_t version = ATOM_CKPT_FORMAT_VERSION, layout[2] = {m->tp, m->dp};
+    int rc = write_string_attr(file, "format", "atom-checkpoint", err);
+    rc = rc ? rc : write_attr(file, "format_version", H5T_STD_I32LE, H5T_NATIVE_INT32, &version, 1, err);
+    rc = rc ? rc : write_attr(file, "step", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->step, 1, err);
+    rc = rc ? rc : write_attr(file, "tokens_seen", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->tokens_seen, 1, err);
+    rc = rc ? rc : write_attr(file, "data_position", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->data_position, 1, err);
+    rc = rc ? rc : write_attr(file, "rng_state", H5T_STD_U8LE, H5T_NATIVE_UINT8, m->rng_state,
+                              (hsize_t)m->rng_state_len, err);
+    rc = rc ? rc : write_attr(file, "layout_tp_dp", H5T_STD_I32LE, H5T_NATIVE_INT32, layout, 2, err);
+    rc = rc ? rc : write_attr(file, "vocab", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->vocab, 1, err);
+    rc = rc ? rc : write_attr(file, "created_unix", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->created_unix, 1, err);
+    rc = rc ? rc : write_string_attr(file, "writer", m->writer, err);
+    rc = rc ? rc : write_string_attr(file, "job_spec", m->spec_json ? m->spec_json : "", err);
+    return rc;
+}
+
+/* Every rank writes the same attribute values: take rank 0's metadata. Returns a copy whose
+ * spec_json the caller frees. */
+static int agree_meta(MPI_Comm comm, const atom_ckpt_meta *in, atom_ckpt_meta *out) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    *out = *in;
+    if (rank == 0) {
+        char host[128] = "?";
+        gethostname(host, sizeof host - 1);
+        char who[sizeof out->writer];
+        snprintf(who, sizeof who, "%.120s%.2shost %.64s pid %d", in->writer, in->writer[0] ? ", " : "",
+                 host, (int)getpid());
+        memcpy(out->writer, who, sizeof who);
+        out->created_unix = (int64_t)time(NULL);
+        if (out->rng_state_len < 0 || out->rng_state_len > ATOM_CKPT_MAX_RNG_BYTES) {
+            out->rng_state_len = 0;
+        }
+    }
+    MPI_Bcast(out, (int)sizeof *out, MPI_BYTE, 0, comm);
+    int len = rank == 0 && in->spec_json ? (int)strlen(in->spec_json) : 0;
+    MPI_Bcast(&len, 1, MPI_INT, 0, comm);
+    out->spec_json = malloc((size_t)len + 1);
+    if (!out->spec_json) {
+        return -1; /* every rank has the same len; the small malloc fails alike in practice */
+    }
+    if (rank == 0 && len > 0) {
+        memcpy(out->spec_json, in->spec_json, (size_t)len);
+    }
+    MPI_Bcast(out->spec_json, len, MPI_CHAR, 0, comm);
+    out->spec_json[len] = '\0';
+    return 0;
+}
+
+/* The checksum rows of one dataset, as stored: [crc, start.., stride.., count.., block..]. */
+static int write_crc_attr(hid_t ds, const uint64_t *rows, int nranks, int stride_words, int nd,
+                          atom_ckpt_err *err) {
+    int nslabs = 0;
+    for (int r = 0; r < nranks; r++) {
+        nslabs += rows[(size_t)r * stride_words] != 0;
+    }
+    int width = 1 + 4 * nd;
+    uint64_t *table = malloc(sizeof(uint64_t) * (size_t)(nslabs > 0 ? nslabs : 1) * width);
+    if (!table) {
+        return ckpt_errf(err, "out of memory for checksums");
+    }
+    int s = 0;
+    for (int r = 0; r < nranks; r++) {
+        const uint64_t *row = rows + (size_t)r * stride_words;
+        if (!row[0]) {
+            continue;
+        }
+        uint64_t *t = table + (size_t)s++ * width;
+        t[0] = row[1];
+        for (int q = 0; q < 4; q++) {
+            for (int d = 0; d < nd; d++) {
+                t[1 + q * nd + d] = row[2 + q * ATOM_CKPT_MAX_DIMS + d];
+            }
+        }
+    }
+    hsize_t adims[2] = {(hsize_t)nslabs, (hsize_t)width};
+    hid_t space = H5Screate_simple(2, adims, NULL);
+    hid_t attr = H5Acreate2(ds, CKPT_CRC_ATTR, H5T_STD_U64LE, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = attr < 0 || H5Awrite(attr, H5T_NATIVE_UINT64, table) < 0
+                 ? ckpt_h5_errf(err, "writing the checksums")
+                 : 0;
+    if (attr >= 0) {
+        H5Aclose(attr);
+    }
+    H5Sclose(space);
+    free(table);
+    return rc;
+}
+
+static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
+                          const uint64_t *all_rows, atom_ckpt_err *err) {
+    int size;
+    MPI_Comm_size(comm, &size);
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero pass */
+    int rc = 0;
+    float dummy = 0;
+    for (int k = 0; k < CKPT_KINDS && rc == 0; k++) {
+        hid_t group = H5Gcreate2(file, ckpt_kind_names[k], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (group < 0) {
+            rc = ckpt_h5_errf(err, "creating group /%s", ckpt_kind_names[k]);
+            break;
+        }
+        for (int i = 0; i < n && rc == 0; i++) {
+            ckpt_piece *p = &pieces[i];
+            hid_t fspace = H5Screate_simple(p->ndims, p->dims, NULL);
+            hid_t ds = H5Dcreate2(group, p->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl,
+                                  H5P_DEFAULT);
+            if (ds < 0) {
+                rc = ckpt_h5_errf(err, "creating dataset /%s/%s", ckpt_kind_names[k], p->name);
+                H5Sclose(fspace);
+                break;
+            }
+            /* rows of (tensor i, kind k) from every rank */
+            const size_t per_rank = (size_t)n * CKPT_KINDS * ROW_WORDS;
+            const uint64_t *rows0 = all_rows + ((size_t)i * CKPT_KINDS + k) * ROW_WORDS;
+            uint64_t *rows = malloc(sizeof(uint64_t) * ROW_WORDS * (size_t)size);
+            if (!rows) {
+                rc = ckpt_errf(err, "out of memory");
+            } else {
+                for (int r = 0; r < size; r++) {
+                    memcpy(rows + (size_t)r * ROW_WORDS, rows0 + per_rank * r,
+                           sizeof(uint64_t) * ROW_WORDS);
+                }
+                rc = write_crc_attr(ds, rows, size, ROW_WORDS, p->ndims, err);
+                free(rows);
+            }
+            hsize_t melems = p->elems > 0 ? (hsize_t)p->elems : 1;
+            hid_t mspace = H5Screate_simple(1, &melems, NULL);
+            if (p->elems > 0) {
+                H5Sselect_hyperslab(fspace, H5S_SELECT_SET, p->start, p->stride, p->count, p->block);
+            } else {
+                H5Sselect_none(fspace);
+                H5Sselect_none(mspace);
+            }
+            /* The collective write is made even after an error above, so that the other
+             * ranks are not left waiting in it. */
+            const void *buf = p->elems > 0 ? (const void *)p->data[k] : (const void *)&dummy;
+            if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 && rc == 0) {
+                rc = ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name);
+            }
+            H5Sclose(mspace);
+            H5Sclose(fspace);
+            H5Dclose(ds);
+        }
+        H5Gclose(group);
+    }
+    H5Pclose(dcpl);
+    H5Pclose(dxpl);
+    return rc;
+}
+
+int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
+                    const atom_ckpt_meta *meta, atom_ckpt_err *err) {
+    ckpt_h5_quiet();
+    int size;
+    MPI_Comm_size(comm, &size);
+    /* checksum each piece this rank writes, then share the rows so every rank writes the same
+     * attribute */
+    size_t per_rank = (size_t)n * CKPT_KINDS * ROW_WORDS;
+    uint64_t *all_rows = malloc(sizeof(uint64_t) * per_rank * (size_t)(size + 1));
+    if (!all_rows) {
+        return ckpt_agree(comm, ckpt_errf(err, "out of memory for checksums"), err);
+    }
+    uint64_t *mine = all_rows + per_rank * size;
+    memset(mine, 0, sizeof(uint64_t) * per_rank);
+    for (int i = 0; i < n; i++) {
+        ckpt_piece *p = &pieces[i];
+        for (int k = 0; k < CKPT_KINDS; k++) {
+            uint64_t *row = mine + ((size_t)i * CKPT_KINDS + k) * ROW_WORDS;
+            if (p->elems == 0) {
+                continue;
+            }
+            p->crc[k] = atom_ckpt_crc32c(0, p->data[k], sizeof(float) * (size_t)p->elems);
+            row[0] = 1;
+            row[1] = p->crc[k];
+            for (int d = 0; d < p->ndims; d++) {
+                row[2 + 0 * ATOM_CKPT_MAX_DIMS + d] = p->start[d];
+                row[2 + 1 * ATOM_CKPT_MAX_DIMS + d] = p->stride[d];
+                row[2 + 2 * ATOM_CKPT_MAX_DIMS + d] = p->count[d];
+                row[2 + 3 * ATOM_CKPT_MAX_DIMS + d] = p->block[d];
+            }
+        }
+    }
+    MPI_Allgather(mine, (int)per_rank, MPI_UINT64_T, all_rows, (int)per_rank, MPI_UINT64_T, comm);
+
+    atom_ckpt_meta m;
+    int rc = agree_meta(comm, meta, &m) == 0 ? 0 : ckpt_errf(err, "out of memory for the spec");
+    rc = ckpt_agree(comm, rc, err);
+    if (rc != 0) {
+        free(all_rows);
+        free(m.spec_json);
+        return -1;
+    }
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    /* Large datasets start on 1 MiB boundaries (file-system stripes and pages); small ones
+     * pack together. */
+    H5Pset_alignment(fapl, 64 * 1024, 1024 * 1024);
+    H5Pset_coll_metadata_write(fapl, 1);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (file < 0) {
+        rc = ckpt_h5_errf(err, "creating %s", path);
+    } else {
+        rc = write_datasets(file, comm, pieces, n, all_rows, err);
+        if (rc == 0) {
+            rc = write_meta(file, &m, err);
+        }
+        /* Flush through MPI_File_sync so the data is durable on every node's view of the file
+         * before the commit renames it (rank 0's fsync covers only its own node). */
+        if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 && rc == 0) {
+            rc = ckpt_h5_errf(err, "flushing %s", path);
+        }
+        if (H5Fclose(file) < 0 && rc == 0) {
+            rc = ckpt_h5_errf(err, "closing %s", path);
+        }
+    }
+    free(all_rows);
+    free(m.spec_json);
+    return ckpt_agree(comm, rc, err);
+}
+
+/* Creates dir (one level) on rank 0 if missing; every rank gets the status. */
+int ckpt_ensure_dir(const char *dir, MPI_Comm comm, atom_ckpt_err *err) {
+    int rank, rc = 0;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0 && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        rc = ckpt_errf(err, "cannot create checkpoint folder %s: %s", dir, strerror(errno));
+    }
+    return ckpt_agree(comm, rc, err);
+}
+
+int atom_ckpt_write(const char *dir, atom_ckpt_group group, const atom_ckpt_tensor *tensors,
+                    int ntensors, const atom_ckpt_meta *meta, atom_ckpt_err *err) {
+    if (ckpt_ensure_dir(dir, group.comm, err) != 0) {
+        return -1;
+    }
+    ckpt_piece *pieces = calloc((size_t)(ntensors > 0 ? ntensors : 1), sizeof *pieces);
+    if (!pieces) {
+        return ckpt_agree(group.comm, ckpt_errf(err, "out of memory"), err);
+    }
+    int rc = ckpt_plan(group.comm, tensors, ntensors, pieces, err);
+    rc = ckpt_agree(group.comm, rc, err);
+    /* Pieces that are one run of the shard are written from it directly; the others (a split
+     * below an outer dimension) are gathered into one temporary buffer. */
+    size_t gathered = 0;
+    for (int i = 0; i < ntensors && rc == 0; i++) {
+        const atom_ckpt_tensor *t = &tensors[i];
+        if (!t->param || !t->adam_m || !t->adam_v) {
+            rc = ckpt_errf(err, "tensor %s: param, adam_m and adam_v must all be given", t->name);
+        }
+        if (!ckpt_piece_contiguous(&pieces[i])) {
+            gathered += (size_t)pieces[i].elems * CKPT_KINDS;
+        }
+    }
+    float *tmp = NULL;
+    if (rc == 0 && gathered > 0 && !(tmp = malloc(sizeof(float) * gathered))) {
+        rc = ckpt_errf(err, "out of memory gathering %zu floats", gathered);
+    }
+    rc = ckpt_agree(group.comm, rc, err);
+    if (rc == 0) {
+        float *next = tmp;
+        for (int i = 0; i < ntensors; i++) {
+            const float *src[CKPT_KINDS] = {tensors[i].param, tensors[i].adam_m, tensors[i].adam_v};
+            for (int k = 0; k < CKPT_KINDS; k++) {
+                if (ckpt_piece_contiguous(&pieces[i])) {
+                    pieces[i].data[k] = src[k] + pieces[i].off;
+                } else {
+                    ckpt_piece_gather(&pieces[i], src[k], next);
+                    pieces[i].data[k] = next;
+                    next += pieces[i].elems;
+                }
+            }
+        }
+        atom_ckpt_meta m = *meta;
+        ckpt_meta_defaults(&m, group);
+        char path[4096];
+        ckpt_file_name(path, sizeof path, dir, meta->step, true);
+        rc = ckpt_write_file(path, group.comm, pieces, ntensors, &m, err);
+    }
+    free(tmp);
+    free(pieces);
+    return rc;
+}
+
+int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tensor *tensors,
+                   int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err) {
+    if (atom_ckpt_write(dir, group, tensors, ntensors, meta, err) != 0) {
+        return -1;
+    }
+    return atom_ckpt_commit(dir, meta->step, group.comm, keep, err);
+}
