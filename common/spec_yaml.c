@@ -186,6 +186,21 @@ static int on_event(yt_builder *b, const yaml_event_t *ev, int *documents, bool 
     return 0;
 }
 
+/* 1-based line and column (in characters) of byte `offset`. */
+static void offset_position(const char *text, size_t len, size_t offset, int *line, int *col)
+{
+    *line = 1;
+    *col = 1;
+    for (size_t i = 0; i < offset && i < len; i++) {
+        if (text[i] == '\n') {
+            ++*line;
+            *col = 1;
+        } else if (((unsigned char)text[i] & 0xC0) != 0x80) { /* not a UTF-8 continuation byte */
+            ++*col;
+        }
+    }
+}
+
 int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, yt_node **root)
 {
     yt_builder b = {.file = file, .diags = diags};
@@ -208,10 +223,11 @@ int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, 
             /* libyaml's marks are 0-based; where it has none (reader errors) the offset is. */
             int line = (int)parser.problem_mark.line + 1, col = (int)parser.problem_mark.column + 1;
             if (parser.error == YAML_READER_ERROR) {
-                line = (int)parser.mark.line + 1;
-                col = (int)parser.mark.column + 1;
+                /* The reader runs ahead of the scanner, so its marks say where scanning was,
+                 * not where the bad byte is: count from the byte offset instead. */
+                offset_position(text, len, parser.problem_offset, &line, &col);
                 atom_diags_add(diags, file, line, col, "",
-                               "not valid UTF-8 text: %s (byte offset %zu)", problem,
+                               "unreadable text (a spec is UTF-8 YAML): %s at byte %zu", problem,
                                parser.problem_offset);
             } else if (parser.context) {
                 atom_diags_add(diags, file, line, col, "", "YAML syntax error: %s %s", problem,
