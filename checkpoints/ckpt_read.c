@@ -353,6 +353,9 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
     int rank, size, rc = 0;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
+    if (meta) {
+        memset(meta, 0, sizeof *meta); /* freeing it after a failure must be safe */
+    }
     for (int i = 0; i < ntensors && rc == 0; i++) {
         rc = ckpt_check_tensor(&tensors[i], err);
         if (rc == 0 && (!tensors[i].param || !tensors[i].adam_m || !tensors[i].adam_v)) {
