@@ -15,9 +15,10 @@ work = workdir("stop")
 ckpt = os.path.join(work, "ckpt")
 spec = write_spec(work, tensor=2, data=2, steps=STEPS, global_batch=8, micro_batch=2,
                   ckpt_dir=ckpt, every=STEPS, async_ckpt=True)
+# Its own session, so a failing test can kill mpirun and every rank at once.
 proc = subprocess.Popen(worker_cmd(4, spec, work), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                        text=True)
-deadline = time.time() + 60
+                        text=True, start_new_session=True)
+deadline = time.time() + 40
 pid = None
 while time.time() < deadline and proc.poll() is None:
     log = train_log(work)
@@ -26,14 +27,16 @@ while time.time() < deadline and proc.poll() is None:
         pid = hb[-1]["pid"]
         break
     time.sleep(0.1)
-check(pid is not None, "the job never got to step 3 (exit %s)" % proc.poll())
+if pid is None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    check(False, "the job never got to step 3 (exit %s)" % proc.poll())
 os.kill(pid, signal.SIGUSR1)  # rank 3 only: the others learn of it through the all-reduce
 try:
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=30)
 except subprocess.TimeoutExpired:
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate()
-    check(False, "the job did not stop within 60 s of SIGUSR1")
+    check(False, "the job did not stop within 30 s of SIGUSR1")
 sys.stdout.write(out)
 sys.stderr.write(err)
 check(proc.returncode == 75, "exit status %d, expected 75 (stopped, resumable)" % proc.returncode)
