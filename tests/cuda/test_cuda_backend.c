@@ -18,7 +18,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/common.h"
 #include "worker/backend.h"
+#include "worker/model.h"
 
 /* ---- the comparison context --------------------------------------------------------- */
 
@@ -98,21 +100,12 @@ static void note_failure(compare_ctx *cx, const char *op, const char *output)
         snprintf(cx->first_failure, sizeof cx->first_failure, "%s/%s", op, output);
 }
 
-/* Downloads both sides of p (n floats) and checks |ref - dev| <= atol + rtol * |ref|. */
-static void compare_floats(compare_ctx *cx, const char *op, const char *output,
-                           const buffer_pair *p, size_t n, float atol, float rtol)
+/* Checks |a - b| <= atol + rtol * |a| element by element (a: the reference); equal
+ * infinities match. Prints the first mismatch, or the largest error when verbose. Returns
+ * whether all matched. */
+static bool arrays_match(const char *op, const char *output, const float *a, const float *b,
+                         size_t n, float atol, float rtol, bool verbose)
 {
-    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
-    if (cx->ref->synchronize() != 0 || cx->dev->synchronize() != 0 ||
-        cx->ref->to_host(a, p->ref, n * sizeof(float)) != 0 ||
-        cx->dev->to_host(b, p->dev, n * sizeof(float)) != 0) {
-        fprintf(stderr, "FAIL %s/%s: the backend reported an error\n", op, output);
-        cx->io_failed = 1;
-        note_failure(cx, op, output);
-        free(a);
-        free(b);
-        return;
-    }
     double max_err = 0.0;
     size_t bad = 0, first_bad = 0;
     for (size_t i = 0; i < n; i++) {
@@ -125,12 +118,27 @@ static void compare_floats(compare_ctx *cx, const char *op, const char *output,
         if (!same_inf && err > max_err)
             max_err = err;
     }
-    if (bad) {
+    if (bad)
         fprintf(stderr, "FAIL %s/%s: %zu of %zu differ; first at %zu: cpu %.9g, other %.9g\n", op,
                 output, bad, n, first_bad, (double)a[first_bad], (double)b[first_bad]);
-        note_failure(cx, op, output);
-    } else if (cx->verbose) {
+    else if (verbose)
         printf("ok   %-28s %-8s max |err| %.3g over %zu\n", op, output, max_err, n);
+    return bad == 0;
+}
+
+/* Downloads both sides of p (n floats) and compares them. */
+static void compare_floats(compare_ctx *cx, const char *op, const char *output,
+                           const buffer_pair *p, size_t n, float atol, float rtol)
+{
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
+    if (cx->ref->synchronize() != 0 || cx->dev->synchronize() != 0 ||
+        cx->ref->to_host(a, p->ref, n * sizeof(float)) != 0 ||
+        cx->dev->to_host(b, p->dev, n * sizeof(float)) != 0) {
+        fprintf(stderr, "FAIL %s/%s: the backend reported an error\n", op, output);
+        cx->io_failed = 1;
+        note_failure(cx, op, output);
+    } else if (!arrays_match(op, output, a, b, n, atol, rtol, cx->verbose)) {
+        note_failure(cx, op, output);
     }
     free(a);
     free(b);
@@ -446,6 +454,96 @@ static int compare_backends(const atom_backend *ref, const atom_backend *dev, bo
     return cx.failures;
 }
 
+/* ---- the whole model: a training step on each backend ---------------------------------- */
+
+/* A small model (L 2, C 32, NH 4, V 200 padded to 256, T 16) on each backend, one rank (no
+ * collectives): same seed, same tokens, two accumulated micro-batches, the gradient norm, one
+ * AdamW step and a forward with the new weights. Catches what the op checks cannot: the model
+ * calling an op with a pointer or shape the two backends read differently. Returns the number
+ * of mismatches, or -1 when a model cannot be built or run. */
+static int compare_models(const atom_backend *ref, const atom_backend *dev, bool verbose)
+{
+    enum { MB = 2, MT = 16, MV = 200 };
+    atom_model_opts opts;
+    memset(&opts, 0, sizeof opts);
+    opts.cfg = (atom_model_cfg){.layers = 2, .channels = 32, .heads = 4, .vocab = MV,
+                                .context = MT};
+    opts.max_batch = MB;
+    opts.tp_size = 1;
+    atom_model *models[2] = {NULL, NULL};
+    const atom_backend *backends[2] = {ref, dev};
+    atom_err err;
+    int tokens[2][MB * (MT + 1)];
+    uint64_t rng = 99;
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < MB * (MT + 1); i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            tokens[k][i] = (int)((rng >> 33) % MV);
+        }
+    int64_t total = 0;
+    float *host[2] = {NULL, NULL};
+    float loss[2][3];
+    double norm[2];
+    int mismatches = 0, rc = 0;
+    for (int s = 0; s < 2 && rc == 0; s++) {
+        opts.backend = backends[s];
+        if (atom_model_create(&opts, &models[s], &err) != 0 ||
+            atom_model_init_weights(models[s], 1234, &err) != 0 ||
+            atom_model_forward_backward(models[s], tokens[0], MB, 0.5f, false, &loss[s][0],
+                                        &err) != 0 ||
+            atom_model_forward_backward(models[s], tokens[1], MB, 0.5f, true, &loss[s][1],
+                                        &err) != 0 ||
+            atom_model_grad_norm(models[s], &norm[s], &err) != 0) {
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        total = atom_model_table(models[0])->total;
+        host[0] = malloc((size_t)total * sizeof(float));
+        host[1] = malloc((size_t)total * sizeof(float));
+    }
+    /* gradients after the two micro-batches */
+    for (int s = 0; s < 2 && rc == 0; s++)
+        if (atom_model_download(models[s], ATOM_BUF_GRADS, host[s], &err) != 0)
+            rc = -1;
+    if (rc == 0) {
+        mismatches += !arrays_match("model", "loss", loss[0], loss[1], 2, 1e-5f, 1e-5f, verbose);
+        mismatches += !arrays_match("model", "grads", host[0], host[1], (size_t)total, 1e-6f,
+                                    1e-3f, verbose);
+        float norms[2] = {(float)norm[0], (float)norm[1]};
+        mismatches += !arrays_match("model", "gradnorm", &norms[0], &norms[1], 1, 0.0f, 1e-4f,
+                                    verbose);
+    }
+    /* one AdamW step (clipping factor 0.5), then a forward with the new weights */
+    for (int s = 0; s < 2 && rc == 0; s++)
+        if (atom_model_adamw_step(models[s], 1e-3f, 0.1f, 0.5f, &err) != 0 ||
+            atom_model_download(models[s], ATOM_BUF_PARAMS, host[s], &err) != 0)
+            rc = -1;
+    if (rc == 0)
+        /* atol lr/10: AdamW divides by sqrt(v), so a gradient near zero moves its weight by up to
+         * lr in a direction that is rounding noise (summing the matmuls in another order moved
+         * one by 1.1e-5 in --self-check); a wrong step moves most weights by about lr */
+        mismatches += !arrays_match("model", "params", host[0], host[1], (size_t)total, 1e-4f,
+                                    1e-4f, verbose);
+    for (int s = 0; s < 2 && rc == 0; s++)
+        if (atom_model_download(models[s], ATOM_BUF_ADAM_V, host[s], &err) != 0 ||
+            atom_model_forward(models[s], tokens[0], MB, &loss[s][2], &err) != 0)
+            rc = -1;
+    if (rc == 0) {
+        mismatches += !arrays_match("model", "adam_v", host[0], host[1], (size_t)total, 1e-12f,
+                                    1e-3f, verbose);
+        mismatches += !arrays_match("model", "loss2", &loss[0][2], &loss[1][2], 1, 1e-5f, 1e-5f,
+                                    verbose);
+    }
+    if (rc != 0)
+        fprintf(stderr, "FAIL model: %s\n", err.msg);
+    free(host[0]);
+    free(host[1]);
+    atom_model_free(models[0]);
+    atom_model_free(models[1]);
+    return rc != 0 ? -1 : mismatches;
+}
+
 /* ---- --self-check: the CPU table with one op broken on purpose ------------------------- */
 
 static const atom_backend *cpu;
@@ -485,6 +583,47 @@ static void broken_adamw(float *param, const float *grad, float *m, float *v, in
     cpu->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, 1.0f);
 }
 
+/* Legitimately different rounding, as a GPU has: matmuls as plain loops that sum the inner
+ * dimension backwards with fused multiply-adds (cuBLAS neither blocks nor orders its sums as
+ * OpenBLAS does, and nvcc contracts a * b + c into one FMA). The tolerances must accept it. */
+static void reordered_matmul_forward(float *out, const float *inp, const float *weight,
+                                     const float *bias, int N_, int IN, int OUT)
+{
+    for (int n = 0; n < N_; n++)
+        for (int o = 0; o < OUT; o++) {
+            float s = 0.0f;
+            for (int i = IN - 1; i >= 0; i--)
+                s = fmaf(inp[(size_t)n * IN + i], weight[(size_t)o * IN + i], s);
+            out[(size_t)n * OUT + o] = s + (bias ? bias[o] : 0.0f);
+        }
+}
+
+static void reordered_matmul_backward(float *dinp, float *dweight, float *dbias,
+                                      const float *dout, const float *inp, const float *weight,
+                                      int N_, int IN, int OUT)
+{
+    for (int n = 0; dinp && n < N_; n++)
+        for (int i = 0; i < IN; i++) {
+            float s = 0.0f;
+            for (int o = OUT - 1; o >= 0; o--)
+                s = fmaf(dout[(size_t)n * OUT + o], weight[(size_t)o * IN + i], s);
+            dinp[(size_t)n * IN + i] = s;
+        }
+    for (int o = 0; o < OUT; o++)
+        for (int i = 0; i < IN; i++) {
+            float s = 0.0f;
+            for (int n = N_ - 1; n >= 0; n--)
+                s = fmaf(dout[(size_t)n * OUT + o], inp[(size_t)n * IN + i], s);
+            dweight[(size_t)o * IN + i] += s;
+        }
+    for (int o = 0; dbias && o < OUT; o++) {
+        float s = 0.0f;
+        for (int n = N_ - 1; n >= 0; n--)
+            s += dout[(size_t)n * OUT + o];
+        dbias[o] += s;
+    }
+}
+
 static int self_check(void)
 {
     char first[128];
@@ -509,7 +648,27 @@ static int self_check(void)
     cases[2].table.attention_forward = broken_attention_forward;
     cases[3].broken_op = "adamw";
     cases[3].table.adamw = broken_adamw;
+    atom_backend reordered = *cpu;
+    reordered.matmul_forward = reordered_matmul_forward;
+    reordered.matmul_backward = reordered_matmul_backward;
+    failures = compare_backends(cpu, &reordered, true, first, sizeof first, &io_failed);
+    int model_failures = compare_models(cpu, &reordered, true);
+    printf("%s matmuls summed in another order: %d op and %d model mismatches%s%s\n",
+           failures == 0 && model_failures == 0 ? "accepted" : "REJECTED", failures,
+           model_failures, failures ? ", first " : "", failures ? first : "");
+    if (failures != 0 || model_failures != 0)
+        return 1;
+
     int missed = 0;
+    model_failures = compare_models(cpu, cpu, true);
+    if (model_failures != 0) {
+        fprintf(stderr, "self-check: the model on the CPU backend differs from itself\n");
+        return 1;
+    }
+    model_failures = compare_models(cpu, &cases[0].table, false);
+    printf("%s broken gelu_forward in the whole model: %d mismatches\n",
+           model_failures > 0 ? "caught" : "MISSED", model_failures);
+    missed += model_failures <= 0;
     for (int i = 0; i < 4; i++) {
         failures = compare_backends(cpu, &cases[i].table, false, first, sizeof first, &io_failed);
         bool caught = failures > 0 && strncmp(first, cases[i].broken_op,
@@ -536,8 +695,13 @@ int main(int argc, char **argv)
                                     sizeof first, &io_failed);
     if (io_failed)
         fprintf(stderr, "the CUDA backend reported errors (see its log lines above)\n");
-    printf("%d mismatches%s%s\n", failures, failures ? ", first: " : "", failures ? first : "");
-    return failures || io_failed ? 1 : 0;
+    printf("ops: %d mismatches%s%s\n", failures, failures ? ", first: " : "",
+           failures ? first : "");
+    if (failures || io_failed)
+        return 1;
+    int model_failures = compare_models(atom_backend_cpu(), atom_backend_cuda(), true);
+    printf("model: %d mismatches\n", model_failures);
+    return model_failures == 0 ? 0 : 1;
 #else
     fprintf(stderr, "built without CUDA\n");
     return 2;
