@@ -15,7 +15,7 @@ TEXT = "/usr/share/common-licenses/GPL-3"
 
 # Small enough that four ranks on two busy cores take a few seconds, big enough to learn
 # English bytes: loss starts near ln(256) = 5.55.
-TINY_MODEL = {"layers": 2, "channels": 64, "heads": 4, "vocab": 256, "context": 32}
+TINY_MODEL = {"layers": 2, "channels": 128, "heads": 4, "vocab": 256, "context": 64}
 
 
 def fail(msg):
