@@ -1,0 +1,240 @@
+/* scheduler/atomd.c: the scheduler daemon's main: configuration, start-up, recovery, the loop.
+ *
+ * Settings come from the config file (key = value lines, deploy/atomd.conf), then from flags.
+ * Exit codes: 0 stopped cleanly, 1 failed to start or the state store failed, 2 usage.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "scheduler/atomd.h"
+#include "scheduler/client.h"
+#include "scheduler/sched.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: atomd [options]\n"
+            "  -c, --config FILE        key = value settings (default /etc/atom/atomd.conf if present)\n"
+            "  -s, --socket PATH        client socket (default: $ATOM_SOCKET, /run/atom/atomd.sock as root,\n"
+            "                           else $XDG_RUNTIME_DIR/atom/atomd.sock)\n"
+            "  -d, --state-dir DIR      database and job folders (default /var/lib/atom as root,\n"
+            "                           else ~/.local/state/atom)\n"
+            "      --cluster FILE       cluster inventory (default: this machine as one node)\n"
+            "      --admin-group NAME   members may cancel any job and drain nodes (default atom-admin)\n"
+            "      --idle-exit SECONDS  stop after this long with no jobs and no clients\n"
+            "  -v, --verbose            debug logging\n"
+            "  -h, --help\n");
+}
+
+static int mkdirs(const char *path, mode_t mode)
+{
+    char tmp[ATOM_PATH_MAX];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, mode) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, mode) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static void defaults(atomd_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    atom_client_default_socket(cfg->socket_path, sizeof cfg->socket_path);
+    const char *home = getenv("HOME");
+    const char *xdg_state = getenv("XDG_STATE_HOME");
+    if (geteuid() == 0)
+        snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/atom");
+    else if (xdg_state && xdg_state[0])
+        snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/atom", xdg_state);
+    else
+        snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/.local/state/atom", home ? home : "/tmp");
+    snprintf(cfg->admin_group, sizeof cfg->admin_group, "atom-admin");
+    cfg->usage_half_life = 7 * 24 * 3600.0;
+    cfg->stop_grace = 30;
+    cfg->limit_warning = 60;
+}
+
+static int set_key(atomd_config *cfg, const char *key, const char *value, atom_err *err)
+{
+    int64_t secs;
+#define COPY(field) snprintf(cfg->field, sizeof cfg->field, "%s", value) >= (int)sizeof cfg->field \
+                        ? atom_errf(err, "%s is too long", key) : 0
+    if (strcmp(key, "socket") == 0)
+        return COPY(socket_path);
+    if (strcmp(key, "state_dir") == 0)
+        return COPY(state_dir);
+    if (strcmp(key, "cluster") == 0)
+        return COPY(cluster_path);
+    if (strcmp(key, "admin_group") == 0)
+        return COPY(admin_group);
+#undef COPY
+    double *dur = strcmp(key, "usage_half_life") == 0 ? &cfg->usage_half_life
+                  : strcmp(key, "stop_grace") == 0     ? &cfg->stop_grace
+                  : strcmp(key, "limit_warning") == 0  ? &cfg->limit_warning
+                  : strcmp(key, "idle_exit") == 0      ? &cfg->idle_exit
+                                                       : NULL;
+    if (!dur)
+        return atom_errf(err, "unknown setting \"%s\"", key);
+    if (atom_parse_duration(value, &secs))
+        return atom_errf(err, "%s: \"%s\" is not a duration (e.g. 30s, 10m, 7d)", key, value);
+    *dur = (double)secs;
+    return 0;
+}
+
+static int load_config(atomd_config *cfg, const char *path, bool must_exist, atom_err *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return must_exist ? atom_errf(err, "cannot read %s: %s", path, strerror(errno)) : 0;
+    char line[2048];
+    int lineno = 0;
+    while (fgets(line, sizeof line, f)) {
+        lineno++;
+        char *p = line + strspn(line, " \t");
+        if (*p == '#' || *p == '\n' || !*p)
+            continue;
+        char *eq = strchr(p, '=');
+        if (!eq) {
+            fclose(f);
+            return atom_errf(err, "%s:%d: expected key = value", path, lineno);
+        }
+        char *kend = eq;
+        while (kend > p && (kend[-1] == ' ' || kend[-1] == '\t'))
+            kend--;
+        *kend = 0;
+        char *v = eq + 1 + strspn(eq + 1, " \t");
+        v[strcspn(v, "\r\n")] = 0;
+        for (size_t n = strlen(v); n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'); n--)
+            v[n - 1] = 0;
+        atom_err kerr = {{0}};
+        if (set_key(cfg, p, v, &kerr)) {
+            fclose(f);
+            return atom_errf(err, "%s:%d: %s", path, lineno, kerr.msg);
+        }
+    }
+    fclose(f);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"socket", required_argument, NULL, 's'},
+        {"state-dir", required_argument, NULL, 'd'}, {"cluster", required_argument, NULL, 'C'},
+        {"admin-group", required_argument, NULL, 'g'}, {"idle-exit", required_argument, NULL, 'i'},
+        {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    atomd d;
+    memset(&d, 0, sizeof d);
+    d.listen_fd = d.hb_fd = d.signal_fd = -1;
+    defaults(&d.cfg);
+    atom_err err = {{0}};
+
+    /* The config file first, so that flags override it whatever their order. */
+    const char *config = NULL;
+    for (int i = 1; i < argc; i++) {
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc)
+            config = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            config = argv[i] + 9;
+    }
+    if (load_config(&d.cfg, config ? config : "/etc/atom/atomd.conf", config != NULL, &err)) {
+        fprintf(stderr, "atomd: %s\n", err.msg);
+        return 2;
+    }
+    atom_log_level level = ATOM_LOG_INFO;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:s:d:vh", longopts, NULL)) != -1) {
+        const char *key = NULL;
+        switch (opt) {
+        case 'c': continue;
+        case 's': key = "socket"; break;
+        case 'd': key = "state_dir"; break;
+        case 'C': key = "cluster"; break;
+        case 'g': key = "admin_group"; break;
+        case 'i': key = "idle_exit"; break;
+        case 'v': level = ATOM_LOG_DEBUG; continue;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+        if (set_key(&d.cfg, key, optarg, &err)) {
+            fprintf(stderr, "atomd: %s\n", err.msg);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    atom_log_init("atomd", level);
+
+    /* The heartbeat socket sits beside the client socket. */
+    char sock_dir[ATOM_PATH_MAX];
+    snprintf(sock_dir, sizeof sock_dir, "%s", d.cfg.socket_path);
+    char *dir = dirname(sock_dir);
+    if ((size_t)snprintf(d.cfg.hb_path, sizeof d.cfg.hb_path, "%s/atomd-hb.sock", dir) >= sizeof d.cfg.hb_path) {
+        fprintf(stderr, "atomd: socket folder path too long: %s\n", dir);
+        return 2;
+    }
+    if (mkdirs(dir, 0755) || mkdirs(d.cfg.state_dir, 0700)) {
+        fprintf(stderr, "atomd: cannot create %s or %s: %s\n", dir, d.cfg.state_dir, strerror(errno));
+        return 1;
+    }
+    if (atom_find_worker(d.cfg.worker, sizeof d.cfg.worker, &err))
+        atom_log(ATOM_LOG_WARN, "%s (jobs will fail to launch until it exists)", err.msg);
+    /* mpirun tags each output line with its rank, so `atomctl logs --rank N` can pick them. */
+    setenv("OMPI_MCA_orte_tag_output", "1", 1);
+
+    int rc = 1;
+    if (d.cfg.cluster_path[0]) {
+        atom_diags diags = {0};
+        if (atom_inventory_load(d.cfg.cluster_path, &d.inv, &diags)) {
+            atom_diags_print(&diags, stderr);
+            atom_diags_free(&diags);
+            return 1;
+        }
+        atom_diags_free(&diags);
+    } else {
+        atom_inventory_local(&d.inv, 0);
+    }
+    d.nodes = calloc((size_t)d.inv.n_nodes, sizeof *d.nodes);
+    char db_path[ATOM_PATH_MAX + 16];
+    snprintf(db_path, sizeof db_path, "%s/atomd.db", d.cfg.state_dir);
+    if (!d.nodes || atom_planner_init(&d.planner, &d.inv, &err) || atomd_store_open(&d.store, db_path, &err) ||
+        atomd_store_load(&d.store, &d, &err)) {
+        atom_log(ATOM_LOG_ERROR, "%s", err.msg[0] ? err.msg : "out of memory");
+        goto out;
+    }
+    if (atomd_server_open(&d, &err)) {
+        atom_log(ATOM_LOG_ERROR, "%s", err.msg);
+        goto out;
+    }
+    atomd_jobs_recover(&d);
+    if (atomd_store_commit(&d.store, &err)) {
+        atom_log(ATOM_LOG_ERROR, "%s", err.msg);
+        goto out;
+    }
+    atom_log(ATOM_LOG_INFO, "listening on %s (cluster %s: %d nodes; state in %s; %d jobs known)",
+             d.cfg.socket_path, d.inv.name, d.inv.n_nodes, d.cfg.state_dir, d.n_jobs);
+    rc = atomd_server_run(&d) == 0 ? 0 : 1;
+out:
+    atomd_server_close(&d);
+    atomd_store_close(&d.store);
+    for (int i = 0; i < d.n_jobs; i++)
+        atomd_job_free(d.jobs[i]);
+    free(d.jobs);
+    free(d.usage);
+    free(d.nodes);
+    atom_planner_free(&d.planner);
+    atom_inventory_free(&d.inv);
+    return rc;
+}

@@ -1,0 +1,99 @@
+/* scheduler/atomd.h: the state of the scheduler daemon, shared by its parts (private to atomd).
+ *
+ * One struct per concern: the configuration, the cluster (inventory, planner, node states), the
+ * jobs (jobs.h), the store (store.h), the clients (server.c). atomd owns all of them; every part
+ * gets the one atomd and touches only its own concern plus what the header of another part offers.
+ */
+#ifndef ATOM_SCHEDULER_ATOMD_H
+#define ATOM_SCHEDULER_ATOMD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "common/common.h"
+#include "scheduler/jobs.h"
+#include "scheduler/planner.h"
+#include "scheduler/store.h"
+
+/* Requests and answers are single lines of JSON of at most this many bytes. */
+#define ATOMD_MAX_MESSAGE (1u << 20)
+
+typedef struct atomd_config {
+    char socket_path[108];          /* the Unix socket clients connect to */
+    char hb_path[108];              /* the datagram socket workers send heartbeats to */
+    char state_dir[ATOM_PATH_MAX];  /* atomd.db and jobs/<id>/attempt-<n>/ */
+    char cluster_path[ATOM_PATH_MAX]; /* "" : the embedded one-node cluster */
+    char admin_group[64];           /* members may act on any job and on nodes */
+    char worker[ATOM_PATH_MAX];     /* the atom-worker executable */
+    double usage_half_life;         /* seconds: fair-share usage halves in this time */
+    double idle_exit;               /* > 0: exit after this long with no jobs and no clients */
+    double stop_grace;              /* seconds between a polite stop signal and SIGKILL */
+    double limit_warning;           /* seconds before a time limit when SIGUSR1 goes out */
+} atomd_config;
+
+typedef enum { ATOMD_NODE_UP = 0, ATOMD_NODE_DRAINED = 1, ATOMD_NODE_DOWN = 2 } atomd_node_state;
+const char *atomd_node_state_name(atomd_node_state s);
+
+/* Per inventory node: what the planner's up flag is derived from. */
+typedef struct atomd_node_info {
+    atomd_node_state state;
+    char reason[160];
+    int failures;  /* attempts failed on this node since it was last resumed */
+} atomd_node_info;
+
+/* Fair share: a project's GPU-seconds, decayed with the half-life up to `updated`. */
+typedef struct atomd_usage {
+    char project[ATOM_NAME_MAX];
+    double gpu_seconds;
+    double updated;
+} atomd_usage;
+
+typedef struct atomd_client atomd_client;
+
+typedef struct atomd {
+    atomd_config cfg;
+    atom_inventory inv;
+    atom_planner planner;
+    atomd_node_info *nodes;  /* inv.n_nodes entries */
+    atomd_store store;
+
+    atomd_job **jobs;  /* every job, by increasing id */
+    int n_jobs, cap_jobs;
+
+    atomd_usage *usage;
+    int n_usage;
+
+    int listen_fd, hb_fd, signal_fd;
+    atomd_client *clients;
+    int n_clients;
+
+    bool changed;          /* something happened that may let a job start */
+    bool stopping;
+    double last_busy;      /* monotonic: last time a job was live or a client connected */
+    double last_usage_save;
+} atomd;
+
+/* Node failures after which a node is drained automatically. */
+#define ATOMD_DRAIN_AFTER_FAILURES 3
+
+int atomd_node_index(const atomd *d, const char *name);
+/* Sets a node's state (planner included) and stores it. */
+int atomd_node_set(atomd *d, int node, atomd_node_state state, const char *reason, atom_err *err);
+
+/* Fair share. */
+atomd_usage *atomd_usage_get(atomd *d, const char *project);
+double atomd_usage_now(atomd *d, const char *project, double now);
+void atomd_usage_add(atomd *d, const char *project, double gpu_seconds, double now);
+
+/* The server (server.c): binds the client socket and the heartbeat socket, then runs the event
+ * loop until SIGTERM or SIGINT (or idle_exit). atomd_server_run returns 0 on a clean stop, -1
+ * when the store fails (atomd must not answer what it could not make durable). */
+int atomd_server_open(atomd *d, atom_err *err);
+int atomd_server_run(atomd *d);
+void atomd_server_close(atomd *d);
+
+/* Whether uid may act as an administrator (root, or in cfg.admin_group via getgrouplist). */
+bool atomd_is_admin(const atomd *d, uid_t uid);
+
+#endif

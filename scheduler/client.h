@@ -1,0 +1,37 @@
+/* scheduler/client.h: the client side of atomd's protocol, used by atomctl's job commands.
+ *
+ * Connect to atomd's Unix socket, send one JSON request per line, read one JSON answer per line.
+ * When atomd is not running the connection fails at once with a sentence saying so (atomctl
+ * exits with ATOM_EXIT_NO_DAEMON); an answer that does not come within the timeout is an error,
+ * never a hang.
+ */
+#ifndef ATOM_SCHEDULER_CLIENT_H
+#define ATOM_SCHEDULER_CLIENT_H
+
+#include <stddef.h>
+
+#include "common/common.h"
+
+typedef struct json_t json_t;
+
+/* atomctl's exit status when atomd cannot be reached. */
+#define ATOM_EXIT_NO_DAEMON 3
+
+typedef struct atom_client {
+    int fd;
+    char *buf;        /* bytes read past the last answer */
+    size_t len, cap;
+    double timeout;   /* seconds to wait for an answer */
+} atom_client;
+
+/* The socket atomd listens on by default: ATOM_SOCKET from the environment, else
+ * /run/atom/atomd.sock for root, else $XDG_RUNTIME_DIR/atom/atomd.sock (or /tmp/atom-<uid>/). */
+void atom_client_default_socket(char *path, size_t len);
+
+/* Returns 0, or -1 with err filled; *not_running is set when no atomd listens there. */
+int atom_client_connect(atom_client *c, const char *path, int *not_running, atom_err *err);
+/* Sends req (not consumed) and returns the answer (caller frees), or NULL with err. */
+json_t *atom_client_call(atom_client *c, json_t *req, atom_err *err);
+void atom_client_close(atom_client *c);
+
+#endif

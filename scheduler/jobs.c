@@ -1,0 +1,699 @@
+/* scheduler/jobs.c: the job and attempt state machine of atomd (see jobs.h for the outcomes).
+ *
+ * Launching is ordered so that no job runs twice: the attempt row ("starting") and the job's
+ * running state are committed before mpirun is spawned, so a restarted atomd always knows an
+ * attempt may exist and looks for its mpirun (by pid and start time, or by the attempt's
+ * application file on mpirun's command line) before it requeues the job.
+ */
+#include "scheduler/jobs.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "scheduler/atomd.h"
+
+static const char *const state_names[] = {"pending", "running", "done", "failed", "cancelled", "timeout"};
+
+const char *atomd_job_state_name(atomd_job_state s)
+{
+    return (unsigned)s < sizeof state_names / sizeof *state_names ? state_names[s] : "unknown";
+}
+
+int atomd_job_state_parse(const char *name)
+{
+    for (size_t i = 0; i < sizeof state_names / sizeof *state_names; i++)
+        if (strcmp(state_names[i], name) == 0)
+            return (int)i;
+    return -1;
+}
+
+atomd_job *atomd_job_new(const atom_spec *spec, const char *spec_json, uid_t owner, int n_nodes)
+{
+    atomd_job *job = calloc(1, sizeof *job);
+    if (!job)
+        return NULL;
+    job->spec = *spec;
+    job->spec_json = strdup(spec_json);
+    job->exclude = calloc((size_t)(n_nodes > 0 ? n_nodes : 1), sizeof *job->exclude);
+    if (!job->spec_json || !job->exclude) {
+        atomd_job_free(job);
+        return NULL;
+    }
+    job->n_exclude_nodes = n_nodes;
+    job->owner = owner;
+    job->exit_code = -1;
+    job->progress.last_checkpoint = -1;
+    return job;
+}
+
+static void attempt_reset(atomd_attempt *a)
+{
+    atom_placement_free(&a->placement);
+    free(a->ranks);
+    memset(a, 0, sizeof *a);
+}
+
+void atomd_job_free(atomd_job *job)
+{
+    if (!job)
+        return;
+    attempt_reset(&job->cur);
+    free(job->spec_json);
+    free(job->exclude);
+    free(job);
+}
+
+void atomd_job_set_id(atomd_job *job, int64_t id)
+{
+    job->id = id;
+    snprintf(job->id_text, sizeof job->id_text, "%" PRId64, id);
+}
+
+atomd_job *atomd_job_find(atomd *d, int64_t id)
+{
+    int lo = 0, hi = d->n_jobs - 1;  /* jobs are kept in increasing id order */
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (d->jobs[mid]->id == id)
+            return d->jobs[mid];
+        if (d->jobs[mid]->id < id)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
+    return NULL;
+}
+
+int atomd_job_add(atomd *d, atomd_job *job, atom_err *err)
+{
+    if (d->n_jobs == d->cap_jobs) {
+        int cap = d->cap_jobs ? 2 * d->cap_jobs : 256;
+        atomd_job **jobs = realloc(d->jobs, (size_t)cap * sizeof *jobs);
+        if (!jobs)
+            return atom_errf(err, "out of memory for %d jobs", cap);
+        d->jobs = jobs;
+        d->cap_jobs = cap;
+    }
+    d->jobs[d->n_jobs++] = job;
+    return 0;
+}
+
+/* Saves the job row; a store failure is logged (the daemon keeps serving from memory and the
+ * iteration's COMMIT reports it). */
+static void job_save(atomd *d, atomd_job *job)
+{
+    atom_err err = {{0}};
+    if (atomd_store_save_job(&d->store, job, &d->inv, &err))
+        atom_log(ATOM_LOG_ERROR, "job %s: %s", job->id_text, err.msg);
+}
+
+static void attempt_save(atomd *d, atomd_job *job, const char *state, int exit_code)
+{
+    atom_err err = {{0}};
+    if (atomd_store_save_attempt(&d->store, job, state, exit_code, &err))
+        atom_log(ATOM_LOG_ERROR, "job %s attempt %d: %s", job->id_text, job->cur.n, err.msg);
+}
+
+uint64_t atomd_proc_start_time(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    /* The command name may hold spaces and parentheses: fields restart after the last ')'. */
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    p++;
+    /* Field 3 (state) is the first after ')'; the start time is field 22. */
+    unsigned long long start = 0;
+    for (int field = 3; field < 22 && p; field++)
+        p = strchr(p + 1, ' ');
+    if (!p || sscanf(p, " %llu", &start) != 1)
+        return 0;
+    return (uint64_t)start;
+}
+
+/* The state letter of a process (R, S, D, T stopped, Z ...), or 0 when it does not exist. */
+static char proc_state(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : 0;
+}
+
+static pid_t proc_parent(pid_t pid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    int ppid = 0;
+    if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+        return 0;
+    return (pid_t)ppid;
+}
+
+/* Sends sig to pid, to its process group and to every descendant: Open MPI puts each local rank
+ * in a process group of its own, so signalling mpirun's group alone would leave ranks behind. */
+static void kill_tree(pid_t root, int sig)
+{
+    if (root <= 0)
+        return;
+    pid_t tree[4096];
+    int n = 0;
+    tree[n++] = root;
+    /* Descendants, found level by level (a few /proc scans; a job has few local processes). */
+    for (int level = 0, start = 0; level < 8 && start < n; level++) {
+        int end = n;
+        DIR *dir = opendir("/proc");
+        if (!dir)
+            break;
+        struct dirent *e;
+        while ((e = readdir(dir)) && n < (int)(sizeof tree / sizeof *tree)) {
+            pid_t pid = (pid_t)atoi(e->d_name);
+            if (pid <= 0)
+                continue;
+            pid_t parent = proc_parent(pid);
+            for (int i = start; i < end; i++)
+                if (tree[i] == parent) {
+                    tree[n++] = pid;
+                    break;
+                }
+        }
+        closedir(dir);
+        start = end;
+    }
+    kill(-root, sig);
+    for (int i = n - 1; i >= 0; i--)
+        kill(tree[i], sig);
+}
+
+/* Finds a running process whose command line contains needle (an attempt's ranks.app). */
+static pid_t find_process_with_arg(const char *needle)
+{
+    DIR *dir = opendir("/proc");
+    if (!dir)
+        return 0;
+    pid_t found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(dir))) {
+        pid_t pid = (pid_t)atoi(e->d_name);
+        if (pid <= 0)
+            continue;
+        char path[64], buf[8192];
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < n;) {
+            if (strcmp(buf + i, needle) == 0) {
+                found = pid;
+                break;
+            }
+            i += strlen(buf + i) + 1;
+        }
+    }
+    closedir(dir);
+    return found;
+}
+
+static int make_dir(const char *path, atom_err *err)
+{
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return atom_errf(err, "cannot create %s: %s", path, strerror(errno));
+    return 0;
+}
+
+static void planner_mark(atomd *d, const atom_placement *pl, bool busy)
+{
+    for (int r = 0; pl->node && r < pl->world; r++)
+        atom_planner_set_busy(&d->planner, pl->node[r], pl->gpu[r], busy, NULL);
+}
+
+static int alloc_ranks(atomd_attempt *a)
+{
+    free(a->ranks);
+    a->ranks = calloc((size_t)(a->placement.world > 0 ? a->placement.world : 1), sizeof *a->ranks);
+    if (!a->ranks)
+        return -1;
+    for (int r = 0; r < a->placement.world; r++)
+        a->ranks[r].last_advance = a->started_mono;
+    return 0;
+}
+
+int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_err *err)
+{
+    atomd_attempt *a = &job->cur;
+    attempt_reset(a);
+    a->placement = *placement; /* taken over */
+    memset(placement, 0, sizeof *placement);
+    a->n = ++job->attempts;
+    a->start_time = atom_now();
+    a->started_mono = atom_monotonic();
+    job->exit_code = -1;
+
+    char dir[ATOM_PATH_MAX];
+    atom_plan plan;
+    memset(&plan, 0, sizeof plan);
+    int rc = -1;
+    if (snprintf(dir, sizeof dir, "%s/jobs", d->cfg.state_dir) >= (int)sizeof dir || make_dir(dir, err))
+        goto fail;
+    if (snprintf(dir, sizeof dir, "%s/jobs/%s", d->cfg.state_dir, job->id_text) >= (int)sizeof dir ||
+        make_dir(dir, err))
+        goto fail;
+    if ((size_t)snprintf(dir, sizeof dir, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, a->n) >= sizeof dir) {
+        atom_errf(err, "state folder path too long");
+        goto fail;
+    }
+    if (make_dir(dir, err) || alloc_ranks(a))
+        goto fail;
+    if (atom_plan_from_placement(&d->inv, &job->spec, &a->placement, &plan, err))
+        goto fail;
+    snprintf(plan.job_id, sizeof plan.job_id, "%s", job->id_text);
+    plan.attempt = a->n;
+    snprintf(plan.run_dir, sizeof plan.run_dir, "%s", dir);
+    snprintf(plan.heartbeat_addr, sizeof plan.heartbeat_addr, "%s", d->cfg.hb_path);
+    if (atom_launch_prepare(&plan, dir, d->cfg.worker, &a->launch, err))
+        goto fail;
+
+    /* Durable before mpirun exists: a crash from here on finds the attempt on restart. */
+    job->state = ATOMD_JOB_RUNNING;
+    if (!job->start_time)
+        job->start_time = a->start_time;
+    snprintf(job->reason, sizeof job->reason, "running attempt %d", a->n);
+    job_save(d, job);
+    attempt_save(d, job, "starting", -1);
+    if (atomd_store_commit(&d->store, err))
+        goto fail;
+
+    char log_path[ATOM_PATH_MAX + 16];
+    snprintf(log_path, sizeof log_path, "%s/output.log", dir);
+    int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out < 0) {
+        atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
+        goto fail;
+    }
+    rc = atom_launch_start(&plan, &a->launch, out, out, err);
+    close(out);
+    if (rc)
+        goto fail;
+    a->pid = a->launch.pid;
+    a->pid_start = atomd_proc_start_time(a->pid);
+    a->live = true;
+    attempt_save(d, job, "running", -1);
+    atom_plan_free(&plan);
+    atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d started, %d ranks, mpirun pid %d", job->id_text,
+             job->spec.name, a->n, a->placement.world, (int)a->pid);
+    return 0;
+
+fail:
+    atom_plan_free(&plan);
+    snprintf(a->stop_reason, sizeof a->stop_reason, "launch failed: %.220s", err->msg);
+    atom_log(ATOM_LOG_ERROR, "job %s: attempt %d: %s", job->id_text, a->n, a->stop_reason);
+    /* The placement's GPUs are free again; the attempt counts as a failure. */
+    a->live = true;
+    a->pid = 0;
+    atomd_job_attempt_ended(d, job, 127);
+    return -1;
+}
+
+/* Records where every rank ran, so that a later attempt can avoid the nodes. */
+static void exclude_nodes(atomd *d, atomd_job *job, const bool *bad)
+{
+    bool any = false;
+    for (int n = 0; n < d->inv.n_nodes; n++)
+        if (bad[n]) {
+            job->exclude[n] = true;
+            any = true;
+        }
+    if (!any)
+        return;
+    /* If the job could never fit without those nodes (on an empty cluster), excluding them would
+     * leave it pending for ever: keep trying everywhere instead. */
+    atom_planner empty;
+    atom_err err = {{0}};
+    if (atom_planner_init(&empty, &d->inv, &err) == 0) {
+        if (atom_planner_fits(&empty, &job->spec, job->exclude, NULL, 0, &err) != ATOM_PLACE_OK) {
+            memset(job->exclude, 0, (size_t)d->inv.n_nodes * sizeof *job->exclude);
+            atom_log(ATOM_LOG_WARN, "job %s: cannot avoid the nodes of its failed attempt (it would no "
+                     "longer fit); retrying on any node", job->id_text);
+        }
+        atom_planner_free(&empty);
+    }
+}
+
+static void write_exit_status(const atomd_attempt *a, int exit_code)
+{
+    if (!a->launch.run_dir[0])
+        return;
+    char path[ATOM_PATH_MAX + 16], text[64];
+    snprintf(path, sizeof path, "%s/exit_status", a->launch.run_dir);
+    int len = snprintf(text, sizeof text, "%d\n", exit_code);
+    atom_write_file_atomic(path, text, (size_t)len, NULL);
+}
+
+void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
+{
+    atomd_attempt *a = &job->cur;
+    if (!a->live)
+        return;
+    a->live = false;
+    a->pid = 0;
+    write_exit_status(a, exit_code);
+    planner_mark(d, &a->placement, false);
+    job->exit_code = exit_code;
+    d->changed = true;
+
+    const char *attempt_state;
+    char why[256];
+    if (a->stop_reason[0])
+        snprintf(why, sizeof why, "%s", a->stop_reason);
+    else
+        snprintf(why, sizeof why, "exit status %d", exit_code);
+    if (job->cancel_requested) {
+        job->state = ATOMD_JOB_CANCELLED;
+        attempt_state = "cancelled";
+        snprintf(job->reason, sizeof job->reason, "cancelled");
+    } else if (exit_code == 0) {
+        job->state = ATOMD_JOB_DONE;
+        attempt_state = "done";
+        snprintf(job->reason, sizeof job->reason, "done");
+    } else if (a->stop == ATOMD_STOP_TIMEOUT) {
+        job->state = ATOMD_JOB_TIMEOUT;
+        attempt_state = "timeout";
+        snprintf(job->reason, sizeof job->reason, "time limit of %" PRId64 " s reached (exit status %d%s)",
+                 job->spec.resources.time_limit, exit_code,
+                 exit_code == ATOM_EXIT_RESUMABLE ? ", checkpointed and stopped" : "");
+    } else if (exit_code == ATOM_EXIT_RESUMABLE && a->stop == ATOMD_STOP_NONE) {
+        job->state = ATOMD_JOB_PENDING;
+        attempt_state = "stopped";
+        snprintf(job->reason, sizeof job->reason, "attempt %d stopped resumable (exit 75); requeued", a->n);
+    } else if (a->adopted && exit_code < 0) {
+        /* Re-adopted and gone without a known status, short of its last step: not its fault. */
+        job->state = ATOMD_JOB_PENDING;
+        attempt_state = "lost";
+        snprintf(job->reason, sizeof job->reason, "attempt %d ended while atomd was not its parent "
+                 "(outcome unknown); requeued", a->n);
+    } else {
+        job->failures++;
+        attempt_state = a->stop == ATOMD_STOP_HUNG ? "hung" : "failed";
+        bool *bad = calloc((size_t)d->inv.n_nodes, sizeof *bad);
+        if (bad && a->stop != ATOMD_STOP_HUNG)
+            for (int r = 0; a->placement.node && r < a->placement.world; r++)
+                bad[a->placement.node[r]] = true;
+        if (bad && a->stop == ATOMD_STOP_HUNG)
+            for (int r = 0; a->placement.node && r < a->placement.world; r++)
+                if (a->ranks && a->ranks[r].pid == -1) /* marked behind by the hang check */
+                    bad[a->placement.node[r]] = true;
+        if (job->failures > job->spec.restart.max_restarts) {
+            job->state = ATOMD_JOB_FAILED;
+            snprintf(job->reason, sizeof job->reason, "failed after %d attempts; last: %.200s", job->attempts, why);
+        } else {
+            if (bad)
+                exclude_nodes(d, job, bad);
+            job->state = ATOMD_JOB_PENDING;
+            snprintf(job->reason, sizeof job->reason, "attempt %d failed (%.160s); requeued (%d of %d restarts)",
+                     a->n, why, job->failures, job->spec.restart.max_restarts);
+        }
+        free(bad);
+    }
+    if (atomd_job_final(job->state))
+        job->end_time = atom_now();
+    snprintf(a->stop_reason, sizeof a->stop_reason, "%s", why);
+    attempt_save(d, job, attempt_state, exit_code);
+    job_save(d, job);
+    atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d ended (%s): %s -> %s", job->id_text, job->spec.name,
+             a->n, attempt_state, why, atomd_job_state_name(job->state));
+}
+
+static void stop_attempt(atomd *d, atomd_job *job, atomd_stop_kind kind, const char *reason)
+{
+    atomd_attempt *a = &job->cur;
+    double now = atom_monotonic();
+    if (a->stop == ATOMD_STOP_NONE || kind == ATOMD_STOP_HUNG || kind == ATOMD_STOP_CANCEL) {
+        a->stop = kind;
+        snprintf(a->stop_reason, sizeof a->stop_reason, "%s", reason);
+    }
+    atom_log(ATOM_LOG_INFO, "job %s attempt %d: %s", job->id_text, a->n, reason);
+    (void)d;
+    if (kind == ATOMD_STOP_HUNG) {
+        kill_tree(a->pid, SIGKILL);
+        a->stop_deadline = now + 5;  /* re-sent until the attempt is reaped */
+    } else if (kind == ATOMD_STOP_CANCEL) {
+        kill(a->pid, SIGTERM);       /* mpirun forwards it: the ranks checkpoint and stop */
+        a->stop_deadline = now + d->cfg.stop_grace;
+    }
+}
+
+int atomd_job_cancel(atomd *d, atomd_job *job, atom_err *err)
+{
+    if (atomd_job_final(job->state))
+        return atom_errf(err, "job %s has already ended (%s)", job->id_text, atomd_job_state_name(job->state));
+    job->cancel_requested = true;
+    if (job->state == ATOMD_JOB_PENDING) {
+        job->state = ATOMD_JOB_CANCELLED;
+        job->end_time = atom_now();
+        snprintf(job->reason, sizeof job->reason, "cancelled while pending");
+        job_save(d, job);
+        d->changed = true;
+        return 0;
+    }
+    if (job->cur.live)
+        stop_attempt(d, job, ATOMD_STOP_CANCEL, "cancelled");
+    return 0;
+}
+
+void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb)
+{
+    char *end = NULL;
+    long long id = strtoll(hb->job_id, &end, 10);
+    if (!end || *end || id <= 0)
+        return;
+    atomd_job *job = atomd_job_find(d, id);
+    if (!job || job->state != ATOMD_JOB_RUNNING || !job->cur.live || hb->attempt != job->cur.n ||
+        hb->rank < 0 || hb->rank >= job->cur.placement.world || !job->cur.ranks)
+        return; /* a late heartbeat of an earlier attempt, or noise */
+    atomd_rank_hb *r = &job->cur.ranks[hb->rank];
+    double now = atom_monotonic();
+    if (!r->seen || hb->step > r->step)
+        r->last_advance = now;
+    r->seen = true;
+    r->step = hb->step;
+    r->last_seen = now;
+    r->pid = hb->pid;
+    if (hb->has_progress) {
+        job->progress.has = true;
+        job->progress.step = hb->step;
+        job->progress.loss = hb->loss;
+        job->progress.tokens_per_s = hb->tokens_per_s;
+        job->progress.last_checkpoint = hb->last_checkpoint_step;
+    }
+}
+
+/* The hang check: ranks whose step has not grown for longer than the timeout. */
+static void check_hung(atomd *d, atomd_job *job, double now)
+{
+    atomd_attempt *a = &job->cur;
+    double timeout = (double)job->spec.restart.heartbeat_timeout;
+    if (timeout <= 0 || a->stop != ATOMD_STOP_NONE || !a->ranks)
+        return;
+    /* A rank is behind when it has not advanced for the timeout; if every rank has stalled
+     * (they wait for each other in a collective), those at the lowest step, or whose process
+     * is stopped, are the ones to name. */
+    int64_t max_step = INT64_MIN, min_step = INT64_MAX;
+    bool stalled_all = true, any_stalled = false;
+    for (int r = 0; r < a->placement.world; r++) {
+        bool stalled = now - a->ranks[r].last_advance > timeout;
+        stalled_all &= stalled;
+        any_stalled |= stalled;
+        int64_t s = a->ranks[r].seen ? a->ranks[r].step : -1;
+        if (s > max_step)
+            max_step = s;
+        if (s < min_step)
+            min_step = s;
+    }
+    if (!any_stalled)
+        return;
+    if (!stalled_all && max_step == min_step)
+        return; /* some ranks still advance: wait until the whole job stalls or they part */
+    char names[200] = "";
+    size_t len = 0;
+    int named = 0;
+    for (int r = 0; r < a->placement.world; r++) {
+        atomd_rank_hb *h = &a->ranks[r];
+        int64_t s = h->seen ? h->step : -1;
+        char st = h->pid > 0 ? proc_state(h->pid) : 0;
+        bool behind = (now - h->last_advance > timeout) &&
+                      (s < max_step || st == 'T' || st == 't' || (h->pid > 0 && st == 0) || max_step == min_step);
+        if (!behind)
+            continue;
+        if (max_step == min_step) {
+            /* All at the same step: prefer the ranks whose process is stopped or gone. */
+            bool any_dead = false;
+            for (int q = 0; q < a->placement.world; q++) {
+                char sq = a->ranks[q].pid > 0 ? proc_state(a->ranks[q].pid) : 0;
+                if (sq == 'T' || sq == 't' || (a->ranks[q].pid > 0 && sq == 0))
+                    any_dead = true;
+            }
+            if (any_dead && !(st == 'T' || st == 't' || (h->pid > 0 && st == 0)))
+                continue;
+        }
+        const char *node = d->inv.nodes[a->placement.node[r]].name;
+        if (len < sizeof names - 48)
+            len += (size_t)snprintf(names + len, sizeof names - len, "%srank %d on %s (step %" PRId64 "%s)",
+                                    named ? ", " : "", r, node, s, st == 'T' || st == 't' ? ", stopped" : "");
+        h->pid = -1; /* marks it behind, for the node exclusion */
+        named++;
+    }
+    char reason[256];
+    snprintf(reason, sizeof reason, "hung: no progress for %.0f s from %s", timeout, names);
+    atom_log(ATOM_LOG_WARN, "job %s attempt %d %s", job->id_text, a->n, reason);
+    for (int r = 0; r < a->placement.world; r++)
+        if (a->ranks[r].pid == -1) {
+            int node = a->placement.node[r];
+            d->nodes[node].failures++;
+            if (d->nodes[node].failures >= ATOMD_DRAIN_AFTER_FAILURES && d->nodes[node].state == ATOMD_NODE_UP) {
+                char why[160];
+                snprintf(why, sizeof why, "drained after %d hung attempts", d->nodes[node].failures);
+                atomd_node_set(d, node, ATOMD_NODE_DRAINED, why, NULL);
+            } else {
+                atomd_node_set(d, node, d->nodes[node].state, d->nodes[node].reason, NULL);
+            }
+        }
+    stop_attempt(d, job, ATOMD_STOP_HUNG, reason);
+}
+
+/* The last step rank 0 wrote to its heartbeat file, or -1. */
+static int64_t last_logged_step(const atomd_attempt *a)
+{
+    char path[ATOM_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/heartbeat.rank-0.jsonl", a->launch.run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[4096];
+    int64_t step = -1;
+    while (fgets(line, sizeof line, f)) {
+        atom_heartbeat hb;
+        if (atom_heartbeat_from_json(line, &hb, NULL) == 0)
+            step = hb.step;
+    }
+    fclose(f);
+    return step;
+}
+
+void atomd_jobs_tick(atomd *d)
+{
+    double now = atom_monotonic();
+    for (int i = 0; i < d->n_jobs; i++) {
+        atomd_job *job = d->jobs[i];
+        atomd_attempt *a = &job->cur;
+        if (job->state != ATOMD_JOB_RUNNING || !a->live)
+            continue;
+        if (a->adopted && atomd_proc_start_time(a->pid) != a->pid_start) {
+            /* Not our child: its status is lost; the heartbeat file tells whether it finished. */
+            int64_t step = last_logged_step(a);
+            atomd_job_attempt_ended(d, job, step >= job->spec.training.steps ? 0 : -1);
+            continue;
+        }
+        if (a->stop_deadline > 0 && now >= a->stop_deadline) {
+            kill_tree(a->pid, SIGKILL);
+            a->stop_deadline = now + 5;
+        }
+        int64_t limit = job->spec.resources.time_limit;
+        double elapsed = now - a->started_mono;
+        if (limit > 0 && !a->usr1_sent && elapsed >= (double)limit - d->cfg.limit_warning) {
+            a->usr1_sent = true;
+            a->stop = ATOMD_STOP_TIMEOUT;
+            snprintf(a->stop_reason, sizeof a->stop_reason, "time limit of %" PRId64 " s", limit);
+            kill(a->pid, SIGUSR1); /* mpirun forwards it: the ranks checkpoint and stop */
+            a->stop_deadline = a->started_mono + (double)limit;
+            atom_log(ATOM_LOG_INFO, "job %s attempt %d: SIGUSR1 ahead of its time limit", job->id_text, a->n);
+        }
+        check_hung(d, job, now);
+    }
+}
+
+void atomd_jobs_reap(atomd *d)
+{
+    for (;;) {
+        int status;
+        pid_t pid = waitpid(-1, &status, WNOHANG);
+        if (pid <= 0)
+            return;
+        int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        for (int i = 0; i < d->n_jobs; i++) {
+            atomd_job *job = d->jobs[i];
+            if (job->cur.live && !job->cur.adopted && job->cur.pid == pid) {
+                job->cur.launch.pid = 0;
+                atomd_job_attempt_ended(d, job, code);
+                break;
+            }
+        }
+    }
+}
+
+void atomd_jobs_recover(atomd *d)
+{
+    double now_mono = atom_monotonic(), now = atom_now();
+    for (int i = 0; i < d->n_jobs; i++) {
+        atomd_job *job = d->jobs[i];
+        if (job->state != ATOMD_JOB_RUNNING)
+            continue;
+        atomd_attempt *a = &job->cur;
+        pid_t pid = 0;
+        if (a->pid > 0 && a->pid_start && atomd_proc_start_time(a->pid) == a->pid_start)
+            pid = a->pid;
+        else if (a->launch.app_path[0])
+            pid = find_process_with_arg(a->launch.app_path); /* crashed between commit and pid */
+        if (pid > 0 && a->placement.node) {
+            a->pid = pid;
+            a->launch.pid = pid;
+            a->pid_start = atomd_proc_start_time(pid);
+            a->live = true;
+            a->adopted = true;
+            a->started_mono = now_mono - (now - a->start_time);
+            planner_mark(d, &a->placement, true);
+            alloc_ranks(a);
+            attempt_save(d, job, "running", -1);
+            atom_log(ATOM_LOG_INFO, "job %s: attempt %d re-adopted (mpirun pid %d)", job->id_text, a->n, (int)pid);
+            continue;
+        }
+        job->state = ATOMD_JOB_PENDING;
+        snprintf(job->reason, sizeof job->reason, "attempt %d was gone when atomd restarted; requeued", a->n);
+        snprintf(a->stop_reason, sizeof a->stop_reason, "gone when atomd restarted");
+        if (a->n > 0)
+            attempt_save(d, job, "lost", -1);
+        job_save(d, job);
+        atom_log(ATOM_LOG_INFO, "job %s: %s", job->id_text, job->reason);
+    }
+    d->changed = true;
+}

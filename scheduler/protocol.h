@@ -1,0 +1,33 @@
+/* scheduler/protocol.h: atomd's messages, one table (private to atomd and its client).
+ *
+ * A request is one line of JSON: {"op": NAME, ...arguments}. The answer is one line of JSON:
+ * {"ok": true, ...results} or {"ok": false, "error": SENTENCE}. Every request is checked in one
+ * place, atomd_protocol_handle, against the table: the op exists, the required arguments are
+ * there with the right JSON type, no unknown argument is given, and an admin-only op comes from
+ * an administrator. Handlers see only checked requests.
+ */
+#ifndef ATOM_SCHEDULER_PROTOCOL_H
+#define ATOM_SCHEDULER_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct atomd;
+typedef struct json_t json_t;
+
+/* Who sent a request (from SO_PEERCRED). */
+typedef struct atomd_caller {
+    uid_t uid;
+    pid_t pid;
+    bool admin;
+} atomd_caller;
+
+/* Answers one request line (len bytes, no newline). Never NULL: a bad request gets an error
+ * answer. The caller owns the answer. */
+json_t *atomd_protocol_handle(struct atomd *d, const atomd_caller *who, const char *line, size_t len);
+
+/* An error answer. */
+json_t *atomd_protocol_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,415 @@
+/* scheduler/server.c: atomd's event loop, its Unix sockets and its clients.
+ *
+ * One poll loop serves: the client socket (newline-delimited JSON requests, answers in order),
+ * the heartbeat socket (one JSON heartbeat per datagram, as worker/train.c sends them), a
+ * signalfd (SIGCHLD for ended attempts; SIGTERM/SIGINT to stop) and a timer (time limits, hang
+ * checks, usage). Each iteration: read everything that is ready, run the scheduling pass if
+ * anything changed, COMMIT once, and only then write answers. That is what makes an answer
+ * mean "durable", and what lets all the submissions of one iteration share one sync.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "scheduler/atomd.h"
+#include "scheduler/protocol.h"
+#include "scheduler/sched.h"
+
+#define TICK_SECONDS 0.5
+#define USAGE_SAVE_SECONDS 30.0
+
+struct atomd_client {
+    int fd;
+    atomd_caller who;
+    char *in;
+    size_t in_len, in_cap;
+    char *out;
+    size_t out_len, out_cap, out_sent;
+    bool close_after;  /* after the pending answer: an oversized request, or the peer hung up */
+    bool dead;
+};
+
+bool atomd_is_admin(const atomd *d, uid_t uid)
+{
+    if (uid == 0)
+        return true;
+    if (!d->cfg.admin_group[0])
+        return false;
+    struct passwd pw, *pres = NULL;
+    struct group gr, *gres = NULL;
+    char pbuf[2048], gbuf[8192];
+    if (getpwuid_r(uid, &pw, pbuf, sizeof pbuf, &pres) != 0 || !pres)
+        return false;
+    if (getgrnam_r(d->cfg.admin_group, &gr, gbuf, sizeof gbuf, &gres) != 0 || !gres)
+        return false;
+    /* SO_PEERCRED carries the primary group only: the supplementary ones come from here. */
+    gid_t groups[256];
+    int n = (int)(sizeof groups / sizeof *groups);
+    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
+        n = (int)(sizeof groups / sizeof *groups);
+    for (int i = 0; i < n; i++)
+        if (groups[i] == gr.gr_gid)
+            return true;
+    return false;
+}
+
+static int bind_unix(const char *path, int type, atom_err *err)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof addr.sun_path)
+        return atom_errf(err, "socket path too long: %s", path);
+    memcpy(addr.sun_path, path, strlen(path) + 1);
+    int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return atom_errf(err, "socket: %s", strerror(errno));
+    if (type == SOCK_STREAM) {
+        /* Another atomd answering on this path owns it; a dead one left a stale file. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&addr, sizeof addr) == 0) {
+            close(probe);
+            close(fd);
+            return atom_errf(err, "another atomd is already listening on %s", path);
+        }
+        if (probe >= 0)
+            close(probe);
+    }
+    unlink(path);
+    /* Any local user may connect: who they are comes from SO_PEERCRED, not from the file mode. */
+    mode_t old = umask(0);
+    int rc = bind(fd, (struct sockaddr *)&addr, sizeof addr);
+    umask(old);
+    if (rc != 0 || (type == SOCK_STREAM && listen(fd, 128) != 0)) {
+        atom_errf(err, "cannot listen on %s: %s", path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int atomd_server_open(atomd *d, atom_err *err)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->signal_fd < 0)
+        return atom_errf(err, "signalfd: %s", strerror(errno));
+    d->listen_fd = bind_unix(d->cfg.socket_path, SOCK_STREAM, err);
+    if (d->listen_fd < 0)
+        return -1;
+    d->hb_fd = bind_unix(d->cfg.hb_path, SOCK_DGRAM, err);
+    if (d->hb_fd < 0)
+        return -1;
+    /* Heartbeats arrive in bursts from every rank: a larger buffer drops fewer. */
+    int size = 1 << 20;
+    setsockopt(d->hb_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    return 0;
+}
+
+void atomd_server_close(atomd *d)
+{
+    for (int i = 0; i < d->n_clients; i++) {
+        close(d->clients[i].fd);
+        free(d->clients[i].in);
+        free(d->clients[i].out);
+    }
+    free(d->clients);
+    d->clients = NULL;
+    d->n_clients = 0;
+    if (d->listen_fd >= 0) {
+        close(d->listen_fd);
+        unlink(d->cfg.socket_path);
+    }
+    if (d->hb_fd >= 0) {
+        close(d->hb_fd);
+        unlink(d->cfg.hb_path);
+    }
+    if (d->signal_fd >= 0)
+        close(d->signal_fd);
+    d->listen_fd = d->hb_fd = d->signal_fd = -1;
+}
+
+static void accept_clients(atomd *d)
+{
+    for (;;) {
+        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct ucred cred;
+        socklen_t len = sizeof cred;
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+            close(fd);
+            continue;
+        }
+        atomd_client *c = realloc(d->clients, (size_t)(d->n_clients + 1) * sizeof *c);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        d->clients = c;
+        c = &d->clients[d->n_clients++];
+        memset(c, 0, sizeof *c);
+        c->fd = fd;
+        c->who.uid = cred.uid;
+        c->who.pid = cred.pid;
+        c->who.admin = atomd_is_admin(d, cred.uid);
+    }
+}
+
+static int out_append(atomd_client *c, const char *text, size_t len)
+{
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + len)
+            cap *= 2;
+        char *out = realloc(c->out, cap);
+        if (!out)
+            return -1;
+        c->out = out;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, text, len);
+    c->out_len += len;
+    return 0;
+}
+
+static void answer(atomd_client *c, json_t *ans)
+{
+    char *text = json_dumps(ans, JSON_COMPACT);
+    json_decref(ans);
+    if (!text || out_append(c, text, strlen(text)) || out_append(c, "\n", 1))
+        c->dead = true;
+    free(text);
+}
+
+/* Handles every complete line in the client's buffer. */
+static void serve_lines(atomd *d, atomd_client *c)
+{
+    size_t start = 0;
+    for (;;) {
+        char *nl = memchr(c->in + start, '\n', c->in_len - start);
+        if (!nl)
+            break;
+        size_t len = (size_t)(nl - (c->in + start));
+        if (len > 0)
+            answer(c, atomd_protocol_handle(d, &c->who, c->in + start, len));
+        start += len + 1;
+    }
+    memmove(c->in, c->in + start, c->in_len - start);
+    c->in_len -= start;
+    if (c->in_len > ATOMD_MAX_MESSAGE) {
+        answer(c, atomd_protocol_error("request larger than %u bytes", ATOMD_MAX_MESSAGE));
+        c->in_len = 0;
+        c->close_after = true;
+    }
+}
+
+static void read_client(atomd *d, atomd_client *c)
+{
+    for (;;) {
+        if (c->in_cap - c->in_len < 65536) {
+            size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
+            if (cap > ATOMD_MAX_MESSAGE + 131072)
+                cap = ATOMD_MAX_MESSAGE + 131072;
+            if (cap - c->in_len == 0) {
+                serve_lines(d, c);
+                if (c->close_after)
+                    return;
+                continue;
+            }
+            char *in = realloc(c->in, cap);
+            if (!in) {
+                c->dead = true;
+                return;
+            }
+            c->in = in;
+            c->in_cap = cap;
+        }
+        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            serve_lines(d, c);
+            if (c->close_after)
+                return;
+            continue;
+        }
+        if (n == 0) {
+            c->close_after = true; /* answer what was asked, then close */
+            return;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            c->dead = true;
+        return;
+    }
+}
+
+static void write_client(atomd_client *c)
+{
+    while (c->out_sent < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_sent += (size_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (n < 0 && errno == EINTR)
+            continue;
+        c->dead = true;
+        return;
+    }
+    c->out_len = c->out_sent = 0;
+}
+
+static void read_heartbeats(atomd *d)
+{
+    char buf[8192];
+    for (;;) {
+        ssize_t n = recv(d->hb_fd, buf, sizeof buf - 1, 0);
+        if (n <= 0)
+            return;
+        buf[n] = 0;
+        atom_heartbeat hb;
+        atom_err err = {{0}};
+        if (atom_heartbeat_from_json(buf, &hb, &err) == 0)
+            atomd_job_heartbeat(d, &hb);
+        else
+            atom_log(ATOM_LOG_DEBUG, "heartbeat ignored: %s", err.msg);
+    }
+}
+
+static void read_signals(atomd *d)
+{
+    struct signalfd_siginfo si;
+    while (read(d->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+        if (si.ssi_signo == SIGCHLD)
+            atomd_jobs_reap(d);
+        else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+            atom_log(ATOM_LOG_INFO, "signal %u: stopping (running jobs keep running and are re-adopted)",
+                     si.ssi_signo);
+            d->stopping = true;
+        }
+    }
+}
+
+static bool has_live_jobs(const atomd *d)
+{
+    for (int i = 0; i < d->n_jobs; i++)
+        if (!atomd_job_final(d->jobs[i]->state))
+            return true;
+    return false;
+}
+
+int atomd_server_run(atomd *d)
+{
+    double last_tick = atom_monotonic();
+    d->last_busy = last_tick;
+    d->last_usage_save = last_tick;
+    d->changed = true;
+    struct pollfd *pfd = NULL;
+    int rc = 0;
+    while (!d->stopping) {
+        pfd = realloc(pfd, (size_t)(d->n_clients + 3) * sizeof *pfd);
+        if (!pfd) {
+            atom_log(ATOM_LOG_ERROR, "out of memory");
+            return -1;
+        }
+        pfd[0] = (struct pollfd){.fd = d->signal_fd, .events = POLLIN};
+        pfd[1] = (struct pollfd){.fd = d->listen_fd, .events = POLLIN};
+        pfd[2] = (struct pollfd){.fd = d->hb_fd, .events = POLLIN};
+        for (int i = 0; i < d->n_clients; i++) {
+            atomd_client *c = &d->clients[i];
+            short ev = c->close_after ? 0 : POLLIN;
+            if (c->out_len > c->out_sent)
+                ev |= POLLOUT;
+            pfd[3 + i] = (struct pollfd){.fd = c->fd, .events = ev};
+        }
+        double now = atom_monotonic();
+        int timeout_ms = (int)((last_tick + TICK_SECONDS - now) * 1000.0);
+        if (timeout_ms < 0)
+            timeout_ms = 0;
+        int n_clients_polled = d->n_clients;
+        if (poll(pfd, (nfds_t)(n_clients_polled + 3), timeout_ms) < 0 && errno != EINTR) {
+            atom_log(ATOM_LOG_ERROR, "poll: %s", strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (pfd[0].revents)
+            read_signals(d);
+        if (pfd[2].revents)
+            read_heartbeats(d);
+        for (int i = 0; i < n_clients_polled; i++)
+            if (pfd[3 + i].revents & (POLLIN | POLLHUP | POLLERR))
+                read_client(d, &d->clients[i]);
+        if (pfd[1].revents)
+            accept_clients(d);
+
+        now = atom_monotonic();
+        if (now - last_tick >= TICK_SECONDS) {
+            atomd_sched_account(d, now - last_tick);
+            last_tick = now;
+            atomd_jobs_tick(d);
+            d->changed = true; /* time passing may open a backfill window */
+            if (now - d->last_usage_save >= USAGE_SAVE_SECONDS) {
+                atomd_sched_save_usage(d);
+                d->last_usage_save = now;
+            }
+        }
+        if (d->changed) {
+            d->changed = false;
+            atomd_sched_pass(d);
+        }
+        atom_err err = {{0}};
+        if (atomd_store_commit(&d->store, &err)) {
+            /* Nothing of this iteration may be acknowledged: stop without answering. */
+            atom_log(ATOM_LOG_ERROR, "the state store failed: %s; stopping", err.msg);
+            rc = -1;
+            break;
+        }
+        /* Answers go out only now, after the COMMIT. */
+        int kept = 0;
+        for (int i = 0; i < d->n_clients; i++) {
+            atomd_client *c = &d->clients[i];
+            if (!c->dead)
+                write_client(c);
+            bool done = c->dead || (c->close_after && c->out_len == c->out_sent);
+            if (done) {
+                close(c->fd);
+                free(c->in);
+                free(c->out);
+                continue;
+            }
+            d->clients[kept++] = *c;
+        }
+        d->n_clients = kept;
+        if (d->n_clients > 0 || has_live_jobs(d))
+            d->last_busy = now;
+        if (d->cfg.idle_exit > 0 && now - d->last_busy > d->cfg.idle_exit) {
+            atom_log(ATOM_LOG_INFO, "idle for %.0f s: stopping", d->cfg.idle_exit);
+            break;
+        }
+    }
+    free(pfd);
+    atomd_sched_save_usage(d);
+    atom_err err = {{0}};
+    if (atomd_store_commit(&d->store, &err))
+        atom_log(ATOM_LOG_ERROR, "%s", err.msg);
+    return rc;
+}
