@@ -1,0 +1,289 @@
+/* bench/coll/coll_overlap.c: atom-coll-overlap, how much of the data-parallel gradient
+ * all-reduce the bucket manager hides behind the backward pass. The gradient set is gpt2-124m's
+ * (124M floats, the reference's stacked layout, one piece per layer slice), or the same number
+ * of floats spread evenly over the layers (--layout layers). A stand-in backward pass walks the
+ * stages in reverse (final LayerNorm, layers L-1..0, embeddings), computing a fixed number of
+ * work units per stage and marking the stage's pieces ready after it; the work is calibrated so
+ * that compute alone takes as long as the all-reduces alone. Reported per bucket size:
+ *   comm    the all-reduces alone (every piece marked at once, then finish)
+ *   compute the stand-in backward alone
+ *   overlap the backward with the all-reduces
+ *   exposed = overlap - compute, and its share of comm (the target is <= 30%);
+ *   comm-cpu: CPU time of a rank during the all-reduces alone, as a share of their wall time.
+ * Times are the slowest rank's, median of --reps runs. */
+#include <getopt.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "collectives/collectives.h"
+
+enum { L = 12, C = 768, CTX = 1024, VP = 50304 };
+
+typedef struct stage {
+    int first, count; /* pieces marked ready after this stage (ids first .. first+count-1) */
+} stage;
+
+typedef struct grad_set {
+    size_t count;
+    int npieces;
+    size_t off[16 * L + 8], len[16 * L + 8];
+    int nstages;
+    stage stages[L + 2];
+    int *backward;    /* piece ids in the order the stages mark them */
+} grad_set;
+
+/* gpt2-124m, reference order: wte, wpe, then per parameter all L layers stacked, lnfw, lnfb.
+ * Forward order of pieces: wte, wpe, layer 0's twelve slices, ..., layer 11's, lnfw, lnfb. */
+static void gpt2_set(grad_set *s, int uniform)
+{
+    static const size_t rows[12] = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, C * 4 * C, C};
+    size_t base = 0, stacked[12];
+    size_t wte = (size_t)VP * C, wpe = (size_t)CTX * C;
+    size_t per_layer = 0;
+    for (int q = 0; q < 12; q++)
+        per_layer += rows[q];
+    size_t total = wte + wpe + L * per_layer + 2 * C;
+    s->npieces = 0;
+    if (uniform) {
+        /* the same floats, evenly over L layers of 12 equal slices: no embedding at the end */
+        size_t slice = total / (L * 12);
+        for (int p = 0; p < L * 12; p++) {
+            s->off[p] = (size_t)p * slice;
+            s->len[p] = slice;
+        }
+        s->npieces = L * 12;
+        s->count = slice * L * 12;
+        s->nstages = L;
+        for (int l = 0; l < L; l++)
+            s->stages[l] = (stage){(L - 1 - l) * 12, 12};
+    } else {
+        s->off[0] = 0, s->len[0] = wte;
+        s->off[1] = wte, s->len[1] = wpe;
+        base = wte + wpe;
+        for (int q = 0; q < 12; q++) {
+            stacked[q] = base;
+            base += L * rows[q];
+        }
+        s->npieces = 2;
+        for (int l = 0; l < L; l++)
+            for (int q = 0; q < 12; q++) {
+                s->off[s->npieces] = stacked[q] + (size_t)l * rows[q];
+                s->len[s->npieces] = rows[q];
+                s->npieces++;
+            }
+        s->off[s->npieces] = base, s->len[s->npieces++] = C;
+        s->off[s->npieces] = base + C, s->len[s->npieces++] = C;
+        s->count = base + 2 * C;
+        /* backward: final LayerNorm, then layers L-1..0, then the embeddings (wte's gradient is
+         * final only there: the LM head is tied to it) */
+        s->nstages = 0;
+        s->stages[s->nstages++] = (stage){2 + 12 * L, 2};
+        for (int l = L - 1; l >= 0; l--)
+            s->stages[s->nstages++] = (stage){2 + 12 * l, 12};
+        s->stages[s->nstages++] = (stage){0, 2};
+    }
+    s->backward = malloc((size_t)s->npieces * sizeof *s->backward);
+    int n = 0;
+    for (int st = 0; st < s->nstages; st++)
+        for (int k = s->stages[st].count - 1; k >= 0; k--)
+            s->backward[n++] = s->stages[st].first + k;
+}
+
+/* One work unit of the stand-in compute: arithmetic on a few cache lines. */
+static volatile float work_sink;
+static void work(long units)
+{
+    float acc[16] = {0};
+    for (long u = 0; u < units; u++)
+        for (int i = 0; i < 256; i++)
+            for (int j = 0; j < 16; j++)
+                acc[j] = acc[j] * 0.999f + (float)(i + j);
+    float t = 0;
+    for (int j = 0; j < 16; j++)
+        t += acc[j];
+    work_sink = t;
+}
+
+/* CPU seconds of this process (all its threads) so far. */
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+           (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+}
+
+static double slowest(double t)
+{
+    MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return t;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return v[n / 2];
+}
+
+static void die(const char *what, const coll_err *err)
+{
+    int r;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r);
+    fprintf(stderr, "atom-coll-overlap: rank %d: %s: %s\n", r, what, err->msg);
+    MPI_Abort(MPI_COMM_WORLD, 3);
+}
+
+/* One step of the stand-in backward: each stage computes, offering `points` progress calls
+ * spread through its work, then marks its pieces; units_per_stage 0 means no compute. */
+static double backward(coll_ctx *ctx, coll_buckets *b, const grad_set *s, long units_per_stage,
+                       int points, int with_comm)
+{
+    coll_err err;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    int marked = 0;
+    for (int st = 0; st < s->nstages; st++) {
+        for (int p = 0; p < points; p++) {
+            work(units_per_stage / points);
+            if (coll_progress(ctx, &err) != 0)
+                die("progress", &err);
+        }
+        for (int k = 0; with_comm && k < s->stages[st].count; k++)
+            if (coll_buckets_mark_ready(b, s->backward[marked++], &err) != 0)
+                die("mark_ready", &err);
+    }
+    if (with_comm && coll_buckets_finish(b, &err) != 0)
+        die("finish", &err);
+    return slowest(MPI_Wtime() - t0);
+}
+
+int main(int argc, char **argv)
+{
+    int provided, wr, ws;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &wr);
+    MPI_Comm_size(MPI_COMM_WORLD, &ws);
+    int reps = 3, points = 1, uniform = 0;
+    coll_progress_mode progress = COLL_PROGRESS_POLL;
+    int sleep_us = 100;
+    char buckets_mib[64] = "1,2,4";
+    static const struct option longs[] = {
+        {"buckets-mib", required_argument, 0, 'b'}, {"progress", required_argument, 0, 'p'},
+        {"points", required_argument, 0, 'k'}, {"reps", required_argument, 0, 'r'},
+        {"layout", required_argument, 0, 'l'}, {"sleep-us", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:h", longs, NULL)) != -1) {
+        switch (c) {
+        case 'b': snprintf(buckets_mib, sizeof buckets_mib, "%s", optarg); break;
+        case 'p': progress = strcmp(optarg, "thread") == 0 ? COLL_PROGRESS_THREAD : COLL_PROGRESS_POLL; break;
+        case 'k': points = atoi(optarg); break;
+        case 'r': reps = atoi(optarg); break;
+        case 'l': uniform = strcmp(optarg, "layers") == 0; break;
+        case 's': sleep_us = atoi(optarg); break;
+        case 'h':
+            if (wr == 0)
+                printf("usage: mpirun -n N %s [--buckets-mib 1,2,4] [--progress poll|thread] "
+                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|layers]\n",
+                       argv[0]);
+            MPI_Finalize();
+            return 0;
+        default:
+            MPI_Finalize();
+            return 2;
+        }
+    }
+    if (points < 1 || reps < 1) {
+        MPI_Finalize();
+        return 2;
+    }
+    coll_err err = {""};
+    coll_config cfg = {.backend = COLL_BACKEND_MPI, .tensor_size = 1, .hang_timeout_s = 600,
+                       .progress = progress, .progress_sleep_us = sleep_us};
+    coll_ctx *ctx;
+    if (coll_open(&cfg, &ctx, &err) != 0)
+        die("open", &err);
+    static grad_set s;
+    gpt2_set(&s, uniform);
+    float *grads = malloc(s.count * sizeof *grads);
+    if (!grads) {
+        fprintf(stderr, "atom-coll-overlap: cannot allocate %zu floats\n", s.count);
+        MPI_Abort(MPI_COMM_WORLD, 3);
+    }
+    for (size_t i = 0; i < s.count; i++)
+        grads[i] = (float)(i % 17);
+    if (wr == 0)
+        printf("# atom-coll-overlap: %d ranks, %zu floats (%s), %d stages, progress %s%s, %d progress "
+               "point(s) per stage, median of %d\n",
+               ws, s.count, uniform ? "evenly over the layers" : "gpt2-124m layout", s.nstages,
+               progress == COLL_PROGRESS_THREAD ? "thread" : "poll",
+               progress == COLL_PROGRESS_THREAD ? (sleep_us == 100 ? " (100 us sleeps)" : " (custom sleeps)") : "",
+               points, reps);
+    if (wr == 0)
+        printf("# %-8s %8s %10s %10s %10s %10s %8s %9s\n", "bucket", "buckets", "comm(s)", "compute(s)",
+               "overlap(s)", "exposed(s)", "share", "comm-cpu");
+    /* Work units per second with every rank computing at once (as in the real backward). */
+    work(2000);
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    work(20000);
+    double unit_s = slowest(MPI_Wtime() - t0) / 20000;
+
+    char *save = NULL;
+    for (char *tok = strtok_r(buckets_mib, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        double mib = atof(tok);
+        coll_buckets *b;
+        if (coll_buckets_create(coll_group_of(ctx, COLL_DATA), grads, s.count, (size_t)(mib * 1048576.0),
+                                &b, &err) != 0)
+            die("buckets", &err);
+        for (int p = 0; p < s.npieces; p++)
+            if (coll_buckets_add(b, s.off[p], s.len[p], &err) < 0)
+                die("add", &err);
+        if (coll_buckets_seal(b, &err) != 0)
+            die("seal", &err);
+        double comm[16], comp[16], over[16];
+        int R = reps > 16 ? 16 : reps;
+        backward(ctx, b, &s, 0, 1, 1); /* warm-up: first touch of the staging buffers */
+        double cpu0 = cpu_seconds(), wall = 0;
+        for (int r = 0; r < R; r++) {
+            comm[r] = backward(ctx, b, &s, 0, 1, 1);
+            wall += comm[r];
+        }
+        /* How busy the all-reduces alone keep a rank's CPU: on shared memory they are copies and
+         * sums done by the ranks themselves, a part no overlap can hide when compute fills the
+         * cores. Mean over ranks. */
+        double busy = (cpu_seconds() - cpu0) / wall;
+        MPI_Allreduce(MPI_IN_PLACE, &busy, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+        busy /= ws;
+        double t_comm = median(comm, R);
+        long units = (long)(t_comm / unit_s / s.nstages);
+        if (units < points)
+            units = points;
+        for (int r = 0; r < R; r++) {
+            comp[r] = backward(ctx, b, &s, units, points, 0);
+            over[r] = backward(ctx, b, &s, units, points, 1);
+        }
+        double t_comp = median(comp, R), t_over = median(over, R);
+        double exposed = t_over - t_comp;
+        if (wr == 0)
+            printf("  %-6.1fMiB %8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %8.0f%%\n", mib,
+                   coll_buckets_count(b), t_comm, t_comp, t_over, exposed, 100.0 * exposed / t_comm,
+                   100.0 * busy);
+        fflush(stdout);
+        coll_buckets_free(b);
+    }
+    free(grads);
+    free(s.backward);
+    coll_close(ctx);
+    MPI_Finalize();
+    return 0;
+}
