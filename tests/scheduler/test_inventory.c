@@ -167,6 +167,55 @@ static void test_every_error_reported(void **state)
     atom_diags_free(&diags);
 }
 
+/* Random edits of a good inventory: never a crash; an accepted one is consistent, a refused one
+ * says where. */
+static void test_mutated_inventories(void **state)
+{
+    (void)state;
+    const char *good =
+        "name: lab\n"
+        "switches: [leaf01, leaf02]\n"
+        "nodes:\n"
+        "  - {name: gpu001, switch: leaf01, gpus: 8, addr: gpu001-ib}\n"
+        "  - {name: \"gpu[002-004]\", switch: leaf01, gpus: 8}\n"
+        "  - {name: \"gpu[9-10,012]\", switch: leaf02, gpus: 4}\n";
+    size_t len = strlen(good);
+    static const char alphabet[] = "0123456789-[],:{}\"' \n#&*!|>abz";
+    uint64_t x = 0xabcdefull;
+    int accepted = 0;
+    for (int i = 0; i < 3000; i++) {
+        char text[512];
+        memcpy(text, good, len + 1);
+        for (int e = 0; e < 1 + i % 3; e++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            text[(x >> 33) % len] = alphabet[(x >> 17) % (sizeof alphabet - 1)];
+        }
+        atom_inventory inv;
+        atom_diags diags = {0};
+        if (parse(text, &inv, &diags) == 0) {
+            accepted++;
+            assert_int_equal(diags.count, 0);
+            assert_true(inv.n_nodes > 0);
+            for (int n = 0; n < inv.n_nodes; n++) {
+                assert_in_range(inv.nodes[n].switch_id, 0, inv.n_switches - 1);
+                assert_in_range(inv.nodes[n].gpus, 1, 1024);
+                assert_true(inv.nodes[n].name[0] != '\0');
+                for (int m = 0; m < n; m++)
+                    assert_true(strcmp(inv.nodes[m].name, inv.nodes[n].name) != 0);
+            }
+            atom_inventory_free(&inv);
+        } else {
+            assert_true(diags.count > 0);
+            assert_null(inv.nodes);
+            for (int d = 0; d < diags.count; d++)
+                assert_string_equal(diags.items[d].file, "inv.yaml");
+        }
+        atom_diags_free(&diags);
+    }
+    printf("mutated inventories: %d of 3000 accepted\n", accepted);
+    assert_true(accepted > 0 && accepted < 3000);
+}
+
 static void test_local(void **state)
 {
     (void)state;
@@ -190,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_shipped_inventories),
         cmocka_unit_test(test_errors_have_positions),
         cmocka_unit_test(test_every_error_reported),
+        cmocka_unit_test(test_mutated_inventories),
         cmocka_unit_test(test_local),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

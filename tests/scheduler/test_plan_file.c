@@ -180,6 +180,58 @@ static void test_corrupt_plans_rejected(void **state)
     atom_plan_free(&plan);
 }
 
+/* Random edits of a good plan: the reader must never crash, and whatever it accepts must still
+ * keep every promise (checked here independently of the reader). */
+static void test_mutated_plans(void **state)
+{
+    (void)state;
+    atom_plan plan;
+    make_plan(&plan);
+    char *json = atom_plan_to_json(&plan);
+    size_t len = strlen(json);
+    static const char alphabet[] = "0123456789-\",:{}[]ntruefalsx ";
+    uint64_t x = 0x1234567ull;
+    int accepted = 0;
+    for (int i = 0; i < 3000; i++) {
+        char *bad = malloc(len + 1);
+        memcpy(bad, json, len + 1);
+        int edits = 1 + i % 3;
+        for (int e = 0; e < edits; e++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            size_t at = (size_t)(x >> 33) % len;
+            bad[at] = alphabet[(x >> 17) % (sizeof alphabet - 1)];
+        }
+        atom_plan back;
+        atom_err err = {{0}};
+        if (atom_plan_from_json(bad, &back, &err) == 0) {
+            accepted++;
+            int T = back.spec.parallelism.tensor;
+            assert_int_equal(back.world, T * back.spec.parallelism.data);
+            for (int r = 0; r < back.world; r++) {
+                const atom_rank_place *p = &back.ranks[r];
+                assert_int_equal(p->rank, r);
+                assert_int_equal(p->dp * T + p->tp, r);
+                assert_in_range(p->node, 0, back.n_nodes - 1);
+                assert_in_range(p->gpu, 0, back.nodes[p->node].gpus - 1);
+                if (p->tp)
+                    assert_int_equal(back.ranks[r - 1].node, p->node);
+                for (int q = 0; q < r; q++)
+                    assert_false(back.ranks[q].node == p->node && back.ranks[q].gpu == p->gpu);
+            }
+            atom_plan_free(&back);
+        } else {
+            assert_true(strlen(err.msg) > 0);
+            assert_null(back.ranks);
+        }
+        free(bad);
+    }
+    /* some edits are harmless (a digit of the seed, a letter of a name): both outcomes occur */
+    printf("mutated plans: %d of 3000 accepted\n", accepted);
+    assert_true(accepted > 0 && accepted < 3000);
+    free(json);
+    atom_plan_free(&plan);
+}
+
 static void test_heartbeat_round_trip(void **state)
 {
     (void)state;
@@ -263,6 +315,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_corrupt_plans_rejected),
+        cmocka_unit_test(test_mutated_plans),
         cmocka_unit_test(test_heartbeat_round_trip),
         cmocka_unit_test(test_heartbeat_rejected),
     };
