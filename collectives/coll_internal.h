@@ -40,6 +40,7 @@ struct coll_req {
  * reports completion (and applies whatever finishing the backend owes, e.g. the MPI average). */
 typedef struct coll_backend_ops {
     const char *name;
+    size_t max_count;     /* the most elements one operation may move (MPI counts are int) */
     int (*group_open)(coll_group *g, coll_err *err);
     void (*group_close)(coll_group *g);
     int (*all_reduce)(coll_group *g, void *buf, size_t count, coll_dtype dt, coll_redop op,

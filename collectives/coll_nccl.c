@@ -6,6 +6,7 @@
  * linked wherever nvcc exists; it cannot run without a GPU. */
 #include <cuda_runtime_api.h>
 #include <nccl.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "collectives/coll_internal.h"
@@ -219,6 +220,7 @@ static int nccl_sync(coll_group *g, coll_err *err)
 
 const coll_backend_ops coll_nccl_ops = {
     .name = "NCCL",
+    .max_count = SIZE_MAX,
     .group_open = nccl_group_open,
     .group_close = nccl_group_close,
     .all_reduce = nccl_all_reduce,

@@ -93,7 +93,8 @@ int coll_progress_locked(coll_ctx *ctx, coll_err *err)
 
 int coll_progress(coll_ctx *ctx, coll_err *err)
 {
-    if (!ctx->pending) /* racy peek, but a miss only delays progress to the next call */
+    /* A peek without the lock: a miss only delays progress to the next call. */
+    if (!__atomic_load_n(&ctx->pending, __ATOMIC_RELAXED))
         return 0;
     pthread_mutex_lock(&ctx->lock);
     int rc = coll_progress_locked(ctx, err);
@@ -143,8 +144,14 @@ int coll_wait(coll_req *r, coll_err *err)
     return rc;
 }
 
-static int check_dtype(coll_group *g, coll_dtype dt, const char *op, coll_err *err)
+/* Refusals come before the operation is counted as entered: a refused call never entered. */
+static int check_args(coll_group *g, coll_dtype dt, const char *op, size_t count, size_t blocks,
+                      coll_err *err)
 {
+    size_t max = g->ctx->ops->max_count;
+    if (blocks && count > max / blocks)
+        return coll_errf(err, "collectives: %s on group %s (rank %d): %zu x %zu elements is more than the %s backend's count limit %zu",
+                         op, coll_group_name(g), g->rank, blocks, count, g->ctx->ops->name, max);
     if (dt == COLL_F32)
         return 0;
     if (dt == COLL_BF16 && g->ctx->cfg.backend == COLL_BACKEND_NCCL)
@@ -181,7 +188,7 @@ int coll_all_reduce_start(coll_group *g, void *buf, size_t count, coll_dtype dt,
                           coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_dtype(g, dt, "all_reduce", err) != 0)
+    if (check_args(g, dt, "all_reduce", count, 1, err) != 0)
         return -1;
     coll_req *r = begin(g, "all_reduce", err);
     if (!r)
@@ -193,7 +200,7 @@ int coll_reduce_scatter_start(coll_group *g, const void *send, void *recv, size_
                               coll_dtype dt, coll_redop op, coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_dtype(g, dt, "reduce_scatter", err) != 0)
+    if (check_args(g, dt, "reduce_scatter", recv_count, (size_t)g->size, err) != 0)
         return -1;
     coll_req *r = begin(g, "reduce_scatter", err);
     if (!r)
@@ -205,7 +212,7 @@ int coll_all_gather_start(coll_group *g, const void *send, void *recv, size_t se
                           coll_dtype dt, coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_dtype(g, dt, "all_gather", err) != 0)
+    if (check_args(g, dt, "all_gather", send_count, (size_t)g->size, err) != 0)
         return -1;
     coll_req *r = begin(g, "all_gather", err);
     if (!r)
@@ -217,7 +224,7 @@ int coll_broadcast_start(coll_group *g, void *buf, size_t count, coll_dtype dt, 
                          coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_dtype(g, dt, "broadcast", err) != 0)
+    if (check_args(g, dt, "broadcast", count, 1, err) != 0)
         return -1;
     if (root < 0 || root >= g->size)
         return coll_errf(err, "collectives: broadcast on group %s (rank %d): root %d is not a rank of the group (size %d)",

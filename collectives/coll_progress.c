@@ -12,7 +12,7 @@ static void *progress_main(void *arg)
     coll_ctx *ctx = arg;
     struct timespec pause = {0, (long)ctx->cfg.progress_sleep_us * 1000L};
     while (!__atomic_load_n(&ctx->progress_stop, __ATOMIC_ACQUIRE)) {
-        if (ctx->pending) {
+        if (__atomic_load_n(&ctx->pending, __ATOMIC_RELAXED)) {
             /* A failed request keeps its error; the waiter's next test reports it. */
             pthread_mutex_lock(&ctx->lock);
             (void)coll_progress_locked(ctx, NULL);

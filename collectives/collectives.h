@@ -79,7 +79,8 @@ coll_group *coll_group_of(coll_ctx *ctx, coll_group_id id);
 int coll_group_size(const coll_group *g);
 int coll_group_rank(const coll_group *g);
 const char *coll_group_name(const coll_group *g); /* "world", "tensor", "data" */
-/* The number of collectives this rank has entered on g (every start counts one). */
+/* The number of collectives this rank has entered on g: every operation that passed its argument
+ * checks counts one, blocking or not, from the moment it starts. */
 int64_t coll_group_entered(const coll_group *g);
 /* All three counts, indexed by coll_group_id. */
 void coll_counts(const coll_ctx *ctx, int64_t out[COLL_NGROUPS]);

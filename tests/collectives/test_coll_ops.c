@@ -128,6 +128,12 @@ int main(int argc, char **argv)
         CHECK(coll_all_reduce(g, buf, 4, COLL_BF16, COLL_SUM, &err) == -1 && strstr(err.msg, "bf16"),
               "bf16 on MPI: %s", err.msg);
         CHECK(coll_broadcast(g, buf, 4, COLL_F32, n, &err) == -1, "broadcast from a root outside the group");
+        /* more elements than MPI's int count: refused with the group, operation and rank named */
+        CHECK(coll_all_reduce(g, buf, (size_t)1 << 31, COLL_F32, COLL_SUM, &err) == -1, "2^31 elements");
+        char want_msg[128];
+        snprintf(want_msg, sizeof want_msg, "all_reduce on group %s (rank %d)", coll_group_name(g), me);
+        CHECK(strstr(err.msg, want_msg) && strstr(err.msg, "count limit"), "message: %s", err.msg);
+        /* refused calls (this one, bf16, a bad root) never entered: the counts below say so */
     }
 
     /* Non-blocking: two all-reduces on different groups in flight while this rank "computes",
