@@ -210,7 +210,9 @@ static int set_name(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
                  show(v, buf, sizeof buf), ATOM_NAME_MAX - 1);
         return -1;
     }
-    memcpy(field, s, len + 1);
+    /* Zero the whole field: specs are compared with memcmp after a JSON round trip. */
+    memset(field, 0, ATOM_NAME_MAX);
+    memcpy(field, s, len);
     return 0;
 }
 
@@ -226,6 +228,7 @@ static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
     /* Relative paths mean "next to the spec", whatever folder atomctl runs in. */
     while (s[0] == '.' && s[1] == '/')
         s += 2;
+    memset(field, 0, ATOM_PATH_MAX);
     int n;
     if (s[0] != '/' && w->base_dir && w->base_dir[0])
         n = snprintf(field, ATOM_PATH_MAX, "%s/%s", w->base_dir, *s ? s : ".");
@@ -311,6 +314,7 @@ static int set_preset(spec_walk *w, const spec_key *k, const yt_node *v)
                  near ? "'?)" : "", valid);
         return -1;
     }
+    memset(w->spec->model_preset, 0, sizeof w->spec->model_preset);
     snprintf(w->spec->model_preset, sizeof w->spec->model_preset, "%s", s);
     w->spec->model = cfg;
     return 0;
@@ -555,6 +559,7 @@ static void name_from_file(atom_spec *s, const char *file)
 {
     const char *base = strrchr(file, '/');
     base = base ? base + 1 : file;
+    memset(s->name, 0, sizeof s->name);
     size_t n = 0;
     for (; base[n] && n + 1 < sizeof s->name; n++) {
         char c = base[n];
@@ -565,7 +570,7 @@ static void name_from_file(atom_spec *s, const char *file)
     s->name[n] = '\0';
     char *dot = strrchr(s->name, '.');
     if (dot && (strcmp(dot, ".yaml") == 0 || strcmp(dot, ".yml") == 0))
-        *dot = '\0';
+        memset(dot, 0, strlen(dot));
     if (!s->name[0])
         snprintf(s->name, sizeof s->name, "job");
 }

@@ -192,7 +192,7 @@ static void offset_position(const char *text, size_t len, size_t offset, int *li
     *line = 1;
     *col = 1;
     for (size_t i = 0; i < offset && i < len; i++) {
-        if (text[i] == '\n') {
+        if (text[i] == '\n' || (text[i] == '\r' && (i + 1 >= len || text[i + 1] != '\n'))) {
             ++*line;
             *col = 1;
         } else if (((unsigned char)text[i] & 0xC0) != 0x80) { /* not a UTF-8 continuation byte */

@@ -438,6 +438,18 @@ static void test_json_round_trip(void **state)
     free(json);
     free(again);
 
+    /* Short values written over longer defaults ("job", "gpt-tiny") and the name taken from the
+     * file: the round trip must still be exact, byte for byte. */
+    static const char *const short_specs[] = {"data: {path: /x}\nname: a\n", "data: {path: x}\n",
+                                              "data: {path: /x}\nmodel: {preset: gpt-tiny}\n"};
+    for (size_t i = 0; i < sizeof short_specs / sizeof short_specs[0]; i++) {
+        assert_int_equal(parse_str(short_specs[i], &s, &d), 0);
+        json = atom_spec_to_json(&s);
+        assert_int_equal(atom_spec_from_json(json, &back, &err), 0);
+        assert_memory_equal(&s, &back, sizeof s);
+        free(json);
+    }
+
     /* Strict reading: atom wrote it, so anything unexpected is a version mismatch. */
     assert_int_equal(atom_spec_from_json("{\"training\": {\"stepz\": 1}}", &back, &err), -1);
     assert_non_null(strstr(err.msg, "training.stepz"));
