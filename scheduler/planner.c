@@ -21,6 +21,7 @@ typedef struct job_shape {
     int per_node;     /* gpus_per_node, 0 when the job takes what nodes have */
     int unit_gpus;    /* GPUs of one unit: tensor, or per_node */
     long need;        /* units to place */
+    bool cuda;        /* device: cuda asks for real GPUs */
 } job_shape;
 
 void atom_placement_free(atom_placement *pl)
@@ -107,6 +108,13 @@ int atom_planner_init(atom_planner *pl, const atom_inventory *inv, atom_err *err
         if (node->switch_id < 0 || node->switch_id >= inv->n_switches)
             return atom_errf(err, "planner: node %s has switch index %d of %d", node->name,
                              node->switch_id, inv->n_switches);
+        if (node->has_gpus != inv->nodes[0].has_gpus)
+            /* One job's ranks all run one backend; a job spread over GPU nodes and CPU-only
+             * nodes would not, so the planner keeps to inventories of one kind. */
+            return atom_errf(err, "planner: inventory %s mixes nodes with GPUs (%s) and CPU-only "
+                             "nodes (%s); list them in separate inventories", inv->name,
+                             node->has_gpus ? node->name : inv->nodes[0].name,
+                             node->has_gpus ? inv->nodes[0].name : node->name);
         if (node->gpus > pl->max_gpus)
             pl->max_gpus = node->gpus;
         total += node->gpus;
@@ -198,6 +206,7 @@ static int job_shape_of(const atom_planner *pl, const atom_spec *spec, job_shape
         return atom_errf(err, "planner: %d x %d ranks is more than any cluster", js->tensor,
                          js->data);
     js->world = js->tensor * js->data;
+    js->cuda = spec->resources.device == ATOM_DEVICE_CUDA;
     if (spec->resources.gpus != 0 && spec->resources.gpus != js->world)
         return atom_errf(err, "planner: resources.gpus is %d but tensor x data is %d",
                          spec->resources.gpus, js->world);
@@ -347,6 +356,12 @@ static void explain_refusal(const atom_planner *pl, const job_shape *js, const b
 static atom_place_result assess(atom_planner *pl, const job_shape *js, const bool *exclude,
                                 char *why, size_t why_len)
 {
+    if (js->cuda && !pl->inv->nodes[0].has_gpus) {
+        if (why && why_len)
+            snprintf(why, why_len, "needs %d CUDA GPUs; this cluster cannot hold it even when "
+                     "idle: its nodes have CPU slots only", js->world);
+        return ATOM_PLACE_NO_FIT;
+    }
     if (js->unit_gpus > pl->max_gpus || (long)js->world > pl->free_total) {
         /* Neither check looks at a switch: the common refusals cost nothing. */
         long idle = idle_capacity(pl, js, exclude);

@@ -17,7 +17,9 @@
  *     last partial piece of the job on the tightest node that holds it, so whole nodes stay whole;
  *   - resources.gpus_per_node, when set, puts exactly that many ranks on every node used;
  *   - nodes that are down or drained (set_node_up) and nodes excluded for one job (a node that
- *     failed this job before) are never used.
+ *     failed this job before) are never used;
+ *   - an inventory is all GPU nodes or all CPU-only nodes (atom_planner_init refuses a mix), and a
+ *     job whose device is cuda never fits on CPU-only nodes.
  *
  * Per switch the planner keeps a histogram of its nodes' free GPU counts, so a job that cannot fit
  * is refused in O(switches x GPUs per node) without looking at a node.

@@ -591,6 +591,36 @@ static void test_set_busy_bounds(void **state)
     atom_inventory_free(&inv);
 }
 
+static void test_device_kinds(void **state)
+{
+    (void)state;
+    atom_inventory inv;
+    lab(&inv);
+    atom_planner pl;
+    atom_err err = {{0}};
+    /* a CPU-only node among GPU nodes: refused at init, naming both kinds */
+    inv.nodes[5].has_gpus = false;
+    assert_int_equal(atom_planner_init(&pl, &inv, &err), -1);
+    assert_non_null(strstr(err.msg, "node05"));
+    /* all CPU-only: a cuda job never fits, a cpu job does */
+    for (int n = 0; n < inv.n_nodes; n++)
+        inv.nodes[n].has_gpus = false;
+    assert_int_equal(atom_planner_init(&pl, &inv, &err), 0);
+    atom_spec spec = job(2, 2, 0);
+    spec.resources.device = ATOM_DEVICE_CUDA;
+    atom_placement p;
+    char why[256];
+    assert_int_equal(atom_planner_place(&pl, &spec, NULL, &p, why, sizeof why, &err),
+                     ATOM_PLACE_NO_FIT);
+    assert_non_null(strstr(why, "CPU slots only"));
+    spec.resources.device = ATOM_DEVICE_CPU;
+    assert_int_equal(atom_planner_place(&pl, &spec, NULL, &p, why, sizeof why, &err),
+                     ATOM_PLACE_OK);
+    atom_placement_free(&p);
+    atom_planner_free(&pl);
+    atom_inventory_free(&inv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +631,7 @@ int main(void)
         cmocka_unit_test(test_refusals_say_why),
         cmocka_unit_test(test_gpus_per_node),
         cmocka_unit_test(test_set_busy_bounds),
+        cmocka_unit_test(test_device_kinds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
