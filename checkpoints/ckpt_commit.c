@@ -111,7 +111,8 @@ static int apply_retention(const char *dir, int keep, atom_ckpt_err *err) {
     return rc;
 }
 
-static int commit_local(const char *dir, int64_t step, int keep, atom_ckpt_err *err) {
+static int commit_local(const char *dir, int64_t step, int keep, MPI_Comm comm,
+                        atom_ckpt_err *err) {
     char tmp[4096], final[4096], link_tmp[4096], link[4096];
     ckpt_file_name(tmp, sizeof tmp, dir, step, true);
     ckpt_file_name(final, sizeof final, dir, step, false);
@@ -126,6 +127,7 @@ static int commit_local(const char *dir, int64_t step, int keep, atom_ckpt_err *
     if (fsync_path(dir, O_RDONLY | O_DIRECTORY, err) != 0) {
         return -1;
     }
+    ckpt_fault_point(comm, "renamed");
     /* The link is relative so that the folder can be moved or mounted elsewhere. */
     const char *target = strrchr(final, '/') ? strrchr(final, '/') + 1 : final;
     unlink(link_tmp);
@@ -145,7 +147,7 @@ int atom_ckpt_commit(const char *dir, int64_t step, MPI_Comm comm, int keep, ato
     int rank, rc = 0;
     MPI_Comm_rank(comm, &rank);
     if (rank == 0) {
-        rc = commit_local(dir, step, keep, err);
+        rc = commit_local(dir, step, keep, comm, err);
     }
     return ckpt_agree(comm, rc, err);
 }

@@ -29,6 +29,12 @@ void ckpt_h5_quiet(void);
  * message of the lowest failing rank. */
 int ckpt_agree(MPI_Comm comm, int rc, atom_ckpt_err *err);
 
+/* Fault injection for the crash tests (docs/checkpoint-format.md): when the environment has
+ * ATOM_CKPT_KILL_AT=<rank>:<point> and this is that rank of comm at that point, the process
+ * SIGKILLs itself. Points: "dataset-N" (after the N-th dataset write of a file), "renamed"
+ * (after the commit's rename, before `latest` moves). */
+void ckpt_fault_point(MPI_Comm comm, const char *point);
+
 /* ---- names ---- */
 /* DIR/ckpt-<step>.h5, or with .tmp appended. */
 void ckpt_file_name(char *buf, size_t size, const char *dir, int64_t step, bool tmp);

@@ -2,6 +2,7 @@
  * module. */
 #include "checkpoints/ckpt_internal.h"
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,20 @@ int ckpt_agree(MPI_Comm comm, int rc, atom_ckpt_err *err) {
     }
     MPI_Bcast(err->msg, (int)sizeof err->msg, MPI_CHAR, first, comm);
     return -1;
+}
+
+void ckpt_fault_point(MPI_Comm comm, const char *point) {
+    const char *at = getenv("ATOM_CKPT_KILL_AT");
+    if (!at || !*at) {
+        return;
+    }
+    char *colon;
+    long who = strtol(at, &colon, 10);
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (*colon == ':' && who == rank && strcmp(colon + 1, point) == 0) {
+        raise(SIGKILL);
+    }
 }
 
 /* ---- CRC32C (Castagnoli polynomial 0x1EDC6F41, reflected 0x82F63B78) ---- */

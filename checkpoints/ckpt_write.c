@@ -147,7 +147,7 @@ static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero pass */
-    int rc = 0;
+    int rc = 0, written = 0;
     float dummy = 0;
     for (int k = 0; k < CKPT_KINDS && rc == 0; k++) {
         hid_t group = H5Gcreate2(file, ckpt_kind_names[k], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -196,6 +196,9 @@ static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
             H5Sclose(mspace);
             H5Sclose(fspace);
             H5Dclose(ds);
+            char point[32];
+            snprintf(point, sizeof point, "dataset-%d", ++written);
+            ckpt_fault_point(comm, point);
         }
         H5Gclose(group);
     }

@@ -37,10 +37,11 @@ extern int tm_failures;
 #define CHECK(cond, ...)                                                                        \
     do {                                                                                        \
         if (!(cond)) {                                                                          \
+            char check_msg_[1536];                                                              \
+            snprintf(check_msg_, sizeof check_msg_, __VA_ARGS__);                               \
             tm_failures++;                                                                      \
-            fprintf(stderr, "%s:%d: CHECK(%s) failed: ", __FILE__, __LINE__, #cond);            \
-            fprintf(stderr, __VA_ARGS__);                                                       \
-            fputc('\n', stderr);                                                                \
+            fprintf(stderr, "%s:%d: CHECK(%s) failed: %s\n", __FILE__, __LINE__, #cond,         \
+                    check_msg_);                                                                \
         }                                                                                       \
     } while (0)
 /* Collective over MPI_COMM_WORLD: finalizes MPI and returns the exit status. */
