@@ -1,0 +1,669 @@
+/* scheduler/atomctl_jobs.c: atomctl's job and node commands, each one request to atomd (see
+ * atomctl_jobs.h), and `atomctl run`, which starts a private atomd when none is reachable.
+ */
+#include "scheduler/atomctl_jobs.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/common.h"
+#include "scheduler/client.h"
+
+extern char **environ;
+
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+
+/* The flags every command may take; each command says which of them it accepts. */
+typedef struct cli_opts {
+    char socket[108];
+    bool json, all, follow;
+    int rank, attempt;
+    const char *reason, *cluster;
+    char **args;
+    int n_args;
+} cli_opts;
+
+static int usage_error(const char *cmd, const char *synopsis, const char *fmt, const char *arg)
+{
+    fprintf(stderr, "atomctl %s: ", cmd);
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, "\nusage: atomctl %s %s\n", cmd, synopsis);
+    return EXIT_USAGE;
+}
+
+/* accepted: letters of the flags this command takes (j json, a all, f follow, r rank,
+ * t attempt, R reason, C cluster; s socket always). Returns -1 after printing usage or help
+ * (*rc says which exit code). */
+static int parse_opts(int argc, char **argv, const char *accepted, int min_args, int max_args,
+                      const char *synopsis, cli_opts *o, int *rc)
+{
+    static const struct option longopts[] = {
+        {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+        {"all", no_argument, NULL, 'a'},          {"follow", no_argument, NULL, 'f'},
+        {"rank", required_argument, NULL, 'r'},   {"attempt", required_argument, NULL, 't'},
+        {"reason", required_argument, NULL, 'R'}, {"cluster", required_argument, NULL, 'C'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    memset(o, 0, sizeof *o);
+    o->rank = -1;
+    atom_client_default_socket(o->socket, sizeof o->socket);
+    const char *cmd = argv[0];
+    optind = 0; /* a fresh getopt for this command's argv */
+    opterr = 0;
+    int opt;
+    while ((opt = getopt_long(argc, argv, "s:jafr:t:R:C:h", longopts, NULL)) != -1) {
+        if (opt == 'h') {
+            printf("usage: atomctl %s %s\n", cmd, synopsis);
+            *rc = EXIT_OK;
+            return -1;
+        }
+        if (opt == '?' || (opt != 's' && !strchr(accepted, opt))) {
+            *rc = usage_error(cmd, synopsis, "unknown or misplaced option '%s'", argv[optind - 1]);
+            return -1;
+        }
+        char *end = NULL;
+        switch (opt) {
+        case 's': snprintf(o->socket, sizeof o->socket, "%s", optarg); break;
+        case 'j': o->json = true; break;
+        case 'a': o->all = true; break;
+        case 'f': o->follow = true; break;
+        case 'R': o->reason = optarg; break;
+        case 'C': o->cluster = optarg; break;
+        case 'r':
+        case 't': {
+            long v = strtol(optarg, &end, 10);
+            if (!end || *end || v < 0 || v > INT_MAX) {
+                *rc = usage_error(cmd, synopsis, "'%s' is not a number", optarg);
+                return -1;
+            }
+            if (opt == 'r')
+                o->rank = (int)v;
+            else
+                o->attempt = (int)v;
+            break;
+        }
+        }
+    }
+    /* GNU getopt has moved the operands after the flags, wherever they were given. */
+    while (optind < argc) {
+        if (!o->args)
+            o->args = calloc(8, sizeof *o->args);
+        if (o->n_args >= 8 || !o->args) {
+            *rc = usage_error(cmd, synopsis, "too many arguments%s", "");
+            return -1;
+        }
+        o->args[o->n_args++] = argv[optind++];
+    }
+    if (o->n_args < min_args || o->n_args > max_args) {
+        *rc = usage_error(cmd, synopsis, o->n_args < min_args ? "missing argument%s" : "too many arguments%s", "");
+        free(o->args);
+        o->args = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* One request and its answer; prints the error and sets *rc when it fails. */
+static json_t *call(const cli_opts *o, json_t *req, int *rc)
+{
+    atom_client c;
+    atom_err err = {{0}};
+    int not_running = 0;
+    json_t *ans = NULL;
+    if (atom_client_connect(&c, o->socket, &not_running, &err)) {
+        fprintf(stderr, "atomctl: %s\n", err.msg);
+        *rc = ATOM_EXIT_NO_DAEMON;
+    } else if (!(ans = atom_client_call(&c, req, &err))) {
+        fprintf(stderr, "atomctl: %s\n", err.msg);
+        *rc = ATOM_EXIT_NO_DAEMON;
+    } else if (!json_is_true(json_object_get(ans, "ok"))) {
+        fprintf(stderr, "atomctl: atomd: %s\n", json_string_value(json_object_get(ans, "error")));
+        *rc = EXIT_FAILED;
+        json_decref(ans);
+        ans = NULL;
+    }
+    atom_client_close(&c);
+    json_decref(req);
+    return ans;
+}
+
+static int job_id_arg(const char *cmd, const char *text, json_int_t *id)
+{
+    char *end = NULL;
+    long long v = strtoll(text, &end, 10);
+    if (!end || *end || v <= 0) {
+        fprintf(stderr, "atomctl %s: '%s' is not a job id\n", cmd, text);
+        return -1;
+    }
+    *id = (json_int_t)v;
+    return 0;
+}
+
+static void print_json(json_t *o)
+{
+    char *text = json_dumps(o, JSON_INDENT(2));
+    if (text)
+        printf("%s\n", text);
+    free(text);
+}
+
+static const char *str(json_t *o, const char *key)
+{
+    const char *s = json_string_value(json_object_get(o, key));
+    return s ? s : "";
+}
+
+static long long num(json_t *o, const char *key) { return (long long)json_integer_value(json_object_get(o, key)); }
+
+/* ---- submit ------------------------------------------------------------------------------ */
+
+/* Validates locally (every mistake with file:line:column) and submits; *id gets the job id. */
+static int submit_file(const cli_opts *o, const char *path, json_int_t *id, bool quiet)
+{
+    atom_spec spec;
+    atom_diags diags = {0};
+    if (atom_spec_load(path, &spec, &diags)) {
+        atom_diags_print(&diags, stderr);
+        atom_diags_free(&diags);
+        return EXIT_FAILED;
+    }
+    atom_diags_free(&diags);
+    char *text = atom_spec_to_json(&spec);
+    if (!text) {
+        fprintf(stderr, "atomctl: out of memory\n");
+        return EXIT_FAILED;
+    }
+    int rc = EXIT_OK;
+    json_t *ans = call(o, json_pack("{s:s,s:s}", "op", "submit", "spec", text), &rc);
+    free(text);
+    if (!ans)
+        return rc;
+    *id = json_integer_value(json_object_get(ans, "job"));
+    if (o->json && !quiet)
+        print_json(ans);
+    else if (!quiet)
+        printf("submitted job %" JSON_INTEGER_FORMAT " (%s)\n", *id, str(ans, "name"));
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int atomctl_cmd_submit(int argc, char **argv)
+{
+    cli_opts o;
+    int rc;
+    if (parse_opts(argc, argv, "j", 1, 1, "JOB.yaml [--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_int_t id = 0;
+    rc = submit_file(&o, o.args[0], &id, false);
+    free(o.args);
+    return rc;
+}
+
+/* ---- status, queue, show, nodes ---------------------------------------------------------- */
+
+static void fmt_duration(double secs, char *out, size_t len)
+{
+    if (!isfinite(secs) || secs < 0)
+        snprintf(out, len, "-");
+    else if (secs < 120)
+        snprintf(out, len, "%.0fs", secs);
+    else if (secs < 7200)
+        snprintf(out, len, "%.0fm", secs / 60);
+    else
+        snprintf(out, len, "%.1fh", secs / 3600);
+}
+
+static void print_job_header(void)
+{
+    printf("%-6s %-16s %-10s %-10s %-9s %5s %13s %8s %9s %6s %4s  %s\n", "JOB", "NAME", "OWNER", "PROJECT", "STATE",
+           "GPUS", "STEP/STEPS", "LOSS", "TOK/S", "CKPT", "RST", "INFO");
+}
+
+static void print_job_line(json_t *j)
+{
+    char step[32] = "-", loss[16] = "-", tps[16] = "-", ckpt[16] = "-";
+    if (json_object_get(j, "step")) {
+        snprintf(step, sizeof step, "%lld/%lld", num(j, "step"), num(j, "steps"));
+        json_t *l = json_object_get(j, "loss");
+        if (json_is_number(l))
+            snprintf(loss, sizeof loss, "%.4f", json_number_value(l));
+        snprintf(tps, sizeof tps, "%.0f", json_number_value(json_object_get(j, "tokens_per_s")));
+        if (num(j, "last_checkpoint") >= 0)
+            snprintf(ckpt, sizeof ckpt, "%lld", num(j, "last_checkpoint"));
+    } else {
+        snprintf(step, sizeof step, "-/%lld", num(j, "steps"));
+    }
+    char info[160] = "";
+    const char *state = str(j, "state");
+    if (strcmp(state, "running") == 0) {
+        json_t *nodes = json_object_get(j, "nodes");
+        size_t len = (size_t)snprintf(info, sizeof info, "on ");
+        size_t i;
+        json_t *v;
+        json_array_foreach(nodes, i, v) {
+            if (len < sizeof info - 2)
+                len += (size_t)snprintf(info + len, sizeof info - len, "%s%s", i ? "," : "", json_string_value(v));
+        }
+        char up[16];
+        fmt_duration(atom_now() - json_number_value(json_object_get(j, "start_time")), up, sizeof up);
+        if (len < sizeof info - 2)
+            snprintf(info + len, sizeof info - len, " for %s", up);
+    } else {
+        snprintf(info, sizeof info, "%s", str(j, "reason"));
+    }
+    printf("%-6lld %-16.16s %-10.10s %-10.10s %-9s %5lld %13s %8s %9s %6s %4lld  %.60s\n", num(j, "id"), str(j, "name"),
+           str(j, "owner"), str(j, "project"), state, num(j, "gpus"), step, loss, tps, ckpt, num(j, "restarts"), info);
+}
+
+int atomctl_cmd_status(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "j", 0, 0, "[--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_t *ans = call(&o, json_pack("{s:s}", "op", "status"), &rc);
+    if (!ans)
+        return rc;
+    if (o.json) {
+        print_json(ans);
+    } else {
+        json_t *n = json_object_get(ans, "nodes"), *g = json_object_get(ans, "gpus");
+        printf("cluster %s: nodes %lld up, %lld drained, %lld down; GPUs %lld busy, %lld free of %lld",
+               str(ans, "cluster"), num(n, "up"), num(n, "drained"), num(n, "down"), num(g, "busy"), num(g, "free"),
+               num(g, "total"));
+        if (num(g, "offline"))
+            printf(" (%lld offline)", num(g, "offline"));
+        printf("\njobs: %lld running, %lld pending\n", num(ans, "running"), num(ans, "pending"));
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(ans, "node_list"), i, v) {
+            if (strcmp(str(v, "state"), "up") != 0)
+                printf("node %s %s: %s\n", str(v, "name"), str(v, "state"), str(v, "reason"));
+        }
+        json_t *jobs = json_object_get(ans, "jobs");
+        if (json_array_size(jobs)) {
+            printf("\n");
+            print_job_header();
+            json_array_foreach(jobs, i, v) print_job_line(v);
+        }
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int atomctl_cmd_queue(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "ja", 0, 0, "[--all] [--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_t *req = json_pack("{s:s}", "op", "queue");
+    if (o.all)
+        json_object_set_new(req, "all", json_true());
+    json_t *ans = call(&o, req, &rc);
+    if (!ans)
+        return rc;
+    if (o.json) {
+        print_json(ans);
+    } else {
+        print_job_header();
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(ans, "jobs"), i, v) print_job_line(v);
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int atomctl_cmd_show(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "j", 1, 1, "JOB [--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_int_t id;
+    if (job_id_arg("show", o.args[0], &id)) {
+        free(o.args);
+        return EXIT_USAGE;
+    }
+    free(o.args);
+    json_t *ans = call(&o, json_pack("{s:s,s:I}", "op", "show", "job", id), &rc);
+    if (!ans)
+        return rc;
+    if (o.json) {
+        print_json(ans);
+    } else {
+        json_t *j = json_object_get(ans, "job");
+        printf("job %lld: %s\n  owner %s, project %s, priority %lld, %lld GPUs\n  state %s: %s\n", num(j, "id"),
+               str(j, "name"), str(j, "owner"), str(j, "project"), num(j, "priority"), num(j, "gpus"), str(j, "state"),
+               str(j, "reason"));
+        if (json_object_get(j, "step"))
+            printf("  step %lld/%lld, loss %.4f, %.0f tokens/s, last checkpoint %lld\n", num(j, "step"), num(j, "steps"),
+                   json_number_value(json_object_get(j, "loss")),
+                   json_number_value(json_object_get(j, "tokens_per_s")), num(j, "last_checkpoint"));
+        printf("  attempts %lld, restarts %lld, exit code %lld\n", num(j, "attempts"), num(j, "restarts"),
+               num(j, "exit_code"));
+        size_t i;
+        json_t *a;
+        json_array_foreach(json_object_get(ans, "attempts"), i, a) {
+            printf("  attempt %lld: %s, exit %lld%s%s\n    %s\n", num(a, "attempt"), str(a, "state"), num(a, "exit_code"),
+                   str(a, "reason")[0] ? ", " : "", str(a, "reason"), str(a, "run_dir"));
+        }
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int atomctl_cmd_nodes(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "j", 0, 0, "[--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_t *ans = call(&o, json_pack("{s:s}", "op", "nodes"), &rc);
+    if (!ans)
+        return rc;
+    if (o.json) {
+        print_json(ans);
+    } else {
+        printf("%-20s %-10s %-8s %5s %5s %8s  %s\n", "NODE", "SWITCH", "STATE", "GPUS", "FREE", "FAILURES", "REASON");
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(ans, "nodes"), i, v) {
+            printf("%-20s %-10s %-8s %5lld %5lld %8lld  %s\n", str(v, "name"), str(v, "switch"), str(v, "state"),
+                   num(v, "gpus"), num(v, "free"), num(v, "failures"), str(v, "reason"));
+        }
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+/* ---- cancel, drain, resume ----------------------------------------------------------------- */
+
+int atomctl_cmd_cancel(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "", 1, 1, "JOB [--socket PATH]", &o, &rc))
+        return rc;
+    json_int_t id;
+    int bad = job_id_arg("cancel", o.args[0], &id);
+    free(o.args);
+    if (bad)
+        return EXIT_USAGE;
+    json_t *ans = call(&o, json_pack("{s:s,s:I}", "op", "cancel", "job", id), &rc);
+    if (!ans)
+        return rc;
+    printf("job %" JSON_INTEGER_FORMAT ": %s\n", id,
+           strcmp(str(ans, "state"), "cancelled") == 0 ? "cancelled" : "cancelling (stopping its attempt)");
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+static int node_cmd(int argc, char **argv, const char *op)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, strcmp(op, "drain") == 0 ? "R" : "", 1, 1,
+                   strcmp(op, "drain") == 0 ? "NODE [--reason TEXT] [--socket PATH]" : "NODE [--socket PATH]", &o, &rc))
+        return rc;
+    json_t *req = json_pack("{s:s,s:s}", "op", op, "node", o.args[0]);
+    if (o.reason)
+        json_object_set_new(req, "reason", json_string(o.reason));
+    free(o.args);
+    json_t *ans = call(&o, req, &rc);
+    if (!ans)
+        return rc;
+    printf("node %s: %s\n", str(ans, "node"), str(ans, "state"));
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int atomctl_cmd_drain(int argc, char **argv) { return node_cmd(argc, argv, "drain"); }
+int atomctl_cmd_resume(int argc, char **argv) { return node_cmd(argc, argv, "resume"); }
+
+/* ---- logs ----------------------------------------------------------------------------------- */
+
+static void sleep_s(double s)
+{
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+int atomctl_cmd_logs(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "frt", 1, 1, "JOB [-f] [--rank N] [--attempt N] [--socket PATH]", &o, &rc))
+        return rc;
+    json_int_t id;
+    int bad = job_id_arg("logs", o.args[0], &id);
+    free(o.args);
+    if (bad)
+        return EXIT_USAGE;
+    json_int_t offset = 0;
+    int attempt = o.attempt;
+    for (;;) {
+        json_t *req = json_pack("{s:s,s:I,s:I}", "op", "logs", "job", id, "offset", offset);
+        if (o.rank >= 0)
+            json_object_set_new(req, "rank", json_integer(o.rank));
+        if (attempt > 0)
+            json_object_set_new(req, "attempt", json_integer(attempt));
+        json_t *ans = call(&o, req, &rc);
+        if (!ans)
+            return rc;
+        const char *data = str(ans, "data");
+        fputs(data, stdout);
+        fflush(stdout);
+        json_int_t next = json_integer_value(json_object_get(ans, "offset"));
+        bool ended = json_is_true(json_object_get(ans, "ended"));
+        int got_attempt = (int)num(ans, "attempt");
+        bool moved = next != offset;
+        json_decref(ans);
+        offset = next;
+        if (!o.follow)
+            return EXIT_OK;
+        if (moved)
+            continue; /* more may be there at once */
+        if (ended) {
+            /* A requeued job goes on in its next attempt; a finished one stops here. */
+            json_t *show = call(&o, json_pack("{s:s,s:I}", "op", "show", "job", id), &rc);
+            if (!show)
+                return rc;
+            json_t *j = json_object_get(show, "job");
+            int attempts = (int)num(j, "attempts");
+            bool final = strcmp(str(j, "state"), "pending") != 0 && strcmp(str(j, "state"), "running") != 0;
+            json_decref(show);
+            if (o.attempt <= 0 && attempts > got_attempt) {
+                attempt = got_attempt + 1;
+                offset = 0;
+                printf("---- attempt %d ----\n", attempt);
+                continue;
+            }
+            if (final)
+                return EXIT_OK;
+        }
+        sleep_s(0.5);
+    }
+}
+
+/* ---- run ------------------------------------------------------------------------------------- */
+
+/* The atomd beside this atomctl (or ATOM_ATOMD). */
+static int find_atomd(char *path, size_t len)
+{
+    const char *env = getenv("ATOM_ATOMD");
+    if (env && env[0]) {
+        snprintf(path, len, "%s", env);
+        return access(path, X_OK);
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0)
+        return -1;
+    self[n] = 0;
+    if ((size_t)snprintf(path, len, "%s/atomd", dirname(self)) >= len)
+        return -1;
+    return access(path, X_OK);
+}
+
+/* Starts a private atomd on o->socket that exits once idle; waits until it answers. */
+static int start_private_atomd(const cli_opts *o)
+{
+    char atomd[PATH_MAX];
+    if (find_atomd(atomd, sizeof atomd)) {
+        fprintf(stderr, "atomctl run: no atomd is running and none was found next to atomctl (set ATOM_ATOMD)\n");
+        return ATOM_EXIT_NO_DAEMON;
+    }
+    char state[PATH_MAX];
+    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+    if (getenv("ATOM_STATE_DIR"))
+        snprintf(state, sizeof state, "%s", getenv("ATOM_STATE_DIR"));
+    else if (xdg && xdg[0])
+        snprintf(state, sizeof state, "%s/atom", xdg);
+    else
+        snprintf(state, sizeof state, "%s/.local/state/atom", home && home[0] ? home : "/tmp");
+    char log_path[PATH_MAX + 32];
+    snprintf(log_path, sizeof log_path, "%s.atomd.log", o->socket);
+    char *argv[16];
+    int n = 0;
+    argv[n++] = atomd;
+    argv[n++] = "--socket";
+    argv[n++] = (char *)o->socket;
+    argv[n++] = "--state-dir";
+    argv[n++] = state;
+    argv[n++] = "--idle-exit";
+    argv[n++] = "60";
+    if (o->cluster) {
+        argv[n++] = "--cluster";
+        argv[n++] = (char *)o->cluster;
+    }
+    argv[n] = NULL;
+    /* Its own session, so that it outlives this atomctl and ignores the terminal's ^C. */
+    posix_spawnattr_t attr;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    /* The socket's folder may not exist yet: atomd creates it, the log goes to /dev/null then. */
+    char sock_dir[PATH_MAX];
+    snprintf(sock_dir, sizeof sock_dir, "%s", o->socket);
+    mkdir(dirname(sock_dir), 0700);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    pid_t pid;
+    int rc = posix_spawn(&pid, atomd, &fa, &attr, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc) {
+        fprintf(stderr, "atomctl run: cannot start %s: %s\n", atomd, strerror(rc));
+        return ATOM_EXIT_NO_DAEMON;
+    }
+    fprintf(stderr, "atomctl run: started a private atomd (pid %d, state in %s, log %s)\n", (int)pid, state, log_path);
+    for (int i = 0; i < 200; i++) {
+        atom_client c;
+        atom_err err = {{0}};
+        if (atom_client_connect(&c, o->socket, NULL, &err) == 0) {
+            atom_client_close(&c);
+            return EXIT_OK;
+        }
+        sleep_s(0.05);
+    }
+    fprintf(stderr, "atomctl run: the private atomd did not come up within 10 s (see %s)\n", log_path);
+    return ATOM_EXIT_NO_DAEMON;
+}
+
+int atomctl_cmd_run(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "C", 1, 1, "JOB.yaml [--cluster INVENTORY.yaml] [--socket PATH]", &o, &rc))
+        return rc;
+    const char *path = o.args[0];
+    /* Validate before starting anything: a bad spec needs no daemon. */
+    atom_spec spec;
+    atom_diags diags = {0};
+    if (atom_spec_load(path, &spec, &diags)) {
+        atom_diags_print(&diags, stderr);
+        atom_diags_free(&diags);
+        free(o.args);
+        return EXIT_FAILED;
+    }
+    atom_diags_free(&diags);
+    atom_client c;
+    atom_err err = {{0}};
+    int not_running = 0;
+    if (atom_client_connect(&c, o.socket, &not_running, &err) == 0)
+        atom_client_close(&c);
+    else if (!not_running || (rc = start_private_atomd(&o)) != EXIT_OK) {
+        if (!not_running)
+            fprintf(stderr, "atomctl: %s\n", err.msg);
+        free(o.args);
+        return not_running ? rc : ATOM_EXIT_NO_DAEMON;
+    }
+    json_int_t id = 0;
+    rc = submit_file(&o, path, &id, true);
+    free(o.args);
+    if (rc)
+        return rc;
+    fprintf(stderr, "job %" JSON_INTEGER_FORMAT " submitted\n", id);
+    bool tty = isatty(STDERR_FILENO);
+    char last[256] = "";
+    for (;;) {
+        json_t *ans = call(&o, json_pack("{s:s,s:I}", "op", "show", "job", id), &rc);
+        if (!ans)
+            return rc;
+        json_t *j = json_object_get(ans, "job"), *s = json_object_get(ans, "spec");
+        const char *state = str(j, "state");
+        char line[256];
+        if (json_object_get(j, "step")) {
+            long long step = num(j, "step"), steps = num(j, "steps");
+            double tps = json_number_value(json_object_get(j, "tokens_per_s"));
+            double tokens_per_step = (double)num(json_object_get(s, "training"), "global_batch") *
+                                     (double)num(json_object_get(s, "model"), "context");
+            char eta[16] = "-";
+            if (tps > 0 && tokens_per_step > 0)
+                fmt_duration((double)(steps - step) * tokens_per_step / tps, eta, sizeof eta);
+            int width = 24, filled = steps > 0 ? (int)(width * step / steps) : 0;
+            char bar[32];
+            for (int i = 0; i < width; i++)
+                bar[i] = i < filled ? '#' : '.';
+            bar[width] = 0;
+            json_t *l = json_object_get(j, "loss");
+            snprintf(line, sizeof line, "[%s] step %lld/%lld  loss %.4f  %.0f tok/s  ETA %s  (%s%s)", bar, step,
+                     steps, json_is_number(l) ? json_number_value(l) : NAN, tps, eta, state,
+                     num(j, "restarts") ? ", restarted" : "");
+        } else {
+            snprintf(line, sizeof line, "%s: %.200s", state, str(j, "reason"));
+        }
+        if (strcmp(line, last) != 0) {
+            fprintf(stderr, tty ? "\r\033[K%s" : "%s\n", line);
+            snprintf(last, sizeof last, "%s", line);
+        }
+        bool final = strcmp(state, "pending") != 0 && strcmp(state, "running") != 0;
+        if (final) {
+            if (tty)
+                fputc('\n', stderr);
+            fprintf(stderr, "job %" JSON_INTEGER_FORMAT " %s: %s\n", id, state, str(j, "reason"));
+            rc = strcmp(state, "done") == 0 ? EXIT_OK : EXIT_FAILED;
+            json_decref(ans);
+            return rc;
+        }
+        json_decref(ans);
+        sleep_s(0.5);
+    }
+}
