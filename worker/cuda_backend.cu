@@ -7,8 +7,9 @@
  * same arguments the CPU backend gives cblas_sgemm (see gemm_rowmajor for the mapping). The
  * rest is memory moves and a few reductions (column sums, the sum of squares).
  *
- * Everything is queued on the default stream, in call order, from the thread that drives the
- * model; to_host/from_host/synchronize wait for it. The ops return nothing (the table's
+ * Everything is queued on the legacy default stream, in call order, from the thread that drives
+ * the model; to_host/from_host/synchronize wait for it. The collectives' NCCL backend orders its
+ * own stream after that one (coll_config.cuda_compute_stream NULL). The ops return nothing (the table's
  * contract), so a failed CUDA or cuBLAS call is recorded: the first one is logged with the call,
  * file and line, and from then on synchronize, to_host and from_host return -1, which the model
  * turns into an error. All arithmetic is fp32 (cuBLAS in its default, non-TF32 math mode), so a
@@ -77,6 +78,32 @@ static unsigned blocks_for(int64_t n)
 #define FOR_EACH_INDEX(i, n)                                                               \
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);              \
          i += (int64_t)gridDim.x * blockDim.x)
+
+/* Column sums (bias and LayerNorm parameter gradients) run one block per tile of TILE_COLS
+ * columns: threadIdx.x picks the column (a warp reads 32 neighbouring floats of a row) and
+ * threadIdx.y every TILE_ROWS-th row, then the block adds its TILE_ROWS partial sums. */
+#define TILE_COLS 32
+#define TILE_ROWS 32
+
+/* The sum over threadIdx.y of `value`, per column threadIdx.x; every thread of the block must
+ * call it. Callable twice in a row: the last barrier keeps the next call's writes behind this
+ * call's reads. */
+static __device__ float column_tile_sum(float value)
+{
+    __shared__ float partial[TILE_ROWS][TILE_COLS];
+    partial[threadIdx.y][threadIdx.x] = value;
+    __syncthreads();
+    for (int half = TILE_ROWS / 2; half > 0; half /= 2) {
+        if ((int)threadIdx.y < half)
+            partial[threadIdx.y][threadIdx.x] += partial[threadIdx.y + half][threadIdx.x];
+        __syncthreads();
+    }
+    float total = partial[0][threadIdx.x];
+    __syncthreads();
+    return total;
+}
+
+static dim3 column_tiles(int cols) { return dim3((unsigned)((cols + TILE_COLS - 1) / TILE_COLS)); }
 
 /* ---- cuBLAS ---------------------------------------------------------------------------- */
 
@@ -175,7 +202,7 @@ static int cuda_synchronize(void)
 /* ---- embedding ------------------------------------------------------------------------- */
 
 /* One thread per element of out (N, C). */
-__global__ void encoder_forward_kernel(float *out, const int *tokens, const float *wte,
+static __global__ void encoder_forward_kernel(float *out, const int *tokens, const float *wte,
                                        const float *wpe, int vocab_start, int vrows, int T, int C,
                                        int64_t total)
 {
@@ -206,7 +233,7 @@ static void cuda_encoder_forward(float *out, const int *tokens, const float *wte
 /* One thread per channel, walking the positions in order: two positions with the same token
  * add into the same dwte row, and one thread per channel makes that race-free and sums in the
  * CPU's order, without atomics. */
-__global__ void encoder_backward_kernel(float *dwte, float *dwpe, const float *dout,
+static __global__ void encoder_backward_kernel(float *dwte, float *dwpe, const float *dout,
                                         const int *tokens, int vocab_start, int vrows, int N,
                                         int T, int C)
 {
@@ -236,7 +263,7 @@ static void cuda_encoder_backward(float *dwte, float *dwpe, const float *dout, c
 /* ---- LayerNorm ------------------------------------------------------------------------- */
 
 /* One thread per row: kernels.h's row function as it is. */
-__global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
+static __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
                                          const float *weight, const float *bias, int N, int C)
 {
     FOR_EACH_INDEX(n, N)
@@ -245,7 +272,7 @@ __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, c
     }
 }
 
-__global__ void layernorm_backward_rows_kernel(float *dinp, const float *dout, const float *inp,
+static __global__ void layernorm_backward_rows_kernel(float *dinp, const float *dout, const float *inp,
                                                const float *weight, const float *mean,
                                                const float *rstd, int N, int C)
 {
@@ -256,22 +283,26 @@ __global__ void layernorm_backward_rows_kernel(float *dinp, const float *dout, c
     }
 }
 
-/* The weight and bias gradients are column sums over the rows. One thread per column, rows in
- * order, calling kernels.h's per-row function on a one-column slice (C = 1): the same formula,
- * the CPU's summation order, and neighbouring threads read neighbouring floats. */
-__global__ void layernorm_param_grads_kernel(float *dweight, float *dbias, const float *dout,
-                                             const float *inp, const float *mean,
-                                             const float *rstd, int N, int C)
+/* The weight and bias gradients are column sums over the rows, by column tiles: each thread
+ * adds its rows' contributions with kernels.h's per-row function on a one-column slice
+ * (C = 1), the same formula the CPU runs. */
+static __global__ void layernorm_param_grads_kernel(float *dweight, float *dbias,
+                                                    const float *dout, const float *inp,
+                                                    const float *mean, const float *rstd, int N,
+                                                    int C)
 {
-    FOR_EACH_INDEX(c, C)
-    {
-        float dw = dweight[c], db = dbias[c];
-        for (int n = 0; n < N; n++) {
+    int c = (int)(blockIdx.x * TILE_COLS + threadIdx.x);
+    float dw = 0.0f, db = 0.0f;
+    if (c < C)
+        for (int n = (int)threadIdx.y; n < N; n += TILE_ROWS) {
             int64_t at = (int64_t)n * C + c;
             atom_layernorm_param_grads(&dw, &db, dout + at, inp + at, mean[n], rstd[n], 1);
         }
-        dweight[c] = dw;
-        dbias[c] = db;
+    float dw_total = column_tile_sum(dw);
+    float db_total = column_tile_sum(db);
+    if (threadIdx.y == 0 && c < C) {
+        dweight[c] += dw_total;
+        dbias[c] += db_total;
     }
 }
 
@@ -294,15 +325,15 @@ static void cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, c
     layernorm_backward_rows_kernel<<<blocks_for(N), THREADS>>>(dinp, dout, inp, weight, mean,
                                                                rstd, N, C);
     LAUNCH_CHECK("layernorm_backward_rows_kernel");
-    layernorm_param_grads_kernel<<<blocks_for(C), THREADS>>>(dweight, dbias, dout, inp, mean,
-                                                             rstd, N, C);
+    layernorm_param_grads_kernel<<<column_tiles(C), dim3(TILE_COLS, TILE_ROWS)>>>(
+        dweight, dbias, dout, inp, mean, rstd, N, C);
     LAUNCH_CHECK("layernorm_param_grads_kernel");
 }
 
 /* ---- Linear ---------------------------------------------------------------------------- */
 
 /* out (N, OUT): every row = bias, so the matmul can add onto it (beta = 1). */
-__global__ void fill_rows_kernel(float *out, const float *row, int64_t total, int cols)
+static __global__ void fill_rows_kernel(float *out, const float *row, int64_t total, int cols)
 {
     FOR_EACH_INDEX(i, total)
     {
@@ -310,17 +341,17 @@ __global__ void fill_rows_kernel(float *out, const float *row, int64_t total, in
     }
 }
 
-/* out (cols) += column sums of in (rows, cols): one thread per column, rows in order (the
- * CPU's order; neighbouring threads read neighbouring floats). */
-__global__ void add_column_sums_kernel(float *out, const float *in, int rows, int cols)
+/* out (cols) += column sums of in (rows, cols), by column tiles. */
+static __global__ void add_column_sums_kernel(float *out, const float *in, int rows, int cols)
 {
-    FOR_EACH_INDEX(c, cols)
-    {
-        float s = out[c];
-        for (int r = 0; r < rows; r++)
+    int c = (int)(blockIdx.x * TILE_COLS + threadIdx.x);
+    float s = 0.0f;
+    if (c < cols)
+        for (int r = (int)threadIdx.y; r < rows; r += TILE_ROWS)
             s += in[(int64_t)r * cols + c];
-        out[c] = s;
-    }
+    float total = column_tile_sum(s);
+    if (threadIdx.y == 0 && c < cols)
+        out[c] += total;
 }
 
 static void cuda_matmul_forward(float *out, const float *inp, const float *weight,
@@ -349,7 +380,8 @@ static void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, cons
     /* dweight (OUT, IN) += dout^T (OUT, N) @ inp (N, IN) */
     gemm_rowmajor1(true, false, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias && OUT > 0) {
-        add_column_sums_kernel<<<blocks_for(OUT), THREADS>>>(dbias, dout, N, OUT);
+        add_column_sums_kernel<<<column_tiles(OUT), dim3(TILE_COLS, TILE_ROWS)>>>(dbias, dout,
+                                                                                   N, OUT);
         LAUNCH_CHECK("add_column_sums_kernel");
     }
 }
@@ -360,7 +392,7 @@ static void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, cons
  * h*T*T floats into att. Between the products, one thread per score row runs kernels.h's
  * causal softmax (or its backward) on all B*NH*T rows at once. */
 
-__global__ void causal_softmax_kernel(float *att, int64_t rows, int T, float scale)
+static __global__ void causal_softmax_kernel(float *att, int64_t rows, int T, float scale)
 {
     FOR_EACH_INDEX(r, rows)
     {
@@ -368,7 +400,7 @@ __global__ void causal_softmax_kernel(float *att, int64_t rows, int T, float sca
     }
 }
 
-__global__ void causal_softmax_backward_kernel(float *datt, const float *att, int64_t rows,
+static __global__ void causal_softmax_backward_kernel(float *datt, const float *att, int64_t rows,
                                                int T)
 {
     FOR_EACH_INDEX(r, rows)
@@ -437,7 +469,7 @@ static void cuda_attention_backward(float *dqkv, float *datt, const float *dout,
 
 /* ---- elementwise ----------------------------------------------------------------------- */
 
-__global__ void gelu_forward_kernel(float *out, const float *inp, int64_t n)
+static __global__ void gelu_forward_kernel(float *out, const float *inp, int64_t n)
 {
     FOR_EACH_INDEX(i, n)
     {
@@ -445,7 +477,7 @@ __global__ void gelu_forward_kernel(float *out, const float *inp, int64_t n)
     }
 }
 
-__global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, int64_t n)
+static __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, int64_t n)
 {
     FOR_EACH_INDEX(i, n)
     {
@@ -453,7 +485,7 @@ __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float 
     }
 }
 
-__global__ void residual_forward_kernel(float *out, const float *x, const float *y,
+static __global__ void residual_forward_kernel(float *out, const float *x, const float *y,
                                         const float *bias, int64_t total, int C)
 {
     FOR_EACH_INDEX(i, total)
@@ -462,7 +494,7 @@ __global__ void residual_forward_kernel(float *out, const float *x, const float 
     }
 }
 
-__global__ void accumulate_kernel(float *out, const float *x, int64_t n)
+static __global__ void accumulate_kernel(float *out, const float *x, int64_t n)
 {
     FOR_EACH_INDEX(i, n)
     {
@@ -470,7 +502,7 @@ __global__ void accumulate_kernel(float *out, const float *x, int64_t n)
     }
 }
 
-__global__ void column_max_kernel(float *out, const float *in, int rows, int cols)
+static __global__ void column_max_kernel(float *out, const float *in, int rows, int cols)
 {
     FOR_EACH_INDEX(j, cols)
     {
@@ -525,7 +557,7 @@ static void cuda_column_max(float *out, const float *in, int rows, int cols)
 
 /* ---- cross-entropy: one thread per row, except the backward (one per element) ---------- */
 
-__global__ void ce_rowmax_kernel(float *rowmax, const float *logits, int N, int vcols, int valid)
+static __global__ void ce_rowmax_kernel(float *rowmax, const float *logits, int N, int vcols, int valid)
 {
     FOR_EACH_INDEX(n, N)
     {
@@ -533,7 +565,7 @@ __global__ void ce_rowmax_kernel(float *rowmax, const float *logits, int N, int 
     }
 }
 
-__global__ void ce_sums_kernel(float *sums, const float *logits, const float *rowmax,
+static __global__ void ce_sums_kernel(float *sums, const float *logits, const float *rowmax,
                                const int *targets, int vocab_start, int N, int vcols, int valid)
 {
     FOR_EACH_INDEX(n, N)
@@ -545,7 +577,7 @@ __global__ void ce_sums_kernel(float *sums, const float *logits, const float *ro
     }
 }
 
-__global__ void ce_loss_kernel(float *losses, const float *rowmax, const float *sums, int N)
+static __global__ void ce_loss_kernel(float *losses, const float *rowmax, const float *sums, int N)
 {
     FOR_EACH_INDEX(n, N)
     {
@@ -554,7 +586,7 @@ __global__ void ce_loss_kernel(float *losses, const float *rowmax, const float *
 }
 
 /* dlogits may alias logits: each thread reads its own element before writing it. */
-__global__ void ce_backward_kernel(float *dlogits, const float *logits, const float *rowmax,
+static __global__ void ce_backward_kernel(float *dlogits, const float *logits, const float *rowmax,
                                    const float *sums, const int *targets, int vocab_start,
                                    float dloss, int vcols, int valid, int64_t total)
 {
@@ -611,7 +643,7 @@ static void cuda_ce_backward(float *dlogits, const float *logits, const float *r
 /* ---- optimizer ------------------------------------------------------------------------- */
 
 /* Sum of the block's `value`s, in thread 0 (THREADS threads, a power of two). */
-__device__ double block_sum(double value)
+static __device__ double block_sum(double value)
 {
     __shared__ double partial[THREADS];
     partial[threadIdx.x] = value;
@@ -625,7 +657,7 @@ __device__ double block_sum(double value)
 }
 
 /* Pass 1: block b writes the sum of squares of its grid-stride share to partials[b]. */
-__global__ void sum_squares_blocks_kernel(double *partials, const float *x, int64_t n)
+static __global__ void sum_squares_blocks_kernel(double *partials, const float *x, int64_t n)
 {
     double s = 0.0;
     FOR_EACH_INDEX(i, n)
@@ -639,7 +671,7 @@ __global__ void sum_squares_blocks_kernel(double *partials, const float *x, int6
 
 /* Pass 2: one block adds the partials. Two fixed passes, no atomics: the same x gives the same
  * sum every time. */
-__global__ void sum_partials_kernel(double *result, const double *partials, int count)
+static __global__ void sum_partials_kernel(double *result, const double *partials, int count)
 {
     double s = 0.0;
     for (int i = threadIdx.x; i < count; i += blockDim.x)
@@ -670,7 +702,7 @@ static void cuda_sum_squares(double *host_result, const float *x, int64_t n)
     CUDA_CHECK(cudaFree(scratch));
 }
 
-__global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, int64_t n,
+static __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, int64_t n,
                              float lr, float beta1, float beta2, float eps, float weight_decay,
                              float beta1_correction, float beta2_correction,
                              float grad_multiplier)
