@@ -69,7 +69,8 @@ typedef struct atom_backend {
 
     /* ---- GELU (tanh approximation), elementwise ---- */
     void (*gelu_forward)(float *out, const float *inp, int64_t n);
-    /* dinp = gelu'(inp) * dout; dinp may alias dout. */
+    /* dinp = gelu'(inp) * dout. No argument may overlap another (out and inp neither in the
+     * forward): the CPU loops are vectorized on that promise. */
     void (*gelu_backward)(float *dinp, const float *inp, const float *dout, int64_t n);
 
     /* out (N, C) = x + y + bias (C, or NULL); out may alias x. The row-parallel layers' bias

@@ -24,13 +24,56 @@
 
 /* ---- GELU, tanh approximation ---------------------------------------------------------- */
 
-/* tanh through one expf: glibc's tanhf (through expm1f) was a third of a gpt-tiny step on the
- * CPU. The absolute error stays within a few float ulps of 1 (the cancellation near 0 costs
- * relative accuracy of tanh only where it is added to 1 anyway). expf overflowing to infinity
- * for large u gives exactly 1. */
+/* GELU's tanh is computed here rather than with libm's tanhf: glibc's tanhf (through expm1f)
+ * was a third of a gpt-tiny step on the CPU, and a libm call keeps gcc from vectorizing the
+ * loop. atom_exp_neg is Cephes' expf polynomial with Cody-Waite range reduction, written with
+ * no branch (the clamp compares the float's bits as an integer) so that the CPU backend's GELU
+ * loops vectorize at -O2. Measured against double tanh: absolute error under 1e-7. */
+
+static inline ATOM_HD int32_t atom_float_bits(float f)
+{
+    union {
+        float f;
+        int32_t i;
+    } u;
+    u.f = f;
+    return u.i;
+}
+
+static inline ATOM_HD float atom_bits_float(int32_t i)
+{
+    union {
+        float f;
+        int32_t i;
+    } u;
+    u.i = i;
+    return u.f;
+}
+
+/* exp(-a) for a >= 0 (a NaN gives exp(-87)). */
+static inline ATOM_HD float atom_exp_neg(float a)
+{
+    /* a >= 0, so its bits order as integers do: clamp to 87 (exp(-87) is still a normal float) */
+    int32_t ai = atom_float_bits(a), lim = 0x42AE0000; /* 87.0f */
+    float x = -atom_bits_float(ai > lim ? lim : ai);
+    /* x = n ln2 + r, |r| <= ln2 / 2; n rounded by the 1.5 * 2^23 trick */
+    float n = (x * 1.44269504088896341f - 12582912.0f) + 12582912.0f;
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    return p * atom_bits_float(((int32_t)n + 127) << 23); /* times 2^n */
+}
+
+/* tanh(u) = sign(u) (1 - e) / (1 + e) with e = exp(-2|u|) in (0, 1]: no overflow. */
 static inline ATOM_HD float atom_tanh(float u)
 {
-    return 1.0f - 2.0f / (expf(2.0f * u) + 1.0f);
+    float e = atom_exp_neg(2.0f * fabsf(u));
+    return copysignf((1.0f - e) / (1.0f + e), u);
 }
 
 static inline ATOM_HD float atom_gelu(float x)

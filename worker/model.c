@@ -89,6 +89,7 @@ static void alloc_activations(atom_model *m, int *failed)
     alloc_floats(m, &a->partial, N * C, failed);
     alloc_floats(m, &a->dresidual, N * C, failed);
     alloc_floats(m, &a->dln, N * C, failed);
+    alloc_floats(m, &a->dfch_gelu, N * m->Fl, failed);
     alloc_floats(m, &a->dfch, N * m->Fl, failed);
     alloc_floats(m, &a->dqkv, N * 3 * m->Cl, failed);
     alloc_floats(m, &a->datty, N * m->Cl, failed);
@@ -102,7 +103,7 @@ static void free_activations(atom_model *m)
                    a->qkv,      a->att,      a->atty,     a->res2,     a->ln2,       a->ln2_mean,
                    a->ln2_rstd, a->fch,      a->fch_gelu, a->res3,     a->lnf,       a->lnf_mean,
                    a->lnf_rstd, a->logits,   a->rowmax,   a->rowmax_all, a->ce_sums, a->losses,
-                   a->partial,  a->dresidual, a->dln,     a->dfch,     a->dqkv,      a->datty,
+                   a->partial,  a->dresidual, a->dln,     a->dfch_gelu, a->dfch,     a->dqkv,      a->datty,
                    a->datt};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         m->be->release(all[i]);
@@ -382,10 +383,10 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
         float *fch = a->fch + (int64_t)l * N * Fl, *fchg = a->fch_gelu + (int64_t)l * N * Fl;
 
         /* dresidual holds d(layer output); the residual passes it straight through */
-        be->matmul_backward(a->dfch, atom_layer_ptr(m, G, ATOM_P_FCPROJW, l),
+        be->matmul_backward(a->dfch_gelu, atom_layer_ptr(m, G, ATOM_P_FCPROJW, l),
                             atom_layer_ptr(m, G, ATOM_P_FCPROJB, l), a->dresidual, fchg,
                             atom_layer_ptr(m, W, ATOM_P_FCPROJW, l), N, Fl, C);
-        be->gelu_backward(a->dfch, fch, a->dfch, (int64_t)N * Fl);
+        be->gelu_backward(a->dfch, fch, a->dfch_gelu, (int64_t)N * Fl);
         be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_FCW, l),
                             atom_layer_ptr(m, G, ATOM_P_FCB, l), a->dfch, ln2,
                             atom_layer_ptr(m, W, ATOM_P_FCW, l), N, C, Fl);

@@ -38,7 +38,8 @@ typedef struct atom_activations {
     float *partial;   /* (N, C) a row-parallel matmul's output before its all-reduce */
     float *dresidual; /* (N, C) */
     float *dln;       /* (N, C) gradient into a LayerNorm's output */
-    float *dfch;      /* (N, Fl) */
+    float *dfch_gelu; /* (N, Fl) gradient into the GELU's output */
+    float *dfch;      /* (N, Fl) gradient into its input */
     float *dqkv;      /* (N, 3Cl) */
     float *datty;     /* (N, Cl) */
     float *datt;      /* (B, NHl, T, T) */
