@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "naive_gpt.h"
+#include "worker/kernels.h"
 #include "worker/model.h"
 
 static const atom_model_cfg SMALL = {.layers = 2, .channels = 8, .heads = 2, .vocab = 5,
@@ -66,6 +67,33 @@ static atom_model *make_model(const atom_model_cfg *cfg, int B, int tp_rank, int
     if (atom_model_create(&o, &m, &err) != 0)
         fail_msg("atom_model_create: %s", err.msg);
     return m;
+}
+
+/* ---- kernels.h's own exp and tanh (the GPU runs the same code) ---- */
+
+static void test_kernel_tanh(void **state)
+{
+    (void)state;
+    double worst = 0, worst_gelu = 0, worst_grad = 0;
+    for (int i = -400000; i <= 400000; i++) {
+        float x = (float)i * 5e-5f; /* [-20, 20] */
+        worst = fmax(worst, fabs(atom_tanh(x) - tanh((double)x)));
+        double u = sqrt(2 / M_PI) * (x + 0.044715 * (double)x * x * x), t = tanh(u);
+        double gelu = 0.5 * x * (1 + t);
+        double grad = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * sqrt(2 / M_PI) *
+                                          (1 + 3 * 0.044715 * (double)x * x);
+        worst_gelu = fmax(worst_gelu, fabs(atom_gelu(x) - gelu) / fmax(1.0, fabs(gelu)));
+        worst_grad = fmax(worst_grad, fabs(atom_gelu_grad(x) - grad) / fmax(1.0, fabs(grad)));
+    }
+    if (worst > 2e-7 || worst_gelu > 1e-6 || worst_grad > 2e-6) /* a few float ulps */
+        fail_msg("largest errors: tanh %g, gelu %g, gelu' %g", worst, worst_gelu, worst_grad);
+    /* saturation, signs, and no overflow to NaN */
+    assert_true(atom_tanh(100.0f) == 1.0f && atom_tanh(-100.0f) == -1.0f);
+    assert_true(atom_tanh(1e30f) == 1.0f && atom_tanh(INFINITY) == 1.0f);
+    assert_true(atom_tanh(0.0f) == 0.0f);
+    assert_true(atom_gelu(-50.0f) == 0.0f && atom_gelu(50.0f) == 50.0f);
+    assert_true(fabsf(atom_exp_neg(1.0f) - expf(-1.0f)) <= 1e-7f);
+    assert_true(atom_exp_neg(1000.0f) > 0.0f && atom_exp_neg(1000.0f) < 1e-37f);
 }
 
 /* ---- the parameter table ---- */
@@ -562,6 +590,7 @@ static void test_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernel_tanh),
         cmocka_unit_test(test_table_layout),
         cmocka_unit_test(test_init_independent_of_split),
         cmocka_unit_test(test_init_distribution),
