@@ -7,13 +7,19 @@
  * same arguments the CPU backend gives cblas_sgemm (see gemm_rowmajor for the mapping). The
  * rest is memory moves and a few reductions (column sums, the sum of squares).
  *
+ * One thread per row runs the very function the CPU tests check, at the price of speed: rows
+ * are read by one thread each, not by a cooperating block. Faster kernels (a block per row,
+ * fused attention, bf16) belong after a measurement on a GPU, with tests/cuda as their check.
+ *
  * Everything is queued on the legacy default stream, in call order, from the thread that drives
  * the model; to_host/from_host/synchronize wait for it. The collectives' NCCL backend orders its
- * own stream after that one (coll_config.cuda_compute_stream NULL). The ops return nothing (the table's
- * contract), so a failed CUDA or cuBLAS call is recorded: the first one is logged with the call,
- * file and line, and from then on synchronize, to_host and from_host return -1, which the model
- * turns into an error. All arithmetic is fp32 (cuBLAS in its default, non-TF32 math mode), so a
- * run matches the CPU backend within float rounding; bf16 autocast has no place in the table yet.
+ * own stream after that one (coll_config.cuda_compute_stream NULL).
+ *
+ * The ops return nothing (the table's contract), so a failed CUDA or cuBLAS call is recorded:
+ * the first one is logged with the call, file and line, and from then on synchronize, to_host
+ * and from_host return -1, which the model turns into an error. All arithmetic is fp32 (cuBLAS in
+ * its default, non-TF32 math mode), so a run matches the CPU backend within float rounding; bf16
+ * autocast has no place in the table yet.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -28,7 +34,7 @@ extern "C" {
 
 /* ---- errors ---------------------------------------------------------------------------- */
 
-static bool cuda_failed;          /* set by the first failed call; never cleared */
+static bool cuda_failed; /* set by the first failed call; never cleared */
 static char cuda_first_error[512];
 
 static void cuda_record_failure(const char *call, const char *why, const char *file, int line)
@@ -60,7 +66,7 @@ static bool cublas_check(cublasStatus_t status, const char *call, const char *fi
 #define CUBLAS_CHECK(call) cublas_check((call), #call, __FILE__, __LINE__)
 /* A launch reports a bad configuration at once and a fault in the kernel later (at the next
  * synchronising call, which then fails and is recorded). */
-#define LAUNCH_CHECK(kernel_name) \
+#define LAUNCH_CHECK(kernel_name)                                                                  \
     cuda_check(cudaGetLastError(), "launch of " kernel_name, __FILE__, __LINE__)
 
 /* ---- launch geometry ------------------------------------------------------------------- */
@@ -75,8 +81,8 @@ static unsigned blocks_for(int64_t n)
 }
 
 /* The indices i in [0, n) this thread handles. */
-#define FOR_EACH_INDEX(i, n)                                                               \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);              \
+#define FOR_EACH_INDEX(i, n)                                                                       \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (int64_t)gridDim.x * blockDim.x)
 
 /* Column sums (bias and LayerNorm parameter gradients) run one block per tile of TILE_COLS
@@ -138,8 +144,8 @@ static void gemm_rowmajor(bool trans_a, bool trans_b, int M, int N, int K, float
         return;
     cublasOperation_t op_a = trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasOperation_t op_b = trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
-    CUBLAS_CHECK(cublasSgemmStridedBatched(h, op_b, op_a, N, M, K, &alpha, B, ldb, stride_b, A,
-                                           lda, stride_a, &beta, C, ldc, stride_c, batch));
+    CUBLAS_CHECK(cublasSgemmStridedBatched(h, op_b, op_a, N, M, K, &alpha, B, ldb, stride_b, A, lda,
+                                           stride_a, &beta, C, ldc, stride_c, batch));
 }
 
 /* One product, no batch. */
@@ -203,11 +209,10 @@ static int cuda_synchronize(void)
 
 /* One thread per element of out (N, C). */
 static __global__ void encoder_forward_kernel(float *out, const int *tokens, const float *wte,
-                                       const float *wpe, int vocab_start, int vrows, int T, int C,
-                                       int64_t total)
+                                              const float *wpe, int vocab_start, int vrows, int T,
+                                              int C, int64_t total)
 {
-    FOR_EACH_INDEX(i, total)
-    {
+    FOR_EACH_INDEX(i, total) {
         int64_t n = i / C;
         int c = (int)(i % C);
         int t = (int)(n % T);
@@ -218,9 +223,8 @@ static __global__ void encoder_forward_kernel(float *out, const int *tokens, con
     }
 }
 
-static void cuda_encoder_forward(float *out, const int *tokens, const float *wte,
-                                 const float *wpe, int vocab_start, int vrows, int B, int T,
-                                 int C)
+static void cuda_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
+                                 int vocab_start, int vrows, int B, int T, int C)
 {
     int64_t total = (int64_t)B * T * C;
     if (total == 0)
@@ -234,11 +238,10 @@ static void cuda_encoder_forward(float *out, const int *tokens, const float *wte
  * add into the same dwte row, and one thread per channel makes that race-free and sums in the
  * CPU's order, without atomics. */
 static __global__ void encoder_backward_kernel(float *dwte, float *dwpe, const float *dout,
-                                        const int *tokens, int vocab_start, int vrows, int N,
-                                        int T, int C)
+                                               const int *tokens, int vocab_start, int vrows, int N,
+                                               int T, int C)
 {
-    FOR_EACH_INDEX(c, C)
-    {
+    FOR_EACH_INDEX(c, C) {
         for (int n = 0; n < N; n++) {
             float d = dout[(int64_t)n * C + c];
             int row = tokens[n] - vocab_start;
@@ -263,21 +266,21 @@ static void cuda_encoder_backward(float *dwte, float *dwpe, const float *dout, c
 /* ---- LayerNorm ------------------------------------------------------------------------- */
 
 /* One thread per row: kernels.h's row function as it is. */
-static __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd, const float *inp,
-                                         const float *weight, const float *bias, int N, int C)
+static __global__ void layernorm_forward_kernel(float *out, float *mean, float *rstd,
+                                                const float *inp, const float *weight,
+                                                const float *bias, int N, int C)
 {
-    FOR_EACH_INDEX(n, N)
-    {
+    FOR_EACH_INDEX(n, N) {
         atom_layernorm_row(out + n * C, &mean[n], &rstd[n], inp + n * C, weight, bias, C);
     }
 }
 
-static __global__ void layernorm_backward_rows_kernel(float *dinp, const float *dout, const float *inp,
-                                               const float *weight, const float *mean,
-                                               const float *rstd, int N, int C)
+static __global__ void layernorm_backward_rows_kernel(float *dinp, const float *dout,
+                                                      const float *inp, const float *weight,
+                                                      const float *mean, const float *rstd, int N,
+                                                      int C)
 {
-    FOR_EACH_INDEX(n, N)
-    {
+    FOR_EACH_INDEX(n, N) {
         atom_layernorm_row_backward(dinp + n * C, dout + n * C, inp + n * C, weight, mean[n],
                                     rstd[n], C);
     }
@@ -286,10 +289,9 @@ static __global__ void layernorm_backward_rows_kernel(float *dinp, const float *
 /* The weight and bias gradients are column sums over the rows, by column tiles: each thread
  * adds its rows' contributions with kernels.h's per-row function on a one-column slice
  * (C = 1), the same formula the CPU runs. */
-static __global__ void layernorm_param_grads_kernel(float *dweight, float *dbias,
-                                                    const float *dout, const float *inp,
-                                                    const float *mean, const float *rstd, int N,
-                                                    int C)
+static __global__ void layernorm_param_grads_kernel(float *dweight, float *dbias, const float *dout,
+                                                    const float *inp, const float *mean,
+                                                    const float *rstd, int N, int C)
 {
     int c = (int)(blockIdx.x * TILE_COLS + threadIdx.x);
     float dw = 0.0f, db = 0.0f;
@@ -311,8 +313,7 @@ static void cuda_layernorm_forward(float *out, float *mean, float *rstd, const f
 {
     if (N == 0)
         return;
-    layernorm_forward_kernel<<<blocks_for(N), THREADS>>>(out, mean, rstd, inp, weight, bias, N,
-                                                         C);
+    layernorm_forward_kernel<<<blocks_for(N), THREADS>>>(out, mean, rstd, inp, weight, bias, N, C);
     LAUNCH_CHECK("layernorm_forward_kernel");
 }
 
@@ -322,8 +323,8 @@ static void cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, c
 {
     if (N == 0 || C == 0)
         return;
-    layernorm_backward_rows_kernel<<<blocks_for(N), THREADS>>>(dinp, dout, inp, weight, mean,
-                                                               rstd, N, C);
+    layernorm_backward_rows_kernel<<<blocks_for(N), THREADS>>>(dinp, dout, inp, weight, mean, rstd,
+                                                               N, C);
     LAUNCH_CHECK("layernorm_backward_rows_kernel");
     layernorm_param_grads_kernel<<<column_tiles(C), dim3(TILE_COLS, TILE_ROWS)>>>(
         dweight, dbias, dout, inp, mean, rstd, N, C);
@@ -335,8 +336,7 @@ static void cuda_layernorm_backward(float *dinp, float *dweight, float *dbias, c
 /* out (N, OUT): every row = bias, so the matmul can add onto it (beta = 1). */
 static __global__ void fill_rows_kernel(float *out, const float *row, int64_t total, int cols)
 {
-    FOR_EACH_INDEX(i, total)
-    {
+    FOR_EACH_INDEX(i, total) {
         out[i] = row[i % cols];
     }
 }
@@ -380,8 +380,8 @@ static void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, cons
     /* dweight (OUT, IN) += dout^T (OUT, N) @ inp (N, IN) */
     gemm_rowmajor1(true, false, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias && OUT > 0) {
-        add_column_sums_kernel<<<column_tiles(OUT), dim3(TILE_COLS, TILE_ROWS)>>>(dbias, dout,
-                                                                                   N, OUT);
+        add_column_sums_kernel<<<column_tiles(OUT), dim3(TILE_COLS, TILE_ROWS)>>>(dbias, dout, N,
+                                                                                  OUT);
         LAUNCH_CHECK("add_column_sums_kernel");
     }
 }
@@ -394,19 +394,16 @@ static void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, cons
 
 static __global__ void causal_softmax_kernel(float *att, int64_t rows, int T, float scale)
 {
-    FOR_EACH_INDEX(r, rows)
-    {
+    FOR_EACH_INDEX(r, rows) {
         atom_causal_softmax_row(att + r * T, (int)(r % T), T, scale);
     }
 }
 
 static __global__ void causal_softmax_backward_kernel(float *datt, const float *att, int64_t rows,
-                                               int T)
+                                                      int T)
 {
-    FOR_EACH_INDEX(r, rows)
-    {
-        atom_causal_softmax_row_backward(datt + r * T, datt + r * T, att + r * T, (int)(r % T),
-                                         T);
+    FOR_EACH_INDEX(r, rows) {
+        atom_causal_softmax_row_backward(datt + r * T, datt + r * T, att + r * T, (int)(r % T), T);
     }
 }
 
@@ -471,41 +468,37 @@ static void cuda_attention_backward(float *dqkv, float *datt, const float *dout,
 
 static __global__ void gelu_forward_kernel(float *out, const float *inp, int64_t n)
 {
-    FOR_EACH_INDEX(i, n)
-    {
+    FOR_EACH_INDEX(i, n) {
         out[i] = atom_gelu(inp[i]);
     }
 }
 
-static __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout, int64_t n)
+static __global__ void gelu_backward_kernel(float *dinp, const float *inp, const float *dout,
+                                            int64_t n)
 {
-    FOR_EACH_INDEX(i, n)
-    {
+    FOR_EACH_INDEX(i, n) {
         dinp[i] = atom_gelu_grad(inp[i]) * dout[i]; /* dinp may alias dout: same element */
     }
 }
 
 static __global__ void residual_forward_kernel(float *out, const float *x, const float *y,
-                                        const float *bias, int64_t total, int C)
+                                               const float *bias, int64_t total, int C)
 {
-    FOR_EACH_INDEX(i, total)
-    {
+    FOR_EACH_INDEX(i, total) {
         out[i] = x[i] + y[i] + (bias ? bias[i % C] : 0.0f);
     }
 }
 
 static __global__ void accumulate_kernel(float *out, const float *x, int64_t n)
 {
-    FOR_EACH_INDEX(i, n)
-    {
+    FOR_EACH_INDEX(i, n) {
         out[i] += x[i];
     }
 }
 
 static __global__ void column_max_kernel(float *out, const float *in, int rows, int cols)
 {
-    FOR_EACH_INDEX(j, cols)
-    {
+    FOR_EACH_INDEX(j, cols) {
         float m = in[j];
         for (int i = 1; i < rows; i++)
             m = fmaxf(m, in[(int64_t)i * cols + j]);
@@ -557,19 +550,19 @@ static void cuda_column_max(float *out, const float *in, int rows, int cols)
 
 /* ---- cross-entropy: one thread per row, except the backward (one per element) ---------- */
 
-static __global__ void ce_rowmax_kernel(float *rowmax, const float *logits, int N, int vcols, int valid)
+static __global__ void ce_rowmax_kernel(float *rowmax, const float *logits, int N, int vcols,
+                                        int valid)
 {
-    FOR_EACH_INDEX(n, N)
-    {
+    FOR_EACH_INDEX(n, N) {
         rowmax[n] = atom_ce_row_max(logits + n * vcols, valid);
     }
 }
 
 static __global__ void ce_sums_kernel(float *sums, const float *logits, const float *rowmax,
-                               const int *targets, int vocab_start, int N, int vcols, int valid)
+                                      const int *targets, int vocab_start, int N, int vcols,
+                                      int valid)
 {
-    FOR_EACH_INDEX(n, N)
-    {
+    FOR_EACH_INDEX(n, N) {
         const float *row = logits + n * vcols;
         sums[n] = atom_ce_row_sumexp(row, valid, rowmax[n]);
         int col = targets[n] - vocab_start;
@@ -579,24 +572,22 @@ static __global__ void ce_sums_kernel(float *sums, const float *logits, const fl
 
 static __global__ void ce_loss_kernel(float *losses, const float *rowmax, const float *sums, int N)
 {
-    FOR_EACH_INDEX(n, N)
-    {
+    FOR_EACH_INDEX(n, N) {
         losses[n] = logf(sums[n]) + rowmax[n] - sums[N + n];
     }
 }
 
 /* dlogits may alias logits: each thread reads its own element before writing it. */
 static __global__ void ce_backward_kernel(float *dlogits, const float *logits, const float *rowmax,
-                                   const float *sums, const int *targets, int vocab_start,
-                                   float dloss, int vcols, int valid, int64_t total)
+                                          const float *sums, const int *targets, int vocab_start,
+                                          float dloss, int vcols, int valid, int64_t total)
 {
-    FOR_EACH_INDEX(i, total)
-    {
+    FOR_EACH_INDEX(i, total) {
         int64_t n = i / vcols;
         int j = (int)(i % vcols);
         if (j < valid)
-            dlogits[i] = atom_ce_dlogit(logits[i], rowmax[n], sums[n],
-                                        j == targets[n] - vocab_start, dloss);
+            dlogits[i] =
+                atom_ce_dlogit(logits[i], rowmax[n], sums[n], j == targets[n] - vocab_start, dloss);
         else
             dlogits[i] = 0.0f;
     }
@@ -610,13 +601,13 @@ static void cuda_ce_rowmax(float *rowmax, const float *logits, int N, int vcols,
     LAUNCH_CHECK("ce_rowmax_kernel");
 }
 
-static void cuda_ce_sums(float *sums, const float *logits, const float *rowmax,
-                         const int *targets, int vocab_start, int N, int vcols, int valid)
+static void cuda_ce_sums(float *sums, const float *logits, const float *rowmax, const int *targets,
+                         int vocab_start, int N, int vcols, int valid)
 {
     if (N == 0)
         return;
-    ce_sums_kernel<<<blocks_for(N), THREADS>>>(sums, logits, rowmax, targets, vocab_start, N,
-                                               vcols, valid);
+    ce_sums_kernel<<<blocks_for(N), THREADS>>>(sums, logits, rowmax, targets, vocab_start, N, vcols,
+                                               valid);
     LAUNCH_CHECK("ce_sums_kernel");
 }
 
@@ -660,8 +651,7 @@ static __device__ double block_sum(double value)
 static __global__ void sum_squares_blocks_kernel(double *partials, const float *x, int64_t n)
 {
     double s = 0.0;
-    FOR_EACH_INDEX(i, n)
-    {
+    FOR_EACH_INDEX(i, n) {
         s += (double)x[i] * x[i];
     }
     double total = block_sum(s);
@@ -703,12 +693,11 @@ static void cuda_sum_squares(double *host_result, const float *x, int64_t n)
 }
 
 static __global__ void adamw_kernel(float *param, const float *grad, float *m, float *v, int64_t n,
-                             float lr, float beta1, float beta2, float eps, float weight_decay,
-                             float beta1_correction, float beta2_correction,
-                             float grad_multiplier)
+                                    float lr, float beta1, float beta2, float eps,
+                                    float weight_decay, float beta1_correction,
+                                    float beta2_correction, float grad_multiplier)
 {
-    FOR_EACH_INDEX(i, n)
-    {
+    FOR_EACH_INDEX(i, n) {
         atom_adamw_element(&param[i], &m[i], &v[i], grad[i] * grad_multiplier, lr, beta1, beta2,
                            eps, weight_decay, beta1_correction, beta2_correction);
     }

@@ -208,10 +208,10 @@ static void check_encoder(compare_ctx *cx)
     buffer_pair *dout = pair_random(cx, N * C, -1.0f, 1.0f);
     buffer_pair *dwte = pair_random(cx, VROWS * C, -1.0f, 1.0f); /* += onto these */
     buffer_pair *dwpe = pair_random(cx, T * C, -1.0f, 1.0f);
-    cx->ref->encoder_backward(F(dwte->ref), F(dwpe->ref), F(dout->ref), I(tok->ref), VSTART,
-                              VROWS, B, T, C);
-    cx->dev->encoder_backward(F(dwte->dev), F(dwpe->dev), F(dout->dev), I(tok->dev), VSTART,
-                              VROWS, B, T, C);
+    cx->ref->encoder_backward(F(dwte->ref), F(dwpe->ref), F(dout->ref), I(tok->ref), VSTART, VROWS,
+                              B, T, C);
+    cx->dev->encoder_backward(F(dwte->dev), F(dwpe->dev), F(dout->dev), I(tok->dev), VSTART, VROWS,
+                              B, T, C);
     compare_floats(cx, "encoder_backward", "dwte", dwte, VROWS * C, ATOL, RTOL);
     compare_floats(cx, "encoder_backward", "dwpe", dwpe, T * C, ATOL, RTOL);
 }
@@ -363,8 +363,8 @@ static void check_cross_entropy(compare_ctx *cx, int valid)
     snprintf(op, sizeof op, "ce_sums(valid %d)", valid);
     cx->ref->ce_sums(F(sums->ref), F(logits->ref), F(rowmax->ref), I(targets->ref), VSTART, N,
                      VROWS, valid);
-    cx->dev->ce_sums(F(sums->dev), F(logits->dev), F(rowmax->dev),
-                     I(targets->dev), VSTART, N, VROWS, valid);
+    cx->dev->ce_sums(F(sums->dev), F(logits->dev), F(rowmax->dev), I(targets->dev), VSTART, N,
+                     VROWS, valid);
     compare_floats(cx, op, "sums", sums, 2 * N, ATOL, RTOL);
 
     float host[3 * N];
@@ -415,10 +415,10 @@ static void check_optimizer(compare_ctx *cx)
     buffer_pair *m = pair_random(cx, n, -0.1f, 0.1f);
     buffer_pair *v = pair_random(cx, n, 0.0f, 0.01f);
     /* step 3: beta1_correction = 1 - 0.9^3, beta2_correction = 1 - 0.95^3 */
-    cx->ref->adamw(F(param->ref), F(grad->ref), F(m->ref), F(v->ref), n, 1e-3f, 0.9f, 0.95f,
-                   1e-8f, 0.1f, 0.271f, 0.142625f, 0.5f);
-    cx->dev->adamw(F(param->dev), F(grad->dev), F(m->dev), F(v->dev), n, 1e-3f, 0.9f, 0.95f,
-                   1e-8f, 0.1f, 0.271f, 0.142625f, 0.5f);
+    cx->ref->adamw(F(param->ref), F(grad->ref), F(m->ref), F(v->ref), n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                   0.1f, 0.271f, 0.142625f, 0.5f);
+    cx->dev->adamw(F(param->dev), F(grad->dev), F(m->dev), F(v->dev), n, 1e-3f, 0.9f, 0.95f, 1e-8f,
+                   0.1f, 0.271f, 0.142625f, 0.5f);
     compare_floats(cx, "adamw", "param", param, n, ATOL, RTOL);
     compare_floats(cx, "adamw", "m", m, n, ATOL, RTOL);
     compare_floats(cx, "adamw", "v", v, n, ATOL, RTOL);
@@ -434,12 +434,10 @@ static int compare_backends(const atom_backend *ref, const atom_backend *dev, bo
     cx.dev = dev;
     cx.rng = 20261123;
     cx.verbose = verbose;
-    void (*const checks[])(compare_ctx *) = {check_memory,    check_encoder,
-                                              check_layernorm, check_matmul,
-                                              check_attention, check_elementwise,
-                                              check_cross_entropy_valid,
-                                              check_cross_entropy_empty,
-                                              check_optimizer};
+    void (*const checks[])(compare_ctx *) = {
+        check_memory,    check_encoder,     check_layernorm,           check_matmul,
+        check_attention, check_elementwise, check_cross_entropy_valid, check_cross_entropy_empty,
+        check_optimizer};
     for (size_t i = 0; i < sizeof checks / sizeof checks[0]; i++) {
         checks[i](&cx);
         pairs_release(&cx);
@@ -466,8 +464,8 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
     enum { MB = 2, MT = 16, MV = 200 };
     atom_model_opts opts;
     memset(&opts, 0, sizeof opts);
-    opts.cfg = (atom_model_cfg){.layers = 2, .channels = 32, .heads = 4, .vocab = MV,
-                                .context = MT};
+    opts.cfg =
+        (atom_model_cfg){.layers = 2, .channels = 32, .heads = 4, .vocab = MV, .context = MT};
     opts.max_batch = MB;
     opts.tp_size = 1;
     atom_model *models[2] = {NULL, NULL};
@@ -489,10 +487,10 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
         opts.backend = backends[s];
         if (atom_model_create(&opts, &models[s], &err) != 0 ||
             atom_model_init_weights(models[s], 1234, &err) != 0 ||
-            atom_model_forward_backward(models[s], tokens[0], MB, 0.5f, false, &loss[s][0],
-                                        &err) != 0 ||
-            atom_model_forward_backward(models[s], tokens[1], MB, 0.5f, true, &loss[s][1],
-                                        &err) != 0 ||
+            atom_model_forward_backward(models[s], tokens[0], MB, 0.5f, false, &loss[s][0], &err) !=
+                0 ||
+            atom_model_forward_backward(models[s], tokens[1], MB, 0.5f, true, &loss[s][1], &err) !=
+                0 ||
             atom_model_grad_norm(models[s], &norm[s], &err) != 0) {
             rc = -1;
         }
@@ -508,11 +506,11 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
             rc = -1;
     if (rc == 0) {
         mismatches += !arrays_match("model", "loss", loss[0], loss[1], 2, 1e-5f, 1e-5f, verbose);
-        mismatches += !arrays_match("model", "grads", host[0], host[1], (size_t)total, 1e-6f,
-                                    1e-3f, verbose);
+        mismatches +=
+            !arrays_match("model", "grads", host[0], host[1], (size_t)total, 1e-6f, 1e-3f, verbose);
         float norms[2] = {(float)norm[0], (float)norm[1]};
-        mismatches += !arrays_match("model", "gradnorm", &norms[0], &norms[1], 1, 0.0f, 1e-4f,
-                                    verbose);
+        mismatches +=
+            !arrays_match("model", "gradnorm", &norms[0], &norms[1], 1, 0.0f, 1e-4f, verbose);
     }
     /* one AdamW step (clipping factor 0.5), then a forward with the new weights */
     for (int s = 0; s < 2 && rc == 0; s++)
@@ -532,8 +530,8 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
     if (rc == 0) {
         mismatches += !arrays_match("model", "adam_v", host[0], host[1], (size_t)total, 1e-12f,
                                     1e-3f, verbose);
-        mismatches += !arrays_match("model", "loss2", &loss[0][2], &loss[1][2], 1, 1e-5f, 1e-5f,
-                                    verbose);
+        mismatches +=
+            !arrays_match("model", "loss2", &loss[0][2], &loss[1][2], 1, 1e-5f, 1e-5f, verbose);
     }
     if (rc != 0)
         fprintf(stderr, "FAIL model: %s\n", err.msg);
@@ -556,9 +554,9 @@ static void broken_gelu_forward(float *out, const float *inp, int64_t n)
 }
 
 /* "=" where the contract says "+=" for the weight and bias gradients. */
-static void broken_layernorm_backward(float *dinp, float *dweight, float *dbias,
-                                      const float *dout, const float *inp, const float *weight,
-                                      const float *mean, const float *rstd, int N_, int C_)
+static void broken_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                      const float *inp, const float *weight, const float *mean,
+                                      const float *rstd, int N_, int C_)
 {
     cpu->zero(dweight, C_);
     cpu->zero(dbias, C_);
@@ -575,9 +573,9 @@ static void broken_attention_forward(float *out, float *att, const float *qkv, i
 }
 
 /* Forgets the gradient multiplier (the clipping factor). */
-static void broken_adamw(float *param, const float *grad, float *m, float *v, int64_t n,
-                         float lr, float beta1, float beta2, float eps, float wd, float bc1,
-                         float bc2, float grad_multiplier)
+static void broken_adamw(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                         float beta1, float beta2, float eps, float wd, float bc1, float bc2,
+                         float grad_multiplier)
 {
     (void)grad_multiplier;
     cpu->adamw(param, grad, m, v, n, lr, beta1, beta2, eps, wd, bc1, bc2, 1.0f);
@@ -598,9 +596,9 @@ static void reordered_matmul_forward(float *out, const float *inp, const float *
         }
 }
 
-static void reordered_matmul_backward(float *dinp, float *dweight, float *dbias,
-                                      const float *dout, const float *inp, const float *weight,
-                                      int N_, int IN, int OUT)
+static void reordered_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                                      const float *inp, const float *weight, int N_, int IN,
+                                      int OUT)
 {
     for (int n = 0; dinp && n < N_; n++)
         for (int i = 0; i < IN; i++) {
@@ -654,8 +652,8 @@ static int self_check(void)
     failures = compare_backends(cpu, &reordered, true, first, sizeof first, &io_failed);
     int model_failures = compare_models(cpu, &reordered, true);
     printf("%s matmuls summed in another order: %d op and %d model mismatches%s%s\n",
-           failures == 0 && model_failures == 0 ? "accepted" : "REJECTED", failures,
-           model_failures, failures ? ", first " : "", failures ? first : "");
+           failures == 0 && model_failures == 0 ? "accepted" : "REJECTED", failures, model_failures,
+           failures ? ", first " : "", failures ? first : "");
     if (failures != 0 || model_failures != 0)
         return 1;
 
@@ -671,8 +669,8 @@ static int self_check(void)
     missed += model_failures <= 0;
     for (int i = 0; i < 4; i++) {
         failures = compare_backends(cpu, &cases[i].table, false, first, sizeof first, &io_failed);
-        bool caught = failures > 0 && strncmp(first, cases[i].broken_op,
-                                              strlen(cases[i].broken_op)) == 0;
+        bool caught =
+            failures > 0 && strncmp(first, cases[i].broken_op, strlen(cases[i].broken_op)) == 0;
         printf("%s broken %s: %d mismatches, first %s\n", caught ? "caught" : "MISSED",
                cases[i].broken_op, failures, failures ? first : "-");
         missed += !caught;
