@@ -140,7 +140,7 @@ static int get_int(spec_walk *w, const spec_key *k, const yt_node *v, int64_t *o
     }
     if (!is_decimal_int(v->text)) {
         if (is_decimal_float(v->text, v->len, &d))
-            walk_err(w, v, k->dotted, "expected an integer, got the fractional number %s",
+            walk_err(w, v, k->dotted, "expected an integer (digits only), got the number %s",
                      show(v, buf, sizeof buf));
         else if (is_bool_word(v->text, &b))
             walk_err(w, v, k->dotted, "expected an integer, got the boolean %s",
@@ -446,6 +446,20 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
             walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
                      key_aliases[i].dotted);
             return;
+        }
+    }
+    /* 4. a typo of a key of another section */
+    const char *all[64];
+    for (int i = 0; i < atom_spec_nkeys; i++)
+        all[i] = atom_spec_keys[i].key;
+    near = atom_spec_nearest(key->text, all, atom_spec_nkeys);
+    if (near) {
+        for (int i = 0; i < atom_spec_nkeys; i++) {
+            if (all[i] == near) {
+                walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
+                         atom_spec_keys[i].dotted);
+                return;
+            }
         }
     }
     list_words(valid, sizeof valid, names, count);

@@ -163,7 +163,7 @@ static const bad_case bad_cases[] = {
     {"string for an integer", DATA_LINE "training: {steps: \"50\"}\n", 0, 2, 19, "training.steps",
      "expected an integer, got the string \"50\""},
     {"float for an integer", DATA_LINE "training: {steps: 5.5}\n", 0, 2, 19, "training.steps",
-     "fractional number 5.5"},
+     "expected an integer (digits only), got the number 5.5"},
     {"boolean for an integer", DATA_LINE "priority: true\n", 0, 2, 11, "priority", "boolean"},
     {"word for an integer", DATA_LINE "priority: high\n", 0, 2, 11, "priority",
      "expected an integer, got 'high'"},
@@ -221,6 +221,10 @@ static const bad_case bad_cases[] = {
      "training.learning_rate", "did you mean 'training.lr'?"},
     {"misspelt section", DATA_LINE "trainig: {steps: 5}\n", 0, 2, 1, "trainig",
      "did you mean 'training'?"},
+    {"exponent for an integer", DATA_LINE "training: {steps: 1e3}\n", 0, 2, 19, "training.steps",
+     "got the number 1e3"},
+    {"typo in the wrong section", DATA_LINE "micro_bach: 4\n", 0, 2, 1, "micro_bach",
+     "did you mean 'training.micro_batch'?"},
     {"far from any key", DATA_LINE "zzzzzzzz: 1\n", 0, 2, 1, "zzzzzzzz", "valid keys at the top level"},
 };
 
@@ -317,13 +321,32 @@ static void test_all_errors_at_once(void **state)
     assert_non_null(find_diag(&d, 3, 19, "resources.gpus", "expected an integer"));
     assert_non_null(find_diag(&d, 4, 27, "model.hedas", "did you mean 'heads'?"));
     assert_non_null(find_diag(&d, 5, 29, "data.format", "expected one of: bytes, uint16"));
-    assert_non_null(find_diag(&d, 8, 16, "training.micro_batch", "fractional"));
+    assert_non_null(find_diag(&d, 8, 16, "training.micro_batch", "digits only"));
     assert_non_null(find_diag(&d, 9, 11, "training.warmup", "longer than training.steps"));
     assert_non_null(find_diag(&d, 10, 21, "checkpoint.every", "at least 1"));
     assert_int_equal(d.count, 8);
     for (int i = 1; i < d.count; i++)
         assert_true(d.items[i - 1].line <= d.items[i].line);
     atom_diags_free(&d);
+}
+
+/* A file of nothing but mistakes: the first hundred are listed, then one line says so. */
+static void test_error_cap(void **state)
+{
+    (void)state;
+    char *text = malloc(150 * 16 + 64);
+    char *p = text + sprintf(text, DATA_LINE);
+    for (int i = 0; i < 150; i++)
+        p += sprintf(p, "zzzz%03d: 1\n", i);
+    atom_spec s;
+    atom_diags d = {0};
+    assert_int_equal(atom_spec_parse(text, (size_t)(p - text), "t.yaml", NULL, &s, &d), -1);
+    assert_int_equal(d.count, 101);
+    assert_non_null(find_diag(&d, 2, 1, "zzzz000", "unknown key"));
+    assert_non_null(find_diag(&d, 101, 1, "zzzz099", "unknown key"));
+    assert_non_null(find_diag(&d, 0, 0, "", "more than 100 errors"));
+    atom_diags_free(&d);
+    free(text);
 }
 
 static void test_nearest(void **state)
@@ -502,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_huge_file),
         cmocka_unit_test(test_many_nodes),
         cmocka_unit_test(test_all_errors_at_once),
+        cmocka_unit_test(test_error_cap),
         cmocka_unit_test(test_nearest),
         cmocka_unit_test(test_preset_and_overrides),
         cmocka_unit_test(test_derived_defaults),
