@@ -1,6 +1,6 @@
 """tests/worker_run/test_stop_signal.py: SIGUSR1 to ONE rank of a running job stops every rank
 after the same step, with a committed checkpoint of that step and the resumable exit status 75;
-running the job again continues from that checkpoint."""
+running the job again continues from that checkpoint; SIGTERM to mpirun stops it the same way."""
 import os
 import signal
 import subprocess
@@ -60,5 +60,35 @@ check(p.returncode == 75, "resumed run exited %d" % p.returncode)
 steps = [d["step"] for d in train_log(work)]
 check(steps == list(range(1, stop_step + 3)),
       "the resumed run should continue at step %d: %s" % (stop_step + 1, steps[-5:]))
+
+# SIGTERM to mpirun (what a scheduler or Slurm sends): mpirun passes it to every rank and kills
+# them a few seconds later, so its own exit status is not the workers'; what matters is that every
+# rank stopped after the same step and that step's checkpoint is committed.
+before = len(train_log(work))
+proc = subprocess.Popen(worker_cmd(4, spec, work), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, start_new_session=True)
+deadline = time.time() + 40
+while time.time() < deadline and proc.poll() is None and len(train_log(work)) < before + 2:
+    time.sleep(0.1)
+proc.send_signal(signal.SIGTERM)
+try:
+    out, err = proc.communicate(timeout=30)
+except subprocess.TimeoutExpired:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    check(False, "the job did not stop within 30 s of SIGTERM")
+sys.stdout.write(out)
+sys.stderr.write(err)
+term_step = train_log(work)[-1]["step"]
+check(term_step > stop_step + 2, "the SIGTERM run made no step")
+check("stopped on request after step %d" % term_step in err, "rank 0 did not report the stop")
+for rank in range(4):
+    check(heartbeats(work, rank)[-1]["step"] == term_step,
+          "rank %d stopped after step %d, rank 0 after %d" %
+          (rank, heartbeats(work, rank)[-1]["step"], term_step))
+check(os.path.realpath(os.path.join(ckpt, "latest")) ==
+      os.path.realpath(os.path.join(ckpt, "ckpt-%010d.h5" % term_step)),
+      "no committed checkpoint of step %d after SIGTERM" % term_step)
 cleanup(work)
-print("PASS: stopped after step %d" % stop_step)
+print("PASS: stopped after step %d on SIGUSR1 to one rank, after step %d on SIGTERM"
+      % (stop_step, term_step))
