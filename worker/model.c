@@ -69,7 +69,7 @@ static void alloc_activations(atom_model *m, int *failed)
     alloc_floats(m, &a->ln1_mean, L * N, failed);
     alloc_floats(m, &a->ln1_rstd, L * N, failed);
     alloc_floats(m, &a->qkv, L * N * 3 * m->Cl, failed);
-    alloc_floats(m, &a->att, L * B * m->NHl * T * T, failed);
+    alloc_floats(m, &a->att, B * m->NHl * T * T, failed);
     alloc_floats(m, &a->atty, L * N * m->Cl, failed);
     alloc_floats(m, &a->res2, L * N * C, failed);
     alloc_floats(m, &a->ln2, L * N * C, failed);
@@ -276,7 +276,6 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
         float *resid = l == 0 ? a->encoded : a->res3 + (l - 1) * LNC;
         float *ln1 = a->ln1 + l * LNC, *ln2 = a->ln2 + l * LNC;
         float *qkv = a->qkv + (int64_t)l * N * 3 * Cl, *atty = a->atty + (int64_t)l * N * Cl;
-        float *att = a->att + (int64_t)l * B * m->NHl * T * T;
         float *res2 = a->res2 + l * LNC, *res3 = a->res3 + l * LNC;
         float *fch = a->fch + (int64_t)l * N * Fl, *fchg = a->fch_gelu + (int64_t)l * N * Fl;
 
@@ -285,7 +284,7 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
                               atom_layer_ptr(m, W, ATOM_P_LN1B, l), N, C);
         be->matmul_forward(qkv, ln1, atom_layer_ptr(m, W, ATOM_P_QKVW, l),
                            atom_layer_ptr(m, W, ATOM_P_QKVB, l), N, C, 3 * Cl);
-        be->attention_forward(atty, att, qkv, B, T, m->NHl, m->hs);
+        be->attention_forward(atty, a->att, qkv, B, T, m->NHl, m->hs);
         be->matmul_forward(a->partial, atty, atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), NULL, N,
                            Cl, C);
         if (atom_model_tp_sum(m, a->partial, (size_t)N * C, err) != 0)
@@ -378,7 +377,6 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
         float *resid = l == 0 ? a->encoded : a->res3 + (l - 1) * LNC;
         float *ln1 = a->ln1 + l * LNC, *ln2 = a->ln2 + l * LNC;
         float *qkv = a->qkv + (int64_t)l * N * 3 * Cl, *atty = a->atty + (int64_t)l * N * Cl;
-        float *att = a->att + (int64_t)l * B * m->NHl * T * T;
         float *res2 = a->res2 + l * LNC;
         float *fch = a->fch + (int64_t)l * N * Fl, *fchg = a->fch_gelu + (int64_t)l * N * Fl;
 
@@ -400,7 +398,11 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
         be->matmul_backward(a->datty, atom_layer_ptr(m, G, ATOM_P_ATTPROJW, l),
                             atom_layer_ptr(m, G, ATOM_P_ATTPROJB, l), a->dresidual, atty,
                             atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), N, Cl, C);
-        be->attention_backward(a->dqkv, a->datt, a->datty, qkv, att, B, T, m->NHl, m->hs);
+        /* the probabilities are recomputed rather than kept for every layer: (B, NH, T, T) per
+         * layer was 9.6 GB for gpt2-124m at B=16; this costs one more attention forward per
+         * layer (a few percent of the step) and rewrites atty[l] with the same values */
+        be->attention_forward(atty, a->att, qkv, B, T, m->NHl, m->hs);
+        be->attention_backward(a->dqkv, a->datt, a->datty, qkv, a->att, B, T, m->NHl, m->hs);
         be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_QKVW, l),
                             atom_layer_ptr(m, G, ATOM_P_QKVB, l), a->dqkv, ln1,
                             atom_layer_ptr(m, W, ATOM_P_QKVW, l), N, C, 3 * Cl);

@@ -17,7 +17,8 @@ typedef struct atom_activations {
     float *ln1_mean;  /* (L, N) */
     float *ln1_rstd;  /* (L, N) */
     float *qkv;       /* (L, N, 3Cl) */
-    float *att;       /* (L, B, NHl, T, T) softmax probabilities */
+    float *att;       /* (B, NHl, T, T) one layer's softmax probabilities (the backward
+                         recomputes each layer's) */
     float *atty;      /* (L, N, Cl) attention output, heads concatenated */
     float *res2;      /* (L, N, C) residual after attention */
     float *ln2;       /* (L, N, C) */
