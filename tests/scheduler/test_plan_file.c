@@ -180,7 +180,7 @@ static void test_corrupt_plans_rejected(void **state)
     atom_plan_free(&plan);
 }
 
-/* Random edits of a good plan: the reader must never crash, and whatever it accepts must still
+/* 1,000 random edits of a good plan (each reads the spec too, slow under ASan's full unwinds): the reader must never crash, and whatever it accepts must still
  * keep every promise (checked here independently of the reader). */
 static void test_mutated_plans(void **state)
 {
@@ -192,7 +192,7 @@ static void test_mutated_plans(void **state)
     static const char alphabet[] = "0123456789-\",:{}[]ntruefalsx ";
     uint64_t x = 0x1234567ull;
     int accepted = 0;
-    for (int i = 0; i < 3000; i++) {
+    for (int i = 0; i < 1000; i++) {
         char *bad = malloc(len + 1);
         memcpy(bad, json, len + 1);
         int edits = 1 + i % 3;
@@ -226,8 +226,8 @@ static void test_mutated_plans(void **state)
         free(bad);
     }
     /* some edits are harmless (a digit of the seed, a letter of a name): both outcomes occur */
-    printf("mutated plans: %d of 3000 accepted\n", accepted);
-    assert_true(accepted > 0 && accepted < 3000);
+    printf("mutated plans: %d of 1000 accepted\n", accepted);
+    assert_true(accepted > 0 && accepted < 1000);
     free(json);
     atom_plan_free(&plan);
 }
