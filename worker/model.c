@@ -46,12 +46,12 @@ static int tp_max(atom_model *m, float *buf, float *gathered, int n, atom_err *e
 
 /* ---- creation ---- */
 
-static int alloc_floats(atom_model *m, float **p, int64_t n, int *failed)
+/* Allocates in the backend's memory; a failure is noted in *failed and reported once. */
+static void alloc_floats(atom_model *m, float **p, int64_t n, int *failed)
 {
     *p = m->be->alloc((size_t)n * sizeof(float));
     if (!*p)
         *failed = 1;
-    return 0;
 }
 
 static void alloc_activations(atom_model *m, int *failed)
