@@ -1,6 +1,7 @@
 """tests/worker_run/test_resume_exact.py: on the CPU, a run stopped after 10 steps and resumed
 from its checkpoint is bit for bit the uninterrupted 20-step run: the same loss and gradient norm
-at every step, and the same parameters and AdamW moments at the end."""
+at every step, and the same parameters and AdamW moments at the end, with asynchronous
+checkpoints written in the background every 3 steps."""
 import os
 
 import h5py
@@ -14,7 +15,7 @@ NP, TENSOR, DATA = 2, 1, 2
 def job(name, stop_after=None):
     work = workdir(name)
     spec = write_spec(work, tensor=TENSOR, data=DATA, steps=20, global_batch=8, micro_batch=2,
-                      ckpt_dir=os.path.join(work, "ckpt"), every=100)
+                      ckpt_dir=os.path.join(work, "ckpt"), every=3, async_ckpt=True)
     return work, spec
 
 
@@ -28,6 +29,11 @@ check(p.returncode == 75, "the first half exited %d, expected 75" % p.returncode
 check([d["step"] for d in train_log(split)] == list(range(1, 11)), "the first half ran 10 steps")
 p = run(NP, spec_b, split)
 check(p.returncode == 0, "the second half exited %d" % p.returncode)
+
+# Asynchronous checkpoints every 3 steps, written while training went on, plus the final one.
+have = sorted(f for f in os.listdir(os.path.join(straight, "ckpt")) if f.endswith(".h5"))
+check(have == ["ckpt-%010d.h5" % s for s in (3, 6, 9, 12, 15, 18, 20)],
+      "the straight run's checkpoints: %s" % have)
 
 a, b = train_log(straight), train_log(split)
 check([d["step"] for d in b] == list(range(1, 21)), "the two halves ran steps 1..20 once each")
