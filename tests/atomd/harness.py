@@ -1,0 +1,189 @@
+"""tests/atomd/harness.py: what atomd's end-to-end tests share.
+
+A Daemon is a real atomd on a temporary socket and state folder, with the stand-in worker
+(fake_worker.c) as its atom-worker; requests go over the real Unix socket, either raw (JSON
+lines) or through atomctl's job commands (atomd-test-ctl). Nothing is mocked.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def parse_args(extra=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--atomd", required=True)
+    p.add_argument("--ctl", required=True)
+    p.add_argument("--worker", required=True)
+    for name in extra or []:
+        p.add_argument(name)
+    return p.parse_args()
+
+
+def fail(msg):
+    print("FAIL: " + msg, file=sys.stderr)
+    sys.exit(1)
+
+
+def check(cond, msg):
+    if not cond:
+        fail(msg)
+
+
+def wait_until(pred, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    fail("timed out after %.0f s waiting for %s" % (timeout, what))
+
+
+class Daemon:
+    def __init__(self, args, config=None, cluster=None):
+        self.args = args
+        self.tmp = tempfile.mkdtemp(prefix="atomd-test-")
+        os.chmod(self.tmp, 0o755)  # other users' clients must reach the socket
+        self.socket = os.path.join(self.tmp, "s", "atomd.sock")
+        self.state = os.path.join(self.tmp, "state")
+        self.log_path = os.path.join(self.tmp, "atomd.log")
+        self.extra = []
+        if config:
+            path = os.path.join(self.tmp, "atomd.conf")
+            with open(path, "w") as f:
+                f.write(config)
+            self.extra += ["--config", path]
+        if cluster:
+            path = os.path.join(self.tmp, "cluster.yaml")
+            with open(path, "w") as f:
+                f.write(cluster)
+            self.extra += ["--cluster", path]
+        with open(os.path.join(self.tmp, "data.bin"), "wb") as f:
+            f.write(os.urandom(20000))
+        self.proc = None
+        self.env = dict(os.environ, ATOM_WORKER=args.worker, ATOM_SOCKET=self.socket)
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([self.args.atomd, "--socket", self.socket, "--state-dir", self.state] + self.extra,
+                                     stdout=log, stderr=log, env=self.env)
+        log.close()
+        wait_until(self.answers, 10, "atomd to listen")
+
+    def answers(self):
+        if self.proc.poll() is not None:
+            fail("atomd exited with %s:\n%s" % (self.proc.returncode, self.log()))
+        try:
+            return self.request({"op": "ping"}).get("ok")
+        except OSError:
+            return False
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self):
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+
+    def log(self):
+        with open(self.log_path) as f:
+            return f.read()
+
+    def cleanup(self, ok=True):
+        self.stop()
+        if ok:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(30)
+        s.connect(self.socket)
+        return s
+
+    def request_raw(self, data):
+        """Sends bytes as they are; returns the first answer line, parsed."""
+        s = self.connect()
+        try:
+            try:
+                s.sendall(data)
+            except BrokenPipeError:
+                pass  # atomd answered an oversized request and hung up: read its answer
+            buf = b""
+            while b"\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            return json.loads(buf.split(b"\n")[0]) if buf else None
+        finally:
+            s.close()
+
+    def request(self, obj):
+        return self.request_raw((json.dumps(obj) + "\n").encode())
+
+    def spec(self, name, gpus=1, steps=20, extra=""):
+        path = os.path.join(self.tmp, name + ".yaml")
+        with open(path, "w") as f:
+            f.write("name: %s\nresources:\n  gpus: %d\nparallelism:\n  data: %d\n"
+                    "training:\n  steps: %d\n  lr: 0.001\n  global_batch: %d\n  micro_batch: 1\n"
+                    "data:\n  path: data.bin\n%s" % (name, gpus, gpus, steps, gpus, extra))
+        os.chmod(path, 0o644)
+        return path
+
+    def ctl(self, *argv, user=None):
+        kw = {}
+        if user is not None:
+            kw = dict(user=user, group=user, extra_groups=[])
+        sock = [] if "--socket" in argv else ["--socket", self.socket]
+        r = subprocess.run([self.args.ctl] + list(argv) + sock, capture_output=True, text=True,
+                           env=self.env, timeout=60, **kw)
+        return r.returncode, r.stdout, r.stderr
+
+    def submit(self, path):
+        rc, out, err = self.ctl("submit", path, "--json")
+        check(rc == 0, "submit %s: exit %d: %s" % (path, rc, err))
+        return json.loads(out)["job"]
+
+    def job(self, job_id):
+        ans = self.request({"op": "show", "job": job_id})
+        check(ans and ans.get("ok"), "show %d: %s" % (job_id, ans))
+        return ans
+
+    def state_of(self, job_id):
+        return self.job(job_id)["job"]["state"]
+
+    def wait_state(self, job_id, states, timeout=30):
+        states = [states] if isinstance(states, str) else states
+        return wait_until(lambda: self.state_of(job_id) in states and self.job(job_id), timeout,
+                          "job %d to be %s (it is %s)" % (job_id, "/".join(states), self.state_of(job_id)))
+
+
+def run(test, args, **daemon_kw):
+    """Runs test(daemon) on a fresh atomd; keeps the folder and prints the log on failure."""
+    d = Daemon(args, **daemon_kw)
+    ok = False
+    try:
+        d.start()
+        test(d)
+        ok = True
+    except SystemExit:
+        raise
+    finally:
+        if not ok:
+            print("---- atomd log (%s) ----\n%s" % (d.tmp, d.log() if os.path.exists(d.log_path) else ""), file=sys.stderr)
+        d.cleanup(ok)
