@@ -96,6 +96,22 @@ static void test_export(void **state) {
     assert_true(st.st_size > 8 + 4 * floats && st.st_size < 8 + 4 * floats + 16384);
 }
 
+/* The checksum is the standard CRC32C the format documents (readers elsewhere must agree). */
+static void test_crc32c(void **state) {
+    (void)state;
+    assert_int_equal(atom_ckpt_crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(atom_ckpt_crc32c(0, "", 0), 0);
+    unsigned char zeros[32] = {0};
+    assert_int_equal(atom_ckpt_crc32c(0, zeros, 32), 0x8A9136AAu); /* RFC 3720 B.4 */
+    /* continuing over pieces gives the CRC of the whole, at any split */
+    const char *text = "the quick brown fox jumps over the lazy dog, twice over";
+    uint32_t whole = atom_ckpt_crc32c(0, text, strlen(text));
+    for (size_t cut = 0; cut <= strlen(text); cut++) {
+        uint32_t c = atom_ckpt_crc32c(0, text, cut);
+        assert_int_equal(atom_ckpt_crc32c(c, text + cut, strlen(text) - cut), whole);
+    }
+}
+
 static void test_no_mpi(void **state) {
     (void)state;
     int initialized = 1;
@@ -110,6 +126,7 @@ int main(void) {
         cmocka_unit_test(test_ls),
         cmocka_unit_test(test_verify),
         cmocka_unit_test(test_export),
+        cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_no_mpi),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
