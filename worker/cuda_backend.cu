@@ -633,7 +633,7 @@ static void cuda_ce_backward(float *dlogits, const float *logits, const float *r
 
 /* ---- optimizer ------------------------------------------------------------------------- */
 
-/* Sum of the block's `value`s, in thread 0 (THREADS threads, a power of two). */
+/* Sum of the block's `value`s, returned to every thread (THREADS threads, a power of two). */
 static __device__ double block_sum(double value)
 {
     __shared__ double partial[THREADS];
