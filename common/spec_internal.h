@@ -82,4 +82,30 @@ int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, 
 void yt_free(yt_node *node);
 const char *yt_type_name(const yt_node *node);
 
+/* ---- the walk over the tree (spec.c) and the conversion of values (spec_values.c) ---- */
+
+#define SPEC_MAX_DIAGS 100 /* past this many errors a file is garbage: stop listing */
+
+typedef struct spec_walk {
+    const char *file;
+    const char *base_dir;
+    atom_spec *spec;
+    atom_diags *diags;
+    int first_diag;  /* diags->count when the walk began */
+    bool too_many;   /* SPEC_MAX_DIAGS reached: the rest is dropped */
+    spec_pos pos;
+} spec_walk;
+
+/* Adds a diagnostic at node `at` (NULL: the whole file), up to SPEC_MAX_DIAGS. */
+void walk_err(spec_walk *w, const yt_node *at, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Converts v into the field of key idx; records where the file set it. */
+void spec_set_value(spec_walk *w, int idx, const yt_node *v);
+/* A scalar as a message can show it (at most 40 bytes, odd bytes as \xNN). */
+const char *spec_show(const yt_node *n, char *buf, size_t size);
+/* What was found instead: "a mapping", "the string \"4\"", "'fast'". */
+const char *spec_describe(const yt_node *n, char *buf, size_t size);
+/* "a, b, c" */
+void spec_list_words(char *out, size_t size, const char *const *words, int count);
+
 #endif
