@@ -189,6 +189,14 @@ static void test_plan_on_clusters(void **state)
                        NULL);
     expect(&r, 0, "1024 ranks = tensor 8 x data 128 on 128 nodes, 4 switches", NULL);
     done(&r);
+    /* gpus_per_node 8: eight whole nodes under one switch, the tightest (a 31-node one) */
+    const char *small = path_in("configs/examples/gpt2-124m-64gpu.yaml");
+    if (access(small, R_OK) == 0) {
+        r = run("plan", small, "--cluster", path_in("configs/clusters/cluster-10k.yaml"), NULL);
+        expect(&r, 0, "64 ranks = tensor 1 x data 64 on 8 nodes, 1 switch", NULL);
+        assert_non_null(strstr(r.out, "switches used (1): leaf11 (8 nodes)"));
+        done(&r);
+    }
     r = run("plan", "--cluster", path_in("configs/clusters/lab-cluster.yaml"), big, NULL);
     expect(&r, 1, NULL, "does not fit on cluster lab-cluster: needs 1024 GPUs");
     done(&r);
