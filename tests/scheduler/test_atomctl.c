@@ -70,9 +70,9 @@ static void done(run_result *r)
 
 static const char *path_in(const char *rel)
 {
-    static char buf[4][2200];
+    static char buf[16][2200]; /* a ring: a test may hold a few paths at once */
     static int next;
-    char *p = buf[next++ % 4];
+    char *p = buf[next++ % 16];
     snprintf(p, sizeof buf[0], "%s/%s", src, rel);
     return p;
 }
