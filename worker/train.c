@@ -188,6 +188,25 @@ typedef struct ckpt_io {
 static const atom_model_buffer ckpt_buffers[3] = {ATOM_BUF_PARAMS, ATOM_BUF_ADAM_M,
                                                   ATOM_BUF_ADAM_V};
 
+/* mkdir -p: the spec's checkpoint folder may sit under folders that do not exist yet. */
+static int make_dirs(const char *path)
+{
+    char buf[ATOM_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+            return errno;
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
+        return errno;
+    return 0;
+}
+
 static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const atom_backend *be,
                      int rank, atom_err *err)
 {
@@ -226,8 +245,8 @@ static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const
     if (plan->spec.checkpoint.dir[0]) {
         /* Rank 0 makes the folder; the others wait so load_latest finds it on every rank. */
         int mk = 0;
-        if (rank == 0 && mkdir(plan->spec.checkpoint.dir, 0755) != 0 && errno != EEXIST)
-            mk = errno;
+        if (rank == 0)
+            mk = make_dirs(plan->spec.checkpoint.dir);
         MPI_Bcast(&mk, 1, MPI_INT, 0, MPI_COMM_WORLD);
         if (mk)
             return atom_errf(err, "checkpoint folder %s: cannot create: %s",
@@ -457,7 +476,7 @@ static int trainer_open(trainer *t, atom_err *err)
     cc.tensor_size = spec->parallelism.tensor;
     cc.hang_action = COLL_HANG_ABORT;
     cc.progress = COLL_PROGRESS_POLL;
-    cc.cuda_device = plan->ranks[t->rank].gpu;
+    cc.cuda_device = 0; /* the launcher leaves only the plan's GPU visible */
     coll_err cerr;
     if (coll_open(&cc, &t->coll, &cerr) != 0)
         return atom_errf(err, "rank %d: collectives: %s", t->rank, cerr.msg);

@@ -12,7 +12,7 @@ from worker_run_lib import (check, cleanup, heartbeats, run, train_log, workdir,
 
 STEPS = 100000  # never reached: the signal ends the run
 work = workdir("stop")
-ckpt = os.path.join(work, "ckpt")
+ckpt = os.path.join(work, "checkpoints", "job")  # two folders that do not exist yet
 spec = write_spec(work, tensor=2, data=2, steps=STEPS, global_batch=8, micro_batch=2,
                   ckpt_dir=ckpt, every=STEPS, async_ckpt=True)
 # Its own session, so a failing test can kill mpirun and every rank at once.
