@@ -492,6 +492,38 @@ static void test_fewest_switches(void **state)
     atom_inventory_free(&inv);
 }
 
+/* When one switch can hold the job, one whose whole free nodes hold it wins over one where the
+ * job would be spread over partly used nodes, even if the latter is the tighter fit. */
+static void test_whole_nodes_beat_tight_switch(void **state)
+{
+    (void)state;
+    int gpus[4] = {8, 8, 8, 8}, sw[4] = {0, 0, 1, 1};
+    atom_inventory inv;
+    make_inventory(&inv, 2, 4, gpus, sw);
+    atom_planner pl;
+    atom_err err;
+    assert_int_equal(atom_planner_init(&pl, &inv, &err), 0);
+    /* leaf0: two nodes with 4 free each (room for 2 groups of 4, none whole);
+     * leaf1: two whole nodes (room for 4 groups of 4) */
+    for (int g = 0; g < 4; g++) {
+        atom_planner_set_busy(&pl, 0, g, true, &err);
+        atom_planner_set_busy(&pl, 1, g, true, &err);
+    }
+    atom_spec spec = job(4, 2, 0);
+    atom_placement p;
+    assert_int_equal(atom_planner_place(&pl, &spec, NULL, &p, NULL, 0, &err), ATOM_PLACE_OK);
+    for (int r = 0; r < 8; r++)
+        assert_int_equal(p.node[r], 2); /* one whole node of leaf1, not two halves in leaf0 */
+    atom_placement_free(&p);
+    /* now each switch has room for 2 groups of 4: a job of 3 groups needs both */
+    spec = job(4, 3, 0);
+    assert_int_equal(atom_planner_place(&pl, &spec, NULL, &p, NULL, 0, &err), ATOM_PLACE_OK);
+    assert_int_equal(switches_used(&inv, &p), 2);
+    atom_placement_free(&p);
+    atom_planner_free(&pl);
+    atom_inventory_free(&inv);
+}
+
 static void test_refusals_say_why(void **state)
 {
     (void)state;
@@ -628,6 +660,7 @@ int main(void)
         cmocka_unit_test(test_fill_and_drain),
         cmocka_unit_test(test_whole_nodes_one_switch),
         cmocka_unit_test(test_fewest_switches),
+        cmocka_unit_test(test_whole_nodes_beat_tight_switch),
         cmocka_unit_test(test_refusals_say_why),
         cmocka_unit_test(test_gpus_per_node),
         cmocka_unit_test(test_set_busy_bounds),
