@@ -234,33 +234,58 @@ static void cuda_encoder_forward(float *out, const int *tokens, const float *wte
     LAUNCH_CHECK("encoder_forward_kernel");
 }
 
-/* One thread per channel, walking the positions in order: two positions with the same token
- * add into the same dwte row, and one thread per channel makes that race-free and sums in the
- * CPU's order, without atomics. */
-static __global__ void encoder_backward_kernel(float *dwte, float *dwpe, const float *dout,
-                                               const int *tokens, int vocab_start, int vrows, int N,
-                                               int T, int C)
+/* dwte: two positions with the same token add into the same row, so each thread owns a
+ * (channel, slice of the vocabulary rows) pair and walks all positions in order, adding those
+ * whose token falls in its slice: race-free without atomics, and every element sums in the
+ * CPU's order. Thread i has channel i % C and slice i / C of `slices`. */
+static __global__ void encoder_backward_wte_kernel(float *dwte, const float *dout,
+                                                   const int *tokens, int vocab_start, int vrows,
+                                                   int slices, int N, int C)
 {
-    FOR_EACH_INDEX(c, C) {
+    FOR_EACH_INDEX(i, (int64_t)C * slices) {
+        int c = (int)(i % C), slice = (int)(i / C);
+        int first = (int)((int64_t)vrows * slice / slices);
+        int end = (int)((int64_t)vrows * (slice + 1) / slices);
         for (int n = 0; n < N; n++) {
-            float d = dout[(int64_t)n * C + c];
             int row = tokens[n] - vocab_start;
-            if (row >= 0 && row < vrows)
-                dwte[(int64_t)row * C + c] += d;
-            if (dwpe)
-                dwpe[(int64_t)(n % T) * C + c] += d;
+            if (row >= first && row < end)
+                dwte[(int64_t)row * C + c] += dout[(int64_t)n * C + c];
         }
     }
 }
+
+/* dwpe (T, C) += dout summed over the batch: one thread per element of dwpe, b in order. */
+static __global__ void encoder_backward_wpe_kernel(float *dwpe, const float *dout, int B, int T,
+                                                   int C)
+{
+    FOR_EACH_INDEX(i, (int64_t)T * C) {
+        float s = dwpe[i];
+        for (int b = 0; b < B; b++)
+            s += dout[(int64_t)b * T * C + i];
+        dwpe[i] = s;
+    }
+}
+
+/* About this many threads for dwte: enough to fill a GPU, each still scanning every token. */
+#define WTE_GRAD_THREADS 65536
 
 static void cuda_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
                                   int vocab_start, int vrows, int B, int T, int C)
 {
     if (C == 0 || B * T == 0)
         return;
-    encoder_backward_kernel<<<blocks_for(C), THREADS>>>(dwte, dwpe, dout, tokens, vocab_start,
-                                                        vrows, B * T, T, C);
-    LAUNCH_CHECK("encoder_backward_kernel");
+    int slices = WTE_GRAD_THREADS / C;
+    slices = slices < 1 ? 1 : (slices > vrows ? vrows : slices);
+    if (vrows > 0) {
+        int64_t threads = (int64_t)C * slices;
+        encoder_backward_wte_kernel<<<blocks_for(threads), THREADS>>>(
+            dwte, dout, tokens, vocab_start, vrows, slices, B * T, C);
+        LAUNCH_CHECK("encoder_backward_wte_kernel");
+    }
+    if (dwpe) {
+        encoder_backward_wpe_kernel<<<blocks_for((int64_t)T * C), THREADS>>>(dwpe, dout, B, T, C);
+        LAUNCH_CHECK("encoder_backward_wpe_kernel");
+    }
 }
 
 /* ---- LayerNorm ------------------------------------------------------------------------- */
