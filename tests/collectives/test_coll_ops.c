@@ -48,6 +48,8 @@ int main(int argc, char **argv)
     coll_config bad_cfg = {.tensor_size = ws + 1};
     CHECK(coll_open(&bad_cfg, &bad, &err) == -1 && bad == NULL, "open with T=%d on %d ranks", ws + 1, ws);
     CHECK(strstr(err.msg, "does not divide") != NULL, "message: %s", err.msg);
+    /* The build says whether NCCL is in (CMake's ATOM_HAVE_CUDA); the chooser must agree. */
+    CHECK(coll_have_nccl() == ATOM_EXPECT_NCCL, "coll_have_nccl() = %d", coll_have_nccl());
     if (!coll_have_nccl()) {
         coll_config nccl_cfg = {.backend = COLL_BACKEND_NCCL, .tensor_size = T};
         CHECK(coll_open(&nccl_cfg, &bad, &err) == -1, "NCCL opened in a build without it");
@@ -134,6 +136,14 @@ int main(int argc, char **argv)
         snprintf(want_msg, sizeof want_msg, "all_reduce on group %s (rank %d)", coll_group_name(g), me);
         CHECK(strstr(err.msg, want_msg) && strstr(err.msg, "count limit"), "message: %s", err.msg);
         /* refused calls (this one, bf16, a bad root) never entered: the counts below say so */
+        /* an error of MPI itself comes back naming the group, the operation, the rank and the
+         * MPI call (MPI_IN_PLACE is not a valid receive buffer for an all-gather) */
+        CHECK(coll_all_gather(g, buf, MPI_IN_PLACE, 2, COLL_F32, &err) == -1, "all_gather into MPI_IN_PLACE");
+        snprintf(want_msg, sizeof want_msg, "all_gather on group %s (rank %d of %d, world rank %d, host ",
+                 coll_group_name(g), me, n, wr);
+        CHECK(strstr(err.msg, want_msg) && strstr(err.msg, "MPI_Iallgather failed: MPI_ERR_ARG"),
+              "message: %s", err.msg);
+        expect_counts[id]++; /* it passed atom's checks, so it entered */
     }
 
     /* Non-blocking: two all-reduces on different groups in flight while this rank "computes",
