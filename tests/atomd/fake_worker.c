@@ -9,6 +9,7 @@
  *   sleep*     advances a step every 100 ms until SIGTERM or SIGUSR1, then exits 75
  *   hang*      rank 1 (rank 0 when alone) stops itself with SIGSTOP after step 2; the others
  *              keep sending heartbeats without advancing, as ranks blocked in a collective do
+ *   hangonce*  hangs in attempt 1, then behaves as ok
  * It prints "rank R attempt A step S" lines to stdout for the log tests.
  */
 #include <signal.h>
@@ -85,7 +86,7 @@ int main(int argc, char **argv)
     const char *name = plan.spec.name;
     bool fail = strncmp(name, "fail", 4) == 0 && !(strncmp(name, "failonce", 8) == 0 && plan.attempt > 1);
     bool sleeper = strncmp(name, "sleep", 5) == 0;
-    bool hang = strncmp(name, "hang", 4) == 0;
+    bool hang = strncmp(name, "hang", 4) == 0 && !(strncmp(name, "hangonce", 8) == 0 && plan.attempt > 1);
     int hang_rank = plan.world > 1 ? 1 : 0;
     int rc = 0;
     for (int64_t step = 1; sleeper || hang || step <= plan.spec.training.steps; step++) {

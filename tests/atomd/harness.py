@@ -136,12 +136,12 @@ class Daemon:
     def request(self, obj):
         return self.request_raw((json.dumps(obj) + "\n").encode())
 
-    def spec(self, name, gpus=1, steps=20, extra=""):
+    def spec(self, name, gpus=1, steps=20, extra="", resources=""):
         path = os.path.join(self.tmp, name + ".yaml")
         with open(path, "w") as f:
-            f.write("name: %s\nresources:\n  gpus: %d\nparallelism:\n  data: %d\n"
+            f.write("name: %s\nresources:\n  gpus: %d\n%sparallelism:\n  data: %d\n"
                     "training:\n  steps: %d\n  lr: 0.001\n  global_batch: %d\n  micro_batch: 1\n"
-                    "data:\n  path: data.bin\n%s" % (name, gpus, gpus, steps, gpus, extra))
+                    "data:\n  path: data.bin\n%s" % (name, gpus, resources, gpus, steps, gpus, extra))
         os.chmod(path, 0o644)
         return path
 
