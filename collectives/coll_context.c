@@ -65,6 +65,9 @@ static int open_counts_window(coll_ctx *ctx, MPI_Comm world, coll_err *err)
         return mpi_fail(err, ctx->world_rank, "MPI_Win_allocate (collective counts)", rc);
     MPI_Win_set_errhandler(ctx->counts_win, MPI_ERRORS_RETURN);
     memset(ctx->counts, 0, COLL_NGROUPS * sizeof(int64_t));
+    int *model = NULL, found = 0;
+    MPI_Win_get_attr(ctx->counts_win, MPI_WIN_MODEL, &model, &found);
+    ctx->counts_separate = found && model && *model == MPI_WIN_SEPARATE;
     /* One passive-target epoch for the context's whole life: a reader needs no cooperation. */
     if ((rc = MPI_Win_lock_all(MPI_MODE_NOCHECK, ctx->counts_win)) != MPI_SUCCESS)
         return mpi_fail(err, ctx->world_rank, "MPI_Win_lock_all (collective counts)", rc);
@@ -211,8 +214,10 @@ void coll_counts(const coll_ctx *ctx, int64_t out[COLL_NGROUPS])
 int64_t coll_enter(coll_group *g)
 {
     int64_t n = __atomic_add_fetch(&g->entered, 1, __ATOMIC_RELAXED);
-    /* The window is in MPI's unified memory model on shared memory; a plain atomic store is what
-     * a remote MPI_Get reads. */
+    /* In MPI's unified memory model (shared memory, most networks) a plain atomic store is what
+     * a remote MPI_Get reads; in the separate model the public copy needs a sync. */
     __atomic_store_n(&g->ctx->counts[g->id], n, __ATOMIC_RELEASE);
+    if (g->ctx->counts_separate)
+        MPI_Win_sync(g->ctx->counts_win);
     return n;
 }

@@ -89,6 +89,7 @@ struct coll_ctx {
      * window, so a rank that waits too long can name who has not entered. */
     MPI_Win counts_win;
     int64_t *counts;      /* this rank's slot of the window */
+    bool counts_separate; /* MPI_WIN_SEPARATE: local stores need MPI_Win_sync to be seen */
     /* Pending non-blocking operations; the lock also serialises testing them, so the progress
      * thread and the caller never test one request at once. */
     pthread_mutex_t lock;
