@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "hyperslab.h"
 #include "naive_gpt.h"
 #include "worker/kernels.h"
 #include "worker/model.h"
@@ -160,38 +161,6 @@ static void test_table_layout(void **state)
     assert_non_null(strstr(err.msg, "heads"));
 }
 
-/* The global row-major indices a hyperslab selects, in the order HDF5 reads them into a
- * contiguous buffer: for each dim, start + c*stride + b over c < count, b < block. */
-static int64_t *hyperslab_indices(const atom_param *p)
-{
-    int64_t n = p->numel;
-    int64_t *out = malloc((size_t)n * sizeof(int64_t));
-    int64_t dims[3] = {1, 1, 1}, st[3] = {0, 0, 0}, sd[3] = {1, 1, 1}, ct[3] = {1, 1, 1},
-            bk[3] = {1, 1, 1};
-    int pad = 3 - p->ndim;
-    for (int k = 0; k < p->ndim; k++) {
-        dims[pad + k] = p->shape[k];
-        st[pad + k] = p->start[k];
-        sd[pad + k] = p->stride[k];
-        ct[pad + k] = p->count[k];
-        bk[pad + k] = p->block[k];
-    }
-    int64_t i = 0;
-    for (int64_t c0 = 0; c0 < ct[0]; c0++)
-        for (int64_t b0 = 0; b0 < bk[0]; b0++)
-            for (int64_t c1 = 0; c1 < ct[1]; c1++)
-                for (int64_t b1 = 0; b1 < bk[1]; b1++)
-                    for (int64_t c2 = 0; c2 < ct[2]; c2++)
-                        for (int64_t b2 = 0; b2 < bk[2]; b2++) {
-                            int64_t g0 = st[0] + c0 * sd[0] + b0, g1 = st[1] + c1 * sd[1] + b1,
-                                    g2 = st[2] + c2 * sd[2] + b2;
-                            assert_true(i < n);
-                            out[i++] = (g0 * dims[1] + g1) * dims[2] + g2;
-                        }
-    assert_int_equal(i, n);
-    return out;
-}
-
 /* ---- initialisation ---- */
 
 /* Every shard of every TP split, read back through its hyperslab, holds exactly the values of
@@ -216,6 +185,7 @@ static void test_init_independent_of_split(void **state)
             for (int id = 0; id < ATOM_N_PARAMS; id++) {
                 const atom_param *p = &t->params[id];
                 int64_t *gi = hyperslab_indices(p);
+                assert_non_null(gi);
                 for (int64_t i = 0; i < p->numel; i++)
                     if (w[p->offset + i] != ref[tw->params[id].offset + gi[i]])
                         fail_msg("%s, TP rank %d of %d, local %lld: %g, unsplit %g", p->name, r,

@@ -7,6 +7,10 @@
  * gradients are averaged over the data group by the model's buckets. Clipping (norm 1) and
  * weight decay are on, so the TP-aware grad norm is part of what must match. Every rank also
  * runs the TP=1 x DP=1 reference itself, without communication.
+ *
+ * Before training, each layout also checks that every rank's initial shard is the unsplit
+ * model's weights at its hyperslab, and that the tensor group's logit slices, gathered, are the
+ * unsplit model's logits.
  */
 #include <math.h>
 #include <mpi.h>
@@ -16,6 +20,7 @@
 #include <string.h>
 
 #include "collectives/collectives.h"
+#include "hyperslab.h"
 #include "worker/model.h"
 
 #define STEPS 10
@@ -47,9 +52,108 @@ typedef struct run_result {
     double norm[STEPS];
 } run_result;
 
+/* The unsplit model's initial weights and its logits on the first micro-batch of step 0. */
+typedef struct reference {
+    atom_param_table table;
+    float *params;
+    float *logits; /* (MICRO, T, Vp) */
+} reference;
+
+static int make_reference(reference *ref, atom_err *err)
+{
+    atom_model_opts o = {.cfg = CFG, .max_batch = MICRO, .backend = atom_backend_cpu(),
+                         .tp_size = 1};
+    atom_model *m;
+    if (atom_model_create(&o, &m, err) != 0 || atom_model_init_weights(m, 2024, err) != 0)
+        return -1;
+    int T = CFG.context, Vp = atom_padded_vocab(CFG.vocab);
+    ref->table = *atom_model_table(m);
+    ref->params = malloc(sizeof(float) * ref->table.total);
+    ref->logits = malloc(sizeof(float) * MICRO * T * Vp);
+    int *tokens = malloc(sizeof(int) * GLOBAL_BATCH * (T + 1));
+    batch_of_step(0, tokens);
+    if (atom_model_download(m, ATOM_BUF_PARAMS, ref->params, err) != 0 ||
+        atom_model_forward(m, tokens, MICRO, NULL, err) != 0 ||
+        atom_model_copy_logits(m, ref->logits, err) != 0)
+        return -1;
+    free(tokens);
+    atom_model_free(m);
+    return 0;
+}
+
+/* This rank's initial shard against the unsplit weights, through the hyperslabs; then the
+ * logits of samples 0..MICRO-1, each TP rank's slice gathered over the tensor group. Returns the
+ * number of mismatches (printed). */
+static int check_shard_and_logits(atom_model *m, const reference *ref, coll_group *tg,
+                                  int tp_size, int rank, atom_err *err)
+{
+    int bad = 0;
+    const atom_param_table *t = atom_model_table(m);
+    float *w = malloc(sizeof(float) * t->total);
+    if (atom_model_download(m, ATOM_BUF_PARAMS, w, err) != 0)
+        return 1;
+    for (int id = 0; id < ATOM_N_PARAMS && !bad; id++) {
+        const atom_param *p = &t->params[id];
+        int64_t *gi = hyperslab_indices(p);
+        if (!gi) {
+            fprintf(stderr, "rank %d: %s: the hyperslab does not select %lld elements\n", rank,
+                    p->name, (long long)p->numel);
+            bad++;
+            continue;
+        }
+        for (int64_t i = 0; i < p->numel; i++)
+            if (w[p->offset + i] != ref->params[ref->table.params[id].offset + gi[i]]) {
+                fprintf(stderr, "rank %d: %s local %lld = %g, unsplit %g\n", rank, p->name,
+                        (long long)i, w[p->offset + i],
+                        ref->params[ref->table.params[id].offset + gi[i]]);
+                bad++;
+                break;
+            }
+        free(gi);
+    }
+    free(w);
+
+    int T = CFG.context, Vp = atom_padded_vocab(CFG.vocab), Vl = Vp / tp_size, N = MICRO * T;
+    int *tokens = malloc(sizeof(int) * GLOBAL_BATCH * (T + 1));
+    batch_of_step(0, tokens);
+    float *mine = malloc(sizeof(float) * N * Vl), *all = malloc(sizeof(float) * N * Vp);
+    if (atom_model_forward(m, tokens, MICRO, NULL, err) != 0 ||
+        atom_model_copy_logits(m, mine, err) != 0)
+        return bad + 1;
+    if (tp_size > 1) {
+        coll_err ce;
+        if (coll_all_gather(tg, mine, all, (size_t)N * Vl, COLL_F32, &ce) != 0) {
+            fprintf(stderr, "rank %d: gathering logits: %s\n", rank, ce.msg);
+            return bad + 1;
+        }
+    } else {
+        memcpy(all, mine, sizeof(float) * N * Vl);
+    }
+    double worst = 0;
+    for (int r = 0; r < tp_size; r++) /* block r is rank r's columns [r*Vl, (r+1)*Vl) */
+        for (int n = 0; n < N; n++)
+            for (int v = 0; v < Vl; v++) {
+                int col = r * Vl + v;
+                if (col >= CFG.vocab)
+                    continue; /* padding: outside the softmax */
+                double d = fabs(all[((size_t)r * N + n) * Vl + v] - ref->logits[(size_t)n * Vp + col]);
+                worst = fmax(worst, d);
+            }
+    if (worst > 1e-5) {
+        fprintf(stderr, "rank %d: TP=%d logits differ from the unsplit ones by %g\n", rank,
+                tp_size, worst);
+        bad++;
+    }
+    free(tokens);
+    free(mine);
+    free(all);
+    return bad;
+}
+
 /* Trains STEPS steps as replica dp_rank of dp_size; groups NULL for the unsplit reference. */
 static int train(int tp_rank, int tp_size, coll_group *tg, coll_group *dg, int dp_rank,
-                 int dp_size, run_result *res, atom_err *err)
+                 int dp_size, const reference *ref, int *mismatches, run_result *res,
+                 atom_err *err)
 {
     atom_model_opts o = {.cfg = CFG, .max_batch = MICRO, .backend = atom_backend_cpu(),
                          .tp_rank = tp_rank, .tp_size = tp_size, .tensor_group = tg,
@@ -57,6 +161,11 @@ static int train(int tp_rank, int tp_size, coll_group *tg, coll_group *dg, int d
     atom_model *m;
     if (atom_model_create(&o, &m, err) != 0 || atom_model_init_weights(m, 2024, err) != 0)
         return -1;
+    if (ref) {
+        int rank;
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        *mismatches += check_shard_and_logits(m, ref, tg, tp_size, rank, err);
+    }
     int T = CFG.context, per_replica = GLOBAL_BATCH / dp_size, accum = per_replica / MICRO;
     int *tokens = malloc(sizeof(int) * GLOBAL_BATCH * (T + 1));
     for (int step = 0; step < STEPS; step++) {
@@ -106,8 +215,13 @@ int main(int argc, char **argv)
         return 2;
     }
     atom_err err = {{0}};
+    reference unsplit;
+    if (make_reference(&unsplit, &err) != 0) {
+        fprintf(stderr, "rank %d: reference model: %s\n", rank, err.msg);
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     run_result ref;
-    if (train(0, 1, NULL, NULL, 0, 1, &ref, &err) != 0) {
+    if (train(0, 1, NULL, NULL, 0, 1, NULL, NULL, &ref, &err) != 0) {
         fprintf(stderr, "rank %d: reference run: %s\n", rank, err.msg);
         MPI_Abort(MPI_COMM_WORLD, 1);
     }
@@ -136,8 +250,9 @@ int main(int argc, char **argv)
         }
         coll_group *tg = coll_group_of(ctx, COLL_TENSOR), *dg = coll_group_of(ctx, COLL_DATA);
         run_result res;
-        if (train(coll_group_rank(tg), tp, tp > 1 ? tg : NULL, dg, coll_group_rank(dg), dp, &res,
-                  &err) != 0) {
+        int mismatches = 0;
+        if (train(coll_group_rank(tg), tp, tp > 1 ? tg : NULL, dg, coll_group_rank(dg), dp,
+                  &unsplit, &mismatches, &res, &err) != 0) {
             fprintf(stderr, "rank %d: TP=%d x DP=%d: %s\n", rank, tp, dp, err.msg);
             MPI_Abort(MPI_COMM_WORLD, 1);
         }
@@ -146,7 +261,7 @@ int main(int argc, char **argv)
             worst_loss = fmax(worst_loss, fabs(res.loss[s] - ref.loss[s]) / fabs(ref.loss[s]));
             worst_norm = fmax(worst_norm, fabs(res.norm[s] - ref.norm[s]) / ref.norm[s]);
         }
-        bool ok = worst_loss <= 1e-4 && worst_norm <= 1e-4;
+        bool ok = worst_loss <= 1e-4 && worst_norm <= 1e-4 && mismatches == 0;
         if (!ok) {
             failures++;
             for (int s = 0; s < STEPS; s++)
@@ -157,10 +272,13 @@ int main(int argc, char **argv)
         double worst[2] = {worst_loss, worst_norm}, all[2];
         MPI_Allreduce(worst, all, 2, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
         if (rank == 0)
-            printf("TP=%d x DP=%d: %d steps, largest relative difference: loss %.2e, grad norm "
-                   "%.2e\n", tp, dp, STEPS, all[0], all[1]);
+            printf("TP=%d x DP=%d: initial shards and logits %s; %d steps, largest relative "
+                   "difference: loss %.2e, grad norm %.2e\n", tp, dp,
+                   mismatches ? "DIFFER" : "match", STEPS, all[0], all[1]);
         coll_close(ctx);
     }
+    free(unsplit.params);
+    free(unsplit.logits);
     int total;
     MPI_Allreduce(&failures, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     if (rank == 0)
