@@ -171,9 +171,11 @@ int atom_model_create(const atom_model_opts *opts, atom_model **out, atom_err *e
     }
     const atom_model_cfg *c = &opts->cfg;
     int P = opts->tp_size;
-    m->Vp = atom_padded_vocab(c->vocab);
-    m->Vl = m->Vp / P;
-    m->vocab_start = opts->tp_rank * m->Vl;
+    /* this rank's vocabulary slice is wte's rows in the table: one description of the split */
+    const atom_param *wte = &m->table.params[ATOM_P_WTE];
+    m->Vp = (int)wte->shape[0];
+    m->Vl = (int)wte->local_shape[0];
+    m->vocab_start = (int)wte->start[0];
     int valid = c->vocab - m->vocab_start;
     m->vocab_valid = valid < 0 ? 0 : (valid > m->Vl ? m->Vl : valid);
     m->Cl = c->channels / P;
