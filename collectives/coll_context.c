@@ -91,6 +91,7 @@ static void close_ctx(coll_ctx *ctx)
         MPI_Win_free(&ctx->counts_win);
     }
     pthread_mutex_destroy(&ctx->lock);
+    pthread_cond_destroy(&ctx->work);
     free(ctx->hosts);
     free(ctx);
 }
@@ -110,6 +111,7 @@ int coll_open(const coll_config *cfg, coll_ctx **out, coll_err *err)
     for (int id = 0; id < COLL_NGROUPS; id++)
         ctx->groups[id].comm = MPI_COMM_NULL;
     pthread_mutex_init(&ctx->lock, NULL);
+    pthread_cond_init(&ctx->work, NULL);
     if (ctx->cfg.tensor_size <= 0)
         ctx->cfg.tensor_size = 1;
     if (ctx->cfg.hang_timeout_s <= 0)

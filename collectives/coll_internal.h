@@ -93,10 +93,11 @@ struct coll_ctx {
     /* Pending non-blocking operations; the lock also serialises testing them, so the progress
      * thread and the caller never test one request at once. */
     pthread_mutex_t lock;
+    pthread_cond_t work;  /* signalled when a request is tracked or the thread must stop */
     coll_req *pending;
     pthread_t progress_thread;
     bool progress_running;
-    volatile int progress_stop;
+    int progress_stop;    /* under lock */
 };
 
 /* Counts one collective entered on g (before the operation starts, so a rank stuck inside it

@@ -43,6 +43,7 @@ void coll_req_track(coll_req *r)
         ctx->pending->prev = r;
     ctx->pending = r;
     r->pending = true;
+    pthread_cond_signal(&ctx->work);
     pthread_mutex_unlock(&ctx->lock);
 }
 

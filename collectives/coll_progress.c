@@ -1,7 +1,7 @@
 /* collectives/coll_progress.c: an optional thread that moves pending MPI operations while the
- * worker computes (Open MPI 4.1 has no asynchronous progress of its own). It tests the pending
- * requests, then sleeps: a thread that spins would take a core from compute when ranks share
- * cores. */
+ * worker computes (Open MPI 4.1 has no asynchronous progress of its own). While requests are
+ * pending it tests them, then sleeps progress_sleep_us: a thread that spins would take a core from
+ * compute when ranks share cores. With nothing pending it waits on a condition variable. */
 #include <stdio.h>
 #include <time.h>
 
@@ -11,15 +11,20 @@ static void *progress_main(void *arg)
 {
     coll_ctx *ctx = arg;
     struct timespec pause = {0, (long)ctx->cfg.progress_sleep_us * 1000L};
-    while (!__atomic_load_n(&ctx->progress_stop, __ATOMIC_ACQUIRE)) {
-        if (__atomic_load_n(&ctx->pending, __ATOMIC_RELAXED)) {
-            /* A failed request keeps its error; the waiter's next test reports it. */
-            pthread_mutex_lock(&ctx->lock);
-            (void)coll_progress_locked(ctx, NULL);
-            pthread_mutex_unlock(&ctx->lock);
-        }
+    pthread_mutex_lock(&ctx->lock);
+    for (;;) {
+        /* Idle costs nothing: the thread sleeps until a request is tracked. */
+        while (!ctx->pending && !ctx->progress_stop)
+            pthread_cond_wait(&ctx->work, &ctx->lock);
+        if (ctx->progress_stop)
+            break;
+        /* A failed request keeps its error; the waiter's next test reports it. */
+        (void)coll_progress_locked(ctx, NULL);
+        pthread_mutex_unlock(&ctx->lock);
         nanosleep(&pause, NULL);
+        pthread_mutex_lock(&ctx->lock);
     }
+    pthread_mutex_unlock(&ctx->lock);
     return NULL;
 }
 
@@ -35,7 +40,10 @@ int coll_progress_thread_start(coll_ctx *ctx, coll_err *err)
 
 void coll_progress_thread_stop(coll_ctx *ctx)
 {
-    __atomic_store_n(&ctx->progress_stop, 1, __ATOMIC_RELEASE);
+    pthread_mutex_lock(&ctx->lock);
+    ctx->progress_stop = 1;
+    pthread_cond_signal(&ctx->work);
+    pthread_mutex_unlock(&ctx->lock);
     pthread_join(ctx->progress_thread, NULL);
     ctx->progress_running = false;
 }
