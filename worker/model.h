@@ -131,9 +131,10 @@ int atom_model_forward_backward(atom_model *model, const int *tokens, int B, flo
 /* Forward only (evaluation). loss may be NULL. Leaves this micro-batch's logits readable. */
 int atom_model_forward(atom_model *model, const int *tokens, int B, float *loss, atom_err *err);
 
-/* This rank's slice of the logits of the last forward: (B, T, Vp/P), vocabulary columns
- * [tp_rank*Vp/P, (tp_rank+1)*Vp/P), copied to host memory. Padded columns hold their raw value
- * (zero weights give 0); they are excluded from the softmax. */
+/* This rank's slice of the logits of the last atom_model_forward: (B, T, Vp/P), vocabulary
+ * columns [tp_rank*Vp/P, (tp_rank+1)*Vp/P), copied to host memory. Padded columns hold their
+ * raw value (zero weights give 0); they are excluded from the softmax. After
+ * atom_model_forward_backward the buffer holds the logits' gradient instead. */
 int atom_model_copy_logits(const atom_model *model, float *host, atom_err *err);
 
 /* Global L2 norm of the gradients: this rank's shard, replicated parameters counted once per
