@@ -190,6 +190,9 @@ const char *atom_spec_nearest(const char *word, const char *const *candidates, i
     const char *best = NULL;
     int best_d = limit + 1;
     for (int i = 0; i < count; i++) {
+        size_t lc = strlen(candidates[i]);
+        if ((len > lc ? len - lc : lc - len) > (size_t)limit)
+            continue; /* the distance is at least the difference in length */
         int d = edit_distance(word, candidates[i]);
         if (d < best_d) {
             best_d = d;
