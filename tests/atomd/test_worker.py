@@ -1,0 +1,102 @@
+"""atomd with the real atom-worker (no stand-in): submit -> run -> checkpoint -> done; a rank
+SIGKILLed mid-run -> the job resumes from its last committed checkpoint and ends with the losses of
+an uninterrupted run; a rank stopped with SIGSTOP -> detected, named, restarted on other slots; a
+job past its time limit -> SIGUSR1, checkpointed and stopped (exit 75).
+Cluster: two nodes of 2 CPU slots, both this machine (localhost and 127.0.0.1)."""
+import json
+import os
+import signal
+import time
+
+import harness
+from harness import check
+
+CLUSTER = """name: two
+switches: [leaf]
+nodes:
+  - {name: node-a, switch: leaf, gpus: 2, addr: localhost, has_gpus: false}
+  - {name: node-b, switch: leaf, gpus: 2, addr: 127.0.0.1, has_gpus: false}
+"""
+CONFIG = "limit_warning = 4s\nstop_grace = 5s\n"
+MODEL = "model:\n  layers: 2\n  channels: 64\n  heads: 2\n  vocab: 256\n  context: 32\n"
+
+
+def spec(d, name, steps, every=25, timeout="20s", limit=None):
+    res = "  time_limit: %s\n" % limit if limit else ""
+    return d.spec(name, gpus=2, steps=steps, resources=res,
+                  extra=MODEL + "checkpoint:\n  dir: ckpt-%s\n  every: %d\n  async: false\n"
+                  "restart:\n  heartbeat_timeout: %s\n  max_restarts: 2\n" % (name, every, timeout))
+
+
+def losses(attempt):
+    out = {}
+    with open(os.path.join(attempt["run_dir"], "train.jsonl")) as f:
+        for line in f:
+            rec = json.loads(line)
+            if "step" in rec and "loss" in rec:
+                out[rec["step"]] = rec["loss"]
+    return out
+
+
+def rank_pid(attempt, rank):
+    path = os.path.join(attempt["run_dir"], "heartbeat.rank-%d.jsonl" % rank)
+    with open(path) as f:
+        return json.loads(f.readline())["pid"]
+
+
+def nodes_of(attempt):
+    with open(os.path.join(attempt["run_dir"], "plan.json")) as f:
+        return sorted(n["name"] for n in json.load(f)["nodes"])
+
+
+def running_at_step(d, job, step):
+    info = d.job(job)
+    j = info["job"]
+    return j["state"] == "running" and j.get("step", 0) >= step and info
+
+
+def test(d):
+    steps = 150
+    ref = d.submit(spec(d, "ref", steps))
+    info = d.wait_state(ref, "done", timeout=60)
+    check(info["job"]["last_checkpoint"] == steps, "checkpoint at the last step: %s" % info["job"])
+    check(os.path.exists(os.path.join(d.tmp, "ckpt-ref", "latest")), "a committed checkpoint exists")
+    ref_losses = losses(info["attempts"][0])
+    check(len(ref_losses) == steps, "the reference logged every step")
+
+    # rank 1 SIGKILLed after the checkpoint of step 50: resumed from it, same losses
+    job = d.submit(spec(d, "killed", steps))
+    info = harness.wait_until(lambda: running_at_step(d, job, 60), 60, "job killed to pass step 60")
+    os.kill(rank_pid(info["attempts"][-1], 1), signal.SIGKILL)
+    info = d.wait_state(job, "done", timeout=60)
+    a = info["attempts"]
+    check(len(a) == 2 and a[0]["state"] == "failed", "killed rank -> failed attempt, then done: %s" % a)
+    resumed = losses(a[1])
+    first = min(resumed)
+    check(first > 50 and first % 25 == 1, "attempt 2 resumed from a checkpoint (first step %d)" % first)
+    diff = [s for s in resumed if resumed[s] != ref_losses[s]]
+    check(not diff, "resumed losses differ from the uninterrupted run at steps %s" % diff[:5])
+    print("killed rank: resumed at step %d, %d losses equal to the uninterrupted run" % (first, len(resumed)))
+
+    # rank 1 stopped: hung after 3 s without progress, named, restarted on the other node
+    job = d.submit(spec(d, "stopped", steps, timeout="3s"))
+    info = harness.wait_until(lambda: running_at_step(d, job, 30), 60, "job stopped to pass step 30")
+    os.kill(rank_pid(info["attempts"][-1], 1), signal.SIGSTOP)
+    info = d.wait_state(job, "done", timeout=60)
+    a = info["attempts"]
+    check(len(a) == 2 and a[0]["state"] == "hung", "stopped rank -> hung attempt: %s" % a)
+    check("rank 1 on %s" % nodes_of(a[0])[0] in a[0]["reason"] and "stopped" in a[0]["reason"],
+          "the hang names the stopped rank and its node: %r" % a[0]["reason"])
+    check(nodes_of(a[1]) != nodes_of(a[0]), "restarted on other slots")
+
+    # time limit: SIGUSR1 4 s ahead of a 6 s limit; the worker checkpoints and exits 75
+    job = d.submit(spec(d, "limited", 100000, every=100000, limit="6s"))
+    info = d.wait_state(job, "timeout", timeout=30)
+    j = info["job"]
+    check(j["exit_code"] == 75 and j["last_checkpoint"] > 0, "stopped at its limit with a checkpoint: %s" % j)
+    print("hung: %s; time limit: checkpoint at step %d" % (a[0]["reason"], j["last_checkpoint"]))
+
+
+if __name__ == "__main__":
+    harness.run(test, harness.parse_args(), cluster=CLUSTER, config=CONFIG)
+    print("ok")
