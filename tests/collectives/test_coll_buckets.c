@@ -161,6 +161,27 @@ int main(int argc, char **argv)
     run(ctx, &l, 16384, "layer slices, 16 KiB buckets");
     run(ctx, &l, 1 << 20, "layer slices, one bucket");
 
+    /* Exact packing: pieces of 10, 20, 30, 40 floats (forward order) into 200-byte (50-float)
+     * buckets, last piece first and greedy: {40}, {30, 20}, {10}. A 0-length piece rides along. */
+    {
+        float g100[101];
+        coll_buckets *pk;
+        CHECK_OK(coll_buckets_create(coll_group_of(ctx, COLL_DATA), g100, 101, 200, &pk, &err));
+        size_t at = 0;
+        const size_t lens[5] = {10, 20, 30, 0, 40};
+        for (int p = 0; p < 5; p++) {
+            CHECK(coll_buckets_add(pk, at, lens[p], &err) == p, "add");
+            at += lens[p];
+        }
+        CHECK_OK(coll_buckets_seal(pk, &err));
+        const int want[5] = {2, 1, 1, 0, 0};
+        CHECK(coll_buckets_count(pk) == 3, "%d buckets, want 3", coll_buckets_count(pk));
+        for (int p = 0; p < 5; p++)
+            CHECK(coll_buckets_bucket_of(pk, p) == want[p], "piece %d in bucket %d, want %d", p,
+                  coll_buckets_bucket_of(pk, p), want[p]);
+        coll_buckets_free(pk);
+    }
+
     /* overlapping pieces are refused at seal */
     float g4[8];
     coll_buckets *b;
