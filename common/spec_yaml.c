@@ -90,17 +90,53 @@ static bool is_null_scalar(const yaml_event_t *ev)
            strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
 }
 
+/* The dotted key of the node about to be attached ("training.lr", "x[3]"): in a mapping with
+ * a key waiting for its value, that key; in a sequence, the next index. Best effort for
+ * messages: keys that are not plain scalars, or paths over 120 bytes, are cut short. */
+static const char *node_path(const yt_builder *b, char *buf, size_t size)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int i = 0; i < b->depth && o + 16 < size; i++) {
+        const yt_node *c = b->stack[i];
+        /* An outer container already holds the open child as its last item; the innermost one
+         * holds only what came before the node being attached. */
+        int held = i < b->depth - 1 ? c->n - 1 : c->n;
+        int n;
+        if (c->type == YT_SEQ) {
+            n = snprintf(buf + o, size - o, "[%d]", held);
+        } else if (held % 2 == 1 && c->items[held - 1]->type == YT_SCALAR) {
+            const yt_node *k = c->items[held - 1];
+            n = snprintf(buf + o, size - o, "%s%.*s", o ? "." : "", (int)(k->len > 40 ? 40 : k->len),
+                         k->text);
+        } else {
+            break;
+        }
+        if (n < 0 || (size_t)n >= size - o)
+            break;
+        o += (size_t)n;
+    }
+    /* Keys come from the input: keep only printable ASCII in what goes to a terminal. */
+    for (size_t i = 0; i < o; i++)
+        if ((unsigned char)buf[i] < 0x20 || (unsigned char)buf[i] >= 0x7f)
+            buf[i] = '?';
+    return buf;
+}
+
 /* Anchors and explicit tags on a node: reported, the node itself is kept. */
 static void check_decorations(yt_builder *b, const yaml_event_t *ev, const yaml_char_t *anchor,
                               const yaml_char_t *tag, bool implicit_tag)
 {
     int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+    char path[128];
+    if (anchor || (tag && !implicit_tag))
+        node_path(b, path, sizeof path);
     if (anchor)
-        atom_diags_add(b->diags, b->file, line, col, "",
+        atom_diags_add(b->diags, b->file, line, col, path,
                        "anchor '&%.64s' is not allowed in a job spec (anchors and aliases are "
                        "refused: write each value out)", (const char *)anchor);
     if (tag && !implicit_tag)
-        atom_diags_add(b->diags, b->file, line, col, "",
+        atom_diags_add(b->diags, b->file, line, col, path,
                        "tag '%.64s' is not allowed in a job spec (write the plain value)",
                        (const char *)tag);
 }
@@ -109,6 +145,7 @@ static void check_decorations(yt_builder *b, const yaml_event_t *ev, const yaml_
 static int on_event(yt_builder *b, const yaml_event_t *ev, int *documents, bool *done)
 {
     int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+    char path[128];
     yt_node *n = NULL;
     switch (ev->type) {
     case YAML_DOCUMENT_START_EVENT:
@@ -124,7 +161,7 @@ static int on_event(yt_builder *b, const yaml_event_t *ev, int *documents, bool 
             *done = true;
         return 0;
     case YAML_ALIAS_EVENT:
-        atom_diags_add(b->diags, b->file, line, col, "",
+        atom_diags_add(b->diags, b->file, line, col, node_path(b, path, sizeof path),
                        "alias '*%.64s' is not allowed in a job spec (aliases can expand without "
                        "bound; write the value out)", (const char *)ev->data.alias.anchor);
         n = node_new(YT_NULL, &ev->start_mark); /* keeps key/value pairs aligned */
@@ -161,7 +198,7 @@ static int on_event(yt_builder *b, const yaml_event_t *ev, int *documents, bool 
             check_decorations(b, ev, ev->data.sequence_start.anchor, ev->data.sequence_start.tag,
                               ev->data.sequence_start.implicit);
         if (b->depth == YT_MAX_DEPTH) {
-            atom_diags_add(b->diags, b->file, line, col, "",
+            atom_diags_add(b->diags, b->file, line, col, node_path(b, path, sizeof path),
                            "nesting deeper than %d levels (a job spec needs 2)", YT_MAX_DEPTH);
             return -2; /* reported */
         }
@@ -220,6 +257,8 @@ int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, 
         yaml_event_t ev;
         if (!yaml_parser_parse(&parser, &ev)) {
             const char *problem = parser.problem ? parser.problem : "invalid YAML";
+            char path[128];
+            node_path(&b, path, sizeof path);
             /* libyaml's marks are 0-based; where it has none (reader errors) the offset is. */
             int line = (int)parser.problem_mark.line + 1, col = (int)parser.problem_mark.column + 1;
             if (parser.error == YAML_READER_ERROR) {
@@ -230,10 +269,10 @@ int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, 
                                "unreadable text (a spec is UTF-8 YAML): %s at byte %zu", problem,
                                parser.problem_offset);
             } else if (parser.context) {
-                atom_diags_add(diags, file, line, col, "", "YAML syntax error: %s %s", problem,
+                atom_diags_add(diags, file, line, col, path, "YAML syntax error: %s %s", problem,
                                parser.context);
             } else {
-                atom_diags_add(diags, file, line, col, "", "YAML syntax error: %s", problem);
+                atom_diags_add(diags, file, line, col, path, "YAML syntax error: %s", problem);
             }
             rc = -1;
             break;
