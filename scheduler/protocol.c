@@ -99,8 +99,9 @@ static atomd_job *job_arg(atomd *d, json_t *req, json_t **answer)
 static json_t *op_ping(atomd *d, const atomd_caller *who, json_t *req)
 {
     (void)req;
-    (void)d;
-    return json_pack("{s:b,s:s,s:i,s:b}", "ok", 1, "version", "0.1.0", "uid", (int)who->uid, "admin", who->admin);
+    /* commits: transactions since start, so a test or benchmark can see submissions share them. */
+    return json_pack("{s:b,s:s,s:i,s:b,s:I,s:i}", "ok", 1, "version", "0.1.0", "uid", (int)who->uid, "admin",
+                     who->admin, "commits", (json_int_t)d->store.commits, "jobs", d->n_jobs);
 }
 
 static json_t *op_submit(atomd *d, const atomd_caller *who, json_t *req)

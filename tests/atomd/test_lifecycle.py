@@ -24,6 +24,8 @@ def test(d):
     check(os.path.exists(os.path.join(run_dir, "plan.json")), "the attempt folder holds its plan")
     rc, out, err = d.ctl("logs", str(job), "--rank", "1")
     check(rc == 0 and "rank 1 attempt 1 step 15" in out and "rank 0" not in out, "logs --rank 1: %r %r" % (out, err))
+    rc, out, err = d.ctl("logs", str(job), "-f")  # follows to the end of a finished job, then returns
+    check(rc == 0 and "[1,0]<stdout>:rank 0 attempt 1 step 15" in out, "logs -f: %r %r" % (out[-200:], err))
     rc, out, err = d.ctl("status")
     check(rc == 0 and "GPUs 0 busy, 4 free of 4" in out, "status after the job: %r" % out)
     rc, out, err = d.ctl("queue", "--all", "--json")
