@@ -257,8 +257,13 @@ static void derive_defaults(spec_walk *w)
         if (gb <= 1000000000)
             s->training.global_batch = (int)gb;
     }
-    if (!given(w, "training.min_lr"))
-        s->training.min_lr = s->training.lr / 10;
+    if (!given(w, "training.min_lr")) {
+        /* lr / 10 as a person means it: 3e-4 gives 3e-5, not 2.9999999999999997e-05 (rounded
+         * to 15 digits, the nearest double to the decimal value). */
+        char tenth[40];
+        snprintf(tenth, sizeof tenth, "%.15g", s->training.lr / 10);
+        s->training.min_lr = strtod(tenth, NULL);
+    }
 }
 
 /* In file order (problems of the whole file last), whichever stage found them; stable, so two

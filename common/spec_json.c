@@ -1,11 +1,12 @@
 /* common/spec_json.c: the normalised spec as JSON and back (the plan file embeds it, atomctl sends
  * it to atomd). Same sections and key names as the YAML, every key written, enums as their names,
- * durations as seconds; doubles are printed with 17 significant digits so they come back
- * bit-identical. Reading is strict: an unknown key or a wrong type is an error, because the
+ * durations as seconds; doubles are printed with 15 significant digits when that is exact
+ * and 17 otherwise, so they always come back bit-identical. Reading is strict: an unknown key or a wrong type is an error, because the
  * writer is atom itself and a mismatch means two versions disagree. */
 #include "common/spec_internal.h"
 
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,23 @@ static json_t *value_to_json(const spec_key *k, const atom_spec *spec)
     return NULL;
 }
 
+/* Whether every double of the spec survives 15 significant digits: then the JSON says 0.0003,
+ * not 0.00029999999999999997, and still reads back to the same bits. */
+static bool short_reals(const atom_spec *spec)
+{
+    for (int i = 0; i < atom_spec_nkeys; i++) {
+        const spec_key *k = &atom_spec_keys[i];
+        if (k->kind != SPEC_F64)
+            continue;
+        double v = *(const double *)(const void *)((const char *)spec + k->offset);
+        char buf[40];
+        snprintf(buf, sizeof buf, "%.15g", v);
+        if (strtod(buf, NULL) != v)
+            return false;
+    }
+    return true;
+}
+
 char *atom_spec_to_json(const atom_spec *spec)
 {
     json_t *root = json_object();
@@ -49,7 +67,7 @@ char *atom_spec_to_json(const atom_spec *spec)
         }
         json_object_set_new(obj, k->key, value_to_json(k, spec));
     }
-    char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(17));
+    char *text = json_dumps(root, JSON_COMPACT | JSON_REAL_PRECISION(short_reals(spec) ? 15 : 17));
     json_decref(root);
     return text;
 }

@@ -456,6 +456,8 @@ static void test_json_round_trip(void **state)
     assert_non_null(json);
     assert_non_null(strstr(json, "\"device\":\"cuda\""));
     assert_non_null(strstr(json, "\"time_limit\":5400"));
+    /* min_lr 0.030000000000000002 needs 17 digits: the whole spec is written with 17. */
+    assert_non_null(strstr(json, "\"min_lr\":0.030000000000000002"));
     atom_err err = {{0}};
     assert_int_equal(atom_spec_from_json(json, &back, &err), 0);
     assert_memory_equal(&s, &back, sizeof s);
@@ -471,6 +473,7 @@ static void test_json_round_trip(void **state)
     for (size_t i = 0; i < sizeof short_specs / sizeof short_specs[0]; i++) {
         assert_int_equal(parse_str(short_specs[i], &s, &d), 0);
         json = atom_spec_to_json(&s);
+        assert_non_null(strstr(json, "\"lr\":0.0003,")); /* readable where that is exact */
         assert_int_equal(atom_spec_from_json(json, &back, &err), 0);
         assert_memory_equal(&s, &back, sizeof s);
         free(json);
