@@ -142,7 +142,9 @@ int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_
     int rc = fsync(dfd);
     int e = errno;
     close(dfd);
-    if (rc != 0)
+    /* Some file systems (network ones, tmpfs variants) cannot sync a folder and say so with
+     * EINVAL: the rename itself has happened, and that is all they offer. */
+    if (rc != 0 && e != EINVAL && e != ENOTSUP)
         return atom_errf(err, "fsync %s: %s", dir, strerror(e));
     return 0;
 }
