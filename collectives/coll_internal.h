@@ -31,6 +31,8 @@ struct coll_req {
     MPI_Request mpi;
     float *scale_buf;
     size_t scale_count;
+    /* MPI backend, large all-reduces: atom's own ring instead of the MPI request */
+    struct coll_ring *ring;
     /* NCCL backend: a cudaEvent_t recorded after the operation on the group's stream */
     void *event;
     coll_req *prev, *next;
@@ -99,6 +101,17 @@ struct coll_ctx {
     bool progress_running;
     int progress_stop;    /* under lock */
 };
+
+/* The MPI backend's ring all-reduce (coll_mpi_ring.c), used from this size up. */
+#define COLL_RING_MIN_BYTES (32u << 10)
+typedef struct coll_ring coll_ring;
+/* tag: the same on every rank and distinct among the group's operations in flight (the
+ * operation's count on the group); divisor: 1, or n for an average. On failure *out may still
+ * need coll_ring_free. */
+int coll_ring_start(coll_group *g, MPI_Comm comm, const char *op, float *buf, size_t count,
+                    int tag, int divisor, coll_ring **out, coll_err *err);
+int coll_ring_test(coll_ring *r, bool *done, coll_err *err);
+void coll_ring_free(coll_ring *r);
 
 /* Counts one collective entered on g (before the operation starts, so a rank stuck inside it
  * already shows it entered). Returns the new count. */

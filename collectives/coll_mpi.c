@@ -1,7 +1,8 @@
 /* collectives/coll_mpi.c: the MPI backend (CPU buffers). Every operation is MPI's non-blocking
  * one on the group's communicator; MPI has no average, so an average is a sum scaled by 1/size
  * once it has arrived. Open MPI 4.1 moves non-blocking operations only inside MPI calls, which
- * is what coll_progress(), the waits and the optional progress thread are for. */
+ * is what coll_progress(), the waits and the optional progress thread are for. Large all-reduces
+ * go through atom's own ring (coll_mpi_ring.c) instead of MPI_Iallreduce. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,19 +19,46 @@ static int mpi_error(coll_group *g, const char *op, const char *call, int code, 
                      g->ctx->hosts[g->ctx->world_rank], call, s);
 }
 
+/* Per group: a communicator of its own for the ring's point-to-point messages, so they never
+ * meet the caller's or MPI's own collective traffic. */
+typedef struct mpi_group {
+    MPI_Comm p2p;
+} mpi_group;
+
 static int mpi_group_open(coll_group *g, coll_err *err)
 {
-    (void)g;
-    (void)err;
+    mpi_group *s = calloc(1, sizeof *s);
+    if (!s)
+        return coll_errf(err, "collectives: open of group %s on world rank %d: out of memory",
+                         coll_group_name(g), g->ctx->world_rank);
+    g->backend = s;
+    int rc = MPI_Comm_dup(g->comm, &s->p2p);
+    if (rc != MPI_SUCCESS) {
+        s->p2p = MPI_COMM_NULL;
+        return mpi_error(g, "open", "MPI_Comm_dup", rc, err);
+    }
+    MPI_Comm_set_errhandler(s->p2p, MPI_ERRORS_RETURN);
     return 0;
 }
 
-static void mpi_group_close(coll_group *g) { (void)g; }
+static void mpi_group_close(coll_group *g)
+{
+    mpi_group *s = g->backend;
+    if (s && s->p2p != MPI_COMM_NULL)
+        MPI_Comm_free(&s->p2p);
+    free(s);
+    g->backend = NULL;
+}
 
 static int mpi_all_reduce(coll_group *g, void *buf, size_t count, coll_dtype dt, coll_redop op,
                           coll_req *r, coll_err *err)
 {
     (void)dt; /* float32 only, and counts within int: checked by the caller */
+    if (g->size > 1 && count * sizeof(float) >= COLL_RING_MIN_BYTES) {
+        mpi_group *s = g->backend;
+        return coll_ring_start(g, s->p2p, r->op, buf, count, (int)(r->seq % 32768),
+                               op == COLL_AVG ? g->size : 1, &r->ring, err);
+    }
     int rc = MPI_Iallreduce(MPI_IN_PLACE, buf, (int)count, MPI_FLOAT, MPI_SUM, g->comm, &r->mpi);
     if (rc != MPI_SUCCESS)
         return mpi_error(g, r->op, "MPI_Iallreduce", rc, err);
@@ -87,14 +115,16 @@ static int mpi_barrier(coll_group *g, coll_req *r, coll_err *err)
 
 static int mpi_test(coll_req *r, bool *done, coll_err *err)
 {
+    if (r->ring)
+        return coll_ring_test(r->ring, done, err);
     int flag = 0;
     int rc = MPI_Test(&r->mpi, &flag, MPI_STATUS_IGNORE);
     if (rc != MPI_SUCCESS)
         return mpi_error(r->group, r->op, "MPI_Test", rc, err);
     if (flag && r->scale_buf) {
-        float inv = 1.0f / (float)r->group->size;
+        float n = (float)r->group->size;
         for (size_t i = 0; i < r->scale_count; i++)
-            r->scale_buf[i] *= inv;
+            r->scale_buf[i] /= n;
         r->scale_buf = NULL;
     }
     *done = flag != 0;
@@ -103,10 +133,11 @@ static int mpi_test(coll_req *r, bool *done, coll_err *err)
 
 static void mpi_req_release(coll_req *r)
 {
-    /* Nothing to free: a completed request is MPI_REQUEST_NULL already, and freeing an active
-     * non-blocking collective is erroneous in MPI, so one abandoned on the hang path stays
-     * with MPI (the group is unusable then anyway). */
-    (void)r;
+    /* A completed MPI request is MPI_REQUEST_NULL already, and freeing an active non-blocking
+     * collective is erroneous in MPI, so one abandoned on the hang path stays with MPI (the
+     * group is unusable then anyway). A ring is atom's own to free. */
+    coll_ring_free(r->ring);
+    r->ring = NULL;
 }
 
 static void mpi_abort(coll_group *g) { (void)g; }

@@ -155,10 +155,16 @@ int main(int argc, char **argv)
         d[i] = value(wr, i);
     }
     coll_group *world = coll_group_of(ctx, COLL_WORLD), *data = coll_group_of(ctx, COLL_DATA);
-    coll_req *ra, *rd;
+    /* a second one on the world group in flight at once, of another size */
+    size_t big2 = big / 2 + 3;
+    float *a2 = malloc(big2 * sizeof *a2);
+    for (size_t i = 0; i < big2; i++)
+        a2[i] = value(wr, i + 5);
+    coll_req *ra, *rd, *ra2;
     CHECK_OK(coll_all_reduce_start(world, a, big, COLL_F32, COLL_SUM, &ra, &err));
     CHECK_OK(coll_all_reduce_start(data, d, big, COLL_F32, COLL_AVG, &rd, &err));
-    expect_counts[COLL_WORLD]++;
+    CHECK_OK(coll_all_reduce_start(world, a2, big2, COLL_F32, COLL_AVG, &ra2, &err));
+    expect_counts[COLL_WORLD] += 2;
     expect_counts[COLL_DATA]++;
     volatile double sink = 0;
     int done_a = 0, done_d = 0;
@@ -172,6 +178,12 @@ int main(int argc, char **argv)
     CHECK(done_a && done_d, "non-blocking all-reduces did not finish while progressed");
     CHECK_OK(coll_wait(ra, &err));
     CHECK_OK(coll_wait(rd, &err));
+    CHECK_OK(coll_wait(ra2, &err));
+    for (size_t i = 0; i < big2; i++) {
+        float want = ref_sum(world, COLL_WORLD, T, wr, i + 5) / (float)ws;
+        CHECK(a2[i] == want, "second world average [%zu]: %g want %g", i, a2[i], want);
+    }
+    free(a2);
     for (size_t i = 0; i < big; i++) {
         CHECK(a[i] == ref_sum(world, COLL_WORLD, T, wr, i), "non-blocking world sum [%zu]", i);
         float want = ref_sum(data, COLL_DATA, T, wr, i) / (float)coll_group_size(data);
