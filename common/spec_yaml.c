@@ -18,7 +18,15 @@ typedef struct yt_builder {
     yt_node *stack[YT_MAX_DEPTH + 1];
     int depth;
     int nodes;
+    int first_diag; /* diags->count at the start: the errors of this parse are counted */
 } yt_builder;
+
+/* Whether fewer than SPEC_MAX_DIAGS errors were found: past that (a file of aliases, say) the
+ * parse stops, so a hostile file cannot make an unbounded list. */
+static bool yt_err_room(const yt_builder *b)
+{
+    return b->diags->count - b->first_diag < SPEC_MAX_DIAGS;
+}
 
 static yt_node *node_new(yt_type type, const yaml_mark_t *mark)
 {
@@ -240,7 +248,7 @@ static void offset_position(const char *text, size_t len, size_t offset, int *li
 
 int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, yt_node **root)
 {
-    yt_builder b = {.file = file, .diags = diags};
+    yt_builder b = {.file = file, .diags = diags, .first_diag = diags->count};
     yaml_parser_t parser;
     *root = NULL;
     if (!yaml_parser_initialize(&parser)) {
@@ -282,6 +290,12 @@ int yt_parse(const char *text, size_t len, const char *file, atom_diags *diags, 
         if (erc != 0) {
             if (erc == -1)
                 atom_diags_add(diags, file, 0, 0, "", "out of memory while reading YAML");
+            rc = -1;
+            break;
+        }
+        if (!yt_err_room(&b)) {
+            atom_diags_add(diags, file, 0, 0, "", "more than %d errors; the rest are not shown",
+                           SPEC_MAX_DIAGS);
             rc = -1;
             break;
         }

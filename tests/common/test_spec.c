@@ -279,6 +279,37 @@ static void test_huge_file(void **state)
     free(big);
 }
 
+/* The "billion laughs": nine levels of ten aliases would expand to 10^9 strings. Refused at the
+ * first alias, each reported, nothing expanded. */
+static void test_billion_laughs(void **state)
+{
+    (void)state;
+    char text[4096];
+    char *p = text + sprintf(text, DATA_LINE "a0: &a0 lol\n");
+    for (int i = 1; i <= 9; i++) {
+        p += sprintf(p, "a%d: &a%d [", i, i);
+        for (int j = 0; j < 10; j++)
+            p += sprintf(p, "%s*a%d", j ? "," : "", i - 1);
+        p += sprintf(p, "]\n");
+    }
+    atom_spec s;
+    atom_diags d = {0};
+    assert_int_equal(atom_spec_parse(text, (size_t)(p - text), "t.yaml", NULL, &s, &d), -1);
+    assert_non_null(find_diag(&d, 3, 10, "a1[0]", "alias '*a0' is not allowed"));
+    assert_non_null(find_diag(&d, 2, 5, "a0", "anchor '&a0' is not allowed"));
+    assert_true(d.count <= 101);
+    atom_diags_free(&d);
+
+    /* A file of nothing but aliases: the list of errors is capped too. */
+    p = text + sprintf(text, "a: &a 1\nb:\n");
+    for (int i = 0; i < 300; i++)
+        p += sprintf(p, "- *a\n");
+    assert_int_equal(atom_spec_parse(text, (size_t)(p - text), "t.yaml", NULL, &s, &d), -1);
+    assert_int_equal(d.count, 101);
+    assert_non_null(find_diag(&d, 0, 0, "", "more than 100 errors"));
+    atom_diags_free(&d);
+}
+
 /* Many nodes within the size cap: refused, not walked. */
 static void test_many_nodes(void **state)
 {
@@ -529,6 +560,7 @@ int main(void)
         cmocka_unit_test(test_large_examples),
         cmocka_unit_test(test_malformed),
         cmocka_unit_test(test_huge_file),
+        cmocka_unit_test(test_billion_laughs),
         cmocka_unit_test(test_many_nodes),
         cmocka_unit_test(test_all_errors_at_once),
         cmocka_unit_test(test_error_cap),
