@@ -83,6 +83,17 @@ def run(np, spec, run_dir, extra=(), timeout=120):
     return p
 
 
+def kill_session(proc):
+    """Kills mpirun and every rank (started with start_new_session=True); returns its output."""
+    try:
+        os.killpg(proc.pid, 9)
+    except ProcessLookupError:
+        pass  # already gone
+    out, err = proc.communicate()
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+
+
 def read_jsonl(path):
     if not os.path.exists(path):
         return []
