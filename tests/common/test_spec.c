@@ -228,6 +228,17 @@ static const bad_case bad_cases[] = {
      "got the number 1e3"},
     {"typo in the wrong section", DATA_LINE "micro_bach: 4\n", 0, 2, 1, "micro_bach",
      "did you mean 'training.micro_batch'?"},
+    {"empty path", DATA_LINE "checkpoint: {dir: \"\"}\n", 0, 2, 19, "checkpoint.dir", "the path is empty"},
+    {"NUL through an escape", DATA_LINE "name: \"a\\0b\"\n", 0, 2, 7, "name", "holds a NUL byte"},
+    {"duration too long", DATA_LINE "restart: {heartbeat_timeout: 8d}\n", 0, 2, 30,
+     "restart.heartbeat_timeout", "out of range: must be between 1s and 604800s"},
+    {"zero heartbeat", DATA_LINE "restart: {heartbeat_timeout: 0}\n", 0, 2, 30,
+     "restart.heartbeat_timeout", "out of range"},
+    {"long value cut short", DATA_LINE "resources: {device: "
+     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx}\n", 0, 2, 21,
+     "resources.device", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"},
+    {"non-ASCII value escaped", DATA_LINE "resources: {device: gp\xc3\xbc}\n", 0, 2, 21,
+     "resources.device", "unknown value 'gp\\xc3\\xbc'"},
     {"far from any key", DATA_LINE "zzzzzzzz: 1\n", 0, 2, 1, "zzzzzzzz", "valid keys at the top level"},
 };
 
@@ -441,6 +452,12 @@ static void test_relative_paths(void **state)
     assert_string_equal(s.checkpoint.dir, "/base/ckpt");
     assert_int_equal(parse_str("data: {path: /abs/t.bin}\n", &s, &d), 0);
     assert_string_equal(s.data.path, "/abs/t.bin");
+    /* Longer than a path can be once resolved. */
+    char long_spec[1200];
+    snprintf(long_spec, sizeof long_spec, "data: {path: %01100d}\n", 7);
+    assert_int_equal(parse_str(long_spec, &s, &d), -1);
+    assert_non_null(find_diag(&d, 1, 14, "data.path", "longer than 1023 bytes"));
+    atom_diags_free(&d);
     /* No base: left as written. */
     assert_int_equal(atom_spec_parse("data: {path: t.bin}\n", 20, "t.yaml", NULL, &s, &d), 0);
     assert_string_equal(s.data.path, "t.bin");
@@ -516,6 +533,12 @@ static void test_json_round_trip(void **state)
     assert_int_equal(atom_spec_from_json("{\"training\": {\"steps\": \"1\"}}", &back, &err), -1);
     assert_non_null(strstr(err.msg, "expected an integer"));
     assert_int_equal(atom_spec_from_json("{\"resources\": {\"device\": \"tpu\"}}", &back, &err), -1);
+    assert_int_equal(atom_spec_from_json("{\"training\": {\"lr\": \"x\"}}", &back, &err), -1);
+    assert_non_null(strstr(err.msg, "training.lr: expected a number"));
+    assert_int_equal(atom_spec_from_json("{\"checkpoint\": {\"async\": 1}}", &back, &err), -1);
+    assert_int_equal(atom_spec_from_json("{\"name\": 5}", &back, &err), -1);
+    assert_int_equal(atom_spec_from_json("{\"priority\": 5000}", &back, &err), -1);
+    assert_non_null(strstr(err.msg, "out of range"));
     assert_int_equal(atom_spec_from_json("[1]", &back, &err), -1);
     assert_int_equal(atom_spec_from_json("{\"name\": \"a\", \"name\": \"b\"}", &back, &err), -1);
     assert_int_equal(atom_spec_from_json("{\"bogus\": {}}", &back, &err), -1);
