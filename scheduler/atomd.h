@@ -29,7 +29,8 @@ typedef struct atomd_config {
     double usage_half_life;         /* seconds: fair-share usage halves in this time */
     double idle_exit;               /* > 0: exit after this long with no jobs and no clients */
     double stop_grace;              /* seconds between a polite stop signal and SIGKILL */
-    double limit_warning;           /* seconds before a time limit when SIGUSR1 goes out */
+    double limit_warning;           /* seconds before a time limit when SIGUSR1 goes out (at most
+                                     * half the limit) */
 } atomd_config;
 
 typedef enum { ATOMD_NODE_UP = 0, ATOMD_NODE_DRAINED = 1, ATOMD_NODE_DOWN = 2 } atomd_node_state;

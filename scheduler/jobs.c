@@ -630,7 +630,9 @@ void atomd_jobs_tick(atomd *d)
         }
         int64_t limit = job->spec.resources.time_limit;
         double elapsed = now - a->started_mono;
-        if (limit > 0 && !a->usr1_sent && elapsed >= (double)limit - d->cfg.limit_warning) {
+        /* A short limit gets at most half of itself as warning, not a signal at start. */
+        double warning = d->cfg.limit_warning < (double)limit / 2 ? d->cfg.limit_warning : (double)limit / 2;
+        if (limit > 0 && !a->usr1_sent && elapsed >= (double)limit - warning) {
             a->usr1_sent = true;
             a->stop = ATOMD_STOP_TIMEOUT;
             snprintf(a->stop_reason, sizeof a->stop_reason, "time limit of %" PRId64 " s", limit);

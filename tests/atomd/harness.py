@@ -93,12 +93,16 @@ class Daemon:
         self.proc.wait()
 
     def stop(self):
+        """SIGTERM; atomd must exit 0 (under the sanitizers: no leak or error report)."""
         if self.alive():
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.kill9()
+                fail("atomd did not stop within 10 s of SIGTERM")
+            check(self.proc.returncode == 0 and "Sanitizer" not in self.log(),
+                  "atomd stopped with status %d:\n%s" % (self.proc.returncode, self.log()[-3000:]))
 
     def log(self):
         with open(self.log_path) as f:
@@ -181,7 +185,9 @@ def run(test, args, **daemon_kw):
         d.start()
         test(d)
         ok = True
+        d.stop()
     except SystemExit:
+        ok = False
         raise
     finally:
         if not ok:
