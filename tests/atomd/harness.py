@@ -108,8 +108,28 @@ class Daemon:
         with open(self.log_path) as f:
             return f.read()
 
+    def kill_leftovers(self):
+        """SIGKILLs every process whose command line names this test's folder (mpirun and
+        workers of attempts a failed test left running)."""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    cmd = f.read()
+            except OSError:
+                continue
+            if self.tmp.encode() in cmd:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+
     def cleanup(self, ok=True):
-        self.stop()
+        try:
+            self.stop()
+        finally:
+            self.kill_leftovers()
         if ok:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
