@@ -53,6 +53,12 @@ class GPT(nn.Module):
         self.wpe = nn.Embedding(T, C)
         self.blocks = nn.ModuleList(Block() for _ in range(L))
         self.lnf = nn.LayerNorm(C)
+        for name, prm in self.named_parameters():  # the reference initialisation
+            if name.endswith("bias"):
+                nn.init.zeros_(prm)
+            elif prm.dim() == 2:
+                std = 0.02 / math.sqrt(2 * L) if "proj" in name else 0.02
+                nn.init.normal_(prm, 0.0, std)
 
     def forward(self, idx, targets):
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
