@@ -276,5 +276,12 @@ int main(int argc, char **argv)
     free(plan.ranks);
     free(plan.nodes);
     MPI_Finalize();
+    /* A fast loop that does not learn measures nothing: the loss must have fallen. */
+    if (!(result.last_loss < result.first_loss)) {
+        if (rank == 0)
+            fprintf(stderr, "atom-bench-worker: the loss did not fall (%.4f -> %.4f)\n",
+                    result.first_loss, result.last_loss);
+        return 1;
+    }
     return 0;
 }
