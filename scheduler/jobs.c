@@ -325,6 +325,10 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     close(out);
     if (rc)
         goto fail;
+    /* Fault injection for the recovery test: die where only the "starting" row is durable. */
+    const char *fault = getenv("ATOMD_FAULT");
+    if (fault && strcmp(fault, "after-spawn") == 0)
+        _exit(99);
     a->pid = a->launch.pid;
     a->pid_start = atomd_proc_start_time(a->pid);
     a->live = true;

@@ -90,6 +90,25 @@ def test(d):
     d.wait_state(job, "cancelled", timeout=20)
     harness.wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10, "the adopted mpirun to end")
 
+    # atomd dies right after spawning mpirun, before the pid is stored: the restarted atomd
+    # finds the attempt's mpirun by its application file and adopts it instead of launching again
+    d.stop()
+    d.env["ATOMD_FAULT"] = "after-spawn"
+    d.proc = None
+    d.start()
+    rc, out, err = d.ctl("submit", d.spec("sleep-f", gpus=1))  # no answer: atomd dies first
+    d.proc.wait(timeout=10)
+    check(d.proc.returncode == 99, "the fault was injected (exit %s)" % d.proc.returncode)
+    del d.env["ATOMD_FAULT"]
+    d.start()
+    job = [j["id"] for j in d.request({"op": "queue"})["jobs"] if j["name"] == "sleep-f"][0]
+    info = d.job(job)
+    check(info["job"]["state"] == "running" and len(info["attempts"]) == 1, "adopted: %s" % info)
+    pid = info["attempts"][0]["pid"]
+    check(pid > 0 and os.path.exists("/proc/%d" % pid), "the adopted mpirun's pid is known: %s" % info["attempts"])
+    rc, out, err = d.ctl("cancel", str(job))
+    d.wait_state(job, "cancelled", timeout=20)
+
     # time limit: SIGUSR1 ahead of it (limit_warning 3 s: mpirun takes about a second to wind
     # down after its rank exits), the worker stops resumable, the job ends as timeout
     job = d.submit(d.spec("sleep-t", gpus=1, resources="  time_limit: 5s\n"))
