@@ -515,9 +515,12 @@ static int trainer_open(trainer *t, atom_err *err)
     return 0;
 }
 
-static void trainer_close(trainer *t)
+/* failed: this rank is leaving on an error while the others may be inside a collective, so
+ * nothing collective is called (closing the collectives or the async checkpointer would wait
+ * for them forever); the caller aborts the job, which ends every rank. */
+static void trainer_close(trainer *t, bool failed)
 {
-    if (t->ckpt_open)
+    if (t->ckpt_open && !failed)
         ckpt_close(&t->ckpt);
     hb_close(&t->hb);
     if (t->log)
@@ -525,6 +528,8 @@ static void trainer_close(trainer *t)
     free(t->tokens);
     if (t->data_open)
         atom_data_close(&t->data);
+    if (failed)
+        return;
     if (t->model)
         atom_model_free(t->model);
     if (t->coll)
@@ -653,6 +658,6 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
     result->last_checkpoint_step = t.ckpt.last_step;
     rc = 0;
 out:
-    trainer_close(&t);
+    trainer_close(&t, rc != 0);
     return rc;
 }

@@ -75,12 +75,19 @@ def worker_cmd(np, spec, run_dir, extra=()):
             "--run-dir", run_dir] + list(extra)
 
 
-def run(np, spec, run_dir, extra=(), timeout=120):
-    p = subprocess.run(worker_cmd(np, spec, run_dir, extra), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, text=True, timeout=timeout)
-    sys.stdout.write(p.stdout)
-    sys.stderr.write(p.stderr)
-    return p
+def run(np, spec, run_dir, extra=(), timeout=90):
+    """Runs the job to its end; a job still running after timeout seconds is a failure (a hang),
+    and mpirun goes down with every rank (its own session)."""
+    proc = subprocess.Popen(worker_cmd(np, spec, run_dir, extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_session(proc)
+        fail("atom-worker still running after %d s (hung?)" % timeout)
+    sys.stdout.write(out)
+    sys.stderr.write(err)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def kill_session(proc):
