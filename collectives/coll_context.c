@@ -92,6 +92,7 @@ static void close_ctx(coll_ctx *ctx)
     }
     pthread_mutex_destroy(&ctx->lock);
     pthread_cond_destroy(&ctx->work);
+    pthread_cond_destroy(&ctx->not_busy);
     free(ctx->hosts);
     free(ctx);
 }
@@ -112,6 +113,7 @@ int coll_open(const coll_config *cfg, coll_ctx **out, coll_err *err)
         ctx->groups[id].comm = MPI_COMM_NULL;
     pthread_mutex_init(&ctx->lock, NULL);
     pthread_cond_init(&ctx->work, NULL);
+    pthread_cond_init(&ctx->not_busy, NULL);
     if (ctx->cfg.tensor_size <= 0)
         ctx->cfg.tensor_size = 1;
     if (ctx->cfg.hang_timeout_s <= 0)

@@ -25,6 +25,7 @@ struct coll_req {
     double started;       /* coll_now() at start */
     bool done;
     bool pending;         /* on ctx's pending list */
+    bool busy;            /* a thread is testing it outside ctx->lock */
     bool failed;          /* the backend reported an error while testing: kept in failure */
     coll_err failure;
     /* MPI backend: the request, and the average to apply once the sum has arrived */
@@ -92,10 +93,11 @@ struct coll_ctx {
     MPI_Win counts_win;
     int64_t *counts;      /* this rank's slot of the window */
     bool counts_separate; /* MPI_WIN_SEPARATE: local stores need MPI_Win_sync to be seen */
-    /* Pending non-blocking operations; the lock also serialises testing them, so the progress
-     * thread and the caller never test one request at once. */
+    /* Pending non-blocking operations. The lock guards the list and each request's flags; a
+     * request is tested outside it, marked busy, so no two threads test one request at once. */
     pthread_mutex_t lock;
     pthread_cond_t work;  /* signalled when a request is tracked or the thread must stop */
+    pthread_cond_t not_busy; /* broadcast when a test outside the lock ends */
     coll_req *pending;
     pthread_t progress_thread;
     bool progress_running;
@@ -124,7 +126,8 @@ int coll_hang(coll_req *r, coll_err *err);
 /* Progress thread (MPI backend, COLL_PROGRESS_THREAD). */
 int coll_progress_thread_start(coll_ctx *ctx, coll_err *err);
 void coll_progress_thread_stop(coll_ctx *ctx);
-/* Tests every pending request once; the caller holds ctx->lock. */
+/* Tests every pending request once; the caller holds ctx->lock, which is dropped during each
+ * test. */
 int coll_progress_locked(coll_ctx *ctx, coll_err *err);
 
 /* Starting and finishing requests (coll_ops.c), shared with the buckets. */

@@ -53,39 +53,56 @@ void coll_req_free(coll_req *r)
         return;
     coll_ctx *ctx = r->group->ctx;
     pthread_mutex_lock(&ctx->lock);
+    while (r->busy) /* the progress thread is testing it */
+        pthread_cond_wait(&ctx->not_busy, &ctx->lock);
     unlink_locked(ctx, r);
     pthread_mutex_unlock(&ctx->lock);
     ctx->ops->req_release(r);
     free(r);
 }
 
-/* Tests r once; the caller holds ctx->lock. */
-static int test_locked(coll_req *r, coll_err *err)
+/* Tests r once; the caller holds ctx->lock. The test itself runs without the lock, so a long one
+ * (a ring step that sums a large chunk) never holds up the caller's next start or progress call;
+ * r is marked busy meanwhile, so no other thread tests or frees it. *next is r's successor on the
+ * pending list once the test is over (r may have left the list). */
+static int test_locked(coll_req *r, coll_err *err, coll_req **next)
 {
-    if (r->done)
-        return 0;
-    bool done = false;
-    if (!r->failed && r->group->ctx->ops->test(r, &done, &r->failure) != 0)
-        r->failed = true;
+    coll_ctx *ctx = r->group->ctx;
+    int rc = 0;
+    if (!r->done && !r->failed && !r->busy) {
+        bool done = false;
+        coll_err failure;
+        r->busy = true;
+        pthread_mutex_unlock(&ctx->lock);
+        int trc = ctx->ops->test(r, &done, &failure);
+        pthread_mutex_lock(&ctx->lock);
+        r->busy = false;
+        pthread_cond_broadcast(&ctx->not_busy);
+        if (trc != 0) {
+            r->failed = true;
+            r->failure = failure;
+        } else if (done) {
+            r->done = true;
+        }
+    }
     if (r->failed) { /* kept, so the waiter hears of an error the progress thread found */
         if (err)
             *err = r->failure;
-        return -1;
+        rc = -1;
     }
-    if (done) {
-        r->done = true;
-        unlink_locked(r->group->ctx, r);
-    }
-    return 0;
+    if (next)
+        *next = r->next;
+    if (r->done)
+        unlink_locked(ctx, r);
+    return rc;
 }
 
 int coll_progress_locked(coll_ctx *ctx, coll_err *err)
 {
     int rc = 0;
-    coll_req *r = ctx->pending;
+    coll_req *r = ctx->pending, *next;
     while (r) {
-        coll_req *next = r->next; /* r may leave the list */
-        if (test_locked(r, rc == 0 ? err : NULL) != 0)
+        if (test_locked(r, rc == 0 ? err : NULL, &next) != 0)
             rc = -1; /* go on: one failed request must not stall the others */
         r = next;
     }
@@ -107,7 +124,7 @@ int coll_test(coll_req *r, int *done, coll_err *err)
 {
     coll_ctx *ctx = r->group->ctx;
     pthread_mutex_lock(&ctx->lock);
-    int rc = test_locked(r, err);
+    int rc = test_locked(r, err, NULL);
     pthread_mutex_unlock(&ctx->lock);
     *done = r->done;
     if (rc != 0)

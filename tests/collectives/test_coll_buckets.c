@@ -6,7 +6,7 @@
  * piece is), with pieces marked ready in backward order on some steps and in an order that
  * differs on every rank on others (buckets must still start in the same order everywhere), and a
  * step where some pieces are never marked. The result must be the data-parallel average.
- *   test_coll_buckets TENSOR_SIZE */
+ *   test_coll_buckets TENSOR_SIZE [thread] */
 #include <stdlib.h>
 #include <string.h>
 
@@ -149,7 +149,9 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &ws);
     coll_err err = {""};
     coll_config cfg = {.backend = COLL_BACKEND_MPI, .tensor_size = argc > 1 ? atoi(argv[1]) : 1,
-                       .hang_timeout_s = 60};
+                       .hang_timeout_s = 60,
+                       .progress = argc > 2 && strcmp(argv[2], "thread") == 0 ? COLL_PROGRESS_THREAD
+                                                                              : COLL_PROGRESS_POLL};
     coll_ctx *ctx;
     CHECK_OK(coll_open(&cfg, &ctx, &err));
     static layout l;
