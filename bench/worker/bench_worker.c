@@ -104,14 +104,21 @@ void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLA
 
 /* ---- marks taken by the training loop after each step ------------------------------------ */
 
+#define MAX_STEPS 1000
+
 typedef struct bench_marks {
     int64_t warmup, steps;  /* steps not measured, steps measured */
     double t_start, t_end, sgemm_start, sgemm_end;
+    double t_last, step_s[MAX_STEPS]; /* each measured step's time, for the median */
 } bench_marks;
 
 static void on_step(void *arg, int64_t done)
 {
     bench_marks *m = arg;
+    double t = now_s();
+    if (done > m->warmup && done <= m->warmup + m->steps)
+        m->step_s[done - m->warmup - 1] = t - m->t_last;
+    m->t_last = t;
     if (done == m->warmup) {
         m->t_start = now_s();
         m->sgemm_start = g_meter.seconds;
@@ -204,8 +211,9 @@ int main(int argc, char **argv)
         default: return 2;
         }
     }
-    if (warmup < 1 || steps < 1) {
-        fprintf(stderr, "atom-bench-worker: --warmup and --steps must be positive\n");
+    if (warmup < 1 || steps < 1 || steps > MAX_STEPS) {
+        fprintf(stderr, "atom-bench-worker: --warmup must be positive, --steps 1..%d\n",
+                MAX_STEPS);
         return 2;
     }
     int provided, rank, world;
@@ -235,7 +243,9 @@ int main(int argc, char **argv)
     for (int r = 0; r < world; r++)
         plan.ranks[r] = (atom_rank_place){r, r, 0, 0, r};
 
-    bench_marks marks = {warmup, steps, 0, 0, 0, 0};
+    static bench_marks marks;
+    marks.warmup = warmup;
+    marks.steps = steps;
     atom_train_opts opts = {.plan = &plan, .backend = atom_backend_cpu(), .progress = NULL,
                             .on_step = on_step, .on_step_arg = &marks};
     atom_train_result result;
@@ -265,8 +275,10 @@ int main(int argc, char **argv)
                getenv("OPENBLAS_NUM_THREADS"));
         printf("steps %d (after %d warm-up)\n", steps, warmup);
         printf("loss %.4f -> %.4f\n", result.first_loss, result.last_loss);
+        double median_s = median(marks.step_s, steps);
         printf("tokens_per_s %.0f\n", tps);
         printf("ms_per_step %.1f\n", ms);
+        printf("tokens_per_s_median_step %.0f\n", tokens_per_step / median_s);
         printf("sgemm_share %.1f%%\n", 100 * share_sum / world);
         printf("sgemm_calls_per_step %ld (%d shapes)\n", calls / steps, g_meter.n_shapes);
         printf("sgemm_alone_ms_per_step %.1f\n", 1000 * sgemm_step);
