@@ -466,7 +466,8 @@ static int trainer_open(trainer *t, atom_err *err)
     if (plan->ranks[t->rank].rank != t->rank)
         return atom_errf(err, "rank %d: the plan's rank table is out of order", t->rank);
     int data = spec->parallelism.data;
-    if (spec->training.micro_batch < 1 || spec->training.global_batch % (spec->training.micro_batch * data) != 0)
+    if (spec->training.micro_batch < 1 ||
+        spec->training.global_batch % (spec->training.micro_batch * data) != 0)
         return atom_errf(err, "global_batch %d is not a multiple of micro_batch %d x data %d",
                          spec->training.global_batch, spec->training.micro_batch, data);
 
