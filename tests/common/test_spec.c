@@ -574,6 +574,98 @@ static void test_reference_lists_every_key(void **state)
     assert_int_equal(missing, 0);
 }
 
+/* The n-th cell (0-based, after the leading '|') of the table row starting at row; "\|" inside a
+ * cell is an escaped pipe, not a border. */
+static int row_cell(const char *row, int n, char *out, size_t size)
+{
+    const char *p = strchr(row, '|');
+    for (int i = 0; p && i < n; i++) {
+        for (p++; *p && *p != '\n' && !(*p == '|' && p[-1] != '\\'); p++)
+            ;
+        if (*p != '|')
+            return -1;
+    }
+    if (!p)
+        return -1;
+    p++;
+    const char *end = p;
+    while (*end && *end != '\n' && !(*end == '|' && end[-1] != '\\'))
+        end++;
+    while (p < end && *p == ' ')
+        p++;
+    size_t len = (size_t)(end - p);
+    while (len > 0 && p[len - 1] == ' ')
+        len--;
+    if (len >= size)
+        return -1;
+    memcpy(out, p, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* Where the reference gives a default as one literal (`100`, `cosine`, `5m`), it is the default
+ * the code fills in; derived defaults ("`lr / 10`", prose) are left to the tests above. */
+static void test_reference_defaults_match(void **state)
+{
+    (void)state;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/configs/spec-reference.md", source_dir());
+    atom_err err;
+    size_t len;
+    char *doc = atom_read_file(path, 1 << 20, &len, &err);
+    assert_non_null(doc);
+    atom_spec def;
+    atom_spec_defaults(&def);
+    int checked = 0, wrong = 0;
+    for (int i = 0; i < atom_spec_nkeys; i++) {
+        const spec_key *k = &atom_spec_keys[i];
+        char heading[64], rowkey[96], cell[256], lit[128];
+        snprintf(heading, sizeof heading, "\n## %s", *k->section ? k->section : "top level");
+        snprintf(rowkey, sizeof rowkey, "\n| `%s` |", k->key);
+        const char *sec = strstr(doc, heading);
+        const char *row = sec ? strstr(sec, rowkey) : NULL;
+        assert_non_null(row);
+        assert_int_equal(row_cell(row + 1, 2, cell, sizeof cell), 0);
+        const char *close = cell[0] == '`' ? strchr(cell + 1, '`') : NULL;
+        if (!close || (size_t)(close - cell - 1) >= sizeof lit)
+            continue;
+        memcpy(lit, cell + 1, (size_t)(close - cell - 1));
+        lit[close - cell - 1] = '\0';
+        if (strchr(lit, ' '))
+            continue;
+        const char *field = (const char *)&def + k->offset;
+        bool same = false;
+        int64_t secs;
+        switch (k->kind) {
+        case SPEC_INT: same = strtoll(lit, NULL, 10) == *(const int *)(const void *)field; break;
+        case SPEC_I64: same = strtoll(lit, NULL, 10) == *(const int64_t *)(const void *)field; break;
+        case SPEC_U64: same = strtoull(lit, NULL, 10) == *(const uint64_t *)(const void *)field; break;
+        case SPEC_F64: same = strtod(lit, NULL) == *(const double *)(const void *)field; break;
+        case SPEC_BOOL: same = (strcmp(lit, "true") == 0) == *(const bool *)(const void *)field; break;
+        case SPEC_DURATION:
+            same = atom_parse_duration(lit, &secs) == 0 && secs == *(const int64_t *)(const void *)field;
+            break;
+        case SPEC_DEVICE:
+        case SPEC_FORMAT:
+        case SPEC_SCHEDULE:
+            same = strcmp(lit, atom_spec_enum_name(k->kind, *(const int *)(const void *)field)) == 0;
+            break;
+        case SPEC_NAME:
+        case SPEC_PATH:
+        case SPEC_PRESET: same = strcmp(lit, field) == 0; break;
+        }
+        if (!same) {
+            fprintf(stderr, "%s: the reference says the default is `%s`; the code disagrees\n",
+                    k->dotted, lit);
+            wrong++;
+        }
+        checked++;
+    }
+    free(doc);
+    assert_int_equal(wrong, 0);
+    assert_true(checked >= 20); /* most defaults are literals */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -594,6 +686,7 @@ int main(void)
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_reference_lists_every_key),
+        cmocka_unit_test(test_reference_defaults_match),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
