@@ -118,8 +118,10 @@ int atomd_server_open(atomd *d, atom_err *err)
     if (d->hb_fd < 0)
         return -1;
     /* Heartbeats arrive in bursts from every rank: a larger buffer drops fewer. */
-    int size = 1 << 20;
+    int size = 1 << 20, on = 1;
     setsockopt(d->hb_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    if (setsockopt(d->hb_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
+        return atom_errf(err, "SO_PASSCRED on the heartbeat socket: %s", strerror(errno));
     return 0;
 }
 
@@ -278,14 +280,31 @@ static void write_client(atomd_client *c)
     c->out_len = c->out_sent = 0;
 }
 
+/* Heartbeats come from the workers atomd launched, which run as atomd's user: a datagram from
+ * any other user (the socket is open to all) is dropped, so nobody can keep a hung job alive. */
 static void read_heartbeats(atomd *d)
 {
     char buf[8192];
+    union {
+        struct cmsghdr align;
+        char bytes[CMSG_SPACE(sizeof(struct ucred))];
+    } control;
     for (;;) {
-        ssize_t n = recv(d->hb_fd, buf, sizeof buf - 1, 0);
-        if (n <= 0)
+        struct iovec iov = {.iov_base = buf, .iov_len = sizeof buf - 1};
+        struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.bytes,
+                             .msg_controllen = sizeof control.bytes};
+        ssize_t n = recvmsg(d->hb_fd, &msg, 0);
+        if (n < 0)
             return;
         buf[n] = 0;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        struct ucred cred = {.uid = (uid_t)-1};
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS)
+            memcpy(&cred, CMSG_DATA(cm), sizeof cred);
+        if (cred.uid != geteuid() && cred.uid != 0) {
+            atom_log(ATOM_LOG_DEBUG, "heartbeat from uid %d dropped", (int)cred.uid);
+            continue;
+        }
         atom_heartbeat hb;
         atom_err err = {{0}};
         if (atom_heartbeat_from_json(buf, &hb, &err) == 0)

@@ -133,6 +133,9 @@ class Daemon:
         if ok:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
+    def hb_path(self):
+        return os.path.join(os.path.dirname(self.socket), "atomd-hb.sock")
+
     def connect(self):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(30)

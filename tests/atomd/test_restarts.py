@@ -8,6 +8,8 @@ Stand-in worker: tests/atomd/fake_worker.c."""
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import harness
@@ -18,6 +20,20 @@ switches: [leaf]
 nodes:
   - {name: node-a, switch: leaf, gpus: 2, addr: localhost, has_gpus: false}
   - {name: node-b, switch: leaf, gpus: 2, addr: 127.0.0.1, has_gpus: false}
+"""
+# Sends heartbeats with advancing steps for ranks 0 and 1 of attempt 1 of a job until killed.
+FORGER = """
+import json, socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for step in range(3, 1000000):
+    for rank in (0, 1):
+        hb = {"type": "heartbeat", "job_id": sys.argv[2], "attempt": 1, "rank": rank, "host": "x", "pid": 1,
+              "step": step, "collectives": [step, 0, step], "time": time.time()}
+        try:
+            s.sendto(json.dumps(hb).encode(), sys.argv[1])
+        except OSError:
+            pass
+    time.sleep(0.1)
 """
 CONFIG = "limit_warning = 3s\nstop_grace = 3s\n"
 
@@ -49,7 +65,12 @@ def test(d):
 
     # hung: rank 1 stops itself; detected after restart.heartbeat_timeout, named, restarted elsewhere
     job = d.submit(d.spec("hangonce-x", gpus=2, extra="restart:\n  heartbeat_timeout: 2s\n"))
+    # Another user forges advancing heartbeats for both ranks: atomd must not believe them.
+    forger = subprocess.Popen([sys.executable, "-c", FORGER, d.hb_path(), str(job)], user=65534, group=65534,
+                              extra_groups=[])
     info = d.wait_state(job, "done", timeout=40)
+    forger.kill()
+    forger.wait()
     a = info["attempts"]
     check(len(a) == 2 and a[0]["state"] == "hung", "hangonce attempts: %s" % a)
     hung_node = nodes_of(a[0])[0]
