@@ -111,10 +111,13 @@ static bool hb_connect(hb_sender *s)
     return false;
 }
 
+/* line ends in '\n': a stream needs it to frame messages, a datagram is one already. */
 static void hb_send_line(hb_sender *s, const char *line, size_t len)
 {
     if (!s->have_addr || !hb_connect(s))
         return;
+    if (s->sock_type == SOCK_DGRAM)
+        len--;
     ssize_t n = send(s->fd, line, len, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n == (ssize_t)len)
         return;
@@ -147,13 +150,12 @@ static void hb_send(hb_sender *s, int64_t step, const coll_ctx *coll, bool force
         fprintf(s->file, "%s\n", json);
         fflush(s->file);
     }
-    /* One message per datagram; a trailing newline frames it on a stream. */
     char *line = malloc(len + 2);
     if (line) {
         memcpy(line, json, len);
         line[len] = '\n';
         line[len + 1] = '\0';
-        hb_send_line(s, line, s->sock_type == SOCK_STREAM ? len + 1 : len);
+        hb_send_line(s, line, len + 1);
         free(line);
     }
     free(json);
