@@ -268,6 +268,9 @@ static void print_job_line(json_t *j)
            str(j, "owner"), str(j, "project"), state, num(j, "gpus"), step, loss, tps, ckpt, num(j, "restarts"), info);
 }
 
+/* Pending jobs listed by `status` before "... and N more". */
+#define STATUS_MAX_PENDING 15
+
 int atomctl_cmd_status(int argc, char **argv)
 {
     cli_opts o;
@@ -293,11 +296,25 @@ int atomctl_cmd_status(int argc, char **argv)
             if (strcmp(str(v, "state"), "up") != 0)
                 printf("node %s %s: %s\n", str(v, "name"), str(v, "state"), str(v, "reason"));
         }
+        /* One screen: every running job, then the first pending ones. */
         json_t *jobs = json_object_get(ans, "jobs");
         if (json_array_size(jobs)) {
             printf("\n");
             print_job_header();
-            json_array_foreach(jobs, i, v) print_job_line(v);
+            json_array_foreach(jobs, i, v) if (strcmp(str(v, "state"), "running") == 0) print_job_line(v);
+            int shown = 0, more = 0;
+            json_array_foreach(jobs, i, v) {
+                if (strcmp(str(v, "state"), "running") == 0)
+                    continue;
+                if (shown < STATUS_MAX_PENDING) {
+                    print_job_line(v);
+                    shown++;
+                } else {
+                    more++;
+                }
+            }
+            if (more)
+                printf("... and %d more pending (atomctl queue)\n", more);
         }
     }
     json_decref(ans);

@@ -91,6 +91,8 @@ def test(d, target):
     check(not wrong, "%d jobs with another id than acknowledged, e.g. %s" % (len(wrong), wrong[:5]))
     check(len(acked) >= target, "only %d jobs acknowledged in 60 s" % len(acked))
     check(all(j["state"] in ("pending", "done") for j in jobs), "every job is pending (the node is drained)")
+    rc, out, err = d.ctl("status")
+    check(rc == 0 and len(out.splitlines()) < 25 and "more pending" in out, "status fits one screen: %r" % out)
     unacked = len(jobs) - 1 - len(acked)
     print("%d jobs acknowledged, %d more stored without an answer, %d SIGKILLs, all acknowledged present once"
           % (len(acked), unacked, kills))
