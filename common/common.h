@@ -224,6 +224,36 @@ char *atom_plan_to_json(const atom_plan *plan);
 int atom_plan_from_json(const char *json, atom_plan *plan, atom_err *err);
 
 /* ------------------------------------------------------------------------------------------ */
+/* The plan under Slurm (common/plan_slurm.c): Slurm owns placement, so every task builds the same
+ * plan from its allocation instead of reading a file. Ranks follow Slurm's block distribution
+ * (task r on the node holding tasks first..first+count-1), each node's task count must be a
+ * multiple of the tensor-parallel size, and each task must see at most one GPU. */
+
+typedef struct atom_slurm_env {
+    const char *job_id;         /* SLURM_JOB_ID */
+    const char *nodelist;       /* SLURM_STEP_NODELIST, else SLURM_JOB_NODELIST ("n[1-4]") */
+    const char *tasks_per_node; /* SLURM_STEP_TASKS_PER_NODE, else SLURM_TASKS_PER_NODE ("4(x2),2") */
+    const char *ntasks;         /* SLURM_STEP_NUM_TASKS, else SLURM_NTASKS */
+    const char *procid;         /* SLURM_PROCID: this task's rank */
+    const char *localid;        /* SLURM_LOCALID: its index on its node */
+    const char *nodeid;         /* SLURM_NODEID: its node's index in nodelist */
+    const char *gpus;           /* CUDA_VISIBLE_DEVICES, else SLURM_STEP_GPUS (NULL or "": none) */
+    const char *restart_count;  /* SLURM_RESTART_COUNT (NULL: first run) */
+} atom_slurm_env;
+
+/* Fills env from this process's environment (pointers into it). */
+void atom_slurm_env_get(atom_slurm_env *env);
+/* Expands a Slurm host list as `scontrol show hostnames` does ("gpu[01-03,7],login1" -> gpu01
+ * gpu02 gpu03 gpu7 login1; several brackets multiply). *names is malloc'd. */
+int atom_slurm_hostnames(const char *list, char (**names)[ATOM_NAME_MAX], int *n, atom_err *err);
+/* Expands a tasks-per-node list ("4(x2),2" -> 4 4 2). *counts is malloc'd. */
+int atom_slurm_tasks_per_node(const char *list, int **counts, int *n, atom_err *err);
+/* The plan of spec on the allocation env describes, checked against this task's own ids. The
+ * plan's job_id is "slurm-JOBID", its attempt SLURM_RESTART_COUNT. */
+int atom_plan_from_slurm(const atom_spec *spec, const atom_slurm_env *env, atom_plan *plan,
+                         atom_err *err);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Heartbeat: one JSON object per message, sent by every rank.                                 */
 
 #define ATOM_HB_GROUPS 3 /* world, tensor, data */

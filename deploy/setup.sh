@@ -15,6 +15,8 @@ packages=(
   clang libclang-rt-dev
   # TCP credentials between nodes, and a real Slurm for the Slurm tests
   munge libmunge-dev
+  # Slurm (slurmctld, slurmd, the client tools and the pmix plugin) for deploy/slurm and tests/slurm
+  slurm-wlm
   # tools the tests and benchmarks call
   procps python3 python3-numpy python3-h5py
 )
