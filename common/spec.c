@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-void walk_err(spec_walk *w, const yt_node *at, const char *key, const char *fmt, ...)
+void spec_walk_err(spec_walk *w, const yt_node *at, const char *key, const char *fmt, ...)
 {
     if (w->too_many)
         return;
@@ -76,14 +76,14 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
             names[count++] = atom_spec_sections[i];
     const char *near = atom_spec_nearest(key->text, names, count);
     if (near) {
-        walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf, near);
+        spec_walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf, near);
         return;
     }
     /* 2. a key of another section */
     for (int i = 0; i < atom_spec_nkeys; i++) {
         const spec_key *k = &atom_spec_keys[i];
         if (strcmp(k->key, key->text) == 0 && strcmp(k->section, section) != 0) {
-            walk_err(w, key, dotted, "unknown key '%s' here; did you mean '%s' (it belongs %s%s)?",
+            spec_walk_err(w, key, dotted, "unknown key '%s' here; did you mean '%s' (it belongs %s%s)?",
                      buf, k->dotted, *k->section ? "under " : "at the top level",
                      *k->section ? k->section : "");
             return;
@@ -92,7 +92,7 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
     /* 3. another tool's name for it */
     for (size_t i = 0; i < sizeof key_aliases / sizeof key_aliases[0]; i++) {
         if (strcmp(key_aliases[i].alias, key->text) == 0) {
-            walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
+            spec_walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
                      key_aliases[i].dotted);
             return;
         }
@@ -105,14 +105,14 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
     if (near) {
         for (int i = 0; i < atom_spec_nkeys; i++) {
             if (all[i] == near) {
-                walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
+                spec_walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
                          atom_spec_keys[i].dotted);
                 return;
             }
         }
     }
     spec_list_words(valid, sizeof valid, names, count);
-    walk_err(w, key, dotted, "unknown key '%s'; valid keys %s%s: %s", buf,
+    spec_walk_err(w, key, dotted, "unknown key '%s'; valid keys %s%s: %s", buf,
              *section ? "in " : "at the top level", section, valid);
 }
 
@@ -124,7 +124,7 @@ static bool key_ok(spec_walk *w, const char *section, const yt_node *key)
         return true;
     if (key->refused)
         return false;
-    walk_err(w, key, section, "a key must be a plain word, got %s", spec_describe(key, buf, sizeof buf));
+    spec_walk_err(w, key, section, "a key must be a plain word, got %s", spec_describe(key, buf, sizeof buf));
     return false;
 }
 
@@ -140,7 +140,7 @@ static void walk_pair(spec_walk *w, const char *section, const yt_node *key, con
         return;
     }
     if (seen_line[idx]) {
-        walk_err(w, key, atom_spec_keys[idx].dotted, "duplicate key '%s' (first given on line %d)",
+        spec_walk_err(w, key, atom_spec_keys[idx].dotted, "duplicate key '%s' (first given on line %d)",
                  key->text, seen_line[idx]);
         return;
     }
@@ -154,7 +154,7 @@ static void walk_section(spec_walk *w, const char *section, const yt_node *map, 
     if (map->type == YT_NULL)
         return; /* "checkpoint:" alone: the section's defaults */
     if (map->type != YT_MAP) {
-        walk_err(w, map, section, "expected a mapping of keys (e.g. '%s: {key: value}'), got %s",
+        spec_walk_err(w, map, section, "expected a mapping of keys (e.g. '%s: {key: value}'), got %s",
                  section, spec_describe(map, buf, sizeof buf));
         return;
     }
@@ -179,12 +179,12 @@ static int walk_root(spec_walk *w, const yt_node *root)
     int seen_line[64] = {0};
     int section_line[16] = {0};
     if (!root || root->type == YT_NULL) {
-        walk_err(w, NULL, "", "the spec is empty: it needs at least data.path (see "
+        spec_walk_err(w, NULL, "", "the spec is empty: it needs at least data.path (see "
                               "configs/spec-reference.md)");
         return -1;
     }
     if (root->type != YT_MAP) {
-        walk_err(w, root, "", "expected a mapping of sections (name, resources, model, data, "
+        spec_walk_err(w, root, "", "expected a mapping of sections (name, resources, model, data, "
                               "training, ...) at the top level, got %s",
                  spec_describe(root, buf, sizeof buf));
         return -1;
@@ -201,7 +201,7 @@ static int walk_root(spec_walk *w, const yt_node *root)
             continue;
         }
         if (section_line[s]) {
-            walk_err(w, key, key->text, "duplicate section '%s' (first given on line %d)", key->text,
+            spec_walk_err(w, key, key->text, "duplicate section '%s' (first given on line %d)", key->text,
                      section_line[s]);
             continue;
         }

@@ -97,7 +97,7 @@ typedef struct spec_walk {
 } spec_walk;
 
 /* Adds a diagnostic at node `at` (NULL: the whole file), up to SPEC_MAX_DIAGS. */
-void walk_err(spec_walk *w, const yt_node *at, const char *key, const char *fmt, ...)
+void spec_walk_err(spec_walk *w, const yt_node *at, const char *key, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Converts v into the field of key idx; records where the file set it. */
 void spec_set_value(spec_walk *w, int idx, const yt_node *v);

@@ -94,28 +94,28 @@ static int get_int(spec_walk *w, const spec_key *k, const yt_node *v, int64_t *o
     double d;
     bool b;
     if (v->type != YT_SCALAR || v->quoted || strlen(v->text) != v->len) {
-        walk_err(w, v, k->dotted, "expected an integer, got %s", spec_describe(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "expected an integer, got %s", spec_describe(v, buf, sizeof buf));
         return -1;
     }
     if (!is_decimal_int(v->text)) {
         if (is_decimal_float(v->text, v->len, &d))
-            walk_err(w, v, k->dotted, "expected an integer (digits only), got the number %s",
+            spec_walk_err(w, v, k->dotted, "expected an integer (digits only), got the number %s",
                      spec_show(v, buf, sizeof buf));
         else if (is_bool_word(v->text, &b))
-            walk_err(w, v, k->dotted, "expected an integer, got the boolean %s",
+            spec_walk_err(w, v, k->dotted, "expected an integer, got the boolean %s",
                      spec_show(v, buf, sizeof buf));
         else
-            walk_err(w, v, k->dotted, "expected an integer, got %s", spec_describe(v, buf, sizeof buf));
+            spec_walk_err(w, v, k->dotted, "expected an integer, got %s", spec_describe(v, buf, sizeof buf));
         return -1;
     }
     errno = 0;
     long long x = strtoll(v->text, NULL, 10);
     if (errno == ERANGE || x < k->imin || x > k->imax) {
         if (errno != ERANGE && x < k->imin && k->imin >= 0)
-            walk_err(w, v, k->dotted, "must be %s%lld or more, got %s",
+            spec_walk_err(w, v, k->dotted, "must be %s%lld or more, got %s",
                      x < 0 ? "a count: " : "", (long long)k->imin, spec_show(v, buf, sizeof buf));
         else
-            walk_err(w, v, k->dotted, "%s is out of range: must be between %lld and %lld",
+            spec_walk_err(w, v, k->dotted, "%s is out of range: must be between %lld and %lld",
                      spec_show(v, buf, sizeof buf), (long long)k->imin, (long long)k->imax);
         return -1;
     }
@@ -128,11 +128,11 @@ static int get_float(spec_walk *w, const spec_key *k, const yt_node *v, double *
     char buf[256];
     double d;
     if (v->type != YT_SCALAR || v->quoted || !is_decimal_float(v->text, v->len, &d)) {
-        walk_err(w, v, k->dotted, "expected a number, got %s", spec_describe(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "expected a number, got %s", spec_describe(v, buf, sizeof buf));
         return -1;
     }
     if (!isfinite(d) || d < k->fmin || d > k->fmax || (k->positive && d <= k->fmin)) {
-        walk_err(w, v, k->dotted, "%s is out of range: must be %s %g and at most %g",
+        spec_walk_err(w, v, k->dotted, "%s is out of range: must be %s %g and at most %g",
                  spec_show(v, buf, sizeof buf), k->positive ? "more than" : "at least", k->fmin, k->fmax);
         return -1;
     }
@@ -145,11 +145,11 @@ static const char *get_text(spec_walk *w, const spec_key *k, const yt_node *v, c
 {
     char buf[256];
     if (v->type != YT_SCALAR) {
-        walk_err(w, v, k->dotted, "expected %s, got %s", what, spec_describe(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "expected %s, got %s", what, spec_describe(v, buf, sizeof buf));
         return NULL;
     }
     if (strlen(v->text) != v->len) {
-        walk_err(w, v, k->dotted, "%s holds a NUL byte", spec_show(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "%s holds a NUL byte", spec_show(v, buf, sizeof buf));
         return NULL;
     }
     return v->text;
@@ -164,7 +164,7 @@ static int set_name(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
     size_t len = strlen(s);
     size_t bad = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
     if (len == 0 || len >= ATOM_NAME_MAX || bad != len) {
-        walk_err(w, v, k->dotted,
+        spec_walk_err(w, v, k->dotted,
                  "'%s' is not a valid name: use 1 to %d of the characters A-Z a-z 0-9 . _ -",
                  spec_show(v, buf, sizeof buf), ATOM_NAME_MAX - 1);
         return -1;
@@ -181,7 +181,7 @@ static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
     if (!s)
         return -1;
     if (!*s) {
-        walk_err(w, v, k->dotted, "the path is empty");
+        spec_walk_err(w, v, k->dotted, "the path is empty");
         return -1;
     }
     /* Relative paths mean "next to the spec", whatever folder atomctl runs in. */
@@ -195,7 +195,7 @@ static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
         n = snprintf(field, ATOM_PATH_MAX, "%s", *s ? s : ".");
     if (n < 0 || n >= ATOM_PATH_MAX) {
         field[0] = '\0';
-        walk_err(w, v, k->dotted, "the path is longer than %d bytes", ATOM_PATH_MAX - 1);
+        spec_walk_err(w, v, k->dotted, "the path is longer than %d bytes", ATOM_PATH_MAX - 1);
         return -1;
     }
     return 0;
@@ -209,13 +209,13 @@ static int set_duration(spec_walk *w, const spec_key *k, const yt_node *v, int64
     if (!s)
         return -1;
     if (atom_parse_duration(s, &secs) != 0) {
-        walk_err(w, v, k->dotted,
+        spec_walk_err(w, v, k->dotted,
                  "expected a duration such as 90s, 30m, 2h, 1d, 1h30m, 01:30:00 or a number of "
                  "seconds, got %s", spec_describe(v, buf, sizeof buf));
         return -1;
     }
     if (secs < k->imin || secs > k->imax) {
-        walk_err(w, v, k->dotted, "%s is out of range: must be between %llds and %llds",
+        spec_walk_err(w, v, k->dotted, "%s is out of range: must be between %llds and %llds",
                  spec_show(v, buf, sizeof buf), (long long)k->imin, (long long)k->imax);
         return -1;
     }
@@ -245,7 +245,7 @@ static int set_choice(spec_walk *w, const spec_key *k, const yt_node *v, int *fi
     if (value < 0) {
         spec_list_words(valid, sizeof valid, names, count);
         const char *near = atom_spec_nearest(s, names, count);
-        walk_err(w, v, k->dotted, "unknown value '%s'%s%s%s; expected one of: %s",
+        spec_walk_err(w, v, k->dotted, "unknown value '%s'%s%s%s; expected one of: %s",
                  spec_show(v, buf, sizeof buf), near ? " (did you mean '" : "", near ? near : "",
                  near ? "'?)" : "", valid);
         return -1;
@@ -268,7 +268,7 @@ static int set_preset(spec_walk *w, const spec_key *k, const yt_node *v)
             names[count] = atom_model_preset_name(count);
         spec_list_words(valid, sizeof valid, names, count);
         const char *near = atom_spec_nearest(s, names, count);
-        walk_err(w, v, k->dotted, "unknown model preset '%s'%s%s%s; presets: %s",
+        spec_walk_err(w, v, k->dotted, "unknown model preset '%s'%s%s%s; presets: %s",
                  spec_show(v, buf, sizeof buf), near ? " (did you mean '" : "", near ? near : "",
                  near ? "'?)" : "", valid);
         return -1;
@@ -291,7 +291,7 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
     if (v->refused)
         return;
     if (v->type == YT_NULL) {
-        walk_err(w, v, k->dotted, "has no value (leave the key out to get the default)");
+        spec_walk_err(w, v, k->dotted, "has no value (leave the key out to get the default)");
         return;
     }
     switch (k->kind) {
@@ -317,7 +317,7 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
             *(bool *)(void *)field = b;
             rc = 0;
         } else {
-            walk_err(w, v, k->dotted, "expected true or false, got %s", spec_describe(v, buf, sizeof buf));
+            spec_walk_err(w, v, k->dotted, "expected true or false, got %s", spec_describe(v, buf, sizeof buf));
         }
         break;
     }
