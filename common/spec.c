@@ -83,9 +83,10 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
     for (int i = 0; i < atom_spec_nkeys; i++) {
         const spec_key *k = &atom_spec_keys[i];
         if (strcmp(k->key, key->text) == 0 && strcmp(k->section, section) != 0) {
-            spec_walk_err(w, key, dotted, "unknown key '%s' here; did you mean '%s' (it belongs %s%s)?",
-                     buf, k->dotted, *k->section ? "under " : "at the top level",
-                     *k->section ? k->section : "");
+            spec_walk_err(w, key, dotted,
+                          "unknown key '%s' here; did you mean '%s' (it belongs %s%s)?", buf,
+                          k->dotted, *k->section ? "under " : "at the top level",
+                          *k->section ? k->section : "");
             return;
         }
     }
@@ -93,7 +94,7 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
     for (size_t i = 0; i < sizeof key_aliases / sizeof key_aliases[0]; i++) {
         if (strcmp(key_aliases[i].alias, key->text) == 0) {
             spec_walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
-                     key_aliases[i].dotted);
+                          key_aliases[i].dotted);
             return;
         }
     }
@@ -106,14 +107,14 @@ static void unknown_key(spec_walk *w, const char *section, const yt_node *key)
         for (int i = 0; i < atom_spec_nkeys; i++) {
             if (all[i] == near) {
                 spec_walk_err(w, key, dotted, "unknown key '%s'; did you mean '%s'?", buf,
-                         atom_spec_keys[i].dotted);
+                              atom_spec_keys[i].dotted);
                 return;
             }
         }
     }
     spec_list_words(valid, sizeof valid, names, count);
     spec_walk_err(w, key, dotted, "unknown key '%s'; valid keys %s%s: %s", buf,
-             *section ? "in " : "at the top level", section, valid);
+                  *section ? "in " : "at the top level", section, valid);
 }
 
 /* A mapping key must be a plain word. */
@@ -124,7 +125,8 @@ static bool key_ok(spec_walk *w, const char *section, const yt_node *key)
         return true;
     if (key->refused)
         return false;
-    spec_walk_err(w, key, section, "a key must be a plain word, got %s", spec_describe(key, buf, sizeof buf));
+    spec_walk_err(w, key, section, "a key must be a plain word, got %s",
+                  spec_describe(key, buf, sizeof buf));
     return false;
 }
 
@@ -140,8 +142,8 @@ static void walk_pair(spec_walk *w, const char *section, const yt_node *key, con
         return;
     }
     if (seen_line[idx]) {
-        spec_walk_err(w, key, atom_spec_keys[idx].dotted, "duplicate key '%s' (first given on line %d)",
-                 key->text, seen_line[idx]);
+        spec_walk_err(w, key, atom_spec_keys[idx].dotted,
+                      "duplicate key '%s' (first given on line %d)", key->text, seen_line[idx]);
         return;
     }
     seen_line[idx] = key->line;
@@ -154,8 +156,9 @@ static void walk_section(spec_walk *w, const char *section, const yt_node *map, 
     if (map->type == YT_NULL)
         return; /* "checkpoint:" alone: the section's defaults */
     if (map->type != YT_MAP) {
-        spec_walk_err(w, map, section, "expected a mapping of keys (e.g. '%s: {key: value}'), got %s",
-                 section, spec_describe(map, buf, sizeof buf));
+        spec_walk_err(w, map, section,
+                      "expected a mapping of keys (e.g. '%s: {key: value}'), got %s", section,
+                      spec_describe(map, buf, sizeof buf));
         return;
     }
     /* model.preset first, wherever it is written: the other model keys override it. */
@@ -179,14 +182,16 @@ static int walk_root(spec_walk *w, const yt_node *root)
     int seen_line[64] = {0};
     int section_line[16] = {0};
     if (!root || root->type == YT_NULL) {
-        spec_walk_err(w, NULL, "", "the spec is empty: it needs at least data.path (see "
-                              "configs/spec-reference.md)");
+        spec_walk_err(w, NULL, "",
+                      "the spec is empty: it needs at least data.path (see "
+                      "configs/spec-reference.md)");
         return -1;
     }
     if (root->type != YT_MAP) {
-        spec_walk_err(w, root, "", "expected a mapping of sections (name, resources, model, data, "
-                              "training, ...) at the top level, got %s",
-                 spec_describe(root, buf, sizeof buf));
+        spec_walk_err(w, root, "",
+                      "expected a mapping of sections (name, resources, model, data, "
+                      "training, ...) at the top level, got %s",
+                      spec_describe(root, buf, sizeof buf));
         return -1;
     }
     for (int i = 0; i + 1 < root->n; i += 2) {
@@ -201,8 +206,8 @@ static int walk_root(spec_walk *w, const yt_node *root)
             continue;
         }
         if (section_line[s]) {
-            spec_walk_err(w, key, key->text, "duplicate section '%s' (first given on line %d)", key->text,
-                     section_line[s]);
+            spec_walk_err(w, key, key->text, "duplicate section '%s' (first given on line %d)",
+                          key->text, section_line[s]);
             continue;
         }
         section_line[s] = key->line;

@@ -1,8 +1,9 @@
 /* common/spec_json.c: the normalised spec as JSON and back (the plan file embeds it, atomctl sends
  * it to atomd). Same sections and key names as the YAML, every key written, enums as their names,
- * durations as seconds; doubles are printed with 15 significant digits when that is exact
- * and 17 otherwise, so they always come back bit-identical. Reading is strict: an unknown key or a wrong type is an error, because the
- * writer is atom itself and a mismatch means two versions disagree. */
+ * durations as seconds; doubles are printed with 15 significant digits when that is exact and 17
+ * otherwise, so they always come back bit-identical. Reading is strict: an unknown key or a wrong
+ * type is an error, because the writer is atom itself and a mismatch means two versions disagree.
+ */
 #include "common/spec_internal.h"
 
 #include <jansson.h>
@@ -145,7 +146,8 @@ static int object_from_json(const char *section, json_t *obj, atom_spec *spec, a
         }
         int idx = atom_spec_key_find(section, key);
         if (idx < 0)
-            return atom_errf(err, "spec JSON: unknown key '%s%s%s'", section, *section ? "." : "", key);
+            return atom_errf(err, "spec JSON: unknown key '%s%s%s'", section, *section ? "." : "",
+                             key);
         if (value_from_json(&atom_spec_keys[idx], v, spec, err) != 0)
             return -1;
     }
@@ -158,7 +160,8 @@ int atom_spec_from_json(const char *json, atom_spec *spec, atom_err *err)
     atom_spec_defaults(spec);
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &jerr);
     if (!root)
-        return atom_errf(err, "spec JSON: line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return atom_errf(err, "spec JSON: line %d column %d: %s", jerr.line, jerr.column,
+                         jerr.text);
     int rc = json_is_object(root) ? object_from_json("", root, spec, err)
                                   : atom_errf(err, "spec JSON: expected an object");
     json_decref(root);

@@ -37,7 +37,8 @@ const char *spec_describe(const yt_node *n, char *buf, size_t size)
     if (!n || n->type != YT_SCALAR)
         return yt_type_name(n);
     char shown[200];
-    snprintf(buf, size, n->quoted ? "the string \"%s\"" : "'%s'", spec_show(n, shown, sizeof shown));
+    snprintf(buf, size, n->quoted ? "the string \"%s\"" : "'%s'",
+             spec_show(n, shown, sizeof shown));
     return buf;
 }
 
@@ -78,8 +79,10 @@ static bool is_decimal_float(const char *s, size_t len, double *out)
 
 static bool is_bool_word(const char *s, bool *out)
 {
-    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"};
-    static const char *const no[] = {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"};
+    static const char *const yes[] = {"true", "True", "TRUE", "yes", "Yes",
+                                      "YES",  "on",   "On",   "ON"};
+    static const char *const no[] = {"false", "False", "FALSE", "no", "No",
+                                     "NO",    "off",   "Off",   "OFF"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++) {
         if (strcmp(s, yes[i]) == 0) { *out = true; return true; }
         if (strcmp(s, no[i]) == 0) { *out = false; return true; }
@@ -94,18 +97,20 @@ static int get_int(spec_walk *w, const spec_key *k, const yt_node *v, int64_t *o
     double d;
     bool b;
     if (v->type != YT_SCALAR || v->quoted || strlen(v->text) != v->len) {
-        spec_walk_err(w, v, k->dotted, "expected an integer, got %s", spec_describe(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "expected an integer, got %s",
+                      spec_describe(v, buf, sizeof buf));
         return -1;
     }
     if (!is_decimal_int(v->text)) {
         if (is_decimal_float(v->text, v->len, &d))
             spec_walk_err(w, v, k->dotted, "expected an integer (digits only), got the number %s",
-                     spec_show(v, buf, sizeof buf));
+                          spec_show(v, buf, sizeof buf));
         else if (is_bool_word(v->text, &b))
             spec_walk_err(w, v, k->dotted, "expected an integer, got the boolean %s",
-                     spec_show(v, buf, sizeof buf));
+                          spec_show(v, buf, sizeof buf));
         else
-            spec_walk_err(w, v, k->dotted, "expected an integer, got %s", spec_describe(v, buf, sizeof buf));
+            spec_walk_err(w, v, k->dotted, "expected an integer, got %s",
+                          spec_describe(v, buf, sizeof buf));
         return -1;
     }
     errno = 0;
@@ -113,10 +118,11 @@ static int get_int(spec_walk *w, const spec_key *k, const yt_node *v, int64_t *o
     if (errno == ERANGE || x < k->imin || x > k->imax) {
         if (errno != ERANGE && x < k->imin && k->imin >= 0)
             spec_walk_err(w, v, k->dotted, "must be %s%lld or more, got %s",
-                     x < 0 ? "a count: " : "", (long long)k->imin, spec_show(v, buf, sizeof buf));
+                          x < 0 ? "a count: " : "", (long long)k->imin,
+                          spec_show(v, buf, sizeof buf));
         else
             spec_walk_err(w, v, k->dotted, "%s is out of range: must be between %lld and %lld",
-                     spec_show(v, buf, sizeof buf), (long long)k->imin, (long long)k->imax);
+                          spec_show(v, buf, sizeof buf), (long long)k->imin, (long long)k->imax);
         return -1;
     }
     *out = x;
@@ -128,12 +134,14 @@ static int get_float(spec_walk *w, const spec_key *k, const yt_node *v, double *
     char buf[256];
     double d;
     if (v->type != YT_SCALAR || v->quoted || !is_decimal_float(v->text, v->len, &d)) {
-        spec_walk_err(w, v, k->dotted, "expected a number, got %s", spec_describe(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "expected a number, got %s",
+                      spec_describe(v, buf, sizeof buf));
         return -1;
     }
     if (!isfinite(d) || d < k->fmin || d > k->fmax || (k->positive && d <= k->fmin)) {
         spec_walk_err(w, v, k->dotted, "%s is out of range: must be %s %g and at most %g",
-                 spec_show(v, buf, sizeof buf), k->positive ? "more than" : "at least", k->fmin, k->fmax);
+                      spec_show(v, buf, sizeof buf), k->positive ? "more than" : "at least",
+                      k->fmin, k->fmax);
         return -1;
     }
     *out = d;
@@ -145,7 +153,8 @@ static const char *get_text(spec_walk *w, const spec_key *k, const yt_node *v, c
 {
     char buf[256];
     if (v->type != YT_SCALAR) {
-        spec_walk_err(w, v, k->dotted, "expected %s, got %s", what, spec_describe(v, buf, sizeof buf));
+        spec_walk_err(w, v, k->dotted, "expected %s, got %s", what,
+                      spec_describe(v, buf, sizeof buf));
         return NULL;
     }
     if (strlen(v->text) != v->len) {
@@ -165,8 +174,8 @@ static int set_name(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
     size_t bad = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
     if (len == 0 || len >= ATOM_NAME_MAX || bad != len) {
         spec_walk_err(w, v, k->dotted,
-                 "'%s' is not a valid name: use 1 to %d of the characters A-Z a-z 0-9 . _ -",
-                 spec_show(v, buf, sizeof buf), ATOM_NAME_MAX - 1);
+                      "'%s' is not a valid name: use 1 to %d of the characters A-Z a-z 0-9 . _ -",
+                      spec_show(v, buf, sizeof buf), ATOM_NAME_MAX - 1);
         return -1;
     }
     /* Zero the whole field: specs are compared with memcmp after a JSON round trip. */
@@ -209,14 +218,16 @@ static int set_duration(spec_walk *w, const spec_key *k, const yt_node *v, int64
     if (!s)
         return -1;
     if (atom_parse_duration(s, &secs) != 0) {
-        spec_walk_err(w, v, k->dotted,
-                 "expected a duration such as 90s, 30m, 2h, 1d, 1h30m, 01:30:00 or a number of "
-                 "seconds, got %s", spec_describe(v, buf, sizeof buf));
+        spec_walk_err(
+            w, v, k->dotted,
+            "expected a duration such as 90s, 30m, 2h, 1d, 1h30m, 01:30:00 or a number of "
+            "seconds, got %s",
+            spec_describe(v, buf, sizeof buf));
         return -1;
     }
     if (secs < k->imin || secs > k->imax) {
         spec_walk_err(w, v, k->dotted, "%s is out of range: must be between %llds and %llds",
-                 spec_show(v, buf, sizeof buf), (long long)k->imin, (long long)k->imax);
+                      spec_show(v, buf, sizeof buf), (long long)k->imin, (long long)k->imax);
         return -1;
     }
     *field = secs;
@@ -246,8 +257,8 @@ static int set_choice(spec_walk *w, const spec_key *k, const yt_node *v, int *fi
         spec_list_words(valid, sizeof valid, names, count);
         const char *near = atom_spec_nearest(s, names, count);
         spec_walk_err(w, v, k->dotted, "unknown value '%s'%s%s%s; expected one of: %s",
-                 spec_show(v, buf, sizeof buf), near ? " (did you mean '" : "", near ? near : "",
-                 near ? "'?)" : "", valid);
+                      spec_show(v, buf, sizeof buf), near ? " (did you mean '" : "",
+                      near ? near : "", near ? "'?)" : "", valid);
         return -1;
     }
     *field = value;
@@ -269,8 +280,8 @@ static int set_preset(spec_walk *w, const spec_key *k, const yt_node *v)
         spec_list_words(valid, sizeof valid, names, count);
         const char *near = atom_spec_nearest(s, names, count);
         spec_walk_err(w, v, k->dotted, "unknown model preset '%s'%s%s%s; presets: %s",
-                 spec_show(v, buf, sizeof buf), near ? " (did you mean '" : "", near ? near : "",
-                 near ? "'?)" : "", valid);
+                      spec_show(v, buf, sizeof buf), near ? " (did you mean '" : "",
+                      near ? near : "", near ? "'?)" : "", valid);
         return -1;
     }
     memset(w->spec->model_preset, 0, sizeof w->spec->model_preset);
@@ -317,7 +328,8 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
             *(bool *)(void *)field = b;
             rc = 0;
         } else {
-            spec_walk_err(w, v, k->dotted, "expected true or false, got %s", spec_describe(v, buf, sizeof buf));
+            spec_walk_err(w, v, k->dotted, "expected true or false, got %s",
+                          spec_describe(v, buf, sizeof buf));
         }
         break;
     }
@@ -330,8 +342,10 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
         int value;
         if ((rc = set_choice(w, k, v, &value)) == 0) {
             if (k->kind == SPEC_DEVICE) *(atom_device *)(void *)field = (atom_device)value;
-            if (k->kind == SPEC_FORMAT) *(atom_data_format *)(void *)field = (atom_data_format)value;
-            if (k->kind == SPEC_SCHEDULE) *(atom_lr_schedule *)(void *)field = (atom_lr_schedule)value;
+            if (k->kind == SPEC_FORMAT)
+                *(atom_data_format *)(void *)field = (atom_data_format)value;
+            if (k->kind == SPEC_SCHEDULE)
+                *(atom_lr_schedule *)(void *)field = (atom_lr_schedule)value;
         }
         break;
     }

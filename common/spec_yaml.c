@@ -115,8 +115,8 @@ static const char *node_path(const yt_builder *b, char *buf, size_t size)
             n = snprintf(buf + o, size - o, "[%d]", held);
         } else if (held % 2 == 1 && c->items[held - 1]->type == YT_SCALAR) {
             const yt_node *k = c->items[held - 1];
-            n = snprintf(buf + o, size - o, "%s%.*s", o ? "." : "", (int)(k->len > 40 ? 40 : k->len),
-                         k->text);
+            n = snprintf(buf + o, size - o, "%s%.*s", o ? "." : "",
+                         (int)(k->len > 40 ? 40 : k->len), k->text);
         } else {
             break;
         }

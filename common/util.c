@@ -36,7 +36,8 @@ char *atom_read_file(const char *path, size_t max_bytes, size_t *len, atom_err *
     }
     /* st_size is only a hint (pipes and /proc files report 0), so the cap is enforced on what is
      * actually read: one byte past max_bytes proves the file is too large. */
-    size_t cap = (S_ISREG(st.st_mode) && (size_t)st.st_size < max_bytes) ? (size_t)st.st_size + 1 : 4096;
+    size_t cap =
+        (S_ISREG(st.st_mode) && (size_t)st.st_size < max_bytes) ? (size_t)st.st_size + 1 : 4096;
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size > max_bytes) {
         close(fd);
         return atom_errf(err, "%s: file is %lld bytes, more than the limit of %zu", path,
@@ -76,7 +77,8 @@ char *atom_read_file(const char *path, size_t max_bytes, size_t *len, atom_err *
         return atom_errf(err, "%s: out of memory", path), NULL;
     if (used > max_bytes) {
         free(buf);
-        return atom_errf(err, "%s: file is larger than the limit of %zu bytes", path, max_bytes), NULL;
+        return atom_errf(err, "%s: file is larger than the limit of %zu bytes", path, max_bytes),
+               NULL;
     }
     buf[used] = '\0';
     if (len)

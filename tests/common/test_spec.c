@@ -194,28 +194,35 @@ static const bad_case bad_cases[] = {
      "duplicate key 'name' (first given on line 2)"},
     {"duplicate nested key", DATA_LINE "training: {steps: 5, steps: 6}\n", 0, 2, 22,
      "training.steps", "duplicate key"},
-    {"duplicate section", DATA_LINE "model: {}\nmodel: {}\n", 0, 3, 1, "model", "duplicate section"},
+    {"duplicate section", DATA_LINE "model: {}\nmodel: {}\n", 0, 3, 1, "model",
+     "duplicate section"},
     {"sequence for a mapping", DATA_LINE "training: [1, 2]\n", 0, 2, 11, "training",
      "expected a mapping of keys"},
     {"scalar for a mapping", DATA_LINE "training: fast\n", 0, 2, 11, "training", "got 'fast'"},
     {"sequence at the top", "- a\n- b\n", 0, 1, 1, "", "at the top level, got a sequence"},
     {"scalar at the top", "hello\n", 0, 1, 1, "", "at the top level"},
     {"anchor", DATA_LINE "name: &n a\n", 0, 2, 7, "name", "anchor '&n' is not allowed"},
-    {"alias", DATA_LINE "name: &n a\nproject: *n\n", 0, 3, 10, "project", "alias '*n' is not allowed"},
+    {"alias", DATA_LINE "name: &n a\nproject: *n\n", 0, 3, 10, "project",
+     "alias '*n' is not allowed"},
     {"tag", DATA_LINE "priority: !!int 5\n", 0, 2, 11, "priority", "tag"},
     {"custom tag", DATA_LINE "training: !python/object {}\n", 0, 2, 11, "training", "tag"},
     {"complex key", DATA_LINE "? [a]\n: b\n", 0, 2, 3, "", "a key must be a plain word"},
     {"alias in a sequence", DATA_LINE "name: &n a\nx: [1, *n]\n", 0, 3, 8, "x[1]", "alias"},
     {"deep nesting", DATA_LINE "x: " NEST40 "\n", 0, 2, 35,
-     "x[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]",
+     "x[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]["
+     "0]",
      "nesting deeper than 32"},
     {"two documents", DATA_LINE "---\nname: b\n", 0, 2, 1, "", "one YAML document"},
     {"empty file", "", 0, 0, 0, "", "empty"},
     {"only a comment", "# nothing\n", 0, 0, 0, "", "the spec is empty"},
     {"syntax error", DATA_LINE "training: {steps: 5\n", 0, 3, 1, "training", "YAML syntax error"},
-    {"bad indentation", DATA_LINE "training:\n  steps: 5\n bad: 1\n", 0, 4, 2, "", "YAML syntax error"},
+    {"bad indentation", DATA_LINE "training:\n  steps: 5\n bad: 1\n", 0, 4, 2, "",
+     "YAML syntax error"},
     {"non-UTF-8 (Latin-1)", DATA_LINE "name: caf\xe9\n", 0, 2, 10, "", "unreadable text"},
-    {"binary garbage", "\x7f" "ELF\x02\x01\x01\x00\x00\x00\x00", 11, 1, 1, "", "unreadable text"},
+    {"binary garbage",
+     "\x7f"
+     "ELF\x02\x01\x01\x00\x00\x00\x00",
+     11, 1, 1, "", "unreadable text"},
     {"NUL byte", DATA_LINE "name: a\0b\n", sizeof(DATA_LINE "name: a\0b\n") - 1, 2, 8, "",
      "unreadable text"},
     {"lr in the wrong section", DATA_LINE "model: {lr: 3e-4}\n", 0, 2, 9, "model.lr",
@@ -228,18 +235,21 @@ static const bad_case bad_cases[] = {
      "got the number 1e3"},
     {"typo in the wrong section", DATA_LINE "micro_bach: 4\n", 0, 2, 1, "micro_bach",
      "did you mean 'training.micro_batch'?"},
-    {"empty path", DATA_LINE "checkpoint: {dir: \"\"}\n", 0, 2, 19, "checkpoint.dir", "the path is empty"},
+    {"empty path", DATA_LINE "checkpoint: {dir: \"\"}\n", 0, 2, 19, "checkpoint.dir",
+     "the path is empty"},
     {"NUL through an escape", DATA_LINE "name: \"a\\0b\"\n", 0, 2, 7, "name", "holds a NUL byte"},
     {"duration too long", DATA_LINE "restart: {heartbeat_timeout: 8d}\n", 0, 2, 30,
      "restart.heartbeat_timeout", "out of range: must be between 1s and 604800s"},
     {"zero heartbeat", DATA_LINE "restart: {heartbeat_timeout: 0}\n", 0, 2, 30,
      "restart.heartbeat_timeout", "out of range"},
-    {"long value cut short", DATA_LINE "resources: {device: "
-     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx}\n", 0, 2, 21,
-     "resources.device", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"},
+    {"long value cut short",
+     DATA_LINE "resources: {device: "
+               "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx}\n",
+     0, 2, 21, "resources.device", "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...'"},
     {"non-ASCII value escaped", DATA_LINE "resources: {device: gp\xc3\xbc}\n", 0, 2, 21,
      "resources.device", "unknown value 'gp\\xc3\\xbc'"},
-    {"far from any key", DATA_LINE "zzzzzzzz: 1\n", 0, 2, 1, "zzzzzzzz", "valid keys at the top level"},
+    {"far from any key", DATA_LINE "zzzzzzzz: 1\n", 0, 2, 1, "zzzzzzzz",
+     "valid keys at the top level"},
 };
 
 static void test_malformed(void **state)
@@ -253,8 +263,8 @@ static void test_malformed(void **state)
         size_t len = c->len ? c->len : strlen(c->yaml);
         int rc = atom_spec_parse(c->yaml, len, "t.yaml", "/base", &s, &d);
         if (rc == 0 || !find_diag(&d, c->line, c->column, c->key, c->msg_part)) {
-            fprintf(stderr, "case '%s': expected t.yaml:%d:%d: %s: ...%s... (rc %d), got:\n", c->what,
-                    c->line, c->column, c->key, c->msg_part, rc);
+            fprintf(stderr, "case '%s': expected t.yaml:%d:%d: %s: ...%s... (rc %d), got:\n",
+                    c->what, c->line, c->column, c->key, c->msg_part, rc);
             dump_diags(&d);
             failed++;
         }
@@ -436,7 +446,8 @@ static void test_derived_defaults(void **state)
     assert_int_equal(s.training.global_batch, 15);
     assert_true(s.training.min_lr == 1e-4);
     /* data from gpus / tensor */
-    assert_int_equal(parse_str(DATA_LINE "resources: {gpus: 8}\nparallelism: {tensor: 2}\n", &s, &d), 0);
+    assert_int_equal(
+        parse_str(DATA_LINE "resources: {gpus: 8}\nparallelism: {tensor: 2}\n", &s, &d), 0);
     assert_int_equal(s.parallelism.data, 4);
     assert_int_equal(d.count, 0);
     atom_diags_free(&d);
@@ -447,7 +458,8 @@ static void test_relative_paths(void **state)
     (void)state;
     atom_spec s;
     atom_diags d = {0};
-    assert_int_equal(parse_str("data: {path: corpus/tokens.bin}\ncheckpoint: {dir: ./ckpt}\n", &s, &d), 0);
+    assert_int_equal(
+        parse_str("data: {path: corpus/tokens.bin}\ncheckpoint: {dir: ./ckpt}\n", &s, &d), 0);
     assert_string_equal(s.data.path, "/base/corpus/tokens.bin");
     assert_string_equal(s.checkpoint.dir, "/base/ckpt");
     assert_int_equal(parse_str("data: {path: /abs/t.bin}\n", &s, &d), 0);
@@ -499,7 +511,9 @@ static void test_json_round_trip(void **state)
                                "resources: {device: cuda, time_limit: 1h30m}\n"
                                "training: {lr: 0.1, min_lr: 0.030000000000000002, "
                                "seed: 9223372036854775807, lr_schedule: linear}\n"
-                               "model: {vocab: 50257}\ncheckpoint: {async: false, dir: c}\n", &s, &d), 0);
+                               "model: {vocab: 50257}\ncheckpoint: {async: false, dir: c}\n",
+                               &s, &d),
+                     0);
     char *json = atom_spec_to_json(&s);
     assert_non_null(json);
     assert_non_null(strstr(json, "\"device\":\"cuda\""));
@@ -532,7 +546,8 @@ static void test_json_round_trip(void **state)
     assert_non_null(strstr(err.msg, "training.stepz"));
     assert_int_equal(atom_spec_from_json("{\"training\": {\"steps\": \"1\"}}", &back, &err), -1);
     assert_non_null(strstr(err.msg, "expected an integer"));
-    assert_int_equal(atom_spec_from_json("{\"resources\": {\"device\": \"tpu\"}}", &back, &err), -1);
+    assert_int_equal(atom_spec_from_json("{\"resources\": {\"device\": \"tpu\"}}", &back, &err),
+                     -1);
     assert_int_equal(atom_spec_from_json("{\"training\": {\"lr\": \"x\"}}", &back, &err), -1);
     assert_non_null(strstr(err.msg, "training.lr: expected a number"));
     assert_int_equal(atom_spec_from_json("{\"checkpoint\": {\"async\": 1}}", &back, &err), -1);
@@ -638,17 +653,25 @@ static void test_reference_defaults_match(void **state)
         int64_t secs;
         switch (k->kind) {
         case SPEC_INT: same = strtoll(lit, NULL, 10) == *(const int *)(const void *)field; break;
-        case SPEC_I64: same = strtoll(lit, NULL, 10) == *(const int64_t *)(const void *)field; break;
-        case SPEC_U64: same = strtoull(lit, NULL, 10) == *(const uint64_t *)(const void *)field; break;
+        case SPEC_I64:
+            same = strtoll(lit, NULL, 10) == *(const int64_t *)(const void *)field;
+            break;
+        case SPEC_U64:
+            same = strtoull(lit, NULL, 10) == *(const uint64_t *)(const void *)field;
+            break;
         case SPEC_F64: same = strtod(lit, NULL) == *(const double *)(const void *)field; break;
-        case SPEC_BOOL: same = (strcmp(lit, "true") == 0) == *(const bool *)(const void *)field; break;
+        case SPEC_BOOL:
+            same = (strcmp(lit, "true") == 0) == *(const bool *)(const void *)field;
+            break;
         case SPEC_DURATION:
-            same = atom_parse_duration(lit, &secs) == 0 && secs == *(const int64_t *)(const void *)field;
+            same = atom_parse_duration(lit, &secs) == 0 &&
+                   secs == *(const int64_t *)(const void *)field;
             break;
         case SPEC_DEVICE:
         case SPEC_FORMAT:
         case SPEC_SCHEDULE:
-            same = strcmp(lit, atom_spec_enum_name(k->kind, *(const int *)(const void *)field)) == 0;
+            same =
+                strcmp(lit, atom_spec_enum_name(k->kind, *(const int *)(const void *)field)) == 0;
             break;
         case SPEC_NAME:
         case SPEC_PATH:

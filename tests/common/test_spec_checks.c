@@ -23,19 +23,22 @@ typedef struct check_case {
 static const check_case check_cases[] = {
     {"gpus != tensor x data", DATA_LINE "resources: {gpus: 8}\nparallelism: {tensor: 2, data: 2}\n",
      2, 19, "resources.gpus", "tensor x parallelism.data is 2 x 2 = 4"},
-    {"heads % tensor", DATA_LINE "model: {heads: 2, channels: 258}\nparallelism: {tensor: 4}\n", 3, 23,
-     "parallelism.tensor", "model.heads (2) is not a multiple of parallelism.tensor (4)"},
+    {"heads % tensor", DATA_LINE "model: {heads: 2, channels: 258}\nparallelism: {tensor: 4}\n", 3,
+     23, "parallelism.tensor", "model.heads (2) is not a multiple of parallelism.tensor (4)"},
     /* 4C % tensor holds whenever heads % tensor and channels % heads do: it comes with them. */
     {"4C % tensor", DATA_LINE "parallelism: {tensor: 3}\n", 2, 23, "parallelism.tensor",
      "4 x model.channels (1024) is not a multiple of parallelism.tensor (3)"},
-    {"padded vocab % tensor", DATA_LINE "model: {heads: 3, channels: 258}\nparallelism: {tensor: 3}\n",
-     3, 23, "parallelism.tensor", "padded vocabulary (256"},
+    {"padded vocab % tensor",
+     DATA_LINE "model: {heads: 3, channels: 258}\nparallelism: {tensor: 3}\n", 3, 23,
+     "parallelism.tensor", "padded vocabulary (256"},
     {"channels % heads", DATA_LINE "model: {heads: 3}\n", 2, 16, "model.heads",
      "model.channels (256) is not a multiple of model.heads (3)"},
-    {"tensor > gpus_per_node", DATA_LINE "resources: {gpus_per_node: 2}\nparallelism: {tensor: 4}\n",
-     3, 23, "parallelism.tensor", "must fit in one node"},
-    {"gpus_per_node % tensor", DATA_LINE "resources: {gpus_per_node: 6}\nparallelism: {tensor: 4}\n",
-     3, 23, "parallelism.tensor", "straddle nodes"},
+    {"tensor > gpus_per_node",
+     DATA_LINE "resources: {gpus_per_node: 2}\nparallelism: {tensor: 4}\n", 3, 23,
+     "parallelism.tensor", "must fit in one node"},
+    {"gpus_per_node % tensor",
+     DATA_LINE "resources: {gpus_per_node: 6}\nparallelism: {tensor: 4}\n", 3, 23,
+     "parallelism.tensor", "straddle nodes"},
     {"global_batch % (micro x data)",
      DATA_LINE "parallelism: {data: 2}\ntraining: {global_batch: 20, micro_batch: 3}\n", 3, 26,
      "training.global_batch", "the nearest that are: 18 and 24"},
@@ -49,15 +52,15 @@ static const check_case check_cases[] = {
     {"checkpoint.every 0 with a dir", DATA_LINE "checkpoint: {dir: /tmp/x, every: 0}\n", 2, 34,
      "checkpoint.every", "at least 1"},
     {"data twice", DATA_LINE "data: {format: uint16}\n", 0, 0, "", ""},
-    {"vocab too big for uint16",
-     "data: {path: /x, format: uint16}\nmodel: {vocab: 100000}\n", 2, 16, "model.vocab",
-     "does not fit data.format uint16"},
+    {"vocab too big for uint16", "data: {path: /x, format: uint16}\nmodel: {vocab: 100000}\n", 2,
+     16, "model.vocab", "does not fit data.format uint16"},
     {"bytes with a small vocabulary", "data: {path: /x}\nmodel: {vocab: 100}\n", 2, 16,
      "model.vocab", "less than 256"},
     {"no data path", "name: a\n", 0, 0, "data.path", "is required"},
-    {"GPT-2 XL's 25 heads on tensor 8", "data: {path: /x, format: uint16}\n"
-     "model: {preset: gpt2-1558m}\nparallelism: {tensor: 8}\n", 3, 23, "parallelism.tensor",
-     "model.heads (25) is not a multiple of parallelism.tensor (8)"},
+    {"GPT-2 XL's 25 heads on tensor 8",
+     "data: {path: /x, format: uint16}\n"
+     "model: {preset: gpt2-1558m}\nparallelism: {tensor: 8}\n",
+     3, 23, "parallelism.tensor", "model.heads (25) is not a multiple of parallelism.tensor (8)"},
 };
 
 static void test_cross_field_checks(void **state)
@@ -75,8 +78,8 @@ static void test_cross_field_checks(void **state)
         else
             ok = rc != 0 && find_diag(&d, c->line, c->column, c->key, c->msg_part);
         if (!ok) {
-            fprintf(stderr, "case '%s': expected t.yaml:%d:%d: %s: ...%s... (rc %d), got:\n", c->what,
-                    c->line, c->column, c->key, c->msg_part, rc);
+            fprintf(stderr, "case '%s': expected t.yaml:%d:%d: %s: ...%s... (rc %d), got:\n",
+                    c->what, c->line, c->column, c->key, c->msg_part, rc);
             dump_diags(&d);
             failed++;
         }
@@ -170,7 +173,8 @@ static void test_data_file_checks(void **state)
     assert_string_equal(d.items[0].key, "checkpoint.dir");
     atom_diags_free(&d);
 
-    if (geteuid() != 0) { /* root reads anything: the permission case only means something otherwise */
+    if (geteuid() !=
+        0) { /* root reads anything: the permission case only means something otherwise */
         s.checkpoint.dir[0] = '\0';
         chmod(path, 0);
         assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
