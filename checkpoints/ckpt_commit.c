@@ -80,7 +80,9 @@ int ckpt_dir_committed(const char *dir, int64_t **steps, int *count, int64_t *la
         (*steps)[(*count)++] = step;
     }
     closedir(d);
-    qsort(*steps, (size_t)*count, sizeof(int64_t), cmp_desc);
+    if (*count > 1) {
+        qsort(*steps, (size_t)*count, sizeof(int64_t), cmp_desc);
+    }
     return 0;
 }
 

@@ -91,7 +91,9 @@ int atom_ckpt_list(const char *dir, atom_ckpt_entry **entries, int *count, atom_
         *count = 0;
         return -1;
     }
-    qsort(*entries, (size_t)*count, sizeof **entries, cmp_entry);
+    if (*count > 1) {
+        qsort(*entries, (size_t)*count, sizeof **entries, cmp_entry);
+    }
     return 0;
 }
 
