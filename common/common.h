@@ -152,8 +152,9 @@ int atom_spec_load(const char *path, atom_spec *spec, atom_diags *diags);
 /* Cross-field checks (gpus = tensor x data, divisibility, ...); positions are 0 here. */
 int atom_spec_check(const atom_spec *spec, const char *file, atom_diags *diags);
 /* The file-system checks, kept out of parsing so the parser stays pure: data.path is a readable
- * regular file holding more than context + 1 tokens of data.format; checkpoint.dir, when it
- * exists, is a folder. atomctl calls it before submitting, the worker before training. */
+ * regular file holding more than context + 1 tokens of data.format (uint16: ids below vocab in
+ * its first MiB); checkpoint.dir, when it exists, is a folder. For atomctl before submitting and
+ * the worker before training. */
 int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *diags);
 /* The normalised spec as JSON text (malloc'd) and back. */
 char *atom_spec_to_json(const atom_spec *spec);

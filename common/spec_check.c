@@ -206,6 +206,37 @@ int atom_spec_check(const atom_spec *spec, const char *file, atom_diags *diags)
     return atom_spec_check_at(spec, file, NULL, diags);
 }
 
+/* Token ids of a uint16 file must be below the vocabulary: a file made with another tokenizer
+ * would otherwise fail hours into training, when a sample first reaches a bad id. Only the first
+ * MiB is read, so the check stays instant on a corpus of billions of tokens. */
+static void check_token_ids(check_ctx *c, const char *path, int vocab)
+{
+    unsigned char buf[1 << 16];
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fail(c, KEYS("data.path"), "%s: %s", path, strerror(errno));
+        return;
+    }
+    long long offset = 0;
+    size_t n;
+    while (offset < (1 << 20) && (n = fread(buf, 1, sizeof buf, f)) >= 2) {
+        for (size_t i = 0; i + 1 < n; i += 2) {
+            int id = buf[i] | buf[i + 1] << 8; /* little-endian, as the worker reads it */
+            if (id >= vocab) {
+                fail(c, KEYS("model.vocab", "data.path", "model.preset"),
+                     "%s: token id %d at byte %lld is not below model.vocab (%d): the file was "
+                     "made with a larger vocabulary", path, id, offset + (long long)i, vocab);
+                fclose(f);
+                return;
+            }
+        }
+        offset += (long long)(n & ~(size_t)1);
+        if (n & 1)
+            break; /* an odd read only happens at the end of an odd-sized file */
+    }
+    fclose(f);
+}
+
 int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *diags)
 {
     check_ctx c = {.file = file ? file : "<spec>", .diags = diags};
@@ -230,6 +261,8 @@ int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *di
             fail(&c, KEYS("data.path"),
                  "%s holds %lld tokens; one sample is model.context + 1 = %d tokens, so the file "
                  "must hold more than that", path, (long long)tokens, spec->model.context + 1);
+        else if (spec->data.format == ATOM_DATA_UINT16)
+            check_token_ids(&c, path, spec->model.vocab);
     }
     if (spec->checkpoint.dir[0] && stat(spec->checkpoint.dir, &st) == 0 && !S_ISDIR(st.st_mode))
         fail(&c, KEYS("checkpoint.dir"), "%s exists and is not a folder", spec->checkpoint.dir);

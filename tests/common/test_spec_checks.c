@@ -160,6 +160,22 @@ static void test_data_file_checks(void **state)
     assert_string_equal(d.items[0].key, "data.format");
     atom_diags_free(&d);
 
+    /* uint16 ids at or past the vocabulary: another tokenizer's file. */
+    FILE *f = fopen(path, "wb");
+    for (int i = 0; i < 200; i++) {
+        int id = i == 150 ? 256 : i; /* gpt-tiny's vocabulary is 256: ids 0..255 */
+        fputc(id & 0xff, f);
+        fputc(id >> 8, f);
+    }
+    fclose(f);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
+    assert_string_equal(d.items[0].key, "model.vocab");
+    assert_non_null(strstr(d.items[0].msg, "token id 256 at byte 300"));
+    atom_diags_free(&d);
+    s.model.vocab = 257;
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), 0);
+    s.model.vocab = 256;
+
     snprintf(s.data.path, sizeof s.data.path, "%s", dir); /* a folder */
     assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
     assert_non_null(strstr(d.items[0].msg, "not a regular file"));
