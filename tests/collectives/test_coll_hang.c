@@ -3,7 +3,8 @@
  * the others must end the job within the 2 s timeout with a message naming that rank and its
  * host. coll_hang_check.sh runs this under mpirun and reads the message and the exit status.
  * With "return", the waiting ranks get the diagnosis back as an error instead (checked here);
- * the late rank then joins, so the job can still end cleanly.
+ * the late rank then joins and gets an error too (the group is unusable after a hang), and the
+ * job still ends cleanly.
  *   test_coll_hang TENSOR_SIZE GROUP(world|tensor|data) [return] */
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,9 @@ int main(int argc, char **argv)
     CHECK_OK(coll_open(&cfg, &ctx, &err));
     coll_group *g = coll_group_of(ctx, id);
     float buf[64];
+    /* The abort runs hang in MPI_Iallreduce (small), the return runs in atom's ring (large). */
+    enum { BIG = 1 << 14 };
+    static float big[BIG];
     for (int i = 0; i < 3; i++) {
         for (int k = 0; k < 64; k++)
             buf[k] = 1.0f;
@@ -42,8 +46,7 @@ int main(int argc, char **argv)
         MPI_Comm waiters; /* every rank but the late one */
         MPI_Comm_split(MPI_COMM_WORLD, wr == ws - 1 ? MPI_UNDEFINED : 0, wr, &waiters);
         if (wr == ws - 1) {
-            /* Joins late: after the others have given up waiting (they wait only while their
-             * timed-out request, abandoned to MPI, still needs this rank). */
+            /* Joins late: after the others have given up waiting. */
             int others_done = 0;
             MPI_Request note;
             MPI_Irecv(&others_done, 1, MPI_INT, 0, 99, MPI_COMM_WORLD, &note);
@@ -51,9 +54,13 @@ int main(int argc, char **argv)
                 nanosleep(&nap, NULL);
                 MPI_Test(&note, &flag, MPI_STATUS_IGNORE);
             }
-            CHECK_OK(coll_all_reduce(g, buf, 64, COLL_F32, COLL_SUM, &err));
+            /* The waiters abandoned their side of atom's ring when they gave up, so this rank's
+             * all-reduce cannot finish either: it must end in an error, not hang. */
+            CHECK(coll_all_reduce(g, big, BIG, COLL_F32, COLL_SUM, &err) == -1,
+                  "the late all-reduce finished although its partners had given up");
+            CHECK(strstr(err.msg, "hang: all_reduce on group ") != NULL, "message: %s", err.msg);
         } else {
-            int rc = coll_all_reduce(g, buf, 64, COLL_F32, COLL_SUM, &err);
+            int rc = coll_all_reduce(g, big, BIG, COLL_F32, COLL_SUM, &err);
             int in_group = 0;
             for (int m = 0; m < coll_group_size(g); m++)
                 in_group |= (id == COLL_WORLD ? m : id == COLL_TENSOR ? (wr / cfg.tensor_size) * cfg.tensor_size + m
