@@ -176,6 +176,7 @@ int main(int argc, char **argv)
         return 2;
     }
     atom_log_init("atomd", level);
+    gethostname(d.hostname, sizeof d.hostname - 1);
 
     /* The heartbeat socket sits beside the client socket. */
     char sock_dir[ATOM_PATH_MAX];

@@ -54,6 +54,7 @@ typedef struct atomd_client atomd_client;
 
 typedef struct atomd {
     atomd_config cfg;
+    char hostname[256];    /* this machine, as workers name it in heartbeats */
     atom_inventory inv;
     atom_planner planner;
     atomd_node_info *nodes;  /* inv.n_nodes entries */

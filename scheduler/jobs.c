@@ -435,7 +435,7 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
                 bad[a->placement.node[r]] = true;
         if (bad && a->stop == ATOMD_STOP_HUNG)
             for (int r = 0; a->placement.node && r < a->placement.world; r++)
-                if (a->ranks && a->ranks[r].pid == -1) /* marked behind by the hang check */
+                if (a->ranks && a->ranks[r].behind)
                     bad[a->placement.node[r]] = true;
         if (job->failures > job->spec.restart.max_restarts) {
             job->state = ATOMD_JOB_FAILED;
@@ -467,7 +467,6 @@ static void stop_attempt(atomd *d, atomd_job *job, atomd_stop_kind kind, const c
         snprintf(a->stop_reason, sizeof a->stop_reason, "%s", reason);
     }
     atom_log(ATOM_LOG_INFO, "job %s attempt %d: %s", job->id_text, a->n, reason);
-    (void)d;
     if (kind == ATOMD_STOP_HUNG) {
         kill_tree(a->pid, SIGKILL);
         a->stop_deadline = now + 5;  /* re-sent until the attempt is reaped */
@@ -513,6 +512,7 @@ void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb)
     r->step = hb->step;
     r->last_seen = now;
     r->pid = hb->pid;
+    r->local = strcmp(hb->host, d->hostname) == 0;
     if (hb->has_progress) {
         job->progress.has = true;
         job->progress.step = hb->step;
@@ -522,76 +522,86 @@ void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb)
     }
 }
 
-/* The hang check: ranks whose step has not grown for longer than the timeout. */
+/* Whether a rank's process is stopped (SIGSTOP) or gone; known only for ranks on this machine. */
+static bool rank_process_stuck(const atomd_rank_hb *h, char *state)
+{
+    *state = 0;
+    if (!h->local || h->pid <= 0)
+        return false;
+    *state = proc_state(h->pid);
+    return *state == 0 || *state == 'T' || *state == 't' || *state == 'Z';
+}
+
+/* The hang check: the job is hung when some rank's step has not grown for longer than the
+ * timeout while others moved on, or when no rank has moved for that long. The ranks named are
+ * those behind: the stalled ones below the highest step; when all stalled, those whose process
+ * is stopped or gone, else those at the lowest step (all of them when they are level). */
 static void check_hung(atomd *d, atomd_job *job, double now)
 {
     atomd_attempt *a = &job->cur;
     double timeout = (double)job->spec.restart.heartbeat_timeout;
     if (timeout <= 0 || a->stop != ATOMD_STOP_NONE || !a->ranks)
         return;
-    /* A rank is behind when it has not advanced for the timeout; if every rank has stalled
-     * (they wait for each other in a collective), those at the lowest step, or whose process
-     * is stopped, are the ones to name. */
+    int world = a->placement.world;
     int64_t max_step = INT64_MIN, min_step = INT64_MAX;
-    bool stalled_all = true, any_stalled = false;
-    for (int r = 0; r < a->placement.world; r++) {
-        bool stalled = now - a->ranks[r].last_advance > timeout;
-        stalled_all &= stalled;
-        any_stalled |= stalled;
+    int stalled = 0;
+    for (int r = 0; r < world; r++) {
         int64_t s = a->ranks[r].seen ? a->ranks[r].step : -1;
-        if (s > max_step)
-            max_step = s;
-        if (s < min_step)
-            min_step = s;
+        max_step = s > max_step ? s : max_step;
+        min_step = s < min_step ? s : min_step;
+        stalled += now - a->ranks[r].last_advance > timeout;
     }
-    if (!any_stalled)
-        return;
-    if (!stalled_all && max_step == min_step)
-        return; /* some ranks still advance: wait until the whole job stalls or they part */
-    char names[200] = "";
-    size_t len = 0;
-    int named = 0;
-    for (int r = 0; r < a->placement.world; r++) {
+    if (stalled == 0 || (stalled < world && min_step == max_step))
+        return; /* the others still advance and have not left anyone behind yet */
+    int stuck = 0;
+    char *states = calloc((size_t)world, 1);
+    if (!states)
+        return; /* checked again at the next tick */
+    for (int r = 0; r < world; r++) {
+        a->ranks[r].behind = false;
+        stuck += stalled == world && rank_process_stuck(&a->ranks[r], &states[r]);
+    }
+    for (int r = 0; r < world; r++) {
         atomd_rank_hb *h = &a->ranks[r];
         int64_t s = h->seen ? h->step : -1;
-        char st = h->pid > 0 ? proc_state(h->pid) : 0;
-        bool behind = (now - h->last_advance > timeout) &&
-                      (s < max_step || st == 'T' || st == 't' || (h->pid > 0 && st == 0) || max_step == min_step);
-        if (!behind)
-            continue;
-        if (max_step == min_step) {
-            /* All at the same step: prefer the ranks whose process is stopped or gone. */
-            bool any_dead = false;
-            for (int q = 0; q < a->placement.world; q++) {
-                char sq = a->ranks[q].pid > 0 ? proc_state(a->ranks[q].pid) : 0;
-                if (sq == 'T' || sq == 't' || (a->ranks[q].pid > 0 && sq == 0))
-                    any_dead = true;
-            }
-            if (any_dead && !(st == 'T' || st == 't' || (h->pid > 0 && st == 0)))
-                continue;
-        }
-        const char *node = d->inv.nodes[a->placement.node[r]].name;
-        if (len < sizeof names - 48)
-            len += (size_t)snprintf(names + len, sizeof names - len, "%srank %d on %s (step %" PRId64 "%s)",
-                                    named ? ", " : "", r, node, s, st == 'T' || st == 't' ? ", stopped" : "");
-        h->pid = -1; /* marks it behind, for the node exclusion */
-        named++;
+        if (stalled < world)
+            h->behind = now - h->last_advance > timeout && s < max_step;
+        else if (stuck)
+            h->behind = rank_process_stuck(h, &states[r]);
+        else
+            h->behind = s == min_step;
     }
+    char names[200] = "";
+    size_t len = 0;
+    for (int r = 0; r < world; r++) {
+        atomd_rank_hb *h = &a->ranks[r];
+        if (!h->behind || len >= sizeof names - 48)
+            continue;
+        const char *node = d->inv.nodes[a->placement.node[r]].name;
+        const char *how = states[r] == 'T' || states[r] == 't' ? ", stopped"
+                          : h->local && h->pid > 0 && states[r] == 0 ? ", process gone"
+                                                                     : "";
+        len += (size_t)snprintf(names + len, sizeof names - len, "%srank %d on %s (step %" PRId64 "%s)",
+                                len ? ", " : "", r, node, h->seen ? h->step : (int64_t)-1, how);
+    }
+    free(states);
     char reason[256];
     snprintf(reason, sizeof reason, "hung: no progress for %.0f s from %s", timeout, names);
     atom_log(ATOM_LOG_WARN, "job %s attempt %d %s", job->id_text, a->n, reason);
-    for (int r = 0; r < a->placement.world; r++)
-        if (a->ranks[r].pid == -1) {
-            int node = a->placement.node[r];
-            d->nodes[node].failures++;
-            if (d->nodes[node].failures >= ATOMD_DRAIN_AFTER_FAILURES && d->nodes[node].state == ATOMD_NODE_UP) {
-                char why[160];
-                snprintf(why, sizeof why, "drained after %d hung attempts", d->nodes[node].failures);
-                atomd_node_set(d, node, ATOMD_NODE_DRAINED, why, NULL);
-            } else {
-                atomd_node_set(d, node, d->nodes[node].state, d->nodes[node].reason, NULL);
-            }
+    /* A node that hangs attempts again and again is taken out of service. */
+    for (int r = 0; r < world; r++) {
+        if (!a->ranks[r].behind)
+            continue;
+        int node = a->placement.node[r];
+        d->nodes[node].failures++;
+        if (d->nodes[node].failures >= ATOMD_DRAIN_AFTER_FAILURES && d->nodes[node].state == ATOMD_NODE_UP) {
+            char why[160];
+            snprintf(why, sizeof why, "drained after %d hung attempts", d->nodes[node].failures);
+            atomd_node_set(d, node, ATOMD_NODE_DRAINED, why, NULL);
+        } else {
+            atomd_node_set(d, node, d->nodes[node].state, d->nodes[node].reason, NULL);
         }
+    }
     stop_attempt(d, job, ATOMD_STOP_HUNG, reason);
 }
 

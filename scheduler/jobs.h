@@ -57,6 +57,8 @@ typedef struct atomd_rank_hb {
     double last_seen;     /* monotonic */
     double last_advance;  /* monotonic: when its step last grew (or the attempt started) */
     int pid;
+    bool local;           /* the rank runs on this machine: its process can be looked at */
+    bool behind;          /* named by the hang check (its node is avoided next time) */
 } atomd_rank_hb;
 
 typedef struct atomd_attempt {
