@@ -135,15 +135,27 @@ void coll_ring_free(coll_ring *r)
 {
     if (!r)
         return;
-    /* Only a ring abandoned on an error or hang path still has messages in flight. Its requests
-     * are left to MPI, and so is the scratch a late message could still land in: a small leak
-     * on a path after which the group is unusable anyway. */
     if (r->step < 2 * (r->n - 1) && r->posted) {
-        for (int i = 0; i < 2; i++)
-            if (r->reqs[i] != MPI_REQUEST_NULL)
-                MPI_Request_free(&r->reqs[i]);
-        free(r);
-        return;
+        /* Abandoned on an error or hang path with messages in flight. The send is left to MPI
+         * (its buffer is the caller's). The receive is cancelled: once MPI says it is over
+         * (cancelled, or arrived after all) the scratch it writes to can go; if MPI does not
+         * say so soon, the scratch stays with it, a small leak on a path after which the group
+         * is unusable anyway. */
+        if (r->reqs[1] != MPI_REQUEST_NULL)
+            MPI_Request_free(&r->reqs[1]);
+        if (r->reqs[0] != MPI_REQUEST_NULL) {
+            MPI_Cancel(&r->reqs[0]);
+            double deadline = coll_now() + 0.1;
+            int over = 0;
+            while (!over && coll_now() < deadline)
+                if (MPI_Test(&r->reqs[0], &over, MPI_STATUS_IGNORE) != MPI_SUCCESS)
+                    break;
+            if (!over) {
+                MPI_Request_free(&r->reqs[0]);
+                free(r);
+                return;
+            }
+        }
     }
     free(r->scratch);
     free(r);
