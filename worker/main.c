@@ -2,6 +2,8 @@
  *
  *   atom-worker --plan PLAN.json     the plan file atomd's launcher wrote
  *   atom-worker --spec job.yaml      a quick run without atomd: this machine, one rank per slot
+ *   atom-worker --slurm --spec job.yaml   inside a Slurm job step (srun): the plan comes from the
+ *                                    allocation (common/plan_slurm.c; deploy/slurm/atom-srun)
  *
  * Exit status: 0 the job's last step is done; 75 (ATOM_EXIT_RESUMABLE) stopped on SIGUSR1 or
  * SIGTERM after a step, with a checkpoint when the spec has a checkpoint folder; 2 usage error;
@@ -67,10 +69,13 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: atom-worker --plan PLAN.json [--stop-after N]\n"
             "       atom-worker --spec job.yaml [--run-dir DIR] [--heartbeat SOCK] [--stop-after N]\n"
+            "       atom-worker --slurm --spec job.yaml [--run-dir DIR] [--heartbeat SOCK] ...\n"
             "\n"
             "  --plan PATH       the resolved plan every rank of a job reads (written by atomd)\n"
             "  --spec PATH       a job spec: run it on this machine without atomd (one process,\n"
             "                    or under mpirun with tensor x data ranks)\n"
+            "  --slurm           with --spec: build the plan from the Slurm job step this task\n"
+            "                    runs in (srun), as deploy/slurm/atom-srun starts it\n"
             "  --run-dir DIR     with --spec: where train.jsonl and heartbeats go (default: none)\n"
             "  --heartbeat SOCK  with --spec: also send heartbeats to this Unix socket\n"
             "  --stop-after N    stop as on SIGUSR1 once N steps are done (checkpoint, exit 75)\n"
@@ -110,6 +115,34 @@ static int plan_from_spec(const char *spec_path, const char *run_dir, const char
     return 0;
 }
 
+/* Under Slurm (--slurm): Slurm placed the tasks; the plan comes from the allocation, and this
+ * task's MPI rank must be the rank Slurm gave it (SLURM_PROCID). */
+static int plan_from_slurm(const char *spec_path, const char *run_dir, const char *heartbeat,
+                           atom_plan *plan, atom_err *err)
+{
+    memset(plan, 0, sizeof *plan);
+    atom_spec spec;
+    atom_diags diags = {0};
+    if (atom_spec_load(spec_path, &spec, &diags) != 0) {
+        atom_diags_print(&diags, stderr);
+        atom_diags_free(&diags);
+        return atom_errf(err, "%s: invalid job spec", spec_path);
+    }
+    atom_diags_free(&diags);
+    atom_slurm_env env;
+    atom_slurm_env_get(&env);
+    if (atom_plan_from_slurm(&spec, &env, plan, err))
+        return -1;
+    if (plan->ranks && env.procid && atoi(env.procid) != g_rank)
+        return atom_errf(err, "MPI rank %d is Slurm task %s: start the workers with srun "
+                         "--mpi=pmix (not mpirun inside the allocation)", g_rank, env.procid);
+    if (run_dir)
+        snprintf(plan->run_dir, sizeof plan->run_dir, "%s", run_dir);
+    if (heartbeat)
+        snprintf(plan->heartbeat_addr, sizeof plan->heartbeat_addr, "%s", heartbeat);
+    return 0;
+}
+
 static const atom_backend *choose_backend(const atom_plan *plan, int rank)
 {
     atom_device device = plan->spec.resources.device;
@@ -139,10 +172,12 @@ int main(int argc, char **argv)
 
     const char *plan_path = NULL, *spec_path = NULL, *run_dir = NULL, *heartbeat = NULL;
     long long stop_after = 0;
+    bool under_slurm = false;
     static const struct option long_opts[] = {
         {"plan", required_argument, NULL, 'p'},     {"spec", required_argument, NULL, 's'},
         {"run-dir", required_argument, NULL, 'r'},  {"stop-after", required_argument, NULL, 'n'},
         {"heartbeat", required_argument, NULL, 'b'}, {"help", no_argument, NULL, 'h'},
+        {"slurm", no_argument, NULL, 'S'},
         {NULL, 0, NULL, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
@@ -151,6 +186,7 @@ int main(int argc, char **argv)
         case 's': spec_path = optarg; break;
         case 'r': run_dir = optarg; break;
         case 'b': heartbeat = optarg; break;
+        case 'S': under_slurm = true; break;
         case 'n': {
             char *end;
             errno = 0;
@@ -165,7 +201,8 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || !plan_path == !spec_path || ((run_dir || heartbeat) && plan_path)) {
+    if (optind != argc || !plan_path == !spec_path || ((run_dir || heartbeat) && plan_path) ||
+        (under_slurm && !spec_path)) {
         usage(stderr);
         return 2;
     }
@@ -193,6 +230,9 @@ int main(int argc, char **argv)
     atom_err err = {{0}};
     if (plan_path)
         WORKER_CHECK(atom_plan_read(plan_path, &plan, &err) == 0, "%s", err.msg);
+    else if (under_slurm)
+        WORKER_CHECK(plan_from_slurm(spec_path, run_dir, heartbeat, &plan, &err) == 0, "%s",
+                     err.msg);
     else
         WORKER_CHECK(plan_from_spec(spec_path, run_dir, heartbeat, &plan, &err) == 0, "%s", err.msg);
 

@@ -1,0 +1,214 @@
+/* deploy/slurm/atom_srun.c: atom-srun, the srun wrapper: turns a job spec into the srun call that
+ * starts its workers under Slurm, then becomes that srun (execvp, no shell).
+ *
+ *   atom-srun [--dry-run] [--worker PATH] [--run-dir DIR] [--stop-after N] job.yaml [-- SRUN-OPTION...]
+ *
+ * What it asks Slurm for, and why:
+ *   --nodes=N --ntasks-per-node=K   K = resources.gpus_per_node (inside an allocation without it:
+ *                                   world / SLURM_JOB_NUM_NODES), N = world / K; K must be a multiple
+ *                                   of the tensor-parallel size so no tensor group crosses a node;
+ *   --distribution=block            rank order follows the nodes (the plan assumes it);
+ *   --gpus-per-task=1               one GPU per rank (not for device: cpu);
+ *   --mpi=pmix                      Debian's Open MPI initialises under srun only through PMIx;
+ *   --kill-on-bad-exit=1            a rank that fails takes the step down instead of leaving the
+ *                                   others waiting in a collective.
+ * Each task runs `atom-worker --slurm --spec job.yaml`, which builds the plan from the allocation.
+ * Spec strings never meet a shell: every value is a separate argv entry.
+ *
+ * Exit status: srun's (so 75 when the workers stopped on request, resumable); 2 usage or a spec
+ * that cannot run under Slurm; 127 srun not found.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/common.h"
+
+#define MAX_ARGS 256
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: atom-srun [--dry-run] [--worker PATH] [--run-dir DIR] [--stop-after N] job.yaml\n"
+            "                 [-- SRUN-OPTION...]\n"
+            "\n"
+            "Starts the job's workers with srun, one task per GPU: --nodes, --ntasks-per-node (a\n"
+            "multiple of the tensor-parallel size), --distribution=block, --gpus-per-task=1 (not for\n"
+            "device: cpu), --mpi=pmix, --kill-on-bad-exit=1. Options after -- go to srun.\n"
+            "\n"
+            "  --dry-run       print the srun command, one argument per line, and exit\n"
+            "  --worker PATH   the atom-worker to run (default: ATOM_WORKER, else next to atom-srun)\n"
+            "  --run-dir DIR   passed to the workers (train.jsonl, heartbeats)\n"
+            "  --stop-after N  passed to the workers\n"
+            "\n"
+            "exit status: srun's (75: the workers stopped on request and can resume); 2 usage or a\n"
+            "spec that cannot run this way; 127 srun not found\n");
+}
+
+/* The atom-worker next to this program, unless ATOM_WORKER or --worker says otherwise. */
+static int find_worker(char *path, size_t len)
+{
+    const char *env = getenv("ATOM_WORKER");
+    if (env && env[0])
+        return snprintf(path, len, "%s", env) < (int)len ? 0 : -1;
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n <= 0)
+        return -1;
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (!slash)
+        return -1;
+    *slash = '\0';
+    return snprintf(path, len, "%s/atom-worker", self) < (int)len ? 0 : -1;
+}
+
+/* Tasks per node for spec: its gpus_per_node, else the allocation's even share, else one node. */
+static int tasks_per_node(const atom_spec *spec, int *per_node, int *nodes, atom_err *err)
+{
+    int tensor = spec->parallelism.tensor;
+    int world = tensor * spec->parallelism.data;
+    int k = spec->resources.gpus_per_node;
+    const char *alloc_nodes = getenv("SLURM_JOB_NUM_NODES");
+    if (k == 0 && alloc_nodes) {
+        char *end;
+        long n = strtol(alloc_nodes, &end, 10);
+        if (*end || n < 1)
+            return atom_errf(err, "SLURM_JOB_NUM_NODES is \"%s\", not a node count", alloc_nodes);
+        if (world % n)
+            return atom_errf(err, "the job's %d ranks do not split evenly over the allocation's "
+                             "%ld nodes: set resources.gpus_per_node", world, n);
+        k = world / (int)n;
+    }
+    if (k == 0)
+        k = world;
+    if (k % tensor)
+        return atom_errf(err, "%d tasks per node is not a multiple of the tensor-parallel size %d: "
+                         "a tensor-parallel group would cross nodes", k, tensor);
+    if (world % k)
+        return atom_errf(err, "the job's %d ranks do not fill nodes of %d tasks", world, k);
+    *per_node = k;
+    *nodes = world / k;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *worker_opt = NULL, *run_dir = NULL, *stop_after = NULL;
+    int dry_run = 0;
+    static const struct option opts[] = {
+        {"dry-run", no_argument, NULL, 'd'},         {"worker", required_argument, NULL, 'w'},
+        {"run-dir", required_argument, NULL, 'r'},   {"stop-after", required_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+    int c;
+    /* "+": stop at the spec, so srun options after it are not taken for ours. */
+    while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dry_run = 1; break;
+        case 'w': worker_opt = optarg; break;
+        case 'r': run_dir = optarg; break;
+        case 'n': stop_after = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    const char *spec_path = argv[optind++];
+    if (optind < argc && strcmp(argv[optind], "--") == 0)
+        optind++;
+    else if (optind < argc) {
+        fprintf(stderr, "atom-srun: srun options go after --\n");
+        return 2;
+    }
+    if (stop_after) {
+        char *end;
+        long long v = strtoll(stop_after, &end, 10);
+        if (*end || v < 1) {
+            fprintf(stderr, "atom-srun: --stop-after wants a positive step count\n");
+            return 2;
+        }
+    }
+
+    atom_spec spec;
+    atom_diags diags = {0};
+    if (atom_spec_load(spec_path, &spec, &diags) != 0) {
+        atom_diags_print(&diags, stderr);
+        atom_diags_free(&diags);
+        fprintf(stderr, "atom-srun: %s: invalid job spec\n", spec_path);
+        return 2;
+    }
+    atom_diags_free(&diags);
+    atom_err err = {{0}};
+    int per_node = 0, nodes = 0;
+    if (tasks_per_node(&spec, &per_node, &nodes, &err)) {
+        fprintf(stderr, "atom-srun: %s: %s\n", spec_path, err.msg);
+        return 2;
+    }
+    char worker[PATH_MAX];
+    if (worker_opt)
+        snprintf(worker, sizeof worker, "%s", worker_opt);
+    else if (find_worker(worker, sizeof worker)) {
+        fprintf(stderr, "atom-srun: cannot tell where atom-worker is: use --worker\n");
+        return 2;
+    }
+    if (access(worker, X_OK) != 0) {
+        fprintf(stderr, "atom-srun: %s: %s\n", worker, strerror(errno));
+        return 2;
+    }
+    /* The workers read the spec on other nodes: give them an absolute path. */
+    char spec_abs[PATH_MAX];
+    if (!realpath(spec_path, spec_abs)) {
+        fprintf(stderr, "atom-srun: %s: %s\n", spec_path, strerror(errno));
+        return 2;
+    }
+
+    char nodes_arg[32], per_node_arg[48];
+    snprintf(nodes_arg, sizeof nodes_arg, "--nodes=%d", nodes);
+    snprintf(per_node_arg, sizeof per_node_arg, "--ntasks-per-node=%d", per_node);
+    char *args[MAX_ARGS];
+    int n = 0;
+    args[n++] = "srun";
+    args[n++] = nodes_arg;
+    args[n++] = per_node_arg;
+    args[n++] = "--distribution=block";
+    if (spec.resources.device != ATOM_DEVICE_CPU)
+        args[n++] = "--gpus-per-task=1";
+    args[n++] = "--mpi=pmix";
+    args[n++] = "--kill-on-bad-exit=1";
+    for (; optind < argc; optind++) {
+        if (n >= MAX_ARGS - 12) {
+            fprintf(stderr, "atom-srun: too many srun options\n");
+            return 2;
+        }
+        args[n++] = argv[optind];
+    }
+    args[n++] = worker;
+    args[n++] = "--slurm";
+    args[n++] = "--spec";
+    args[n++] = spec_abs;
+    if (run_dir) {
+        args[n++] = "--run-dir";
+        args[n++] = (char *)run_dir;
+    }
+    if (stop_after) {
+        args[n++] = "--stop-after";
+        args[n++] = (char *)stop_after;
+    }
+    args[n] = NULL;
+    if (dry_run) {
+        for (int i = 0; i < n; i++)
+            printf("%s\n", args[i]);
+        return 0;
+    }
+    fflush(NULL);
+    execvp("srun", args);
+    fprintf(stderr, "atom-srun: cannot run srun: %s\n", strerror(errno));
+    return 127;
+}
