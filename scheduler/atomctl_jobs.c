@@ -376,8 +376,16 @@ int atomctl_cmd_show(int argc, char **argv)
         size_t i;
         json_t *a;
         json_array_foreach(json_object_get(ans, "attempts"), i, a) {
-            printf("  attempt %lld: %s, exit %lld%s%s\n    %s\n", num(a, "attempt"), str(a, "state"), num(a, "exit_code"),
-                   str(a, "reason")[0] ? ", " : "", str(a, "reason"), str(a, "run_dir"));
+            char nodes[256] = "";
+            size_t len = 0, k;
+            json_t *v;
+            json_array_foreach(json_object_get(a, "nodes"), k, v) {
+                if (len < sizeof nodes - 2)
+                    len += (size_t)snprintf(nodes + len, sizeof nodes - len, "%s%s", k ? "," : "", json_string_value(v));
+            }
+            printf("  attempt %lld on %s: %s, exit %lld%s%s\n    %s\n", num(a, "attempt"), nodes[0] ? nodes : "-",
+                   str(a, "state"), num(a, "exit_code"), str(a, "reason")[0] ? ", " : "", str(a, "reason"),
+                   str(a, "run_dir"));
         }
     }
     json_decref(ans);

@@ -214,7 +214,7 @@ static json_t *op_show(atomd *d, const atomd_caller *who, json_t *req)
     if (!job)
         return answer;
     atom_err err = {{0}};
-    json_t *attempts = atomd_store_attempts(&d->store, job->id, &err);
+    json_t *attempts = atomd_store_attempts(&d->store, job->id, &d->inv, &err);
     json_t *spec = json_loads(job->spec_json, 0, NULL);
     return json_pack("{s:b,s:o,s:o,s:o}", "ok", 1, "job", job_json(d, job), "spec", spec ? spec : json_null(),
                      "attempts", attempts ? attempts : json_array());

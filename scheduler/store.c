@@ -404,24 +404,48 @@ int atomd_store_load(atomd_store *s, atomd *d, atom_err *err)
     return rc;
 }
 
-json_t *atomd_store_attempts(atomd_store *s, int64_t job, atom_err *err)
+/* The distinct node names of a stored placement, in rank order. */
+static json_t *placement_nodes(const char *text, const atom_inventory *inv)
+{
+    json_t *names = json_array();
+    atom_placement pl;
+    if (!text || placement_from_json(text, &pl))
+        return names;
+    for (int r = 0; r < pl.world; r++) {
+        int n = pl.node[r];
+        if (n < 0 || n >= inv->n_nodes || (r > 0 && pl.node[r - 1] == n))
+            continue;
+        bool seen = false;
+        for (size_t i = 0; i < json_array_size(names); i++)
+            seen |= strcmp(json_string_value(json_array_get(names, i)), inv->nodes[n].name) == 0;
+        if (!seen)
+            json_array_append_new(names, json_string(inv->nodes[n].name));
+    }
+    atom_placement_free(&pl);
+    return names;
+}
+
+json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *inv, atom_err *err)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT n, state, pid, start_time, end_time, exit_code, run_dir, reason FROM attempts"
-                           " WHERE job=?1 ORDER BY n",
+                           "SELECT n, state, pid, start_time, end_time, exit_code, run_dir, reason, placement"
+                           " FROM attempts WHERE job=?1 ORDER BY n",
                            -1, &st, NULL) != SQLITE_OK) {
         db_fail(s, err, "reading attempts");
         return NULL;
     }
     sqlite3_bind_int64(st, 1, job);
     json_t *a = json_array();
-    while (sqlite3_step(st) == SQLITE_ROW)
-        json_array_append_new(a, json_pack("{s:i,s:s,s:I,s:f,s:f,s:i,s:s,s:s}", "attempt", sqlite3_column_int(st, 0),
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *placement = sqlite3_column_type(st, 8) == SQLITE_NULL ? NULL : col_text(st, 8);
+        json_array_append_new(a, json_pack("{s:i,s:s,s:I,s:f,s:f,s:i,s:s,s:s,s:o}", "attempt", sqlite3_column_int(st, 0),
                                            "state", col_text(st, 1), "pid", (json_int_t)sqlite3_column_int64(st, 2),
                                            "start_time", sqlite3_column_double(st, 3), "end_time",
                                            sqlite3_column_double(st, 4), "exit_code", sqlite3_column_int(st, 5),
-                                           "run_dir", col_text(st, 6), "reason", col_text(st, 7)));
+                                           "run_dir", col_text(st, 6), "reason", col_text(st, 7), "nodes",
+                                           placement_nodes(placement, inv)));
+    }
     sqlite3_finalize(st);
     return a;
 }

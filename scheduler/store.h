@@ -44,8 +44,8 @@ int atomd_store_save_node(atomd_store *s, const char *name, const char *state, c
 int atomd_store_save_usage(atomd_store *s, const char *project, double gpu_seconds, double updated,
                            atom_err *err);
 
-/* The attempts of a job, oldest first, as a JSON array (NULL on error). */
-struct json_t *atomd_store_attempts(atomd_store *s, int64_t job, atom_err *err);
+/* The attempts of a job, oldest first, as a JSON array (NULL on error); inv names their nodes. */
+struct json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *inv, atom_err *err);
 
 /* Loads jobs (with their last attempt), node states and usage into d. */
 int atomd_store_load(atomd_store *s, struct atomd *d, atom_err *err);

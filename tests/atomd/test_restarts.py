@@ -62,6 +62,9 @@ def test(d):
     a = info["attempts"]
     check(len(a) == 2 and a[0]["state"] == "failed", "failonce attempts: %s" % a)
     check(nodes_of(a[0]) != nodes_of(a[1]), "attempt 2 ran on %s like attempt 1" % nodes_of(a[1]))
+    check([x["nodes"] for x in a] == [nodes_of(a[0]), nodes_of(a[1])], "show names each attempt's nodes: %s" % a)
+    rc, out, err = d.ctl("show", str(job))
+    check(rc == 0 and "attempt 1 on %s: failed" % nodes_of(a[0])[0] in out, "atomctl show: %r" % out)
 
     # hung: rank 1 stops itself; detected after restart.heartbeat_timeout, named, restarted elsewhere
     job = d.submit(d.spec("hangonce-x", gpus=2, extra="restart:\n  heartbeat_timeout: 2s\n"))
