@@ -2,6 +2,7 @@
  * starts its workers under Slurm, then becomes that srun (execvp, no shell).
  *
  *   atom-srun [--dry-run] [--worker PATH] [--run-dir DIR] [--stop-after N] job.yaml [-- SRUN-OPTION...]
+ *   atom-srun --sbatch-options job.yaml    the allocation for the job, one sbatch option a line
  *
  * What it asks Slurm for, and why:
  *   --nodes=N --ntasks-per-node=K   K = resources.gpus_per_node (inside an allocation without it:
@@ -41,6 +42,8 @@ static void usage(FILE *out)
             "device: cpu), --mpi=pmix, --kill-on-bad-exit=1. Options after -- go to srun.\n"
             "\n"
             "  --dry-run       print the srun command, one argument per line, and exit\n"
+            "  --sbatch-options  print the sbatch options of the job's allocation (--job-name,\n"
+            "                  --nodes, --ntasks-per-node, --gpus-per-task, --time), one a line\n"
             "  --worker PATH   the atom-worker to run (default: ATOM_WORKER, else next to atom-srun)\n"
             "  --run-dir DIR   passed to the workers (train.jsonl, heartbeats)\n"
             "  --stop-after N  passed to the workers\n"
@@ -99,16 +102,18 @@ static int tasks_per_node(const atom_spec *spec, int *per_node, int *nodes, atom
 int main(int argc, char **argv)
 {
     const char *worker_opt = NULL, *run_dir = NULL, *stop_after = NULL;
-    int dry_run = 0;
+    int dry_run = 0, sbatch_options = 0;
     static const struct option opts[] = {
         {"dry-run", no_argument, NULL, 'd'},         {"worker", required_argument, NULL, 'w'},
         {"run-dir", required_argument, NULL, 'r'},   {"stop-after", required_argument, NULL, 'n'},
-        {"help", no_argument, NULL, 'h'},            {NULL, 0, NULL, 0}};
+        {"sbatch-options", no_argument, NULL, 'a'},  {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     int c;
     /* "+": stop at the spec, so srun options after it are not taken for ours. */
     while ((c = getopt_long(argc, argv, "+", opts, NULL)) != -1) {
         switch (c) {
         case 'd': dry_run = 1; break;
+        case 'a': sbatch_options = 1; break;
         case 'w': worker_opt = optarg; break;
         case 'r': run_dir = optarg; break;
         case 'n': stop_after = optarg; break;
@@ -150,6 +155,14 @@ int main(int argc, char **argv)
     if (tasks_per_node(&spec, &per_node, &nodes, &err)) {
         fprintf(stderr, "atom-srun: %s: %s\n", spec_path, err.msg);
         return 2;
+    }
+    if (sbatch_options) {
+        printf("--job-name=%s\n--nodes=%d\n--ntasks-per-node=%d\n", spec.name, nodes, per_node);
+        if (spec.resources.device != ATOM_DEVICE_CPU)
+            printf("--gpus-per-task=1\n");
+        if (spec.resources.time_limit > 0) /* Slurm counts whole minutes */
+            printf("--time=%lld\n", (long long)(spec.resources.time_limit + 59) / 60);
+        return 0;
     }
     char worker[PATH_MAX];
     if (worker_opt)
