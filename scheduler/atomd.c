@@ -186,7 +186,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "atomd: socket folder path too long: %s\n", dir);
         return 2;
     }
-    if (mkdirs(dir, 0755) || mkdirs(d.cfg.state_dir, 0700)) {
+    /* The state folder is traversable (workers running as their job's owner read their
+     * attempt's plan inside it) but not listable; the database itself is atomd's alone. */
+    if (mkdirs(dir, 0755) || mkdirs(d.cfg.state_dir, 0711) || chmod(d.cfg.state_dir, 0711) != 0) {
         fprintf(stderr, "atomd: cannot create %s or %s: %s\n", dir, d.cfg.state_dir, strerror(errno));
         return 1;
     }

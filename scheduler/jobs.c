@@ -10,7 +10,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,6 +271,62 @@ static int alloc_ranks(atomd_attempt *a)
     return 0;
 }
 
+/* atomd as root runs every job as its owner, never as root: mpirun is started from a child that
+ * has taken the owner's uid, gid and groups (the launcher's own start runs as atomd). The
+ * attempt folder becomes the owner's, so the workers can write their logs and heartbeats. */
+static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_launch *launch, int out_fd,
+                          atom_err *err)
+{
+    struct passwd pw, *res = NULL;
+    char buf[4096];
+    if (getpwuid_r(job->owner, &pw, buf, sizeof buf, &res) != 0 || !res)
+        return atom_errf(err, "the owner of job %s (uid %u) has no account here", job->id_text, (unsigned)job->owner);
+    gid_t groups[256];
+    int n_groups = (int)(sizeof groups / sizeof *groups);
+    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n_groups) < 0)
+        n_groups = (int)(sizeof groups / sizeof *groups);
+    const char *paths[] = {launch->run_dir, launch->plan_path, launch->app_path};
+    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
+        if (chown(paths[i], pw.pw_uid, pw.pw_gid) != 0)
+            return atom_errf(err, "cannot give %s to uid %u: %s", paths[i], (unsigned)pw.pw_uid, strerror(errno));
+    char **argv = atom_launch_argv(plan, launch);
+    if (!argv)
+        return atom_errf(err, "out of memory");
+    pid_t pid = fork();
+    if (pid < 0) {
+        free(argv);
+        return atom_errf(err, "fork: %s", strerror(errno));
+    }
+    if (pid == 0) {
+        /* The child: its own process group (as the launcher does), default signals, the
+         * owner's identity, then mpirun. Nothing here returns. */
+        setpgid(0, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int defaults[] = {SIGPIPE, SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
+        for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
+            signal(defaults[i], SIG_DFL);
+        if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0 ||
+            setgroups((size_t)n_groups, groups) != 0 || setgid(pw.pw_gid) != 0 || setuid(pw.pw_uid) != 0 ||
+            setuid(0) == 0)
+            _exit(126);
+        setenv("HOME", pw.pw_dir, 1);
+        setenv("USER", pw.pw_name, 1);
+        setenv("LOGNAME", pw.pw_name, 1);
+        unsetenv("OMPI_ALLOW_RUN_AS_ROOT");
+        unsetenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM");
+        if (chdir(launch->run_dir) != 0)
+            _exit(126);
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    setpgid(pid, pid); /* also here, so a signal to the group cannot race the child's own call */
+    free(argv);
+    launch->pid = pid;
+    return 0;
+}
+
 int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_err *err)
 {
     atomd_attempt *a = &job->cur;
@@ -321,7 +379,8 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
         goto fail;
     }
-    rc = atom_launch_start(&plan, &a->launch, out, out, err);
+    rc = geteuid() == 0 && job->owner != 0 ? start_as_owner(job, &plan, &a->launch, out, err)
+                                           : atom_launch_start(&plan, &a->launch, out, out, err);
     close(out);
     if (rc)
         goto fail;
@@ -494,7 +553,7 @@ int atomd_job_cancel(atomd *d, atomd_job *job, atom_err *err)
     return 0;
 }
 
-void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb)
+void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb, uid_t sender)
 {
     char *end = NULL;
     long long id = strtoll(hb->job_id, &end, 10);
@@ -504,6 +563,8 @@ void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb)
     if (!job || job->state != ATOMD_JOB_RUNNING || !job->cur.live || hb->attempt != job->cur.n ||
         hb->rank < 0 || hb->rank >= job->cur.placement.world || !job->cur.ranks)
         return; /* a late heartbeat of an earlier attempt, or noise */
+    if (sender != 0 && sender != geteuid() && sender != job->owner)
+        return; /* another user's: nobody may keep someone else's hung job alive */
     atomd_rank_hb *r = &job->cur.ranks[hb->rank];
     double now = atom_monotonic();
     if (!r->seen || hb->step > r->step)

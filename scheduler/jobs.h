@@ -112,8 +112,9 @@ int atomd_job_launch(struct atomd *d, atomd_job *job, atom_placement *placement,
 void atomd_job_attempt_ended(struct atomd *d, atomd_job *job, int exit_code);
 /* Cancels: a pending job at once, a running one by stopping its attempt. */
 int atomd_job_cancel(struct atomd *d, atomd_job *job, atom_err *err);
-/* A heartbeat from a worker. */
-void atomd_job_heartbeat(struct atomd *d, const atom_heartbeat *hb);
+/* A heartbeat from a worker; sender is the uid of the process that sent it (accepted from root,
+ * atomd's own user and the job's owner). */
+void atomd_job_heartbeat(struct atomd *d, const atom_heartbeat *hb, uid_t sender);
 /* Timers: time limits, hung attempts, kill deadlines, adopted processes. */
 void atomd_jobs_tick(struct atomd *d);
 /* After a restart of atomd: re-adopt the live attempts of running jobs, requeue the rest. */

@@ -280,8 +280,9 @@ static void write_client(atomd_client *c)
     c->out_len = c->out_sent = 0;
 }
 
-/* Heartbeats come from the workers atomd launched, which run as atomd's user: a datagram from
- * any other user (the socket is open to all) is dropped, so nobody can keep a hung job alive. */
+/* Heartbeats come from the workers atomd launched, which run as their job's owner: the sender's
+ * uid (SCM_CREDENTIALS) goes with every heartbeat, and one from anyone else is dropped, so nobody
+ * can keep another user's hung job alive through the socket, which is open to all. */
 static void read_heartbeats(atomd *d)
 {
     char buf[8192];
@@ -301,14 +302,12 @@ static void read_heartbeats(atomd *d)
         struct ucred cred = {.uid = (uid_t)-1};
         if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_CREDENTIALS)
             memcpy(&cred, CMSG_DATA(cm), sizeof cred);
-        if (cred.uid != geteuid() && cred.uid != 0) {
-            atom_log(ATOM_LOG_DEBUG, "heartbeat from uid %d dropped", (int)cred.uid);
+        if (cred.uid == (uid_t)-1)
             continue;
-        }
         atom_heartbeat hb;
         atom_err err = {{0}};
         if (atom_heartbeat_from_json(buf, &hb, &err) == 0)
-            atomd_job_heartbeat(d, &hb);
+            atomd_job_heartbeat(d, &hb, cred.uid);
         else
             atom_log(ATOM_LOG_DEBUG, "heartbeat ignored: %s", err.msg);
     }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "scheduler/atomd.h"
 #include "scheduler/jobs.h"
@@ -45,6 +46,8 @@ int atomd_store_open(atomd_store *s, const char *path, atom_err *err)
         atomd_store_close(s);
         return -1;
     }
+    /* Users' specs are in there: only atomd reads the file (SQLite gives its WAL the same mode). */
+    chmod(path, 0600);
     /* A second atomd on the same state would wait rather than fail at once. */
     sqlite3_busy_timeout(s->db, 5000);
     char *msg = NULL;

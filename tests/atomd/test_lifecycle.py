@@ -55,6 +55,21 @@ def test(d):
     rc, out, err = d.ctl("status")
     check("GPUs 0 busy" in out, "the cancelled job's GPUs are free: %r" % out)
 
+    # another user's job runs as that user (not as atomd's root), and they may cancel their own
+    rc, out, err = d.ctl("submit", d.spec("ok-nobody", gpus=2, steps=10), "--json", user=NOBODY)
+    check(rc == 0, "nobody submits: %r" % err)
+    job = json.loads(out)["job"]
+    info = d.wait_state(job, "done")
+    check(info["job"]["uid"] == NOBODY and info["job"]["step"] == 10, "nobody's job, heartbeats seen: %s" % info["job"])
+    hb_file = os.path.join(info["attempts"][0]["run_dir"], "heartbeat.rank-1.jsonl")
+    check(os.stat(hb_file).st_uid == NOBODY, "the workers of nobody's job ran as nobody")
+    rc, out, err = d.ctl("submit", d.spec("sleep-nobody"), "--json", user=NOBODY)
+    job = json.loads(out)["job"]
+    d.wait_state(job, "running")
+    rc, out, err = d.ctl("cancel", str(job), user=NOBODY)
+    check(rc == 0, "nobody cancels their own job: %r" % err)
+    d.wait_state(job, "cancelled", timeout=40)
+
     # a pending job cancelled at once; cancelling twice is an error
     rc, out, err = d.ctl("drain", os.uname().nodename, "--reason", "test")
     check(rc == 0, "root drains the node: %r" % err)
