@@ -190,6 +190,56 @@ int main(int argc, char **argv)
         CHECK(d[i] == want, "non-blocking data average [%zu]: %g want %g", i, d[i], want);
     }
 
+    /* Data-parallel replicas must stay identical: with arbitrary floats (sums that round), every
+     * rank of a group ends with the same bits, close to a sum in double precision. */
+    {
+        size_t cnt = 100003;
+        float *x = malloc(cnt * sizeof *x), *from0 = malloc(cnt * sizeof *from0);
+        unsigned seed = 12345u + 7919u * (unsigned)wr;
+        for (size_t i = 0; i < cnt; i++) {
+            seed = seed * 1664525u + 1013904223u;
+            x[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * 3.7f;
+        }
+        for (int id = 0; id < COLL_NGROUPS; id++) {
+            coll_group *g = coll_group_of(ctx, (coll_group_id)id);
+            float *y = malloc(cnt * sizeof *y);
+            memcpy(y, x, cnt * sizeof *y);
+            CHECK_OK(coll_all_reduce(g, y, cnt, COLL_F32, COLL_AVG, &err));
+            expect_counts[id]++;
+            /* the group's rank 0 result, sent to every member over MPI directly */
+            MPI_Comm check;
+            int dp = wr / T, tp = wr % T;
+            MPI_Comm_split(MPI_COMM_WORLD, id == COLL_WORLD ? 0 : id == COLL_TENSOR ? dp : tp, wr, &check);
+            memcpy(from0, y, cnt * sizeof *y);
+            MPI_Bcast(from0, (int)cnt, MPI_FLOAT, 0, check);
+            CHECK(memcmp(from0, y, cnt * sizeof *y) == 0, "group %s: ranks differ in the bits of an average",
+                  coll_group_name(g));
+            /* and close to the exact average: recompute every member's values here */
+            int n = coll_group_size(g);
+            for (size_t i = 0; i < cnt; i += 997) {
+                double want = 0;
+                for (int m = 0; m < n; m++) {
+                    unsigned sd = 12345u + 7919u * (unsigned)member(g, (coll_group_id)id, T, wr, m);
+                    float v = 0;
+                    for (size_t k = 0; k <= i; k++) {
+                        sd = sd * 1664525u + 1013904223u;
+                        if (k == i)
+                            v = ((float)(sd >> 8) / 16777216.0f - 0.5f) * 3.7f;
+                    }
+                    want += v;
+                }
+                want /= n;
+                double diff = y[i] - want;
+                CHECK(diff < 1e-5 && diff > -1e-5, "group %s [%zu]: %g want %g", coll_group_name(g), i,
+                      y[i], want);
+            }
+            MPI_Comm_free(&check);
+            free(y);
+        }
+        free(x);
+        free(from0);
+    }
+
     /* Every start counted once per group. */
     int64_t counts[COLL_NGROUPS];
     coll_counts(ctx, counts);
