@@ -32,13 +32,23 @@ stop_pid() {  # stop_pid PID: TERM, wait up to 5 s, then KILL
   return 1
 }
 
-# Processes of this cluster only, found by SLURM_CONF in their environment.
+# This script and its callers: they may carry SLURM_CONF too, and must live.
+ancestors=" "
+p=$$
+while [ -n "$p" ] && [ "$p" -gt 1 ]; do
+  ancestors+="$p "
+  p=$(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $2}')
+done
+
+# What is left of this cluster's jobs: slurmstepd and job tasks (they have SLURM_JOB_ID) whose
+# environment holds this cluster's SLURM_CONF. One grep reads every environment at once.
 cluster_pids() {
-  local env_file pid
-  for env_file in /proc/[0-9]*/environ; do
-    pid=${env_file#/proc/}; pid=${pid%/environ}
-    [ "$pid" = "$$" ] && continue
-    if { tr '\0' '\n' < "$env_file"; } 2>/dev/null | grep -qxF "SLURM_CONF=$conf"; then
+  local f pid
+  for f in $(grep -lzxF "SLURM_CONF=$conf" /proc/[0-9]*/environ 2>/dev/null); do
+    pid=${f#/proc/}; pid=${pid%/environ}
+    case $ancestors in *" $pid "*) continue ;; esac
+    if [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = slurmstepd ] ||
+       grep -qzx 'SLURM_JOB_ID=[0-9]*' "$f" 2>/dev/null; then
       alive "$pid" && echo "$pid"
     fi
   done
