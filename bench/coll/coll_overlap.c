@@ -10,7 +10,9 @@
  *   overlap the backward with the all-reduces
  *   exposed = overlap - compute (of the medians), and its share of comm (the median of each
  *   run's own share: a run measures all three back to back; the target is <= 30%);
- *   comm-cpu: CPU time of a rank during the all-reduces alone, as a share of their wall time.
+ *   comm-cpu: CPU time of a rank during the all-reduces alone, as a share of their wall time;
+ *   tail: of the overlapped run, the time spent in finish after the backward (the all-reduces
+ *   that had not kept up); the rest of exposed is compute slowed by sharing the cores.
  * Times are the slowest rank's, median of --reps runs. */
 #include <getopt.h>
 #include <mpi.h>
@@ -146,7 +148,7 @@ static void die(const char *what, const coll_err *err)
 /* One step of the stand-in backward: each stage computes, offering `points` progress calls
  * spread through its work, then marks its pieces; units_per_stage 0 means no compute. */
 static double backward(coll_ctx *ctx, coll_buckets *b, const grad_set *s, long units_per_stage,
-                       int points, int with_comm)
+                       int points, int with_comm, double *tail)
 {
     coll_err err;
     MPI_Barrier(MPI_COMM_WORLD);
@@ -162,9 +164,13 @@ static double backward(coll_ctx *ctx, coll_buckets *b, const grad_set *s, long u
             if (coll_buckets_mark_ready(b, s->backward[marked++], &err) != 0)
                 die("mark_ready", &err);
     }
+    double t1 = MPI_Wtime();
     if (with_comm && coll_buckets_finish(b, &err) != 0)
         die("finish", &err);
-    return slowest(MPI_Wtime() - t0);
+    double t2 = MPI_Wtime();
+    if (tail) /* the slowest rank's wait in finish, after its backward */
+        *tail = slowest(t2 - t1);
+    return slowest(t2 - t0);
 }
 
 int main(int argc, char **argv)
@@ -230,8 +236,8 @@ int main(int argc, char **argv)
                progress == COLL_PROGRESS_THREAD ? (sleep_us == 100 ? " (100 us sleeps)" : " (custom sleeps)") : "",
                points, reps);
     if (wr == 0)
-        printf("# %-8s %8s %10s %10s %10s %10s %8s %9s\n", "bucket", "buckets", "comm(s)", "compute(s)",
-               "overlap(s)", "exposed(s)", "share", "comm-cpu");
+        printf("# %-8s %8s %10s %10s %10s %10s %8s %9s %8s\n", "bucket", "buckets", "comm(s)", "compute(s)",
+               "overlap(s)", "exposed(s)", "share", "comm-cpu", "tail(s)");
     work(2000); /* warm-up */
 
     char *save = NULL;
@@ -246,15 +252,15 @@ int main(int argc, char **argv)
                 die("add", &err);
         if (coll_buckets_seal(b, &err) != 0)
             die("seal", &err);
-        double comm[16], comp[16], over[16], share[16];
+        double comm[16], comp[16], over[16], share[16], tail[16];
         int R = reps > 16 ? 16 : reps;
-        backward(ctx, b, &s, 0, 1, 1); /* warm-up: first touch of the staging buffers */
+        backward(ctx, b, &s, 0, 1, 1, NULL); /* warm-up: first touch of the staging buffers */
         double cpu_all = 0, wall_all = 0, unit_s = 0;
         /* The machine's load drifts: each run measures comm, calibrates the work unit, then
          * measures compute alone and the overlap right after, and its own exposed share. */
         for (int r = 0; r < R; r++) {
             double cpu0 = cpu_seconds();
-            comm[r] = backward(ctx, b, &s, 0, 1, 1);
+            comm[r] = backward(ctx, b, &s, 0, 1, 1, NULL);
             cpu_all += cpu_seconds() - cpu0;
             wall_all += comm[r];
             if (r == 0) { /* a probe, with every rank computing at once as in the backward */
@@ -266,9 +272,9 @@ int main(int argc, char **argv)
             long units = (long)(comm[r] / unit_s / s.nstages);
             if (units < points)
                 units = points;
-            comp[r] = backward(ctx, b, &s, units, points, 0);
+            comp[r] = backward(ctx, b, &s, units, points, 0, NULL);
             unit_s = comp[r] / (double)(units * s.nstages); /* what a unit cost just now */
-            over[r] = backward(ctx, b, &s, units, points, 1);
+            over[r] = backward(ctx, b, &s, units, points, 1, &tail[r]);
             share[r] = (over[r] - comp[r]) / comm[r];
         }
         /* How busy the all-reduces alone keep a rank's CPU: on shared memory they are copies and
@@ -278,11 +284,11 @@ int main(int argc, char **argv)
         MPI_Allreduce(MPI_IN_PLACE, &busy, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
         busy /= ws;
         double t_comm = median(comm, R), t_comp = median(comp, R), t_over = median(over, R);
-        double exposed = t_over - t_comp, mid_share = median(share, R);
+        double exposed = t_over - t_comp, mid_share = median(share, R), t_tail = median(tail, R);
         if (wr == 0)
-            printf("  %-6.1fMiB %8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %8.0f%%\n", mib,
+            printf("  %-6.1fMiB %8d %10.3f %10.3f %10.3f %10.3f %7.1f%% %8.0f%% %8.3f\n", mib,
                    coll_buckets_count(b), t_comm, t_comp, t_over, exposed, 100.0 * mid_share,
-                   100.0 * busy);
+                   100.0 * busy, t_tail);
         fflush(stdout);
         coll_buckets_free(b);
     }
