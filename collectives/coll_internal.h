@@ -13,7 +13,6 @@
 int coll_errf(coll_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Seconds on a monotonic clock. */
 double coll_now(void);
-size_t coll_dtype_size(coll_dtype dt);
 const char *coll_dtype_name(coll_dtype dt);
 
 /* One operation started on a group. The backend fills what it needs (an MPI request, or CUDA

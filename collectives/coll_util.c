@@ -1,4 +1,4 @@
-/* collectives/coll_util.c: the module's error buffer, its clock and its data types. */
+/* collectives/coll_util.c: the module's error buffer, its clock and its data type names. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
@@ -21,11 +21,6 @@ double coll_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-size_t coll_dtype_size(coll_dtype dt)
-{
-    return dt == COLL_BF16 ? 2 : 4;
 }
 
 const char *coll_dtype_name(coll_dtype dt)
