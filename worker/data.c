@@ -105,6 +105,7 @@ int atom_data_read(const atom_data *data, uint64_t seed, int64_t step, int64_t f
                    int *tokens, atom_err *err)
 {
     int T1 = data->context + 1;
+    int token_bytes = data->format == ATOM_DATA_UINT16 ? 2 : 1;
     for (int b = 0; b < count; b++) {
         int64_t off = atom_data_sample_offset(data, seed, step, first + b);
         int *row = tokens + (size_t)b * T1;
@@ -114,7 +115,7 @@ int atom_data_read(const atom_data *data, uint64_t seed, int64_t step, int64_t f
                 return atom_errf(err, "data %s: token %d at token offset %lld (byte %lld) is "
                                       "not below the vocabulary size %d",
                                  data->path, tok, (long long)(off + t),
-                                 (long long)((off + t) * (data->format == ATOM_DATA_UINT16 ? 2 : 1)),
+                                 (long long)((off + t) * token_bytes),
                                  data->vocab);
             row[t] = tok;
         }

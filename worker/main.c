@@ -68,7 +68,8 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: atom-worker --plan PLAN.json [--stop-after N]\n"
-            "       atom-worker --spec job.yaml [--run-dir DIR] [--heartbeat SOCK] [--stop-after N]\n"
+            "       atom-worker --spec job.yaml [--run-dir DIR] [--heartbeat SOCK]\n"
+            "                   [--stop-after N]\n"
             "       atom-worker --slurm --spec job.yaml [--run-dir DIR] [--heartbeat SOCK] ...\n"
             "\n"
             "  --plan PATH       the resolved plan every rank of a job reads (written by atomd)\n"
@@ -234,7 +235,8 @@ int main(int argc, char **argv)
         WORKER_CHECK(plan_from_slurm(spec_path, run_dir, heartbeat, &plan, &err) == 0, "%s",
                      err.msg);
     else
-        WORKER_CHECK(plan_from_spec(spec_path, run_dir, heartbeat, &plan, &err) == 0, "%s", err.msg);
+        WORKER_CHECK(plan_from_spec(spec_path, run_dir, heartbeat, &plan, &err) == 0, "%s",
+                     err.msg);
 
     atom_train_opts opts = {
         .plan = &plan,

@@ -36,7 +36,8 @@ double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t w
     double progress = decay_steps > 0 ? (double)(step - warmup) / (double)decay_steps : 0.0;
     if (progress > 1.0)
         progress = 1.0;
-    double factor = schedule == ATOM_LR_LINEAR ? 1.0 - progress : 0.5 * (1.0 + cos(M_PI * progress));
+    double factor = schedule == ATOM_LR_LINEAR ? 1.0 - progress
+                                               : 0.5 * (1.0 + cos(M_PI * progress));
     return min_lr + factor * (lr - min_lr);
 }
 
@@ -500,7 +501,8 @@ static int trainer_open(trainer *t, atom_err *err)
                        spec->model.context, err) != 0)
         return -1;
     t->data_open = true;
-    t->tokens = malloc((size_t)spec->training.micro_batch * (spec->model.context + 1) * sizeof(int));
+    size_t sample_tokens = (size_t)spec->model.context + 1;
+    t->tokens = malloc((size_t)spec->training.micro_batch * sample_tokens * sizeof(int));
     if (!t->tokens)
         return atom_errf(err, "rank %d: out of memory", t->rank);
 

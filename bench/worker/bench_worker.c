@@ -206,7 +206,8 @@ int main(int argc, char **argv)
         case 'w': warmup = atoi(optarg); break;
         case 's': steps = atoi(optarg); break;
         case 'h':
-            printf("usage: mpirun -np R atom-bench-worker [--steps N] [--warmup W] [--data FILE]\n");
+            printf("usage: mpirun -np R atom-bench-worker [--steps N] [--warmup W] "
+                   "[--data FILE]\n");
             return 0;
         default: return 2;
         }
