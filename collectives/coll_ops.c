@@ -156,6 +156,11 @@ int coll_wait(coll_req *r, coll_err *err)
     for (int round = 0;; round++) {
         if ((rc = coll_test(r, &done, err)) != 0 || done)
             break;
+        /* While it waits, everything else pending moves too: a tensor-parallel all-reduce in
+         * the backward pass is also a progress point for the data-parallel buckets. Their
+         * errors stay with them, for their own waits. */
+        if (round > 0 && round % 4 == 0)
+            (void)coll_progress(r->group->ctx, NULL);
         backoff(round);
     }
     coll_req_free(r);
