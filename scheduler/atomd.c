@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <libgen.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,6 +195,10 @@ int main(int argc, char **argv)
     }
     if (atom_find_worker(d.cfg.worker, sizeof d.cfg.worker, &err))
         atom_log(ATOM_LOG_WARN, "%s (jobs will fail to launch until it exists)", err.msg);
+    /* Absolute: mpirun starts in the attempt's folder when it runs as the job's owner. */
+    char worker_abs[PATH_MAX];
+    if (realpath(d.cfg.worker, worker_abs) && strlen(worker_abs) < sizeof d.cfg.worker)
+        memcpy(d.cfg.worker, worker_abs, strlen(worker_abs) + 1);
     /* mpirun tags each output line with its rank, so `atomctl logs --rank N` can pick them. */
     setenv("OMPI_MCA_orte_tag_output", "1", 1);
 

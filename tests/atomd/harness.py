@@ -195,9 +195,18 @@ class Daemon:
         return self.job(job_id)["job"]["state"]
 
     def wait_state(self, job_id, states, timeout=30):
+        """Waits for one of states; fails at once if the job ends in another."""
         states = [states] if isinstance(states, str) else states
-        return wait_until(lambda: self.state_of(job_id) in states and self.job(job_id), timeout,
-                          "job %d to be %s (it is %s)" % (job_id, "/".join(states), self.state_of(job_id)))
+        final = ("done", "failed", "cancelled", "timeout")
+
+        def reached():
+            info = self.job(job_id)
+            state = info["job"]["state"]
+            check(state in states or state not in final,
+                  "job %d ended %s (%s), expected %s" % (job_id, state, info["job"]["reason"], "/".join(states)))
+            return state in states and info
+
+        return wait_until(reached, timeout, "job %d to be %s" % (job_id, "/".join(states)))
 
 
 def run(test, args, **daemon_kw):
