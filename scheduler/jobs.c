@@ -121,7 +121,7 @@ static void job_save(atomd *d, atomd_job *job)
 static void attempt_save(atomd *d, atomd_job *job, const char *state, int exit_code)
 {
     atom_err err = {{0}};
-    if (atomd_store_save_attempt(&d->store, job, state, exit_code, &err))
+    if (atomd_store_save_attempt(&d->store, job, &d->inv, state, exit_code, &err))
         atom_log(ATOM_LOG_ERROR, "job %s attempt %d: %s", job->id_text, job->cur.n, err.msg);
 }
 
@@ -763,6 +763,13 @@ void atomd_jobs_recover(atomd *d)
             attempt_save(d, job, "running", -1);
             atom_log(ATOM_LOG_INFO, "job %s: attempt %d re-adopted (mpirun pid %d)", job->id_text, a->n, (int)pid);
             continue;
+        }
+        if (pid > 0) {
+            /* Alive, but on nodes the inventory no longer has: it cannot be watched; stop it
+             * before it is requeued, so that it never runs twice. */
+            kill_tree(pid, SIGKILL);
+            atom_log(ATOM_LOG_WARN, "job %s: attempt %d ran on nodes no longer in the inventory; killed",
+                     job->id_text, a->n);
         }
         job->state = ATOMD_JOB_PENDING;
         snprintf(job->reason, sizeof job->reason, "attempt %d was gone when atomd restarted; requeued", a->n);

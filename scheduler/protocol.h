@@ -5,6 +5,18 @@
  * place, atomd_protocol_handle, against the table: the op exists, the required arguments are
  * there with the right JSON type, no unknown argument is given, and an admin-only op comes from
  * an administrator. Handlers see only checked requests.
+ *
+ * The ops (arguments in brackets are optional):
+ *   ping                            version, caller's uid and admin flag, commits, jobs
+ *   submit  spec                    spec: the normalised spec as JSON text -> job id
+ *   status                          nodes up/drained/down, GPUs busy/free, live jobs, node list
+ *   queue   [all]                   live jobs (all: every job)
+ *   show    job                     the job, its spec, its attempts (state, nodes, exit, folder)
+ *   cancel  job                     the owner's or an administrator's
+ *   logs    job [rank attempt offset]  output from offset (whole lines): data, offset, ended
+ *   nodes                           every node: state, GPUs, free, failures, reason
+ *   drain   node [reason]           administrators only
+ *   resume  node                    administrators only
  */
 #ifndef ATOM_SCHEDULER_PROTOCOL_H
 #define ATOM_SCHEDULER_PROTOCOL_H

@@ -157,23 +157,26 @@ int atomd_store_save_job(atomd_store *s, atomd_job *job, const atom_inventory *i
     return 0;
 }
 
-static char *placement_json(const atom_placement *pl)
+/* Node indices with their names: a restarted atomd with another inventory maps the names back
+ * (placement_from_json) instead of trusting indices that may now mean other nodes. */
+static char *placement_json(const atom_placement *pl, const atom_inventory *inv)
 {
     if (!pl->node)
         return NULL;
-    json_t *nodes = json_array(), *gpus = json_array();
+    json_t *nodes = json_array(), *gpus = json_array(), *names = json_array();
     for (int r = 0; r < pl->world; r++) {
         json_array_append_new(nodes, json_integer(pl->node[r]));
         json_array_append_new(gpus, json_integer(pl->gpu[r]));
+        json_array_append_new(names, json_string(inv->nodes[pl->node[r]].name));
     }
-    json_t *o = json_pack("{s:i,s:i,s:i,s:o,s:o}", "world", pl->world, "tensor", pl->tensor, "data",
-                          pl->data, "node", nodes, "gpu", gpus);
+    json_t *o = json_pack("{s:i,s:i,s:i,s:o,s:o,s:o}", "world", pl->world, "tensor", pl->tensor, "data",
+                          pl->data, "node", nodes, "gpu", gpus, "names", names);
     char *text = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     return text;
 }
 
-static int placement_from_json(const char *text, atom_placement *pl)
+static int placement_from_json(const char *text, const atom_inventory *inv, atom_placement *pl)
 {
     memset(pl, 0, sizeof *pl);
     json_t *o = text ? json_loads(text, 0, NULL) : NULL;
@@ -193,16 +196,27 @@ static int placement_from_json(const char *text, atom_placement *pl)
         json_decref(o);
         return -1;
     }
+    json_t *names = json_object_get(o, "names");
+    int rc = 0;
     for (int r = 0; r < world; r++) {
-        pl->node[r] = (int)json_integer_value(json_array_get(nodes, (size_t)r));
+        const char *name = json_string_value(json_array_get(names, (size_t)r));
+        int node = -1;
+        for (int n = 0; name && n < inv->n_nodes && node < 0; n++)
+            if (strcmp(inv->nodes[n].name, name) == 0)
+                node = n;
+        pl->node[r] = node;
         pl->gpu[r] = (int)json_integer_value(json_array_get(gpus, (size_t)r));
+        if (node < 0 || pl->gpu[r] < 0 || pl->gpu[r] >= inv->nodes[node].gpus)
+            rc = -1; /* the node left the inventory, or shrank */
     }
     json_decref(o);
-    return 0;
+    if (rc)
+        atom_placement_free(pl);
+    return rc;
 }
 
-int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const char *state, int exit_code,
-                             atom_err *err)
+int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const atom_inventory *inv,
+                             const char *state, int exit_code, atom_err *err)
 {
     if (atomd_store_begin(s, err))
         return -1;
@@ -214,7 +228,7 @@ int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const char *s
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "preparing an attempt row");
     const atomd_attempt *a = &job->cur;
-    char *pl = placement_json(&a->placement);
+    char *pl = placement_json(&a->placement, inv);
     sqlite3_bind_int64(st, 1, job->id);
     sqlite3_bind_int(st, 2, a->n);
     sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
@@ -305,7 +319,7 @@ static void load_progress(atomd_job *job, const char *text)
 }
 
 /* The last attempt of a job that was running: what re-adoption needs. */
-static void load_attempt(atomd_store *s, atomd_job *job)
+static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *job)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
@@ -328,7 +342,7 @@ static void load_attempt(atomd_store *s, atomd_job *job)
                 (int)sizeof a->launch.app_path)
             a->launch.app_path[0] = 0;
         if (sqlite3_column_type(st, 5) != SQLITE_NULL)
-            placement_from_json(col_text(st, 5), &a->placement);
+            placement_from_json(col_text(st, 5), inv, &a->placement);
     }
     sqlite3_finalize(st);
 }
@@ -396,7 +410,7 @@ int atomd_store_load(atomd_store *s, atomd *d, atom_err *err)
         load_exclude(d, job, col_text(st, 11));
         load_progress(job, col_text(st, 12));
         if (job->state == ATOMD_JOB_RUNNING)
-            load_attempt(s, job);
+            load_attempt(s, &d->inv, job);
         if (atomd_job_add(d, job, err)) {
             atomd_job_free(job);
             rc = -1;
@@ -412,7 +426,7 @@ static json_t *placement_nodes(const char *text, const atom_inventory *inv)
 {
     json_t *names = json_array();
     atom_placement pl;
-    if (!text || placement_from_json(text, &pl))
+    if (!text || placement_from_json(text, inv, &pl))
         return names;
     for (int r = 0; r < pl.world; r++) {
         int n = pl.node[r];

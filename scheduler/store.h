@@ -37,8 +37,8 @@ int atomd_store_commit(atomd_store *s, atom_err *err);
 int atomd_store_save_job(atomd_store *s, struct atomd_job *job, const atom_inventory *inv,
                         atom_err *err);
 /* Saves the job's current attempt (insert or replace). */
-int atomd_store_save_attempt(atomd_store *s, const struct atomd_job *job, const char *state,
-                             int exit_code, atom_err *err);
+int atomd_store_save_attempt(atomd_store *s, const struct atomd_job *job, const atom_inventory *inv,
+                             const char *state, int exit_code, atom_err *err);
 int atomd_store_save_node(atomd_store *s, const char *name, const char *state, const char *reason,
                           int failures, atom_err *err);
 int atomd_store_save_usage(atomd_store *s, const char *project, double gpu_seconds, double updated,
