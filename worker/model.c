@@ -99,12 +99,13 @@ static void alloc_activations(atom_model *m, int *failed)
 static void free_activations(atom_model *m)
 {
     atom_activations *a = &m->act;
-    void *all[] = {a->inputs,   a->targets,  a->encoded,  a->ln1,      a->ln1_mean,  a->ln1_rstd,
-                   a->qkv,      a->att,      a->atty,     a->res2,     a->ln2,       a->ln2_mean,
-                   a->ln2_rstd, a->fch,      a->fch_gelu, a->res3,     a->lnf,       a->lnf_mean,
-                   a->lnf_rstd, a->logits,   a->rowmax,   a->rowmax_all, a->ce_sums, a->losses,
-                   a->partial,  a->dresidual, a->dln,     a->dfch_gelu, a->dfch,     a->dqkv,      a->datty,
-                   a->datt};
+    void *all[] = {a->inputs,    a->targets,   a->encoded, a->ln1,       a->ln1_mean,
+                   a->ln1_rstd,  a->qkv,       a->att,     a->atty,      a->res2,
+                   a->ln2,       a->ln2_mean,  a->ln2_rstd, a->fch,      a->fch_gelu,
+                   a->res3,      a->lnf,       a->lnf_mean, a->lnf_rstd, a->logits,
+                   a->rowmax,    a->rowmax_all, a->ce_sums, a->losses,   a->partial,
+                   a->dresidual, a->dln,       a->dfch_gelu, a->dfch,    a->dqkv,
+                   a->datty,     a->datt};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         m->be->release(all[i]);
     memset(a, 0, sizeof *a);

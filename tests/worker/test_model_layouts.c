@@ -136,8 +136,8 @@ static int check_shard_and_logits(atom_model *m, const reference *ref, coll_grou
                 int col = r * Vl + v;
                 if (col >= CFG.vocab)
                     continue; /* padding: outside the softmax */
-                double d = fabs(all[((size_t)r * N + n) * Vl + v] - ref->logits[(size_t)n * Vp + col]);
-                worst = fmax(worst, d);
+                float got = all[((size_t)r * N + n) * Vl + v];
+                worst = fmax(worst, fabs(got - ref->logits[(size_t)n * Vp + col]));
             }
     if (worst > 1e-5) {
         fprintf(stderr, "rank %d: TP=%d logits differ from the unsplit ones by %g\n", rank,
