@@ -45,4 +45,15 @@ int atom_launch_wait(atom_launch *launch, bool block, int *exit_code, atom_err *
  * environment. Returns -1 when it does not exist. */
 int atom_find_worker(char *path, size_t len, atom_err *err);
 
+/* The Slurm launcher (launch_slurm.c): the same shapes, so that one ops table can hold both. An
+ * attempt is one sbatch allocation running deploy/slurm/atom.sbatch (the workers start through
+ * atom-srun and build their plan from the allocation); launch->app_path holds the Slurm job id,
+ * launch->pid stays 0. wait follows the job with squeue --json and scontrol show job. */
+int atom_launch_slurm_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
+                              atom_launch *launch, atom_err *err);
+int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
+                            atom_err *err);
+int atom_launch_slurm_signal(const atom_launch *launch, int sig);
+int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err);
+
 #endif

@@ -271,7 +271,51 @@ def case_requeue(work):
               "a torn checkpoint was left behind: %s" % os.listdir(ckpt))
 
 
-CASES = {"srun": case_srun, "refusals": case_refusals, "requeue": case_requeue}
+def case_launcher(work):
+    driver = os.path.join(BUILD, "tests", "slurm", "launch_slurm_driver")
+    with Cluster(os.path.join(work, "cluster")) as cluster:
+        env = cluster.env()
+        env["ATOM_SBATCH_TEMPLATE"] = os.path.join(DEPLOY, "atom.sbatch")
+        env["ATOM_SRUN"] = os.path.join(BIN, "atom-srun")
+        env["ATOM_WORKER"] = os.path.join(BIN, "atom-worker")
+
+        def drive(mode, steps):
+            run_dir = os.path.join(work, mode)
+            os.makedirs(run_dir)
+            spec = os.path.join(work, mode + ".yaml")
+            write_spec(spec, "slurm-launcher-" + mode, tensor=2, data=4, per_node=2, steps=steps,
+                       every=3, ckpt=os.path.join(work, mode + "-ckpt"))
+            t0 = time.monotonic()
+            r = subprocess.run([driver, mode, run_dir, spec], env=env, capture_output=True,
+                               text=True, timeout=200)
+            print("launcher %s: %.1f s" % (mode, time.monotonic() - t0))
+            out_path = os.path.join(run_dir, "slurm.out")
+            out = open(out_path).read() if os.path.exists(out_path) else ""
+            check(r.returncode == 0, "launch_slurm_driver %s failed (%d): %s\n%s" %
+                  (mode, r.returncode, r.stderr, out[-2000:]))
+            for name in ("plan.json", "spec.yaml", "slurm.job"):
+                check(os.path.exists(os.path.join(run_dir, name)), "%s: no %s" % (mode, name))
+            job = open(os.path.join(run_dir, "slurm.job")).read().strip()
+            state = cluster.run(["scontrol", "show", "job", "-o", job]).stdout
+            return r.stdout.strip(), out, state
+
+        code, out, state = drive("run", 6)
+        check(code == "exit 0" and "finished after step 6 of 6" in out,
+              "run through the launcher: %s\n%s" % (code, out[-2000:]))
+        check("NodeList=n[1-4]" in state and "JobState=COMPLETED" in state, "run: " + state)
+        code, out, state = drive("stop", 100000)
+        check(code == "exit 75" and "stopped on request" in out and
+              "requeueing" not in out, "SIGUSR1 through the launcher: %s\n%s" % (code, out[-2000:]))
+        check(os.path.exists(os.path.join(work, "stop-ckpt", "latest")),
+              "SIGUSR1 through the launcher left no checkpoint")
+        code, out, state = drive("cancel", 100000)
+        # scancel's SIGTERM reaches the workers too: they finish the step, checkpoint and exit 75.
+        check(code == "exit 75" and "JobState=CANCELLED" in state and "stopped on request" in out,
+              "SIGTERM through the launcher: %s, %s\n%s" % (code, state, out[-2000:]))
+
+
+CASES = {"srun": case_srun, "refusals": case_refusals, "requeue": case_requeue,
+         "launcher": case_launcher}
 
 
 def main():

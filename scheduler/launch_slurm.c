@@ -1,0 +1,343 @@
+/* scheduler/launch_slurm.c: atomd's Slurm launcher, with the same shapes as the mpirun launcher
+ * (launch.h), so that one ops table can hold both.
+ *
+ * Under Slurm, Slurm owns placement: an attempt is one sbatch allocation that runs
+ * deploy/slurm/atom.sbatch, which starts the workers through atom-srun; each worker builds its plan
+ * from the allocation. atomd's scheduling rules still decide the order in which jobs reach sbatch.
+ *
+ *   prepare  writes run_dir/plan.json (the record) and run_dir/spec.yaml (the normalised spec, as
+ *            JSON, which is YAML too) for atom-srun and the workers;
+ *   start    sbatch --parsable ... atom.sbatch --run-dir RUN --worker W spec.yaml; the Slurm job id
+ *            goes to run_dir/slurm.job (launch->app_path) since atom_launch has no field for it;
+ *   signal   SIGUSR1 -> `scancel --signal=USR1 ID` (the steps: workers checkpoint and exit 75, the
+ *            batch shell does not requeue); any other signal -> `scancel ID`;
+ *   wait     `squeue --json --jobs ID` while the job is queued or running, then
+ *            `scontrol show job -o ID` for its end state and exit code (sacct needs accounting
+ *            storage, which a site may not have).
+ * Every command runs from an argv array (posix_spawnp, no shell). ATOM_SBATCH_TEMPLATE names the
+ * template (default: atom.sbatch next to atomd), ATOM_SRUN the wrapper (default: next to atomd).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "scheduler/launch.h"
+
+extern char **environ;
+
+/* Output of a command kept in memory: squeue --json for one job is a few kilobytes. */
+#define CMD_MAX_OUTPUT (4 << 20)
+
+/* Runs argv (no shell), its stdout into a malloc'd string; stderr is appended to err on failure.
+ * Returns the exit status (128 + signal), or -1 when it could not run. */
+static int run_capture(char *const argv[], char **out, atom_err *err)
+{
+    *out = NULL;
+    int pipe_out[2];
+    if (pipe2(pipe_out, O_CLOEXEC) != 0)
+        return atom_errf(err, "pipe: %s", strerror(errno));
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pipe_out[1], STDOUT_FILENO);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pipe_out[1]);
+    if (rc != 0) {
+        close(pipe_out[0]);
+        return atom_errf(err, "cannot run %s: %s", argv[0], strerror(rc));
+    }
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (len + 1 == cap) {
+            if (cap >= CMD_MAX_OUTPUT)
+                break;
+            char *grown = realloc(buf, cap * 2);
+            if (!grown) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = grown;
+            cap *= 2;
+        }
+        ssize_t n = read(pipe_out[0], buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+    }
+    close(pipe_out[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (!buf)
+        return atom_errf(err, "out of memory reading %s's output", argv[0]);
+    buf[len] = '\0';
+    *out = buf;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+/* A program next to atomd unless the environment names it. */
+static int sibling_path(const char *env_name, const char *name, char *path, size_t len,
+                        atom_err *err)
+{
+    const char *env = getenv(env_name);
+    if (env && env[0]) {
+        if ((size_t)snprintf(path, len, "%s", env) >= len)
+            return atom_errf(err, "%s is too long", env_name);
+        return 0;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0)
+        return atom_errf(err, "cannot find this program's folder: %s", strerror(errno));
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    if ((size_t)snprintf(path, len, "%s/%s", self, name) >= len)
+        return atom_errf(err, "path of %s too long", name);
+    return 0;
+}
+
+int atom_launch_slurm_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
+                              atom_launch *launch, atom_err *err)
+{
+    memset(launch, 0, sizeof *launch);
+    const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
+    if ((size_t)snprintf(launch->run_dir, sizeof launch->run_dir, "%s", dir) >= sizeof launch->run_dir ||
+        (size_t)snprintf(launch->plan_path, sizeof launch->plan_path, "%s/plan.json", dir) >= sizeof launch->plan_path ||
+        (size_t)snprintf(launch->app_path, sizeof launch->app_path, "%s/slurm.job", dir) >= sizeof launch->app_path)
+        return atom_errf(err, "run folder path too long: %s", dir);
+    if (access(worker, X_OK) != 0)
+        return atom_errf(err, "the worker %s cannot be run: %s", worker, strerror(errno));
+    atom_plan copy = *plan; /* shallow: only run_dir differs */
+    snprintf(copy.run_dir, sizeof copy.run_dir, "%s", dir);
+    if (atom_plan_write(&copy, launch->plan_path, err))
+        return -1;
+    char *spec = atom_spec_to_json(&plan->spec);
+    if (!spec)
+        return atom_errf(err, "cannot encode the job's spec");
+    char spec_path[ATOM_PATH_MAX + 16];
+    snprintf(spec_path, sizeof spec_path, "%s/spec.yaml", dir);
+    int rc = atom_write_file_atomic(spec_path, spec, strlen(spec), err);
+    free(spec);
+    return rc;
+}
+
+/* The Slurm job id start wrote, as text of digits. */
+static int read_job_id(const atom_launch *launch, char *id, size_t len, atom_err *err)
+{
+    size_t n = 0;
+    char *text = atom_read_file(launch->app_path, 64, &n, err);
+    if (!text)
+        return -1;
+    size_t digits = strspn(text, "0123456789");
+    if (digits == 0 || digits >= len) {
+        free(text);
+        return atom_errf(err, "%s does not hold a Slurm job id", launch->app_path);
+    }
+    memcpy(id, text, digits);
+    id[digits] = '\0';
+    free(text);
+    return 0;
+}
+
+int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
+                            atom_err *err)
+{
+    (void)out_fd; /* the job's output goes to run_dir/slurm.out, written by Slurm */
+    (void)err_fd;
+    char template[PATH_MAX], srun[PATH_MAX], worker[PATH_MAX];
+    if (sibling_path("ATOM_SBATCH_TEMPLATE", "atom.sbatch", template, sizeof template, err) ||
+        sibling_path("ATOM_SRUN", "atom-srun", srun, sizeof srun, err) ||
+        atom_find_worker(worker, sizeof worker, err))
+        return -1;
+    const atom_spec *s = &plan->spec;
+    int tensor = s->parallelism.tensor, world = tensor * s->parallelism.data;
+    int per_node = s->resources.gpus_per_node > 0 ? s->resources.gpus_per_node : world;
+    if (per_node % tensor || world % per_node)
+        return atom_errf(err, "%d ranks do not fill nodes of %d tasks with whole tensor groups "
+                         "of %d", world, per_node, tensor);
+    char name[ATOM_NAME_MAX + 16], nodes[32], tasks[48], time_opt[48], output[ATOM_PATH_MAX + 32],
+        chdir_opt[ATOM_PATH_MAX + 16], export_opt[PATH_MAX + 32], spec_path[ATOM_PATH_MAX + 16];
+    snprintf(name, sizeof name, "--job-name=atom-%s", plan->job_id[0] ? plan->job_id : s->name);
+    snprintf(nodes, sizeof nodes, "--nodes=%d", world / per_node);
+    snprintf(tasks, sizeof tasks, "--ntasks-per-node=%d", per_node);
+    snprintf(output, sizeof output, "--output=%s/slurm.out", launch->run_dir);
+    snprintf(chdir_opt, sizeof chdir_opt, "--chdir=%s", launch->run_dir);
+    snprintf(export_opt, sizeof export_opt, "--export=ALL,ATOM_SRUN=%s", srun);
+    snprintf(spec_path, sizeof spec_path, "%s/spec.yaml", launch->run_dir);
+    char *argv[32];
+    int n = 0;
+    argv[n++] = "sbatch";
+    argv[n++] = "--parsable";
+    argv[n++] = name;
+    argv[n++] = nodes;
+    argv[n++] = tasks;
+    if (s->resources.device != ATOM_DEVICE_CPU)
+        argv[n++] = "--gpus-per-task=1";
+    if (s->resources.time_limit > 0) {
+        snprintf(time_opt, sizeof time_opt, "--time=%lld",
+                 (long long)(s->resources.time_limit + 59) / 60);
+        argv[n++] = time_opt;
+    }
+    argv[n++] = output;
+    argv[n++] = chdir_opt;
+    argv[n++] = export_opt;
+    argv[n++] = template;
+    argv[n++] = spec_path;
+    argv[n++] = "--run-dir";
+    argv[n++] = launch->run_dir;
+    argv[n++] = "--worker";
+    argv[n++] = worker;
+    argv[n] = NULL;
+    char *out = NULL;
+    int rc = run_capture(argv, &out, err);
+    if (rc != 0) {
+        free(out);
+        return rc < 0 ? -1 : atom_errf(err, "sbatch exited with status %d", rc);
+    }
+    /* --parsable prints "ID" or "ID;cluster". */
+    size_t digits = strspn(out, "0123456789");
+    if (digits == 0) {
+        atom_errf(err, "sbatch printed no job id: %.200s", out);
+        free(out);
+        return -1;
+    }
+    out[digits] = '\n';
+    rc = atom_write_file_atomic(launch->app_path, out, digits + 1, err);
+    free(out);
+    launch->pid = 0; /* the job runs under slurmctld, not as atomd's child */
+    return rc;
+}
+
+int atom_launch_slurm_signal(const atom_launch *launch, int sig)
+{
+    char id[32];
+    atom_err err = {{0}};
+    if (read_job_id(launch, id, sizeof id, &err))
+        return -1;
+    char *argv[5];
+    int n = 0;
+    argv[n++] = "scancel";
+    /* USR1: the job steps only (the workers checkpoint and exit 75; the batch shell, which did not
+     * get the signal, does not requeue). Anything else cancels the job. */
+    if (sig == SIGUSR1)
+        argv[n++] = "--signal=USR1";
+    argv[n++] = id;
+    argv[n] = NULL;
+    char *out = NULL;
+    int rc = run_capture(argv, &out, &err);
+    free(out);
+    return rc == 0 ? 0 : -1;
+}
+
+/* The job's state from squeue --json ("" when squeue no longer lists it). */
+static int squeue_state(const char *id, char *state, size_t len, atom_err *err)
+{
+    char jobs_opt[48];
+    snprintf(jobs_opt, sizeof jobs_opt, "--jobs=%s", id);
+    char *argv[] = {"squeue", "--json", jobs_opt, NULL};
+    char *out = NULL;
+    int rc = run_capture(argv, &out, err);
+    state[0] = '\0';
+    if (rc != 0) {
+        free(out);
+        /* squeue fails for a job id slurmctld has forgotten; scontrol will say so too. */
+        return rc < 0 ? -1 : 0;
+    }
+    json_error_t jerr;
+    json_t *root = json_loads(out, 0, &jerr);
+    free(out);
+    if (!root)
+        return atom_errf(err, "squeue --json: not JSON: %s", jerr.text);
+    json_t *jobs = json_object_get(root, "jobs");
+    size_t i;
+    json_t *job;
+    json_array_foreach(jobs, i, job) {
+        json_t *jid = json_object_get(job, "job_id");
+        json_t *st = json_object_get(job, "job_state");
+        if (json_is_integer(jid) && json_is_string(st) &&
+            json_integer_value(jid) == strtoll(id, NULL, 10))
+            snprintf(state, len, "%s", json_string_value(st));
+    }
+    json_decref(root);
+    return 0;
+}
+
+/* JobState and ExitCode (status:signal) from scontrol show job -o. */
+static int scontrol_end(const char *id, char *state, size_t len, int *exit_code, atom_err *err)
+{
+    char *argv[] = {"scontrol", "show", "job", "-o", (char *)id, NULL};
+    char *out = NULL;
+    int rc = run_capture(argv, &out, err);
+    if (rc != 0) {
+        free(out);
+        return rc < 0 ? -1 : atom_errf(err, "scontrol show job %s: status %d (job unknown?)", id, rc);
+    }
+    const char *js = strstr(out, "JobState="), *ec = strstr(out, " ExitCode=");
+    if (!js || !ec) {
+        free(out);
+        return atom_errf(err, "scontrol show job %s: no JobState or ExitCode", id);
+    }
+    js += strlen("JobState=");
+    size_t n = strcspn(js, " \n");
+    snprintf(state, len, "%.*s", (int)(n < len ? n : len - 1), js);
+    int status = 0, sig = 0;
+    if (sscanf(ec + strlen(" ExitCode="), "%d:%d", &status, &sig) != 2) {
+        free(out);
+        return atom_errf(err, "scontrol show job %s: ExitCode is not N:M", id);
+    }
+    free(out);
+    *exit_code = sig ? 128 + sig : status;
+    /* A cancelled job that left no status of its own ended on Slurm's SIGTERM. */
+    if (!strcmp(state, "CANCELLED") && *exit_code == 0)
+        *exit_code = 128 + SIGTERM;
+    return 0;
+}
+
+static bool state_is_live(const char *state)
+{
+    static const char *const live[] = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
+                                       "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+                                       "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (!strcmp(state, live[i]))
+            return true;
+    return false;
+}
+
+int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err)
+{
+    char id[32];
+    if (read_job_id(launch, id, sizeof id, err))
+        return -1;
+    for (;;) {
+        char state[64];
+        if (squeue_state(id, state, sizeof state, err))
+            return -1;
+        if (!state[0] || !state_is_live(state)) {
+            if (scontrol_end(id, state, sizeof state, exit_code, err))
+                return -1;
+            if (!state_is_live(state))
+                return 1;
+        }
+        if (!block)
+            return 0;
+        struct timespec ts = {0, 500 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
