@@ -63,6 +63,7 @@ static void defaults(atomd_config *cfg)
     cfg->usage_half_life = 7 * 24 * 3600.0;
     cfg->stop_grace = 30;
     cfg->limit_warning = 60;
+    cfg->keep_finished = 10000;
 }
 
 static int set_key(atomd_config *cfg, const char *key, const char *value, atom_err *err)
@@ -79,6 +80,14 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
     if (strcmp(key, "admin_group") == 0)
         return COPY(admin_group);
 #undef COPY
+    if (strcmp(key, "keep_finished") == 0) {
+        char *end = NULL;
+        long v = strtol(value, &end, 10);
+        if (!end || *end || v < 0 || v > 100000000)
+            return atom_errf(err, "keep_finished: \"%s\" is not a number of jobs", value);
+        cfg->keep_finished = (int)v;
+        return 0;
+    }
     double *dur = strcmp(key, "usage_half_life") == 0 ? &cfg->usage_half_life
                   : strcmp(key, "stop_grace") == 0     ? &cfg->stop_grace
                   : strcmp(key, "limit_warning") == 0  ? &cfg->limit_warning

@@ -29,6 +29,7 @@ typedef struct atomd_config {
     double usage_half_life;         /* seconds: fair-share usage halves in this time */
     double idle_exit;               /* > 0: exit after this long with no jobs and no clients */
     double stop_grace;              /* seconds between a polite stop signal and SIGKILL */
+    int keep_finished;              /* ended jobs kept in memory (older ones stay in the store) */
     double limit_warning;           /* seconds before a time limit when SIGUSR1 goes out (at most
                                      * half the limit) */
 } atomd_config;

@@ -738,6 +738,27 @@ void atomd_jobs_reap(atomd *d)
     }
 }
 
+void atomd_jobs_evict(atomd *d)
+{
+    int ended = 0;
+    for (int i = 0; i < d->n_jobs; i++)
+        ended += atomd_job_final(d->jobs[i]->state);
+    int drop = ended - d->cfg.keep_finished, kept = 0;
+    if (drop <= 0)
+        return;
+    /* The oldest ended jobs go (their rows stay in the store); the rest keep their id order. */
+    for (int i = 0; i < d->n_jobs; i++) {
+        atomd_job *job = d->jobs[i];
+        if (drop > 0 && atomd_job_final(job->state) && !job->cur.live) {
+            atomd_job_free(job);
+            drop--;
+            continue;
+        }
+        d->jobs[kept++] = job;
+    }
+    d->n_jobs = kept;
+}
+
 void atomd_jobs_recover(atomd *d)
 {
     double now_mono = atom_monotonic(), now = atom_now();

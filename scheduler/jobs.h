@@ -119,6 +119,8 @@ void atomd_job_heartbeat(struct atomd *d, const atom_heartbeat *hb, uid_t sender
 void atomd_jobs_tick(struct atomd *d);
 /* After a restart of atomd: re-adopt the live attempts of running jobs, requeue the rest. */
 void atomd_jobs_recover(struct atomd *d);
+/* Frees the oldest ended jobs beyond cfg.keep_finished (they stay in the store). */
+void atomd_jobs_evict(struct atomd *d);
 /* SIGCHLD: reaps every ended child and finishes its attempt. */
 void atomd_jobs_reap(struct atomd *d);
 

@@ -87,10 +87,15 @@ static json_t *job_json(atomd *d, const atomd_job *job)
     return o;
 }
 
-static atomd_job *job_arg(atomd *d, json_t *req, json_t **answer)
+/* The job a request names: from memory, or, for an ended job no longer kept there, from the
+ * store into *loaded (which the handler frees). */
+static atomd_job *job_arg(atomd *d, json_t *req, json_t **answer, atomd_job **loaded)
 {
     json_int_t id = json_integer_value(json_object_get(req, "job"));
+    *loaded = NULL;
     atomd_job *job = id > 0 ? atomd_job_find(d, (int64_t)id) : NULL;
+    if (!job && id > 0)
+        job = *loaded = atomd_store_load_job(&d->store, d, (int64_t)id);
     if (!job)
         *answer = atomd_protocol_error("no job %" JSON_INTEGER_FORMAT, id);
     return job;
@@ -210,22 +215,32 @@ static json_t *op_show(atomd *d, const atomd_caller *who, json_t *req)
 {
     (void)who;
     json_t *answer = NULL;
-    atomd_job *job = job_arg(d, req, &answer);
+    atomd_job *loaded;
+    atomd_job *job = job_arg(d, req, &answer, &loaded);
     if (!job)
         return answer;
     atom_err err = {{0}};
     json_t *attempts = atomd_store_attempts(&d->store, job->id, &d->inv, &err);
     json_t *spec = json_loads(job->spec_json, 0, NULL);
-    return json_pack("{s:b,s:o,s:o,s:o}", "ok", 1, "job", job_json(d, job), "spec", spec ? spec : json_null(),
-                     "attempts", attempts ? attempts : json_array());
+    answer = json_pack("{s:b,s:o,s:o,s:o}", "ok", 1, "job", job_json(d, job), "spec", spec ? spec : json_null(),
+                       "attempts", attempts ? attempts : json_array());
+    atomd_job_free(loaded);
+    return answer;
 }
 
 static json_t *op_cancel(atomd *d, const atomd_caller *who, json_t *req)
 {
     json_t *answer = NULL;
-    atomd_job *job = job_arg(d, req, &answer);
+    atomd_job *loaded;
+    atomd_job *job = job_arg(d, req, &answer, &loaded);
     if (!job)
         return answer;
+    if (loaded) { /* only ended jobs leave memory */
+        answer = atomd_protocol_error("job %s has already ended (%s)", loaded->id_text,
+                                      atomd_job_state_name(loaded->state));
+        atomd_job_free(loaded);
+        return answer;
+    }
     if (job->owner != who->uid && !who->admin)
         return atomd_protocol_error("permission denied: job %s belongs to uid %u; only its owner or an "
                                     "administrator may cancel it", job->id_text, (unsigned)job->owner);
@@ -239,13 +254,8 @@ static json_t *op_cancel(atomd *d, const atomd_caller *who, json_t *req)
 /* Up to this much log text per answer; the client asks again from the new offset. */
 #define LOG_CHUNK (256 * 1024)
 
-static json_t *op_logs(atomd *d, const atomd_caller *who, json_t *req)
+static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
 {
-    (void)who;
-    json_t *answer = NULL;
-    atomd_job *job = job_arg(d, req, &answer);
-    if (!job)
-        return answer;
     json_t *jr = json_object_get(req, "rank");
     int rank = jr ? (int)json_integer_value(jr) : -1;
     int attempt = (int)json_integer_value(json_object_get(req, "attempt"));
@@ -303,6 +313,19 @@ static json_t *op_logs(atomd *d, const atomd_caller *who, json_t *req)
     if (!o) /* not UTF-8: jansson refuses it */
         return atomd_protocol_error("the log of job %s holds text that is not UTF-8", job->id_text);
     return o;
+}
+
+static json_t *op_logs(atomd *d, const atomd_caller *who, json_t *req)
+{
+    (void)who;
+    json_t *answer = NULL;
+    atomd_job *loaded;
+    atomd_job *job = job_arg(d, req, &answer, &loaded);
+    if (!job)
+        return answer;
+    answer = logs_answer(d, job, req);
+    atomd_job_free(loaded);
+    return answer;
 }
 
 static json_t *op_nodes(atomd *d, const atomd_caller *who, json_t *req)

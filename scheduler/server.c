@@ -385,6 +385,7 @@ int atomd_server_run(atomd *d)
             last_tick = now;
             atomd_jobs_tick(d);
             d->changed = true; /* time passing may open a backfill window */
+            atomd_jobs_evict(d);
             if (now - d->last_usage_save >= USAGE_SAVE_SECONDS) {
                 atomd_sched_save_usage(d);
                 d->last_usage_save = now;

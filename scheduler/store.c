@@ -347,6 +347,65 @@ static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *j
     sqlite3_finalize(st);
 }
 
+#define JOB_COLUMNS                                                                               \
+    "SELECT id, owner, spec, state, submit_time, start_time, end_time, attempts, failures, exit_code," \
+    " reason, exclude, progress FROM jobs"
+
+/* A job from a row of JOB_COLUMNS; NULL when its stored spec cannot be read (logged). */
+static atomd_job *job_from_row(atomd_store *s, atomd *d, sqlite3_stmt *st)
+{
+    atom_spec spec;
+    atom_err jerr = {{0}};
+    const char *spec_json = col_text(st, 2);
+    if (atom_spec_from_json(spec_json, &spec, &jerr)) {
+        atom_log(ATOM_LOG_ERROR, "job %lld: stored spec unreadable (%s); skipped",
+                 (long long)sqlite3_column_int64(st, 0), jerr.msg);
+        return NULL;
+    }
+    atomd_job *job = atomd_job_new(&spec, spec_json, (uid_t)sqlite3_column_int64(st, 1), d->inv.n_nodes);
+    if (!job)
+        return NULL;
+    atomd_job_set_id(job, sqlite3_column_int64(st, 0));
+    int state = atomd_job_state_parse(col_text(st, 3));
+    job->state = state < 0 ? ATOMD_JOB_FAILED : (atomd_job_state)state;
+    job->submit_time = sqlite3_column_double(st, 4);
+    job->start_time = sqlite3_column_double(st, 5);
+    job->end_time = sqlite3_column_double(st, 6);
+    job->attempts = sqlite3_column_int(st, 7);
+    job->failures = sqlite3_column_int(st, 8);
+    job->exit_code = sqlite3_column_int(st, 9);
+    snprintf(job->reason, sizeof job->reason, "%s", col_text(st, 10));
+    load_exclude(d, job, col_text(st, 11));
+    load_progress(job, col_text(st, 12));
+    if (job->state == ATOMD_JOB_RUNNING)
+        load_attempt(s, &d->inv, job);
+    return job;
+}
+
+static int64_t max_id(atomd_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t id = 0;
+    if (sqlite3_prepare_v2(s->db, "SELECT COALESCE(MAX(id), 0) FROM jobs", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return id;
+}
+
+atomd_job *atomd_store_load_job(atomd_store *s, atomd *d, int64_t id)
+{
+    sqlite3_stmt *st = NULL;
+    atomd_job *job = NULL;
+    if (sqlite3_prepare_v2(s->db, JOB_COLUMNS " WHERE id=?1", -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        job = job_from_row(s, d, st);
+    sqlite3_finalize(st);
+    return job;
+}
+
 int atomd_store_load(atomd_store *s, atomd *d, atom_err *err)
 {
     sqlite3_stmt *st = NULL;
@@ -377,40 +436,17 @@ int atomd_store_load(atomd_store *s, atomd *d, atom_err *err)
     }
     sqlite3_finalize(st);
 
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT id, owner, spec, state, submit_time, start_time, end_time, attempts,"
-                           " failures, exit_code, reason, exclude, progress FROM jobs ORDER BY id",
+    if (sqlite3_prepare_v2(s->db, JOB_COLUMNS " WHERE state IN ('pending', 'running') OR id > ?1 ORDER BY id",
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "reading jobs");
+    /* Every live job; of the ended ones only the newest keep_finished (show reads older ones
+     * from here when asked). */
+    sqlite3_bind_int64(st, 1, max_id(s) - d->cfg.keep_finished);
     int rc = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        atom_spec spec;
-        atom_err jerr = {{0}};
-        const char *spec_json = col_text(st, 2);
-        if (atom_spec_from_json(spec_json, &spec, &jerr)) {
-            atom_log(ATOM_LOG_ERROR, "job %lld: stored spec unreadable (%s); skipped",
-                     (long long)sqlite3_column_int64(st, 0), jerr.msg);
+        atomd_job *job = job_from_row(s, d, st);
+        if (!job)
             continue;
-        }
-        atomd_job *job = atomd_job_new(&spec, spec_json, (uid_t)sqlite3_column_int64(st, 1), d->inv.n_nodes);
-        if (!job) {
-            rc = atom_errf(err, "out of memory loading jobs");
-            break;
-        }
-        atomd_job_set_id(job, sqlite3_column_int64(st, 0));
-        int state = atomd_job_state_parse(col_text(st, 3));
-        job->state = state < 0 ? ATOMD_JOB_FAILED : (atomd_job_state)state;
-        job->submit_time = sqlite3_column_double(st, 4);
-        job->start_time = sqlite3_column_double(st, 5);
-        job->end_time = sqlite3_column_double(st, 6);
-        job->attempts = sqlite3_column_int(st, 7);
-        job->failures = sqlite3_column_int(st, 8);
-        job->exit_code = sqlite3_column_int(st, 9);
-        snprintf(job->reason, sizeof job->reason, "%s", col_text(st, 10));
-        load_exclude(d, job, col_text(st, 11));
-        load_progress(job, col_text(st, 12));
-        if (job->state == ATOMD_JOB_RUNNING)
-            load_attempt(s, &d->inv, job);
         if (atomd_job_add(d, job, err)) {
             atomd_job_free(job);
             rc = -1;

@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <stddef.h>
 
 #include "common/common.h"
 
@@ -47,7 +48,10 @@ int atomd_store_save_usage(atomd_store *s, const char *project, double gpu_secon
 /* The attempts of a job, oldest first, as a JSON array (NULL on error); inv names their nodes. */
 struct json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *inv, atom_err *err);
 
-/* Loads jobs (with their last attempt), node states and usage into d. */
+/* Loads node states, usage and jobs into d: every pending or running job (with its last attempt)
+ * and the newest cfg.keep_finished ended ones. */
 int atomd_store_load(atomd_store *s, struct atomd *d, atom_err *err);
+/* One job by id, for a job no longer kept in memory (the caller frees it); NULL when none. */
+struct atomd_job *atomd_store_load_job(atomd_store *s, struct atomd *d, int64_t id);
 
 #endif

@@ -110,11 +110,25 @@ def test(d):
     s.close()
     check(d.request({"op": "ping"})["ok"] and d.alive(), "atomd alive after bad requests")
 
+    # ended jobs beyond keep_finished (2 here) leave memory but not the store: show still works
+    rc, out, err = d.ctl("queue", "--all", "--json")
+    ids = [j["id"] for j in json.loads(out)["jobs"]]
+    check(1 not in ids and len(ids) <= 3, "queue --all lists the newest ended jobs only: %s" % ids)
+    rc, out, err = d.ctl("show", "1")
+    check(rc == 0 and "ok-two" in out and "state done" in out, "show of an evicted job: %r %r" % (out, err))
+    rc, out, err = d.ctl("logs", "1", "--rank", "0")
+    check(rc == 0 and "rank 0 attempt 1 step 15" in out, "logs of an evicted job")
+    rc, out, err = d.ctl("cancel", "1")
+    check(rc == 1 and "already ended" in err, "cancel of an evicted job: %r" % err)
+    d.stop()
+    d.start()
+    check(d.job(1)["job"]["state"] == "done", "an evicted job is there after a restart")
+
     # atomctl with no atomd: a clear message and exit code 3, not a hang
     rc, out, err = d.ctl("status", "--socket", os.path.join(d.tmp, "nothing.sock"))
     check(rc == 3 and "not running" in err, "no daemon: exit %d %r" % (rc, err))
 
 
 if __name__ == "__main__":
-    harness.run(test, harness.parse_args())
+    harness.run(test, harness.parse_args(), config="keep_finished = 2\n")
     print("ok")
