@@ -179,7 +179,7 @@ int main(int argc, char **argv)
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &wr);
     MPI_Comm_size(MPI_COMM_WORLD, &ws);
-    int reps = 3, points = 1, uniform = 0;
+    int reps = 3, points = 1, uniform = 0, verbose = 0;
     coll_progress_mode progress = COLL_PROGRESS_POLL;
     int sleep_us = 100;
     char buckets_mib[64] = "1,2,4";
@@ -187,9 +187,9 @@ int main(int argc, char **argv)
         {"buckets-mib", required_argument, 0, 'b'}, {"progress", required_argument, 0, 'p'},
         {"points", required_argument, 0, 'k'}, {"reps", required_argument, 0, 'r'},
         {"layout", required_argument, 0, 'l'}, {"sleep-us", required_argument, 0, 's'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:h", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:vh", longs, NULL)) != -1) {
         switch (c) {
         case 'b': snprintf(buckets_mib, sizeof buckets_mib, "%s", optarg); break;
         case 'p': progress = strcmp(optarg, "thread") == 0 ? COLL_PROGRESS_THREAD : COLL_PROGRESS_POLL; break;
@@ -197,10 +197,11 @@ int main(int argc, char **argv)
         case 'r': reps = atoi(optarg); break;
         case 'l': uniform = strcmp(optarg, "layers") == 0; break;
         case 's': sleep_us = atoi(optarg); break;
+        case 'v': verbose = 1; break;
         case 'h':
             if (wr == 0)
                 printf("usage: mpirun -n N %s [--buckets-mib 1,2,4] [--progress poll|thread] "
-                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|layers]\n",
+                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|layers] [--verbose]\n",
                        argv[0]);
             MPI_Finalize();
             return 0;
@@ -276,6 +277,9 @@ int main(int argc, char **argv)
             unit_s = comp[r] / (double)(units * s.nstages); /* what a unit cost just now */
             over[r] = backward(ctx, b, &s, units, points, 1, &tail[r]);
             share[r] = (over[r] - comp[r]) / comm[r];
+            if (verbose && wr == 0)
+                printf("#   run %d: comm %.3f compute %.3f overlap %.3f tail %.3f share %.1f%%\n", r,
+                       comm[r], comp[r], over[r], tail[r], 100.0 * share[r]);
         }
         /* How busy the all-reduces alone keep a rank's CPU: on shared memory they are copies and
          * sums done by the ranks themselves, a part no overlap can hide when compute fills the
