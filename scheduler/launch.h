@@ -55,5 +55,11 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
                             atom_err *err);
 int atom_launch_slurm_signal(const atom_launch *launch, int sig);
 int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err);
+/* The cluster as Slurm reports it (sinfo --json), for atomd instead of its own inventory: usable
+ * nodes only (idle, mixed or allocated, not drained or unresponsive), with their GPUs (CPU slots
+ * on a node without GPUs) and, in *free_gpus (malloc'd, one per node), how many are not in use. */
+int atom_launch_slurm_nodes(atom_inventory *inv, int **free_gpus, atom_err *err);
+int atom_slurm_nodes_from_json(const char *json, atom_inventory *inv, int **free_gpus,
+                               atom_err *err);
 
 #endif

@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -340,4 +341,142 @@ int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom
         struct timespec ts = {0, 500 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
+}
+
+/* ---- nodes and GPUs from Slurm (sinfo --json), instead of atomd's own inventory ------------- */
+
+/* GPUs in a gres string: "gpu:8", "gpu:h100:8(S:0-1)", "gpu:(null):2(IDX:0-1)", several
+ * comma-separated resources; 0 when none is a GPU. */
+static int gres_gpus(const char *gres)
+{
+    int total = 0;
+    const char *p = gres;
+    while (p && *p) {
+        const char *end = p;
+        int depth = 0;
+        while (*end && (depth || *end != ',')) {
+            depth += *end == '(';
+            depth -= *end == ')';
+            end++;
+        }
+        if (!strncmp(p, "gpu:", 4)) {
+            /* The count is the last ':'-separated field before any '('. */
+            const char *paren = memchr(p, '(', (size_t)(end - p));
+            const char *stop = paren ? paren : end;
+            const char *colon = stop;
+            while (colon > p && colon[-1] != ':')
+                colon--;
+            char *num_end;
+            long n = strtol(colon, &num_end, 10);
+            if (num_end == stop && n > 0 && n < (1 << 20))
+                total += (int)n;
+        }
+        p = *end ? end + 1 : end;
+    }
+    return total;
+}
+
+/* Node states atom may place work on. */
+static bool node_usable(json_t *node)
+{
+    /* Slurm 22.05: "state": "idle", "state_flags": ["DRAIN"]; later: "state": ["IDLE", "DRAIN"]. */
+    json_t *state = json_object_get(node, "state"), *flags = json_object_get(node, "state_flags");
+    if (json_is_array(state)) {
+        flags = state;
+        state = json_array_get(state, 0);
+    }
+    if (!json_is_string(state))
+        return false;
+    const char *s = json_string_value(state);
+    if (strcasecmp(s, "idle") && strcasecmp(s, "mixed") && strcasecmp(s, "allocated"))
+        return false;
+    size_t i;
+    json_t *flag;
+    json_array_foreach(flags, i, flag) {
+        const char *f = json_string_value(flag);
+        if (f && (!strcasecmp(f, "DRAIN") || !strcasecmp(f, "DRAINING") ||
+                  !strcasecmp(f, "DRAINED") || !strcasecmp(f, "NOT_RESPONDING") ||
+                  !strcasecmp(f, "MAINTENANCE") || !strcasecmp(f, "RESERVED")))
+            return false;
+    }
+    return true;
+}
+
+int atom_slurm_nodes_from_json(const char *json, atom_inventory *inv, int **free_gpus,
+                               atom_err *err)
+{
+    memset(inv, 0, sizeof *inv);
+    *free_gpus = NULL;
+    json_error_t jerr;
+    json_t *root = json_loads(json, 0, &jerr);
+    if (!root)
+        return atom_errf(err, "sinfo --json: not JSON at line %d: %s", jerr.line, jerr.text);
+    json_t *nodes = json_object_get(root, "nodes");
+    if (!json_is_array(nodes)) {
+        json_decref(root);
+        return atom_errf(err, "sinfo --json: no \"nodes\" list");
+    }
+    size_t n = json_array_size(nodes);
+    inv->nodes = calloc(n ? n : 1, sizeof *inv->nodes);
+    *free_gpus = calloc(n ? n : 1, sizeof **free_gpus);
+    inv->switches = calloc(1, sizeof *inv->switches);
+    if (!inv->nodes || !*free_gpus || !inv->switches) {
+        json_decref(root);
+        atom_inventory_free(inv);
+        free(*free_gpus);
+        *free_gpus = NULL;
+        return atom_errf(err, "out of memory");
+    }
+    snprintf(inv->name, sizeof inv->name, "slurm");
+    /* Slurm knows the topology (topology/tree); atom sees one switch and lets Slurm place. */
+    snprintf(inv->switches[0], sizeof inv->switches[0], "slurm");
+    inv->n_switches = 1;
+    size_t i;
+    json_t *node;
+    json_array_foreach(nodes, i, node) {
+        json_t *name = json_object_get(node, "name");
+        if (!json_is_string(name) || !node_usable(node))
+            continue;
+        /* sinfo --json lists a node once per partition it is in: keep the first. */
+        bool seen = false;
+        for (int k = 0; k < inv->n_nodes && !seen; k++)
+            seen = !strcmp(inv->nodes[k].name, json_string_value(name));
+        if (seen || strlen(json_string_value(name)) >= ATOM_NAME_MAX)
+            continue;
+        atom_node *out = &inv->nodes[inv->n_nodes];
+        snprintf(out->name, sizeof out->name, "%s", json_string_value(name));
+        json_t *gres = json_object_get(node, "gres"), *used = json_object_get(node, "gres_used");
+        int gpus = json_is_string(gres) ? gres_gpus(json_string_value(gres)) : 0;
+        int busy = json_is_string(used) ? gres_gpus(json_string_value(used)) : 0;
+        if (gpus > 0) {
+            out->gpus = gpus;
+            out->has_gpus = true;
+            (*free_gpus)[inv->n_nodes] = gpus > busy ? gpus - busy : 0;
+        } else {
+            /* No GPUs: CPU slots, as atom's own inventory counts them. */
+            json_t *cpus = json_object_get(node, "cpus"), *alloc = json_object_get(node, "alloc_cpus");
+            out->gpus = json_is_integer(cpus) ? (int)json_integer_value(cpus) : 0;
+            int taken = json_is_integer(alloc) ? (int)json_integer_value(alloc) : 0;
+            (*free_gpus)[inv->n_nodes] = out->gpus > taken ? out->gpus - taken : 0;
+            if (out->gpus <= 0)
+                continue;
+        }
+        inv->n_nodes++;
+    }
+    json_decref(root);
+    return 0;
+}
+
+int atom_launch_slurm_nodes(atom_inventory *inv, int **free_gpus, atom_err *err)
+{
+    char *argv[] = {"sinfo", "--json", NULL};
+    char *out = NULL;
+    int rc = run_capture(argv, &out, err);
+    if (rc != 0) {
+        free(out);
+        return rc < 0 ? -1 : atom_errf(err, "sinfo --json exited with status %d", rc);
+    }
+    rc = atom_slurm_nodes_from_json(out, inv, free_gpus, err);
+    free(out);
+    return rc;
 }

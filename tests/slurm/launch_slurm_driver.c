@@ -5,6 +5,7 @@
  *   launch_slurm_driver stop RUN_DIR SPEC   the same, but once step 2 is done sends SIGUSR1
  *                                           through the launcher (the workers checkpoint, exit 75)
  *   launch_slurm_driver cancel RUN_DIR SPEC the same, but sends SIGTERM (scancel)
+ *   launch_slurm_driver nodes               the nodes and GPUs sinfo --json reports
  */
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,22 @@
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && !strcmp(argv[1], "nodes")) {
+        /* atomd's view of the cluster: "name gpus free has_gpus", one node a line. */
+        atom_inventory inv;
+        int *free_gpus = NULL;
+        atom_err err = {{0}};
+        if (atom_launch_slurm_nodes(&inv, &free_gpus, &err)) {
+            fprintf(stderr, "launch_slurm_driver: %s\n", err.msg);
+            return 1;
+        }
+        for (int i = 0; i < inv.n_nodes; i++)
+            printf("%s %d %d %d\n", inv.nodes[i].name, inv.nodes[i].gpus, free_gpus[i],
+                   inv.nodes[i].has_gpus);
+        free(free_gpus);
+        atom_inventory_free(&inv);
+        return 0;
+    }
     if (argc != 4 || (strcmp(argv[1], "run") && strcmp(argv[1], "stop") && strcmp(argv[1], "cancel"))) {
         fprintf(stderr, "usage: launch_slurm_driver run|stop|cancel RUN_DIR SPEC\n");
         return 2;

@@ -299,6 +299,18 @@ def case_launcher(work):
             state = cluster.run(["scontrol", "show", "job", "-o", job]).stdout
             return r.stdout.strip(), out, state
 
+        r = subprocess.run([driver, "nodes"], env=env, capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0 and r.stdout.split("\n")[:4] ==
+              ["n%d 8 8 1" % i for i in range(1, 5)],
+              "atomd's view of the cluster from sinfo --json: %s %s" % (r.stdout, r.stderr))
+        # A drained node is not offered to atomd.
+        r = cluster.run(["scontrol", "update", "NodeName=n3", "State=DRAIN", "Reason=test"])
+        check(r.returncode == 0, "scontrol update: " + r.stderr)
+        r = subprocess.run([driver, "nodes"], env=env, capture_output=True, text=True, timeout=30)
+        check(r.stdout.split() == "n1 8 8 1 n2 8 8 1 n4 8 8 1".split(),
+              "after draining n3: %s" % r.stdout)
+        r = cluster.run(["scontrol", "update", "NodeName=n3", "State=RESUME"])
+        check(r.returncode == 0, "scontrol update: " + r.stderr)
         code, out, state = drive("run", 6)
         check(code == "exit 0" and "finished after step 6 of 6" in out,
               "run through the launcher: %s\n%s" % (code, out[-2000:]))
