@@ -548,6 +548,8 @@ int atomd_job_cancel(atomd *d, atomd_job *job, atom_err *err)
         d->changed = true;
         return 0;
     }
+    /* Durable with the answer: a restarted atomd finishes the cancel. */
+    job_save(d, job);
     if (job->cur.live)
         stop_attempt(d, job, ATOMD_STOP_CANCEL, "cancelled");
     return 0;
@@ -783,6 +785,8 @@ void atomd_jobs_recover(atomd *d)
             alloc_ranks(a);
             attempt_save(d, job, "running", -1);
             atom_log(ATOM_LOG_INFO, "job %s: attempt %d re-adopted (mpirun pid %d)", job->id_text, a->n, (int)pid);
+            if (job->cancel_requested)
+                stop_attempt(d, job, ATOMD_STOP_CANCEL, "cancelled");
             continue;
         }
         if (pid > 0) {
@@ -791,6 +795,17 @@ void atomd_jobs_recover(atomd *d)
             kill_tree(pid, SIGKILL);
             atom_log(ATOM_LOG_WARN, "job %s: attempt %d ran on nodes no longer in the inventory; killed",
                      job->id_text, a->n);
+        }
+        if (job->cancel_requested) {
+            /* Cancelled before the restart, and its attempt has ended since. */
+            job->state = ATOMD_JOB_CANCELLED;
+            job->end_time = atom_now();
+            snprintf(job->reason, sizeof job->reason, "cancelled");
+            snprintf(a->stop_reason, sizeof a->stop_reason, "cancelled; ended while atomd was down");
+            if (a->n > 0)
+                attempt_save(d, job, "cancelled", -1);
+            job_save(d, job);
+            continue;
         }
         job->state = ATOMD_JOB_PENDING;
         snprintf(job->reason, sizeof job->reason, "attempt %d was gone when atomd restarted; requeued", a->n);

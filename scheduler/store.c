@@ -22,7 +22,8 @@ static const char *const schema =
     "  state TEXT NOT NULL, submit_time REAL NOT NULL, start_time REAL, end_time REAL,"
     "  attempts INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,"
     "  exit_code INTEGER NOT NULL DEFAULT -1, reason TEXT NOT NULL DEFAULT '',"
-    "  exclude TEXT NOT NULL DEFAULT '[]', progress TEXT NOT NULL DEFAULT '{}');"
+    "  exclude TEXT NOT NULL DEFAULT '[]', progress TEXT NOT NULL DEFAULT '{}',"
+    "  cancel_requested INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS attempts ("
     "  job INTEGER NOT NULL, n INTEGER NOT NULL, state TEXT NOT NULL, pid INTEGER, pid_start INTEGER,"
     "  start_time REAL, end_time REAL, exit_code INTEGER, run_dir TEXT, placement TEXT,"
@@ -117,12 +118,12 @@ int atomd_store_save_job(atomd_store *s, atomd_job *job, const atom_inventory *i
         return -1;
     const char *sql_insert =
         "INSERT INTO jobs (owner, name, project, priority, gpus, spec, state, submit_time, start_time,"
-        " end_time, attempts, failures, exit_code, reason, exclude, progress)"
-        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)";
+        " end_time, attempts, failures, exit_code, reason, exclude, progress, cancel_requested)"
+        " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?18)";
     const char *sql_update =
         "UPDATE jobs SET owner=?1, name=?2, project=?3, priority=?4, gpus=?5, spec=?6, state=?7,"
         " submit_time=?8, start_time=?9, end_time=?10, attempts=?11, failures=?12, exit_code=?13,"
-        " reason=?14, exclude=?15, progress=?16 WHERE id=?17";
+        " reason=?14, exclude=?15, progress=?16, cancel_requested=?18 WHERE id=?17";
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, job->id ? sql_update : sql_insert, -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "preparing a job row");
@@ -146,6 +147,7 @@ int atomd_store_save_job(atomd_store *s, atomd_job *job, const atom_inventory *i
     sqlite3_bind_text(st, 16, prog ? prog : "{}", -1, SQLITE_STATIC);
     if (job->id)
         sqlite3_bind_int64(st, 17, job->id);
+    sqlite3_bind_int(st, 18, job->cancel_requested);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     free(excl);
@@ -349,7 +351,7 @@ static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *j
 
 #define JOB_COLUMNS                                                                               \
     "SELECT id, owner, spec, state, submit_time, start_time, end_time, attempts, failures, exit_code," \
-    " reason, exclude, progress FROM jobs"
+    " reason, exclude, progress, cancel_requested FROM jobs"
 
 /* A job from a row of JOB_COLUMNS; NULL when its stored spec cannot be read (logged). */
 static atomd_job *job_from_row(atomd_store *s, atomd *d, sqlite3_stmt *st)
@@ -377,6 +379,7 @@ static atomd_job *job_from_row(atomd_store *s, atomd *d, sqlite3_stmt *st)
     snprintf(job->reason, sizeof job->reason, "%s", col_text(st, 10));
     load_exclude(d, job, col_text(st, 11));
     load_progress(job, col_text(st, 12));
+    job->cancel_requested = sqlite3_column_int(st, 13) != 0;
     if (job->state == ATOMD_JOB_RUNNING)
         load_attempt(s, &d->inv, job);
     return job;

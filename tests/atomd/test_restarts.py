@@ -115,6 +115,16 @@ def test(d):
     d.wait_state(job, "cancelled", timeout=20)
     harness.wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10, "the adopted mpirun to end")
 
+    # an acknowledged cancel survives a SIGKILL of atomd right after it
+    job = d.submit(d.spec("sleep-c", gpus=1))
+    d.wait_state(job, "running")
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, err)
+    d.kill9()
+    d.start()
+    info = d.wait_state(job, "cancelled", timeout=20)
+    check(len(info["attempts"]) == 1, "a cancelled job is not run again: %s" % info["attempts"])
+
     # atomd dies right after spawning mpirun, before the pid is stored: the restarted atomd
     # finds the attempt's mpirun by its application file and adopts it instead of launching again
     d.stop()
