@@ -317,13 +317,17 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
 
 static json_t *op_logs(atomd *d, const atomd_caller *who, json_t *req)
 {
-    (void)who;
     json_t *answer = NULL;
     atomd_job *loaded;
     atomd_job *job = job_arg(d, req, &answer, &loaded);
     if (!job)
         return answer;
-    answer = logs_answer(d, job, req);
+    /* Everyone sees the queue; a job's output is its owner's (as their files would be). */
+    if (job->owner != who->uid && !who->admin)
+        answer = atomd_protocol_error("permission denied: the logs of job %s are its owner's (uid %u)", job->id_text,
+                                      (unsigned)job->owner);
+    else
+        answer = logs_answer(d, job, req);
     atomd_job_free(loaded);
     return answer;
 }

@@ -13,7 +13,8 @@
  *   queue   [all]                   live jobs (all: every job)
  *   show    job                     the job, its spec, its attempts (state, nodes, exit, folder)
  *   cancel  job                     the owner's or an administrator's
- *   logs    job [rank attempt offset]  output from offset (whole lines): data, offset, ended
+ *   logs    job [rank attempt offset]  output from offset (whole lines): data, offset, ended;
+ *                                   the owner's or an administrator's
  *   nodes                           every node: state, GPUs, free, failures, reason
  *   drain   node [reason]           administrators only
  *   resume  node                    administrators only

@@ -42,6 +42,8 @@ def test(d):
     check(rc == 1 and "permission denied" in err, "nobody's cancel of root's job: exit %d, %r" % (rc, err))
     rc, out, err = d.ctl("queue", user=NOBODY)
     check(rc == 0 and "sleep-a" in out, "nobody sees the queue: %r %r" % (out, err))
+    rc, out, err = d.ctl("logs", str(job), user=NOBODY)
+    check(rc == 1 and "permission denied" in err, "nobody reads root's logs: %r" % err)
     rc, out, err = d.ctl("drain", "nonode", user=NOBODY)
     check(rc == 1 and "administrators" in err, "nobody's drain refused: %r" % err)
     check(d.state_of(job) == "running", "the job survived the refused cancel")
