@@ -4,12 +4,14 @@
  * Exit codes: 0 stopped cleanly, 1 failed to start or the state store failed, 2 usage.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -200,6 +202,16 @@ int main(int argc, char **argv)
      * attempt's plan inside it) but not listable; the database itself is atomd's alone. */
     if (mkdirs(dir, 0755) || mkdirs(d.cfg.state_dir, 0711) || chmod(d.cfg.state_dir, 0711) != 0) {
         fprintf(stderr, "atomd: cannot create %s or %s: %s\n", dir, d.cfg.state_dir, strerror(errno));
+        return 1;
+    }
+    /* One atomd per state folder: two would both schedule the same queue. The lock goes with
+     * the process, so a SIGKILLed atomd leaves none behind. */
+    char lock_path[ATOM_PATH_MAX + 16];
+    snprintf(lock_path, sizeof lock_path, "%s/atomd.lock", d.cfg.state_dir);
+    int lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        fprintf(stderr, "atomd: %s: %s\n", lock_path,
+                lock_fd < 0 ? strerror(errno) : "another atomd is using this state folder");
         return 1;
     }
     if (atom_find_worker(d.cfg.worker, sizeof d.cfg.worker, &err))

@@ -4,6 +4,7 @@ Stand-in worker: tests/atomd/fake_worker.c (see harness.py)."""
 import json
 import os
 import socket
+import subprocess
 import time
 
 import harness
@@ -125,6 +126,13 @@ def test(d):
     d.stop()
     d.start()
     check(d.job(1)["job"]["state"] == "done", "an evicted job is there after a restart")
+
+    # a second atomd on the same socket, or on the same state folder, refuses to start
+    for sock, state in ((d.socket, os.path.join(d.tmp, "other")), (os.path.join(d.tmp, "other.sock"), d.state)):
+        r = subprocess.run([d.args.atomd, "--socket", sock, "--state-dir", state], capture_output=True, text=True,
+                           env=d.env, timeout=20)
+        check(r.returncode == 1 and "another atomd" in r.stderr, "second atomd: %d %r" % (r.returncode, r.stderr))
+    check(d.request({"op": "ping"})["ok"], "the first atomd is unharmed")
 
     # atomctl with no atomd: a clear message and exit code 3, not a hang
     rc, out, err = d.ctl("status", "--socket", os.path.join(d.tmp, "nothing.sock"))
