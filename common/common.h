@@ -240,6 +240,8 @@ typedef struct atom_slurm_env {
     const char *nodeid;         /* SLURM_NODEID: its node's index in nodelist */
     const char *gpus;           /* CUDA_VISIBLE_DEVICES, else SLURM_STEP_GPUS (NULL or "": none) */
     const char *restart_count;  /* SLURM_RESTART_COUNT (NULL: first run) */
+    const char *atom_job_id;    /* ATOM_JOB_ID: atomd's id for the job, set by its Slurm launcher */
+    const char *atom_attempt;   /* ATOM_ATTEMPT: atomd's attempt number (added to the restarts) */
 } atom_slurm_env;
 
 /* Fills env from this process's environment (pointers into it). */
@@ -250,7 +252,8 @@ int atom_slurm_hostnames(const char *list, char (**names)[ATOM_NAME_MAX], int *n
 /* Expands a tasks-per-node list ("4(x2),2" -> 4 4 2). *counts is malloc'd. */
 int atom_slurm_tasks_per_node(const char *list, int **counts, int *n, atom_err *err);
 /* The plan of spec on the allocation env describes, checked against this task's own ids. The
- * plan's job_id is "slurm-JOBID", its attempt SLURM_RESTART_COUNT. */
+ * plan's job_id is ATOM_JOB_ID when atomd launched the job, else "slurm-JOBID"; its attempt is
+ * ATOM_ATTEMPT (0 when unset) plus SLURM_RESTART_COUNT. */
 int atom_plan_from_slurm(const atom_spec *spec, const atom_slurm_env *env, atom_plan *plan,
                          atom_err *err);
 

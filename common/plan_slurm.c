@@ -264,6 +264,8 @@ void atom_slurm_env_get(atom_slurm_env *env)
     if (!env->gpus || !env->gpus[0])
         env->gpus = getenv("SLURM_STEP_GPUS");
     env->restart_count = getenv("SLURM_RESTART_COUNT");
+    env->atom_job_id = getenv("ATOM_JOB_ID");
+    env->atom_attempt = getenv("ATOM_ATTEMPT");
 }
 
 /* A required id: a whole number in 0..limit-1. */
@@ -389,11 +391,17 @@ int atom_plan_from_slurm(const atom_spec *spec, const atom_slurm_env *env, atom_
         layout_free(&l);
         return -1;
     }
-    int attempt = 0;
-    if (env->restart_count && env->restart_count[0] &&
-        env_id("SLURM_RESTART_COUNT", env->restart_count, 1L << 30, &attempt, err)) {
+    int restarts = 0, attempt = 0;
+    if ((env->restart_count && env->restart_count[0] &&
+         env_id("SLURM_RESTART_COUNT", env->restart_count, 1L << 29, &restarts, err)) ||
+        (env->atom_attempt && env->atom_attempt[0] &&
+         env_id("ATOM_ATTEMPT", env->atom_attempt, 1L << 29, &attempt, err))) {
         layout_free(&l);
         return -1;
+    }
+    if (env->atom_job_id && strlen(env->atom_job_id) >= ATOM_NAME_MAX) {
+        layout_free(&l);
+        return atom_errf(err, "ATOM_JOB_ID is longer than %d characters", ATOM_NAME_MAX - 1);
     }
     plan->ranks = calloc((size_t)world, sizeof *plan->ranks);
     plan->nodes = calloc((size_t)l.n_nodes, sizeof *plan->nodes);
@@ -402,8 +410,11 @@ int atom_plan_from_slurm(const atom_spec *spec, const atom_slurm_env *env, atom_
         atom_plan_free(plan);
         return atom_errf(err, "out of memory for a plan of %d ranks", world);
     }
-    snprintf(plan->job_id, sizeof plan->job_id, "slurm-%.50s", env->job_id ? env->job_id : "?");
-    plan->attempt = attempt;
+    if (env->atom_job_id && env->atom_job_id[0])
+        snprintf(plan->job_id, sizeof plan->job_id, "%s", env->atom_job_id);
+    else
+        snprintf(plan->job_id, sizeof plan->job_id, "slurm-%.50s", env->job_id ? env->job_id : "?");
+    plan->attempt = attempt + restarts;
     plan->world = world;
     plan->n_nodes = l.n_nodes;
     plan->n_switches_used = 1; /* Slurm knows the topology; atom does not see it here */

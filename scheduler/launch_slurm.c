@@ -173,13 +173,22 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
         return atom_errf(err, "%d ranks do not fill nodes of %d tasks with whole tensor groups "
                          "of %d", world, per_node, tensor);
     char name[ATOM_NAME_MAX + 16], nodes[32], tasks[48], time_opt[48], output[ATOM_PATH_MAX + 32],
-        chdir_opt[ATOM_PATH_MAX + 16], export_opt[PATH_MAX + 32], spec_path[ATOM_PATH_MAX + 16];
+        chdir_opt[ATOM_PATH_MAX + 16], export_opt[PATH_MAX + ATOM_NAME_MAX + 64],
+        spec_path[ATOM_PATH_MAX + 16];
     snprintf(name, sizeof name, "--job-name=atom-%s", plan->job_id[0] ? plan->job_id : s->name);
+    /* The atom-srun options go before the spec (the template passes them first). */
     snprintf(nodes, sizeof nodes, "--nodes=%d", world / per_node);
     snprintf(tasks, sizeof tasks, "--ntasks-per-node=%d", per_node);
     snprintf(output, sizeof output, "--output=%s/slurm.out", launch->run_dir);
     snprintf(chdir_opt, sizeof chdir_opt, "--chdir=%s", launch->run_dir);
-    snprintf(export_opt, sizeof export_opt, "--export=ALL,ATOM_SRUN=%s", srun);
+    /* The workers name atomd's job and attempt in heartbeats and checkpoints (ATOM_JOB_ID,
+     * ATOM_ATTEMPT); --export splits on commas, so nothing in it may hold one. */
+    const char *job_id = plan->job_id[0] ? plan->job_id : s->name;
+    if (strpbrk(job_id, ",= \t\n") || strchr(srun, ','))
+        return atom_errf(err, "the job id \"%s\" or the wrapper path %s holds a character sbatch "
+                         "--export cannot carry", job_id, srun);
+    snprintf(export_opt, sizeof export_opt, "--export=ALL,ATOM_SRUN=%s,ATOM_JOB_ID=%s,ATOM_ATTEMPT=%d",
+             srun, job_id, plan->attempt);
     snprintf(spec_path, sizeof spec_path, "%s/spec.yaml", launch->run_dir);
     char *argv[32];
     int n = 0;
@@ -204,6 +213,10 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     argv[n++] = launch->run_dir;
     argv[n++] = "--worker";
     argv[n++] = worker;
+    if (plan->heartbeat_addr[0]) {
+        argv[n++] = "--heartbeat";
+        argv[n++] = (char *)plan->heartbeat_addr;
+    }
     argv[n] = NULL;
     char *out = NULL;
     int rc = run_capture(argv, &out, err);

@@ -1,7 +1,8 @@
 /* deploy/slurm/atom_srun.c: atom-srun, the srun wrapper: turns a job spec into the srun call that
  * starts its workers under Slurm, then becomes that srun (execvp, no shell).
  *
- *   atom-srun [--dry-run] [--worker PATH] [--run-dir DIR] [--stop-after N] job.yaml [-- SRUN-OPTION...]
+ *   atom-srun [--dry-run] [--worker PATH] [--run-dir DIR] [--heartbeat SOCK] [--stop-after N]
+ *             job.yaml [-- SRUN-OPTION...]
  *   atom-srun --sbatch-options job.yaml    the allocation for the job, one sbatch option a line
  *
  * What it asks Slurm for, and why:
@@ -46,6 +47,7 @@ static void usage(FILE *out)
             "                  --nodes, --ntasks-per-node, --gpus-per-task, --time), one a line\n"
             "  --worker PATH   the atom-worker to run (default: ATOM_WORKER, else next to atom-srun)\n"
             "  --run-dir DIR   passed to the workers (train.jsonl, heartbeats)\n"
+            "  --heartbeat SOCK  passed to the workers (atomd's heartbeat socket)\n"
             "  --stop-after N  passed to the workers\n"
             "\n"
             "exit status: srun's (75: the workers stopped on request and can resume); 2 usage or a\n"
@@ -101,12 +103,13 @@ static int tasks_per_node(const atom_spec *spec, int *per_node, int *nodes, atom
 
 int main(int argc, char **argv)
 {
-    const char *worker_opt = NULL, *run_dir = NULL, *stop_after = NULL;
+    const char *worker_opt = NULL, *run_dir = NULL, *stop_after = NULL, *heartbeat = NULL;
     int dry_run = 0, sbatch_options = 0;
     static const struct option opts[] = {
         {"dry-run", no_argument, NULL, 'd'},         {"worker", required_argument, NULL, 'w'},
         {"run-dir", required_argument, NULL, 'r'},   {"stop-after", required_argument, NULL, 'n'},
-        {"sbatch-options", no_argument, NULL, 'a'},  {"help", no_argument, NULL, 'h'},
+        {"sbatch-options", no_argument, NULL, 'a'},  {"heartbeat", required_argument, NULL, 'b'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     int c;
     /* "+": stop at the spec, so srun options after it are not taken for ours. */
@@ -116,6 +119,7 @@ int main(int argc, char **argv)
         case 'a': sbatch_options = 1; break;
         case 'w': worker_opt = optarg; break;
         case 'r': run_dir = optarg; break;
+        case 'b': heartbeat = optarg; break;
         case 'n': stop_after = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -209,6 +213,10 @@ int main(int argc, char **argv)
     if (run_dir) {
         args[n++] = "--run-dir";
         args[n++] = (char *)run_dir;
+    }
+    if (heartbeat) {
+        args[n++] = "--heartbeat";
+        args[n++] = (char *)heartbeat;
     }
     if (stop_after) {
         args[n++] = "--stop-after";

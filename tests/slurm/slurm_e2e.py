@@ -314,6 +314,13 @@ def case_launcher(work):
         code, out, state = drive("run", 6)
         check(code == "exit 0" and "finished after step 6 of 6" in out,
               "run through the launcher: %s\n%s" % (code, out[-2000:]))
+        # The workers report under atomd's job id and attempt, not Slurm's.
+        for rank in range(8):
+            path = os.path.join(work, "run", "heartbeat.rank-%d.jsonl" % rank)
+            check(os.path.exists(path), "launcher run: rank %d wrote no heartbeat" % rank)
+            last = json.loads(open(path).read().strip().split("\n")[-1])
+            check(last["job_id"] == "j-driver" and last["attempt"] == 0 and last["step"] == 6,
+                  "launcher run: rank %d's last heartbeat: %s" % (rank, last))
         check("NodeList=n[1-4]" in state and "JobState=COMPLETED" in state, "run: " + state)
         code, out, state = drive("stop", 100000)
         check(code == "exit 75" and "stopped on request" in out and

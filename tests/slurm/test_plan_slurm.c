@@ -210,6 +210,16 @@ static void test_plan_uneven_nodes(void **state)
     assert_int_equal(plan.nodes[0].gpus, 4);
     assert_false(plan.nodes[0].has_gpus);
     assert_int_equal(plan.attempt, 0);
+    assert_string_equal(plan.job_id, "slurm-7");
+    atom_plan_free(&plan);
+    /* Launched by atomd: its job id, its attempt plus Slurm's own requeues. */
+    env.atom_job_id = "j-000123";
+    env.atom_attempt = "2";
+    env.restart_count = "1";
+    if (atom_plan_from_slurm(&spec, &env, &plan, &err))
+        fail_msg("%s", err.msg);
+    assert_string_equal(plan.job_id, "j-000123");
+    assert_int_equal(plan.attempt, 3);
     atom_plan_free(&plan);
 }
 
@@ -265,6 +275,9 @@ static void test_plan_refusals(void **state)
     env = block_env("n[1-3]", "2(x3)", 2, 0, ids);
     env.restart_count = "x";
     check_refused(&spec, &env, "SLURM_RESTART_COUNT");
+    env = block_env("n[1-3]", "2(x3)", 2, 0, ids);
+    env.atom_attempt = "-1";
+    check_refused(&spec, &env, "ATOM_ATTEMPT");
     env = block_env("n[1-3", "2(x3)", 2, 0, ids);
     check_refused(&spec, &env, "unbalanced brackets");
 }
