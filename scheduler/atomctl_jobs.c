@@ -472,7 +472,7 @@ int atomctl_cmd_logs(int argc, char **argv)
 {
     cli_opts o;
     int rc = EXIT_OK;
-    if (parse_opts(argc, argv, "frt", 1, 1, "JOB [-f] [--rank N] [--attempt N] [--socket PATH]", &o, &rc))
+    if (parse_opts(argc, argv, "frtj", 1, 1, "JOB [-f] [--rank N] [--attempt N] [--json] [--socket PATH]", &o, &rc))
         return rc;
     json_int_t id;
     int bad = job_id_arg("logs", o.args[0], &id);
@@ -490,8 +490,14 @@ int atomctl_cmd_logs(int argc, char **argv)
         json_t *ans = call(&o, req, &rc);
         if (!ans)
             return rc;
-        const char *data = str(ans, "data");
-        fputs(data, stdout);
+        if (o.json) { /* one answer per line: data, offset, attempt, ended, state */
+            char *line = json_dumps(ans, JSON_COMPACT);
+            if (line)
+                printf("%s\n", line);
+            free(line);
+        } else {
+            fputs(str(ans, "data"), stdout);
+        }
         fflush(stdout);
         json_int_t next = json_integer_value(json_object_get(ans, "offset"));
         bool ended = json_is_true(json_object_get(ans, "ended"));

@@ -25,6 +25,9 @@ def test(d):
     check(os.path.exists(os.path.join(run_dir, "plan.json")), "the attempt folder holds its plan")
     rc, out, err = d.ctl("logs", str(job), "--rank", "1")
     check(rc == 0 and "rank 1 attempt 1 step 15" in out and "rank 0" not in out, "logs --rank 1: %r %r" % (out, err))
+    rc, out, err = d.ctl("logs", str(job), "--rank", "0", "--json")
+    chunk = json.loads(out.splitlines()[0])
+    check(rc == 0 and "rank 0 attempt 1 step 15" in chunk["data"] and chunk["ended"], "logs --json: %r" % out[:300])
     rc, out, err = d.ctl("logs", str(job), "-f")  # follows to the end of a finished job, then returns
     check(rc == 0 and "[1,0]<stdout>:rank 0 attempt 1 step 15" in out, "logs -f: %r %r" % (out[-200:], err))
     rc, out, err = d.ctl("status")
