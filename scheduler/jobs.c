@@ -7,7 +7,6 @@
  */
 #include "scheduler/jobs.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -22,6 +21,7 @@
 #include <unistd.h>
 
 #include "scheduler/atomd.h"
+#include "scheduler/proc.h"
 
 static const char *const state_names[] = {"pending", "running", "done", "failed", "cancelled", "timeout"};
 
@@ -123,128 +123,6 @@ static void attempt_save(atomd *d, atomd_job *job, const char *state, int exit_c
     atom_err err = {{0}};
     if (atomd_store_save_attempt(&d->store, job, &d->inv, state, exit_code, &err))
         atom_log(ATOM_LOG_ERROR, "job %s attempt %d: %s", job->id_text, job->cur.n, err.msg);
-}
-
-uint64_t atomd_proc_start_time(pid_t pid)
-{
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    /* The command name may hold spaces and parentheses: fields restart after the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    p++;
-    /* Field 3 (state) is the first after ')'; the start time is field 22. */
-    unsigned long long start = 0;
-    for (int field = 3; field < 22 && p; field++)
-        p = strchr(p + 1, ' ');
-    if (!p || sscanf(p, " %llu", &start) != 1)
-        return 0;
-    return (uint64_t)start;
-}
-
-/* The state letter of a process (R, S, D, T stopped, Z ...), or 0 when it does not exist. */
-static char proc_state(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' ? p[2] : 0;
-}
-
-static pid_t proc_parent(pid_t pid)
-{
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    int ppid = 0;
-    if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
-        return 0;
-    return (pid_t)ppid;
-}
-
-/* Sends sig to pid, to its process group and to every descendant: Open MPI puts each local rank
- * in a process group of its own, so signalling mpirun's group alone would leave ranks behind. */
-static void kill_tree(pid_t root, int sig)
-{
-    if (root <= 0)
-        return;
-    pid_t tree[4096];
-    int n = 0;
-    tree[n++] = root;
-    /* Descendants, found level by level (a few /proc scans; a job has few local processes). */
-    for (int level = 0, start = 0; level < 8 && start < n; level++) {
-        int end = n;
-        DIR *dir = opendir("/proc");
-        if (!dir)
-            break;
-        struct dirent *e;
-        while ((e = readdir(dir)) && n < (int)(sizeof tree / sizeof *tree)) {
-            pid_t pid = (pid_t)atoi(e->d_name);
-            if (pid <= 0)
-                continue;
-            pid_t parent = proc_parent(pid);
-            for (int i = start; i < end; i++)
-                if (tree[i] == parent) {
-                    tree[n++] = pid;
-                    break;
-                }
-        }
-        closedir(dir);
-        start = end;
-    }
-    kill(-root, sig);
-    for (int i = n - 1; i >= 0; i--)
-        kill(tree[i], sig);
-}
-
-/* Finds a running process whose command line contains needle (an attempt's ranks.app). */
-static pid_t find_process_with_arg(const char *needle)
-{
-    DIR *dir = opendir("/proc");
-    if (!dir)
-        return 0;
-    pid_t found = 0;
-    struct dirent *e;
-    while (!found && (e = readdir(dir))) {
-        pid_t pid = (pid_t)atoi(e->d_name);
-        if (pid <= 0)
-            continue;
-        char path[64], buf[8192];
-        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        for (size_t i = 0; i < n;) {
-            if (strcmp(buf + i, needle) == 0) {
-                found = pid;
-                break;
-            }
-            i += strlen(buf + i) + 1;
-        }
-    }
-    closedir(dir);
-    return found;
 }
 
 static int make_dir(const char *path, atom_err *err)
@@ -527,7 +405,7 @@ static void stop_attempt(atomd *d, atomd_job *job, atomd_stop_kind kind, const c
     }
     atom_log(ATOM_LOG_INFO, "job %s attempt %d: %s", job->id_text, a->n, reason);
     if (kind == ATOMD_STOP_HUNG) {
-        kill_tree(a->pid, SIGKILL);
+        atomd_kill_tree(a->pid, SIGKILL);
         a->stop_deadline = now + 5;  /* re-sent until the attempt is reaped */
     } else if (kind == ATOMD_STOP_CANCEL) {
         kill(a->pid, SIGTERM);       /* mpirun forwards it: the ranks checkpoint and stop */
@@ -591,7 +469,7 @@ static bool rank_process_stuck(const atomd_rank_hb *h, char *state)
     *state = 0;
     if (!h->local || h->pid <= 0)
         return false;
-    *state = proc_state(h->pid);
+    *state = atomd_proc_state(h->pid);
     return *state == 0 || *state == 'T' || *state == 't' || *state == 'Z';
 }
 
@@ -702,7 +580,7 @@ void atomd_jobs_tick(atomd *d)
             continue;
         }
         if (a->stop_deadline > 0 && now >= a->stop_deadline) {
-            kill_tree(a->pid, SIGKILL);
+            atomd_kill_tree(a->pid, SIGKILL);
             a->stop_deadline = now + 5;
         }
         int64_t limit = job->spec.resources.time_limit;
@@ -773,7 +651,7 @@ void atomd_jobs_recover(atomd *d)
         if (a->pid > 0 && a->pid_start && atomd_proc_start_time(a->pid) == a->pid_start)
             pid = a->pid;
         else if (a->launch.app_path[0])
-            pid = find_process_with_arg(a->launch.app_path); /* crashed between commit and pid */
+            pid = atomd_find_process_with_arg(a->launch.app_path); /* crashed between commit and pid */
         if (pid > 0 && a->placement.node) {
             a->pid = pid;
             a->launch.pid = pid;
@@ -792,7 +670,7 @@ void atomd_jobs_recover(atomd *d)
         if (pid > 0) {
             /* Alive, but on nodes the inventory no longer has: it cannot be watched; stop it
              * before it is requeued, so that it never runs twice. */
-            kill_tree(pid, SIGKILL);
+            atomd_kill_tree(pid, SIGKILL);
             atom_log(ATOM_LOG_WARN, "job %s: attempt %d ran on nodes no longer in the inventory; killed",
                      job->id_text, a->n);
         }

@@ -124,7 +124,4 @@ void atomd_jobs_evict(struct atomd *d);
 /* SIGCHLD: reaps every ended child and finishes its attempt. */
 void atomd_jobs_reap(struct atomd *d);
 
-/* The start time of a process (field 22 of /proc/<pid>/stat); 0 when it does not exist. */
-uint64_t atomd_proc_start_time(pid_t pid);
-
 #endif
