@@ -509,6 +509,11 @@ static int trainer_open(trainer *t, atom_err *err)
     if (ckpt_open(&t->ckpt, plan, t->model, t->opts->backend, t->rank, err) != 0)
         return -1;
     t->ckpt_open = true;
+    /* Every rank may be first to need the run folder (each writes its heartbeats there). */
+    int mk = plan->run_dir[0] ? make_dirs(plan->run_dir) : 0;
+    if (mk)
+        return atom_errf(err, "rank %d: run folder %s: cannot create: %s", t->rank,
+                         plan->run_dir, strerror(mk));
     hb_open(&t->hb, plan, t->rank, t->host);
     if (t->rank == 0 && plan->run_dir[0]) {
         char path[ATOM_PATH_MAX + 32];

@@ -9,9 +9,10 @@ from worker_run_lib import check, cleanup, heartbeats, run, train_log, workdir, 
 STEPS = 40
 work = workdir("loss-falls")
 spec = write_spec(work, tensor=2, data=2, steps=STEPS, global_batch=8, micro_batch=2)
-p = run(4, spec, work)
+run_dir = os.path.join(work, "runs", "attempt-1")  # made by atom-worker, parents too
+p = run(4, spec, run_dir)
 check(p.returncode == 0, "atom-worker exited %d" % p.returncode)
-log = train_log(work)
+log = train_log(run_dir)
 check([d["step"] for d in log] == list(range(1, STEPS + 1)),
       "train.jsonl should hold steps 1..%d once each, has %s" % (STEPS, [d["step"] for d in log]))
 first = log[0]["loss"]
@@ -26,12 +27,12 @@ for d in log:
 check(sum(1 for line in p.stdout.splitlines() if line.startswith("step ")) == STEPS,
       "rank 0 should print one progress line per step")
 for rank in range(4):
-    hb = heartbeats(work, rank)
+    hb = heartbeats(run_dir, rank)
     check(hb, "rank %d wrote no heartbeat" % rank)
     check(hb[-1]["step"] == STEPS and hb[-1]["rank"] == rank,
           "rank %d's last heartbeat is %s" % (rank, hb[-1]))
     collectives = hb[-1]["collectives"]
     check(all(c > 0 for c in collectives), "rank %d counts no collectives per group: %s" % (rank, collectives))
-check("loss" in heartbeats(work, 0)[-1], "rank 0's heartbeat carries the loss")
+check("loss" in heartbeats(run_dir, 0)[-1], "rank 0's heartbeat carries the loss")
 cleanup(work)
 print("PASS")
