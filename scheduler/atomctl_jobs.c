@@ -25,7 +25,8 @@
 
 extern char **environ;
 
-enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2 };
+/* atomctl's exit codes (atomctl.h); `run` adds 130 (128 + SIGINT) when ^C cancelled the job. */
+enum { EXIT_OK = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_INTERRUPTED = 130 };
 
 /* The flags every command may take; each command says which of them it accepts. */
 typedef struct cli_opts {
@@ -618,6 +619,13 @@ static int start_private_atomd(const cli_opts *o)
     return ATOM_EXIT_NO_DAEMON;
 }
 
+static volatile sig_atomic_t interrupted;
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
 int atomctl_cmd_run(int argc, char **argv)
 {
     cli_opts o;
@@ -651,10 +659,23 @@ int atomctl_cmd_run(int argc, char **argv)
     free(o.args);
     if (rc)
         return rc;
-    fprintf(stderr, "job %" JSON_INTEGER_FORMAT " submitted\n", id);
+    fprintf(stderr, "job %" JSON_INTEGER_FORMAT " submitted (^C cancels it)\n", id);
+    /* ^C (or SIGTERM) cancels the job, as srun does, and run still follows it to its end. */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_interrupt;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    bool cancel_sent = false;
     bool tty = isatty(STDERR_FILENO);
     char last[256] = "";
     for (;;) {
+        if (interrupted && !cancel_sent) {
+            cancel_sent = true;
+            fprintf(stderr, "%sinterrupted: cancelling job %" JSON_INTEGER_FORMAT "\n", tty ? "\n" : "", id);
+            json_t *ans = call(&o, json_pack("{s:s,s:I}", "op", "cancel", "job", id), &rc);
+            json_decref(ans); /* an error (it had just ended) was printed; follow it anyway */
+        }
         json_t *ans = call(&o, json_pack("{s:s,s:I}", "op", "show", "job", id), &rc);
         if (!ans)
             return rc;
@@ -692,7 +713,7 @@ int atomctl_cmd_run(int argc, char **argv)
             fprintf(stderr, "job %" JSON_INTEGER_FORMAT " %s: %s\n", id, state, str(j, "reason"));
             rc = strcmp(state, "done") == 0 ? EXIT_OK : EXIT_FAILED;
             json_decref(ans);
-            return rc;
+            return cancel_sent && rc != EXIT_OK ? EXIT_INTERRUPTED : rc;
         }
         json_decref(ans);
         sleep_s(0.5);

@@ -35,6 +35,17 @@ def main():
         rc, err = run(d.spec("fail-run", extra="restart:\n  max_restarts: 0\n"))
         check(rc == 1 and "failed" in err, "run of a failing job: %d %r" % (rc, err))
         check(len(pids) == 1, "the second run reused the private atomd (started %d)" % len(pids))
+
+        # ^C cancels the job and run exits 130 once it has ended
+        p = subprocess.Popen([args.ctl, "run", d.spec("sleep-run"), "--socket", d.socket], stderr=subprocess.PIPE,
+                             text=True, env=env)
+        line = ""
+        while "sleep-run" not in line and "step" not in line:
+            line = p.stderr.readline()
+            check(line, "run printed no progress")
+        p.send_signal(signal.SIGINT)
+        rest = p.communicate(timeout=60)[1]
+        check(p.returncode == 130 and "cancelled" in rest, "run after ^C: %d %r" % (p.returncode, rest))
         ok = True
     finally:
         for pid in pids:
