@@ -327,6 +327,9 @@ def case_launcher(work):
               "requeueing" not in out, "SIGUSR1 through the launcher: %s\n%s" % (code, out[-2000:]))
         check(os.path.exists(os.path.join(work, "stop-ckpt", "latest")),
               "SIGUSR1 through the launcher left no checkpoint")
+        # A stop is not a cancel: the job ends by itself, with the workers' status.
+        check("JobState=CANCELLED" not in state and "ExitCode=75:0" in state,
+              "SIGUSR1 through the launcher: " + state)
         code, out, state = drive("cancel", 100000)
         # scancel's SIGTERM reaches the workers too: they finish the step, checkpoint and exit 75.
         check(code == "exit 75" and "JobState=CANCELLED" in state and "stopped on request" in out,
