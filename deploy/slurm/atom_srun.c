@@ -44,7 +44,8 @@ static void usage(FILE *out)
             "\n"
             "  --dry-run       print the srun command, one argument per line, and exit\n"
             "  --sbatch-options  print the sbatch options of the job's allocation (--job-name,\n"
-            "                  --nodes, --ntasks-per-node, --gpus-per-task, --time), one a line\n"
+            "                  --nodes, --ntasks-per-node, --gpus-per-task, --time, and\n"
+            "                  ATOM_MAX_REQUEUES from restart.max_restarts), one a line\n"
             "  --worker PATH   the atom-worker to run (default: ATOM_WORKER, else next to atom-srun)\n"
             "  --run-dir DIR   passed to the workers (train.jsonl, heartbeats)\n"
             "  --heartbeat SOCK  passed to the workers (atomd's heartbeat socket)\n"
@@ -166,6 +167,8 @@ int main(int argc, char **argv)
             printf("--gpus-per-task=1\n");
         if (spec.resources.time_limit > 0) /* Slurm counts whole minutes */
             printf("--time=%lld\n", (long long)(spec.resources.time_limit + 59) / 60);
+        /* atom.sbatch requeues itself at the time limit at most restart.max_restarts times. */
+        printf("--export=ALL,ATOM_MAX_REQUEUES=%d\n", spec.restart.max_restarts);
         return 0;
     }
     char worker[PATH_MAX];

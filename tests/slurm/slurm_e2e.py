@@ -224,7 +224,8 @@ def case_requeue(work):
         r = cluster.run([os.path.join(BIN, "atom-srun"), "--sbatch-options", spec])
         check(r.returncode == 0, "atom-srun --sbatch-options: " + r.stderr)
         alloc = r.stdout.split()
-        check("--time=1" in alloc and "--nodes=4" in alloc, "allocation: %s" % alloc)
+        check("--time=1" in alloc and "--nodes=4" in alloc and
+              "--export=ALL,ATOM_MAX_REQUEUES=3" in alloc, "allocation: %s" % alloc)
         # USR1 55 s before a one-minute limit: at most about 35 s in (slurmctld looks every 30 s).
         r = cluster.run(["sbatch", "--parsable"] + alloc +
                         ["--signal=B:USR1@55", "--output=" + out_path,
