@@ -31,6 +31,8 @@ static void usage(FILE *out)
             "      --cluster FILE       cluster inventory (default: this machine as one node)\n"
             "      --admin-group NAME   members may cancel any job and drain nodes (default atom-admin)\n"
             "      --idle-exit SECONDS  stop after this long with no jobs and no clients\n"
+            "      --launcher NAME      mpirun (default) or slurm (sbatch; the cluster from sinfo\n"
+            "                           unless --cluster is given)\n"
             "  -v, --verbose            debug logging\n"
             "  -h, --help\n");
 }
@@ -62,6 +64,7 @@ static void defaults(atomd_config *cfg)
     else
         snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/.local/state/atom", home ? home : "/tmp");
     snprintf(cfg->admin_group, sizeof cfg->admin_group, "atom-admin");
+    snprintf(cfg->launcher, sizeof cfg->launcher, "mpirun");
     cfg->usage_half_life = 7 * 24 * 3600.0;
     cfg->stop_grace = 30;
     cfg->limit_warning = 60;
@@ -81,6 +84,11 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return COPY(cluster_path);
     if (strcmp(key, "admin_group") == 0)
         return COPY(admin_group);
+    if (strcmp(key, "launcher") == 0) {
+        if (!atomd_launcher_named(value))
+            return atom_errf(err, "launcher: \"%s\" is not mpirun or slurm", value);
+        return COPY(launcher);
+    }
 #undef COPY
     if (strcmp(key, "keep_finished") == 0) {
         char *end = NULL;
@@ -144,6 +152,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"socket", required_argument, NULL, 's'},
         {"state-dir", required_argument, NULL, 'd'}, {"cluster", required_argument, NULL, 'C'},
         {"admin-group", required_argument, NULL, 'g'}, {"idle-exit", required_argument, NULL, 'i'},
+        {"launcher", required_argument, NULL, 'L'},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     atomd d;
     memset(&d, 0, sizeof d);
@@ -174,6 +183,7 @@ int main(int argc, char **argv)
         case 'C': key = "cluster"; break;
         case 'g': key = "admin_group"; break;
         case 'i': key = "idle_exit"; break;
+        case 'L': key = "launcher"; break;
         case 'v': level = ATOM_LOG_DEBUG; continue;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -232,9 +242,17 @@ int main(int argc, char **argv)
             return 1;
         }
         atom_diags_free(&diags);
+    } else if (strcmp(d.cfg.launcher, "slurm") == 0) {
+        int *free_gpus = NULL;
+        if (atom_launch_slurm_nodes(&d.inv, &free_gpus, &err)) {
+            atom_log(ATOM_LOG_ERROR, "the cluster from Slurm: %s", err.msg);
+            return 1;
+        }
+        free(free_gpus); /* Slurm decides what is free; atomd's planner only orders the queue */
     } else {
         atom_inventory_local(&d.inv, 0);
     }
+    d.launcher = atomd_launcher_named(d.cfg.launcher);
     d.nodes = calloc((size_t)d.inv.n_nodes, sizeof *d.nodes);
     char db_path[ATOM_PATH_MAX + 16];
     snprintf(db_path, sizeof db_path, "%s/atomd.db", d.cfg.state_dir);

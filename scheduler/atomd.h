@@ -13,6 +13,7 @@
 
 #include "common/common.h"
 #include "scheduler/jobs.h"
+#include "scheduler/launchers.h"
 #include "scheduler/planner.h"
 #include "scheduler/store.h"
 
@@ -26,6 +27,7 @@ typedef struct atomd_config {
     char cluster_path[ATOM_PATH_MAX]; /* "" : the embedded one-node cluster */
     char admin_group[64];           /* members may act on any job and on nodes */
     char worker[ATOM_PATH_MAX];     /* the atom-worker executable */
+    char launcher[16];              /* "mpirun" (standalone cluster) or "slurm" */
     double usage_half_life;         /* seconds: fair-share usage halves in this time */
     double idle_exit;               /* > 0: exit after this long with no jobs and no clients */
     double stop_grace;              /* seconds between a polite stop signal and SIGKILL */
@@ -56,6 +58,7 @@ typedef struct atomd_client atomd_client;
 typedef struct atomd {
     atomd_config cfg;
     char hostname[256];    /* this machine, as workers name it in heartbeats */
+    const atomd_launcher *launcher;
     atom_inventory inv;
     atom_planner planner;
     atomd_node_info *nodes;  /* inv.n_nodes entries */

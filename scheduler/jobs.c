@@ -237,7 +237,7 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     plan.attempt = a->n;
     snprintf(plan.run_dir, sizeof plan.run_dir, "%s", dir);
     snprintf(plan.heartbeat_addr, sizeof plan.heartbeat_addr, "%s", d->cfg.hb_path);
-    if (atom_launch_prepare(&plan, dir, d->cfg.worker, &a->launch, err))
+    if (d->launcher->prepare(&plan, dir, d->cfg.worker, &a->launch, err))
         goto fail;
 
     /* Durable before mpirun exists: a crash from here on finds the attempt on restart. */
@@ -257,8 +257,9 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
         goto fail;
     }
-    rc = geteuid() == 0 && job->owner != 0 ? start_as_owner(job, &plan, &a->launch, out, err)
-                                           : atom_launch_start(&plan, &a->launch, out, out, err);
+    rc = d->launcher->child && geteuid() == 0 && job->owner != 0
+             ? start_as_owner(job, &plan, &a->launch, out, err)
+             : d->launcher->start(&plan, &a->launch, out, out, err);
     close(out);
     if (rc)
         goto fail;
@@ -266,8 +267,8 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     const char *fault = getenv("ATOMD_FAULT");
     if (fault && strcmp(fault, "after-spawn") == 0)
         _exit(99);
-    a->pid = a->launch.pid;
-    a->pid_start = atomd_proc_start_time(a->pid);
+    a->pid = a->launch.pid; /* 0 for a Slurm job */
+    a->pid_start = a->pid > 0 ? atomd_proc_start_time(a->pid) : 0;
     a->live = true;
     attempt_save(d, job, "running", -1);
     atom_plan_free(&plan);
@@ -395,6 +396,18 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
              a->n, attempt_state, why, atomd_job_state_name(job->state));
 }
 
+/* Signals an attempt. A child mpirun gets SIGKILL on its whole process tree and other signals
+ * itself (it forwards SIGUSR1 and SIGTERM to the ranks); a Slurm job gets them through scancel. */
+static void signal_attempt(const atomd *d, const atomd_attempt *a, int sig)
+{
+    if (!d->launcher->child)
+        d->launcher->signal(&a->launch, sig);
+    else if (sig == SIGKILL)
+        atomd_kill_tree(a->pid, sig);
+    else if (a->pid > 0)
+        kill(a->pid, sig);
+}
+
 static void stop_attempt(atomd *d, atomd_job *job, atomd_stop_kind kind, const char *reason)
 {
     atomd_attempt *a = &job->cur;
@@ -405,10 +418,10 @@ static void stop_attempt(atomd *d, atomd_job *job, atomd_stop_kind kind, const c
     }
     atom_log(ATOM_LOG_INFO, "job %s attempt %d: %s", job->id_text, a->n, reason);
     if (kind == ATOMD_STOP_HUNG) {
-        atomd_kill_tree(a->pid, SIGKILL);
+        signal_attempt(d, a, SIGKILL);
         a->stop_deadline = now + 5;  /* re-sent until the attempt is reaped */
     } else if (kind == ATOMD_STOP_CANCEL) {
-        kill(a->pid, SIGTERM);       /* mpirun forwards it: the ranks checkpoint and stop */
+        signal_attempt(d, a, SIGTERM); /* the ranks checkpoint and stop */
         a->stop_deadline = now + d->cfg.stop_grace;
     }
 }
@@ -573,14 +586,25 @@ void atomd_jobs_tick(atomd *d)
         atomd_attempt *a = &job->cur;
         if (job->state != ATOMD_JOB_RUNNING || !a->live)
             continue;
-        if (a->adopted && atomd_proc_start_time(a->pid) != a->pid_start) {
+        if (!d->launcher->child) {
+            /* A Slurm job: asked, not signalled, whether it has ended. */
+            int code = -1;
+            atom_err werr = {{0}};
+            int r = d->launcher->wait(&a->launch, false, &code, &werr);
+            if (r == 1) {
+                atomd_job_attempt_ended(d, job, code);
+                continue;
+            }
+            if (r < 0)
+                atom_log(ATOM_LOG_DEBUG, "job %s attempt %d: %s", job->id_text, a->n, werr.msg);
+        } else if (a->adopted && atomd_proc_start_time(a->pid) != a->pid_start) {
             /* Not our child: its status is lost; the heartbeat file tells whether it finished. */
             int64_t step = last_logged_step(a);
             atomd_job_attempt_ended(d, job, step >= job->spec.training.steps ? 0 : -1);
             continue;
         }
         if (a->stop_deadline > 0 && now >= a->stop_deadline) {
-            atomd_kill_tree(a->pid, SIGKILL);
+            signal_attempt(d, a, SIGKILL);
             a->stop_deadline = now + 5;
         }
         int64_t limit = job->spec.resources.time_limit;
@@ -591,7 +615,7 @@ void atomd_jobs_tick(atomd *d)
             a->usr1_sent = true;
             a->stop = ATOMD_STOP_TIMEOUT;
             snprintf(a->stop_reason, sizeof a->stop_reason, "time limit of %" PRId64 " s", limit);
-            kill(a->pid, SIGUSR1); /* mpirun forwards it: the ranks checkpoint and stop */
+            signal_attempt(d, a, SIGUSR1); /* the ranks checkpoint and stop */
             a->stop_deadline = a->started_mono + (double)limit;
             atom_log(ATOM_LOG_INFO, "job %s attempt %d: SIGUSR1 ahead of its time limit", job->id_text, a->n);
         }
@@ -647,8 +671,33 @@ void atomd_jobs_recover(atomd *d)
         if (job->state != ATOMD_JOB_RUNNING)
             continue;
         atomd_attempt *a = &job->cur;
+        if (!d->launcher->child && a->placement.node && access(a->launch.app_path, R_OK) == 0) {
+            /* A Slurm job outlives atomd by design: adopt it, or finish it if it has ended. */
+            int code = -1;
+            atom_err werr = {{0}};
+            int r = d->launcher->wait(&a->launch, false, &code, &werr);
+            if (r >= 0) {
+                a->live = true;
+                a->adopted = true;
+                a->started_mono = now_mono - (now - a->start_time);
+                planner_mark(d, &a->placement, true);
+                alloc_ranks(a);
+                if (r == 1) {
+                    atomd_job_attempt_ended(d, job, code);
+                    continue;
+                }
+                attempt_save(d, job, "running", -1);
+                atom_log(ATOM_LOG_INFO, "job %s: attempt %d re-adopted (Slurm)", job->id_text, a->n);
+                if (job->cancel_requested)
+                    stop_attempt(d, job, ATOMD_STOP_CANCEL, "cancelled");
+                continue;
+            }
+            atom_log(ATOM_LOG_WARN, "job %s: attempt %d: %s", job->id_text, a->n, werr.msg);
+        }
         pid_t pid = 0;
-        if (a->pid > 0 && a->pid_start && atomd_proc_start_time(a->pid) == a->pid_start)
+        if (!d->launcher->child)
+            ; /* no Slurm job to find: requeued below */
+        else if (a->pid > 0 && a->pid_start && atomd_proc_start_time(a->pid) == a->pid_start)
             pid = a->pid;
         else if (a->launch.app_path[0])
             pid = atomd_find_process_with_arg(a->launch.app_path); /* crashed between commit and pid */

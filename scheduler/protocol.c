@@ -266,8 +266,13 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
         return json_pack("{s:b,s:s,s:I,s:i,s:b}", "ok", 1, "data", "", "offset", (json_int_t)0, "attempt", 0,
                          "ended", atomd_job_final(job->state));
     char path[ATOM_PATH_MAX + 64];
-    snprintf(path, sizeof path, "%s/jobs/%s/attempt-%d/output.log", d->cfg.state_dir, job->id_text, attempt);
+    /* A Slurm attempt's output is written by Slurm (slurm.out), an mpirun's by atomd. */
+    snprintf(path, sizeof path, "%s/jobs/%s/attempt-%d/slurm.out", d->cfg.state_dir, job->id_text, attempt);
     FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(path, sizeof path, "%s/jobs/%s/attempt-%d/output.log", d->cfg.state_dir, job->id_text, attempt);
+        f = fopen(path, "r");
+    }
     char *buf = malloc(LOG_CHUNK + 1);
     size_t n = 0;
     if (f && buf && offset >= 0 && fseeko(f, (off_t)offset, SEEK_SET) == 0)
