@@ -98,6 +98,8 @@ struct coll_ctx {
     pthread_cond_t work;  /* signalled when a request is tracked or the thread must stop */
     pthread_cond_t not_busy; /* broadcast when a test outside the lock ends */
     coll_req *pending;
+    unsigned long moves;  /* steps of pending operations seen to advance (atomic): the
+                             progress thread sleeps longer while nothing moves */
     pthread_t progress_thread;
     bool progress_running;
     int progress_stop;    /* under lock */

@@ -124,6 +124,7 @@ int coll_ring_test(coll_ring *r, bool *done, coll_err *err)
         if (!flag)
             break;
         finish_step(r);
+        __atomic_add_fetch(&r->g->ctx->moves, 1, __ATOMIC_RELAXED);
         if (r->step < last && post(r, err) != 0)
             return -1;
     }

@@ -83,6 +83,7 @@ static int test_locked(coll_req *r, coll_err *err, coll_req **next)
             r->failure = failure;
         } else if (done) {
             r->done = true;
+            __atomic_add_fetch(&ctx->moves, 1, __ATOMIC_RELAXED);
         }
     }
     if (r->failed) { /* kept, so the waiter hears of an error the progress thread found */

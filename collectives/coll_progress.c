@@ -1,7 +1,8 @@
 /* collectives/coll_progress.c: an optional thread that moves pending MPI operations while the
  * worker computes (Open MPI 4.1 has no asynchronous progress of its own). While requests are
- * pending it tests them, then sleeps progress_sleep_us: a thread that spins would take a core from
- * compute when ranks share cores. With nothing pending it waits on a condition variable. */
+ * pending it tests them, then sleeps progress_sleep_us (longer while nothing moves): a thread
+ * that spins would take a core from compute when ranks share cores. With nothing pending it
+ * waits on a condition variable. */
 #include <stdio.h>
 #include <time.h>
 
@@ -10,17 +11,27 @@
 static void *progress_main(void *arg)
 {
     coll_ctx *ctx = arg;
-    struct timespec pause = {0, (long)ctx->cfg.progress_sleep_us * 1000L};
+    /* While operations move, test every progress_sleep_us; while none does (the peers are
+     * busy or descheduled), back off up to 16 times that, so waiting costs fewer wake-ups. */
+    long base_ns = (long)ctx->cfg.progress_sleep_us * 1000L, pause_ns = base_ns;
     pthread_mutex_lock(&ctx->lock);
     for (;;) {
         /* Idle costs nothing: the thread sleeps until a request is tracked. */
-        while (!ctx->pending && !ctx->progress_stop)
+        while (!ctx->pending && !ctx->progress_stop) {
             pthread_cond_wait(&ctx->work, &ctx->lock);
+            pause_ns = base_ns;
+        }
         if (ctx->progress_stop)
             break;
+        unsigned long before = __atomic_load_n(&ctx->moves, __ATOMIC_RELAXED);
         /* A failed request keeps its error; the waiter's next test reports it. */
         (void)coll_progress_locked(ctx, NULL);
+        if (__atomic_load_n(&ctx->moves, __ATOMIC_RELAXED) != before)
+            pause_ns = base_ns;
+        else if (pause_ns < 16 * base_ns)
+            pause_ns *= 2;
         pthread_mutex_unlock(&ctx->lock);
+        struct timespec pause = {pause_ns / 1000000000L, pause_ns % 1000000000L};
         nanosleep(&pause, NULL);
         pthread_mutex_lock(&ctx->lock);
     }
