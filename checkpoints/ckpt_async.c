@@ -88,6 +88,12 @@ static void *writer_thread(void *arg) {
 int atom_ckpt_async_create(atom_ckpt_async **out, atom_ckpt_group group, size_t max_bytes,
                            atom_ckpt_err *err) {
     *out = NULL;
+    int level = MPI_THREAD_SINGLE;
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_MULTIPLE) {
+        /* the writer thread and training both call MPI: anything less is undefined */
+        return ckpt_errf(err, "async checkpoints need MPI initialised with MPI_THREAD_MULTIPLE");
+    }
     atom_ckpt_async *a = calloc(1, sizeof *a);
     if (!a) {
         return ckpt_errf(err, "out of memory");
