@@ -16,6 +16,9 @@
  * May use: MPI and parallel HDF5 only (not common/, not worker/): errors go to atom_ckpt_err,
  * tensors come as plain descriptions.
  *
+ * I/O: independent MPI-IO transfers without ROMIO data sieving by default (ATOM_CKPT_IO=collective
+ * for two-phase collective ones); run with OMPI_MCA_io=romio321 (see the format document).
+ *
  * Threads: Debian's HDF5 is not thread-safe. While an async save is in flight, its background
  * thread is the only one in HDF5: the caller must not call any other function of this header
  * (except atom_ckpt_async_poll/wait) until the save has finished.
@@ -115,11 +118,13 @@ int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tenso
  * atom_ckpt_async_start copies the part of this rank's shard that this rank writes (about
  * 1/replicas of its param + moments) into a host buffer of at most max_bytes, allocated once,
  * and returns; a background thread then writes and commits it through its own MPI_Comm_dup of
- * group.comm while training goes on. At most one save is in flight: start fails while one is.
- * Memory: the snapshot buffer (<= max_bytes, reported by atom_ckpt_async_bytes) plus the spec. */
+ * group.comm while training goes on. At most one save is in flight: start waits for the one
+ * before. Memory: the snapshot buffer (<= max_bytes, reported by atom_ckpt_async_bytes) plus the
+ * spec. Needs MPI initialised with MPI_THREAD_MULTIPLE (create fails otherwise). The thread runs
+ * at nice 10 (ATOM_CKPT_WRITER_NICE overrides; 0 keeps training's priority). */
 typedef struct atom_ckpt_async atom_ckpt_async;
 
-/* Collective over group.comm (it duplicates the communicator). */
+/* Collective over group.comm (it duplicates the communicator and starts the thread). */
 int atom_ckpt_async_create(atom_ckpt_async **out, atom_ckpt_group group, size_t max_bytes,
                            atom_ckpt_err *err);
 /* Collective over group.comm (every rank, same step: the ranks agree on who writes what).
@@ -149,8 +154,9 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
 
 /* Loads DIR/latest's target after verifying it; if it fails (checksum, truncation, missing
  * dataset), falls back to the next older committed checkpoint, and so on. Returns 0 when one was
- * loaded (its path in loaded_path if not NULL), 1 when DIR holds no committed checkpoint,
- * -1 when every one failed (err says why the newest failed). Collective over comm. */
+ * loaded (its path in loaded_path if not NULL; err then says why newer ones were skipped, ""
+ * when none was), 1 when DIR holds no committed checkpoint, -1 when every one failed (err says
+ * why the newest failed). Collective over comm. */
 int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
                           int ntensors, atom_ckpt_meta *meta, char *loaded_path,
                           size_t loaded_path_size, atom_ckpt_err *err);
@@ -160,7 +166,7 @@ int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tens
 
 typedef struct atom_ckpt_entry {
     char path[4096];
-    int64_t step;            /* -1 if unreadable */
+    int64_t step;            /* from the file name */
     int tp, dp;              /* 0 if unreadable */
     int64_t bytes;           /* file size */
     int64_t mtime_unix;
