@@ -272,8 +272,8 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     a->live = true;
     attempt_save(d, job, "running", -1);
     atom_plan_free(&plan);
-    atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d started, %d ranks, mpirun pid %d", job->id_text,
-             job->spec.name, a->n, a->placement.world, (int)a->pid);
+    atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d started, %d ranks, by %s (pid %d)", job->id_text,
+             job->spec.name, a->n, a->placement.world, d->launcher->name, (int)a->pid);
     return 0;
 
 fail:

@@ -27,7 +27,7 @@ static const char *const schema =
     "CREATE TABLE IF NOT EXISTS attempts ("
     "  job INTEGER NOT NULL, n INTEGER NOT NULL, state TEXT NOT NULL, pid INTEGER, pid_start INTEGER,"
     "  start_time REAL, end_time REAL, exit_code INTEGER, run_dir TEXT, placement TEXT,"
-    "  reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (job, n));"
+    "  reason TEXT NOT NULL DEFAULT '', app_path TEXT, PRIMARY KEY (job, n));"
     "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, state TEXT NOT NULL,"
     "  reason TEXT NOT NULL DEFAULT '', failures INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS usage (project TEXT PRIMARY KEY, gpu_seconds REAL NOT NULL,"
@@ -225,8 +225,8 @@ int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const atom_in
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR REPLACE INTO attempts (job, n, state, pid, pid_start, start_time,"
-                           " end_time, exit_code, run_dir, placement, reason)"
-                           " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+                           " end_time, exit_code, run_dir, placement, reason, app_path)"
+                           " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "preparing an attempt row");
     const atomd_attempt *a = &job->cur;
@@ -245,6 +245,8 @@ int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const atom_in
     else
         sqlite3_bind_null(st, 10);
     sqlite3_bind_text(st, 11, a->stop_reason, -1, SQLITE_STATIC);
+    /* What finds the attempt again: mpirun's application file, or the file with the Slurm job id. */
+    sqlite3_bind_text(st, 12, a->launch.app_path, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     free(pl);
@@ -325,7 +327,7 @@ static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *j
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT n, pid, pid_start, start_time, run_dir, placement FROM attempts"
+                           "SELECT n, pid, pid_start, start_time, run_dir, placement, app_path FROM attempts"
                            " WHERE job=?1 ORDER BY n DESC LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK)
         return;
@@ -339,10 +341,9 @@ static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *j
         snprintf(a->launch.run_dir, sizeof a->launch.run_dir, "%s", col_text(st, 4));
         /* The paths were valid when the attempt was launched: they fit. */
         if (snprintf(a->launch.plan_path, sizeof a->launch.plan_path, "%s/plan.json", a->launch.run_dir) >=
-                (int)sizeof a->launch.plan_path ||
-            snprintf(a->launch.app_path, sizeof a->launch.app_path, "%s/ranks.app", a->launch.run_dir) >=
-                (int)sizeof a->launch.app_path)
-            a->launch.app_path[0] = 0;
+            (int)sizeof a->launch.plan_path)
+            a->launch.plan_path[0] = 0;
+        snprintf(a->launch.app_path, sizeof a->launch.app_path, "%s", col_text(st, 6));
         if (sqlite3_column_type(st, 5) != SQLITE_NULL)
             placement_from_json(col_text(st, 5), inv, &a->placement);
     }

@@ -68,7 +68,7 @@ class Daemon:
         with open(os.path.join(self.tmp, "data.bin"), "wb") as f:
             f.write(os.urandom(20000))
         self.proc = None
-        self.env = dict(os.environ, ATOM_WORKER=args.worker, ATOM_SOCKET=self.socket)
+        self.env = dict(os.environ, ATOM_WORKER=os.path.abspath(args.worker), ATOM_SOCKET=self.socket)
 
     def start(self):
         log = open(self.log_path, "a")

@@ -1,0 +1,71 @@
+"""atomd with its Slurm launcher on a real local Slurm cluster (deploy/slurm/start-local.sh: four
+virtual nodes n1..n4 of 8 emulated GPUs; stopped by PID whatever happens) and the real atom-worker:
+the cluster comes from sinfo; a job goes through sbatch, its heartbeats reach atomd, it ends done;
+a job is cancelled through scancel; a running job survives a SIGKILL of atomd (re-adopted from
+Slurm, not submitted twice) and ends done."""
+import os
+import subprocess
+import tempfile
+import time
+
+import harness
+from harness import check
+
+SOURCE = os.environ.get("ATOM_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+DEPLOY = os.path.join(SOURCE, "deploy", "slurm")
+MODEL = "model:\n  layers: 2\n  channels: 64\n  heads: 2\n  vocab: 256\n  context: 32\n"
+
+
+def spec(d, name, steps):
+    return d.spec(name, gpus=2, steps=steps, resources="  gpus_per_node: 1\n  device: cpu\n",
+                  extra=MODEL + "checkpoint:\n  dir: ckpt-%s\n  every: 10\n  async: false\n" % name)
+
+
+def test(d):
+    nodes = {n["name"] for n in d.request({"op": "nodes"})["nodes"]}
+    check(nodes == {"n1", "n2", "n3", "n4"}, "the cluster from sinfo: %s" % nodes)
+    job = d.submit(spec(d, "slurm-ok", 20))
+    info = d.wait_state(job, "done", timeout=90)
+    check(info["job"].get("step") == 20, "heartbeats reached atomd: %s" % info["job"])
+    check(os.path.exists(os.path.join(info["attempts"][0]["run_dir"], "slurm.job")), "submitted through sbatch")
+    rc, out, err = d.ctl("logs", str(job))
+    check(rc == 0 and "finished after step 20 of 20" in out, "logs from slurm.out: %r" % out[-500:])
+
+    job = d.submit(spec(d, "slurm-cancel", 100000))
+    harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0, 60, "the long job to train")
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, err)
+    d.wait_state(job, "cancelled", timeout=60)
+
+    job = d.submit(spec(d, "slurm-adopt", 400))
+    harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0, 60, "the job to train")
+    d.kill9()
+    d.start()
+    check("re-adopted (Slurm)" in d.log(), "atomd re-adopted the Slurm job")
+    info = d.wait_state(job, "done", timeout=120)
+    check(len(info["attempts"]) == 1, "not submitted twice: %s" % info["attempts"])
+
+
+def main():
+    args = harness.parse_args()
+    base = tempfile.mkdtemp(prefix="atomd-slurm-")
+    os.chmod(base, 0o755)  # munged refuses a socket folder others cannot reach
+    cluster = os.path.join(base, "cluster")
+    r = subprocess.run(["bash", os.path.join(DEPLOY, "start-local.sh"), cluster], capture_output=True, text=True,
+                       timeout=60)
+    try:
+        check(r.returncode == 0, "start-local.sh: %s%s" % (r.stdout, r.stderr))
+        bin_dir = os.path.dirname(os.path.abspath(args.atomd))
+        extra_env = {"SLURM_CONF": os.path.join(cluster, "etc", "slurm.conf"),
+                     "PATH": bin_dir + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
+                     "ATOM_SBATCH_TEMPLATE": os.path.join(DEPLOY, "atom.sbatch"),
+                     "ATOM_SRUN": os.path.join(bin_dir, "atom-srun")}
+        os.environ.update(extra_env)  # for sinfo in atomd and for the harness's clients
+        harness.run(test, args, config="launcher = slurm\n")
+    finally:
+        subprocess.run(["bash", os.path.join(DEPLOY, "stop-local.sh"), cluster], capture_output=True, timeout=120)
+
+
+if __name__ == "__main__":
+    main()
+    print("ok")
