@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench/worker/run.sh: the worker's training speed on this machine, one command.
-#   atom: gpt-tiny (B=8 per rank, T=128, C=256, L=4, NH=4, V=256) at 1 and 2 ranks of one thread,
-#         tokens/s, ms/step, share of time in sgemm and the sgemm ceiling of the same run;
+#   atom: gpt-tiny (B=8 per rank, T=128, C=256, L=4, NH=4, V=256) at 1 and 2 ranks of one thread
+#         and 1 rank of 2 OpenBLAS threads: tokens/s, ms/step, share of time in sgemm and the
+#         sgemm ceiling of the same run;
 #   PyTorch DDP (gloo) on the same model, when python3-torch is installed: 1 rank x 1 thread,
 #         1 rank x 2 threads, 2 ranks x 1 thread.
 # Usage: bench/worker/run.sh [BUILD_DIR] (default: build). REPEAT=N runs every configuration N
@@ -24,12 +25,14 @@ best() { [ -z "${1:-}" ] || [ "$2" -gt "$1" ] && echo "$2" || echo "$1"; }
 
 declare -A atom=() torch=() ceiling=()
 for ((round = 1; round <= repeat; round++)); do
-  for np in 1 2; do
-    echo "== round $round: atom-worker loop, $np rank(s) x 1 thread (load $(cut -d' ' -f1 /proc/loadavg))"
-    out=$(mpirun -np $np --oversubscribe "$bench" --steps "$steps")
+  for cfg in 1x1 2x1 1x2; do
+    np=${cfg%x*} t=${cfg#*x}
+    echo "== round $round: atom-worker loop, $np rank(s) x $t OpenBLAS thread(s)" \
+         "(load $(cut -d' ' -f1 /proc/loadavg))"
+    out=$(OPENBLAS_NUM_THREADS=$t mpirun -np $np --oversubscribe "$bench" --steps "$steps")
     echo "$out" | sed 's/^/   /'
-    atom[$np]=$(best "${atom[$np]:-}" "$(echo "$out" | value tokens_per_s)")
-    ceiling[$np]=$(best "${ceiling[$np]:-}" "$(echo "$out" | value sgemm_ceiling_tokens_per_s)")
+    atom[$cfg]=$(best "${atom[$cfg]:-}" "$(echo "$out" | value tokens_per_s)")
+    ceiling[$cfg]=$(best "${ceiling[$cfg]:-}" "$(echo "$out" | value sgemm_ceiling_tokens_per_s)")
   done
   if [ $have_torch = 1 ]; then
     for cfg in 1x1 1x2 2x1; do
@@ -45,16 +48,17 @@ done
 
 ratio() { awk "BEGIN { printf \"%.2f\", $1 / $2 }"; }
 echo "== summary: best of $repeat round(s), tokens/s"
-printf '   atom 1 rank : %6s   sgemm ceiling %6s (%s of it)\n' "${atom[1]}" "${ceiling[1]}" \
-       "$(ratio "${atom[1]}" "${ceiling[1]}")"
-printf '   atom 2 ranks: %6s   sgemm ceiling %6s (%s of it)\n' "${atom[2]}" "${ceiling[2]}" \
-       "$(ratio "${atom[2]}" "${ceiling[2]}")"
+for cfg in 1x1 2x1 1x2; do
+  printf '   atom %s (ranks x threads): %6s   sgemm ceiling %6s (%s of it)\n' "$cfg" \
+         "${atom[$cfg]}" "${ceiling[$cfg]}" "$(ratio "${atom[$cfg]}" "${ceiling[$cfg]}")"
+done
 if [ $have_torch = 1 ]; then
-  best2=$(best "${torch[1x2]}" "${torch[2x1]}")
-  printf '   1 core : atom %6s  PyTorch 1x1 %6s  ratio %s\n' "${atom[1]}" "${torch[1x1]}" \
-         "$(ratio "${atom[1]}" "${torch[1x1]}")"
-  printf '   2 cores: atom %6s  PyTorch best of 1x2 (%s), 2x1 (%s): %6s  ratio %s\n' "${atom[2]}" \
-         "${torch[1x2]}" "${torch[2x1]}" "$best2" "$(ratio "${atom[2]}" "$best2")"
+  atom2=$(best "${atom[1x2]}" "${atom[2x1]}")
+  torch2=$(best "${torch[1x2]}" "${torch[2x1]}")
+  printf '   1 core : atom %6s  PyTorch 1x1 %6s  ratio %s\n' "${atom[1x1]}" "${torch[1x1]}" \
+         "$(ratio "${atom[1x1]}" "${torch[1x1]}")"
+  printf '   2 cores: atom best %6s  PyTorch best of 1x2 (%s), 2x1 (%s): %6s  ratio %s\n' \
+         "$atom2" "${torch[1x2]}" "${torch[2x1]}" "$torch2" "$(ratio "$atom2" "$torch2")"
 else
   echo "   PyTorch not installed (apt-get install python3-torch): no peer figures"
 fi
