@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "common/common.h"
+#include "scheduler/atomctl_jobs.h"
 
 static const atomctl_command commands[] = {
     {"validate", atomctl_cmd_validate, "check a job spec and summarise it",
@@ -21,6 +22,37 @@ static const atomctl_command commands[] = {
      "  data-parallel groups; the switches used. Or says why the job does not fit.\n"
      "  --cluster FILE  the cluster inventory (configs/clusters/*.yaml)\n"
      "  --json          print the plan file (JSON) instead of the table\n"},
+    /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH. */
+    {"run", atomctl_cmd_run, "run a job here and follow it to its end (starts atomd if needed)",
+     "atomctl run JOB.yaml [--cluster INVENTORY.yaml] [--socket PATH]\n"
+     "  Validates the spec, starts a private atomd for this machine when none is reachable, submits\n"
+     "  the job and shows its progress (step/steps, loss, tokens/s, ETA) until it ends. Exits 0 when\n"
+     "  it is done, 1 when it failed, was cancelled or hit its time limit; ^C cancels it (exit 130).\n"},
+    {"submit", atomctl_cmd_submit, "queue a job with atomd",
+     "atomctl submit JOB.yaml [--json] [--socket PATH]\n"
+     "  Validates the spec (file:line:column errors) and queues it; prints the job id.\n"},
+    {"status", atomctl_cmd_status, "the cluster, the running and the pending jobs, in one screen",
+     "atomctl status [--json] [--socket PATH]\n"
+     "  Nodes up/drained/down, GPUs busy and free, and every running and the first pending jobs with\n"
+     "  owner, project, size, step/steps, loss, tokens/s, last checkpoint and restarts.\n"},
+    {"queue", atomctl_cmd_queue, "list the jobs that have not ended",
+     "atomctl queue [--all] [--json] [--socket PATH]\n"
+     "  --all  ended jobs too (the newest atomd keeps in memory)\n"},
+    {"show", atomctl_cmd_show, "one job: its state, progress and attempts",
+     "atomctl show JOB [--json] [--socket PATH]\n"},
+    {"cancel", atomctl_cmd_cancel, "cancel a job (your own; administrators: any)",
+     "atomctl cancel JOB [--socket PATH]\n"},
+    {"logs", atomctl_cmd_logs, "a job's output",
+     "atomctl logs JOB [-f] [--rank N] [--attempt N] [--json] [--socket PATH]\n"
+     "  -f         follow until the job ends (through its restarts)\n"
+     "  --rank N   only rank N's lines\n"
+     "  --attempt  an earlier attempt (default: the last)\n"},
+    {"nodes", atomctl_cmd_nodes, "the cluster's nodes and their states",
+     "atomctl nodes [--json] [--socket PATH]\n"},
+    {"drain", atomctl_cmd_drain, "take a node out of service (administrators)",
+     "atomctl drain NODE [--reason TEXT] [--socket PATH]\n"},
+    {"resume", atomctl_cmd_resume, "put a drained node back in service (administrators)",
+     "atomctl resume NODE [--socket PATH]\n"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
@@ -69,7 +101,8 @@ static void print_help(FILE *out)
             "  0  ok\n"
             "  1  failed: an invalid spec, a job that does not fit, an unreadable file\n"
             "  2  usage: unknown command or flag, missing argument\n"
-            "  3  atomd cannot be reached\n");
+            "  3  atomd cannot be reached\n"
+            "  130  run: interrupted (^C cancelled the job)\n");
 }
 
 int main(int argc, char **argv)

@@ -2,7 +2,7 @@
 
 A Daemon is a real atomd on a temporary socket and state folder, with the stand-in worker
 (fake_worker.c) as its atom-worker; requests go over the real Unix socket, either raw (JSON
-lines) or through atomctl's job commands (atomd-test-ctl). Nothing is mocked.
+lines) or through atomctl. Nothing is mocked.
 """
 import argparse
 import json
