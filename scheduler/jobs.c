@@ -476,10 +476,11 @@ void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb, uid_t sender)
     }
 }
 
-/* Whether a rank's process is stopped (SIGSTOP) or gone; known only for ranks on this machine. */
+/* Whether a rank's process is stopped (SIGSTOP) or gone; known only for ranks on this machine.
+ * *state gets its state letter, 0 when it is gone, '?' when unknown. */
 static bool rank_process_stuck(const atomd_rank_hb *h, char *state)
 {
-    *state = 0;
+    *state = '?'; /* unknown: another machine's, or no heartbeat yet */
     if (!h->local || h->pid <= 0)
         return false;
     *state = atomd_proc_state(h->pid);
@@ -513,7 +514,7 @@ static void check_hung(atomd *d, atomd_job *job, double now)
         return; /* checked again at the next tick */
     for (int r = 0; r < world; r++) {
         a->ranks[r].behind = false;
-        stuck += stalled == world && rank_process_stuck(&a->ranks[r], &states[r]);
+        stuck += rank_process_stuck(&a->ranks[r], &states[r]);
     }
     for (int r = 0; r < world; r++) {
         atomd_rank_hb *h = &a->ranks[r];
@@ -521,7 +522,7 @@ static void check_hung(atomd *d, atomd_job *job, double now)
         if (stalled < world)
             h->behind = now - h->last_advance > timeout && s < max_step;
         else if (stuck)
-            h->behind = rank_process_stuck(h, &states[r]);
+            h->behind = states[r] == 0 || states[r] == 'T' || states[r] == 't' || states[r] == 'Z';
         else
             h->behind = s == min_step;
     }
@@ -533,7 +534,7 @@ static void check_hung(atomd *d, atomd_job *job, double now)
             continue;
         const char *node = d->inv.nodes[a->placement.node[r]].name;
         const char *how = states[r] == 'T' || states[r] == 't' ? ", stopped"
-                          : h->local && h->pid > 0 && states[r] == 0 ? ", process gone"
+                          : states[r] == 0 || states[r] == 'Z'       ? ", process gone"
                                                                      : "";
         len += (size_t)snprintf(names + len, sizeof names - len, "%srank %d on %s (step %" PRId64 "%s)",
                                 len ? ", " : "", r, node, h->seen ? h->step : (int64_t)-1, how);

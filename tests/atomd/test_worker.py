@@ -18,7 +18,7 @@ nodes:
   - {name: node-b, switch: leaf, gpus: 2, addr: 127.0.0.1, has_gpus: false}
 """
 CONFIG = "limit_warning = 4s\nstop_grace = 5s\n"
-MODEL = "model:\n  layers: 2\n  channels: 64\n  heads: 2\n  vocab: 256\n  context: 32\n"
+MODEL = "model:\n  layers: 2\n  channels: 128\n  heads: 4\n  vocab: 256\n  context: 64\n"
 
 
 def spec(d, name, steps, every=25, timeout="20s", limit=None):
