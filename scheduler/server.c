@@ -369,10 +369,12 @@ int atomd_server_run(atomd *d)
             rc = -1;
             break;
         }
-        if (pfd[0].revents)
-            read_signals(d);
+        /* Heartbeats before SIGCHLD: a worker's last heartbeat is queued before its mpirun ends,
+         * and it must count while the attempt still runs. */
         if (pfd[2].revents)
             read_heartbeats(d);
+        if (pfd[0].revents)
+            read_signals(d);
         for (int i = 0; i < n_clients_polled; i++)
             if (pfd[3 + i].revents & (POLLIN | POLLHUP | POLLERR))
                 read_client(d, &d->clients[i]);
