@@ -712,6 +712,9 @@ int atomctl_cmd_run(int argc, char **argv)
                 fputc('\n', stderr);
             fprintf(stderr, "job %" JSON_INTEGER_FORMAT " %s: %s\n", id, state, str(j, "reason"));
             rc = strcmp(state, "done") == 0 ? EXIT_OK : EXIT_FAILED;
+            if (rc != EXIT_OK && num(j, "attempts") > 0)
+                fprintf(stderr, "the workers' output: atomctl logs %" JSON_INTEGER_FORMAT " --attempt %lld\n", id,
+                        num(j, "attempts"));
             json_decref(ans);
             return cancel_sent && rc != EXIT_OK ? EXIT_INTERRUPTED : rc;
         }

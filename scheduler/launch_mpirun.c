@@ -97,6 +97,10 @@ char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch)
     argv[n++] = (char *)launch->app_path;
     /* Ranks place themselves on their plan GPU; CPU binding is left to the site (and on a
      * machine whose "GPUs" are CPU slots there may be more ranks than cores). */
+    /* mpirun refuses root without this. atomd runs other users' jobs under their own uid, so
+     * only root's own jobs get here as root: root asked for it. */
+    if (geteuid() == 0)
+        argv[n++] = "--allow-run-as-root";
     argv[n++] = "--bind-to";
     argv[n++] = "none";
     if (!plan_has_gpus(plan))
