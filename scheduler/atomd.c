@@ -18,6 +18,7 @@
 #include "scheduler/atomd.h"
 #include "scheduler/client.h"
 #include "scheduler/sched.h"
+#include "scheduler/simulate.h"
 
 static void usage(FILE *out)
 {
@@ -33,6 +34,8 @@ static void usage(FILE *out)
             "      --idle-exit SECONDS  stop after this long with no jobs and no clients\n"
             "      --launcher NAME      mpirun (default) or slurm (sbatch; the cluster from sinfo\n"
             "                           unless --cluster is given)\n"
+            "      --simulate           run the scheduler in virtual time over a trace instead (see\n"
+            "                           atomd --simulate --help)\n"
             "  -v, --verbose            debug logging\n"
             "  -h, --help\n");
 }
@@ -90,6 +93,13 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return COPY(launcher);
     }
 #undef COPY
+    if (strcmp(key, "policy") == 0) {
+        int policy = atomd_policy_parse(value);
+        if (policy < 0)
+            return atom_errf(err, "policy: \"%s\" is not backfill, priority or fifo", value);
+        cfg->policy = policy;
+        return 0;
+    }
     if (strcmp(key, "keep_finished") == 0) {
         char *end = NULL;
         long v = strtol(value, &end, 10);
@@ -154,6 +164,9 @@ int main(int argc, char **argv)
         {"admin-group", required_argument, NULL, 'g'}, {"idle-exit", required_argument, NULL, 'i'},
         {"launcher", required_argument, NULL, 'L'},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--simulate") == 0)
+            return atomd_simulate_main(argc, argv);
     atomd d;
     memset(&d, 0, sizeof d);
     d.listen_fd = d.hb_fd = d.signal_fd = -1;

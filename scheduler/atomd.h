@@ -34,7 +34,18 @@ typedef struct atomd_config {
     int keep_finished;              /* ended jobs kept in memory (older ones stay in the store) */
     double limit_warning;           /* seconds before a time limit when SIGUSR1 goes out (at most
                                      * half the limit) */
+    int policy;                     /* atomd_policy: how the pass orders and fills the queue */
 } atomd_config;
+
+/* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so
+ * that the simulation (simulate.h) can compare them on the same trace with the same code. */
+typedef enum {
+    ATOMD_POLICY_BACKFILL = 0,  /* priority, fair share, then EASY backfill behind the head job */
+    ATOMD_POLICY_PRIORITY,      /* priority and fair share; nothing starts behind a waiting head */
+    ATOMD_POLICY_FIFO,          /* submission order only; nothing starts behind a waiting head */
+} atomd_policy;
+const char *atomd_policy_name(int policy);
+int atomd_policy_parse(const char *name);  /* -1 when unknown */
 
 typedef enum { ATOMD_NODE_UP = 0, ATOMD_NODE_DRAINED = 1, ATOMD_NODE_DOWN = 2 } atomd_node_state;
 const char *atomd_node_state_name(atomd_node_state s);
@@ -78,7 +89,16 @@ typedef struct atomd {
     bool stopping;
     double last_busy;      /* monotonic: last time a job was live or a client connected */
     double last_usage_save;
+
+    /* > 0: the clock is virtual (simulate.h) and both atomd_now and atomd_mono read this. */
+    double virtual_now;
+    double last_pass_seconds;  /* wall time of the last scheduling pass (metrics) */
 } atomd;
+
+/* atomd's clocks: the real ones, or the virtual time of a simulation. Scheduling code reads time
+ * only through these, so that the simulation runs the same code. */
+double atomd_now(const atomd *d);
+double atomd_mono(const atomd *d);
 
 /* Node failures after which a node is drained automatically. */
 #define ATOMD_DRAIN_AFTER_FAILURES 3

@@ -212,14 +212,20 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     a->placement = *placement; /* taken over */
     memset(placement, 0, sizeof *placement);
     a->n = ++job->attempts;
-    a->start_time = atom_now();
-    a->started_mono = atom_monotonic();
+    a->start_time = atomd_now(d);
+    a->started_mono = atomd_mono(d);
     job->exit_code = -1;
 
     char dir[ATOM_PATH_MAX];
     atom_plan plan;
     memset(&plan, 0, sizeof plan);
     int rc = -1;
+    dir[0] = 0;
+    if (d->launcher->simulated) { /* virtual attempts leave no files */
+        if (alloc_ranks(a))
+            goto fail;
+        goto planned_dir;
+    }
     if (snprintf(dir, sizeof dir, "%s/jobs", d->cfg.state_dir) >= (int)sizeof dir || make_dir(dir, err))
         goto fail;
     if (snprintf(dir, sizeof dir, "%s/jobs/%s", d->cfg.state_dir, job->id_text) >= (int)sizeof dir ||
@@ -231,6 +237,7 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     }
     if (make_dir(dir, err) || alloc_ranks(a))
         goto fail;
+planned_dir:
     if (atom_plan_from_placement(&d->inv, &job->spec, &a->placement, &plan, err))
         goto fail;
     snprintf(plan.job_id, sizeof plan.job_id, "%s", job->id_text);
@@ -252,15 +259,16 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
 
     char log_path[ATOM_PATH_MAX + 16];
     snprintf(log_path, sizeof log_path, "%s/output.log", dir);
-    int out = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (out < 0) {
+    int out = d->launcher->simulated ? -1 : open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (out < 0 && !d->launcher->simulated) {
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
         goto fail;
     }
     rc = d->launcher->child && geteuid() == 0 && job->owner != 0
              ? start_as_owner(job, &plan, &a->launch, out, err)
              : d->launcher->start(&plan, &a->launch, out, out, err);
-    close(out);
+    if (out >= 0)
+        close(out);
     if (rc)
         goto fail;
     /* Fault injection for the recovery test: die where only the "starting" row is durable. */
@@ -388,7 +396,7 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
         free(bad);
     }
     if (atomd_job_final(job->state))
-        job->end_time = atom_now();
+        job->end_time = atomd_now(d);
     snprintf(a->stop_reason, sizeof a->stop_reason, "%s", why);
     attempt_save(d, job, attempt_state, exit_code);
     job_save(d, job);
@@ -433,7 +441,7 @@ int atomd_job_cancel(atomd *d, atomd_job *job, atom_err *err)
     job->cancel_requested = true;
     if (job->state == ATOMD_JOB_PENDING) {
         job->state = ATOMD_JOB_CANCELLED;
-        job->end_time = atom_now();
+        job->end_time = atomd_now(d);
         snprintf(job->reason, sizeof job->reason, "cancelled while pending");
         job_save(d, job);
         d->changed = true;

@@ -4,8 +4,8 @@
 #include <string.h>
 
 static const atomd_launcher launchers[] = {
-    {"mpirun", true, atom_launch_prepare, atom_launch_start, atom_launch_signal, atom_launch_wait},
-    {"slurm", false, atom_launch_slurm_prepare, atom_launch_slurm_start, atom_launch_slurm_signal,
+    {"mpirun", true, false, atom_launch_prepare, atom_launch_start, atom_launch_signal, atom_launch_wait},
+    {"slurm", false, false, atom_launch_slurm_prepare, atom_launch_slurm_start, atom_launch_slurm_signal,
      atom_launch_slurm_wait},
 };
 

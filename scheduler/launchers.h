@@ -17,6 +17,7 @@
 typedef struct atomd_launcher {
     const char *name;
     bool child;  /* the attempt is a child process of atomd (pid, SIGCHLD, /proc) */
+    bool simulated;  /* virtual (simulate.h): no attempt folder, output log or processes */
     int (*prepare)(const atom_plan *plan, const char *run_dir, const char *worker, atom_launch *launch,
                    atom_err *err);
     int (*start)(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd, atom_err *err);

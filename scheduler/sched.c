@@ -8,6 +8,26 @@
 
 #include "scheduler/atomd.h"
 
+/* ---- clocks and policies ------------------------------------------------------------------- */
+
+double atomd_now(const atomd *d) { return d->virtual_now > 0 ? d->virtual_now : atom_now(); }
+double atomd_mono(const atomd *d) { return d->virtual_now > 0 ? d->virtual_now : atom_monotonic(); }
+
+static const char *const policy_names[] = {"backfill", "priority", "fifo"};
+
+const char *atomd_policy_name(int policy)
+{
+    return policy >= 0 && policy < 3 ? policy_names[policy] : "?";
+}
+
+int atomd_policy_parse(const char *name)
+{
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, policy_names[i]) == 0)
+            return i;
+    return -1;
+}
+
 /* ---- node states -------------------------------------------------------------------------- */
 
 const char *atomd_node_state_name(atomd_node_state s)
@@ -52,7 +72,7 @@ atomd_usage *atomd_usage_get(atomd *d, const char *project)
     u = &d->usage[d->n_usage++];
     memset(u, 0, sizeof *u);
     snprintf(u->project, sizeof u->project, "%s", project);
-    u->updated = atom_now();
+    u->updated = atomd_now(d);
     return u;
 }
 
@@ -80,7 +100,7 @@ void atomd_usage_add(atomd *d, const char *project, double gpu_seconds, double n
 
 void atomd_sched_account(atomd *d, double dt)
 {
-    double now = atom_now();
+    double now = atomd_now(d);
     for (int i = 0; i < d->n_jobs; i++) {
         atomd_job *job = d->jobs[i];
         if (job->state == ATOMD_JOB_RUNNING && job->cur.live)
@@ -103,6 +123,12 @@ typedef struct pending_entry {
     atomd_job *job;
     double usage;
 } pending_entry;
+
+static int submission_cmp(const void *pa, const void *pb)
+{
+    const pending_entry *a = pa, *b = pb;
+    return a->job->id < b->job->id ? -1 : a->job->id > b->job->id;
+}
 
 static int pending_cmp(const void *pa, const void *pb)
 {
@@ -174,7 +200,7 @@ static int try_start(atomd *d, atomd_job *job, char *why, size_t why_len)
     atom_place_result r = atom_planner_place(&d->planner, &job->spec, job->exclude, &pl, why, why_len, &err);
     if (r == ATOM_PLACE_ERROR) {
         job->state = ATOMD_JOB_FAILED;
-        job->end_time = atom_now();
+        job->end_time = atomd_now(d);
         snprintf(job->reason, sizeof job->reason, "cannot be placed: %.200s", err.msg);
         atomd_store_save_job(&d->store, job, &d->inv, &err);
         return -1;
@@ -187,10 +213,11 @@ static int try_start(atomd *d, atomd_job *job, char *why, size_t why_len)
 
 int atomd_sched_pass(atomd *d)
 {
+    double pass_start = atom_monotonic();
     pending_entry *pending = malloc(((size_t)d->n_jobs + 1) * sizeof *pending);
     if (!pending)
         return 0;
-    double now = atom_now(), now_mono = atom_monotonic();
+    double now = atomd_now(d), now_mono = atomd_mono(d);
     int n = 0;
     for (int i = 0; i < d->n_jobs; i++)
         if (d->jobs[i]->state == ATOMD_JOB_PENDING) {
@@ -198,7 +225,7 @@ int atomd_sched_pass(atomd *d)
             pending[n].usage = atomd_usage_now(d, d->jobs[i]->spec.project, now);
             n++;
         }
-    qsort(pending, (size_t)n, sizeof *pending, pending_cmp);
+    qsort(pending, (size_t)n, sizeof *pending, d->cfg.policy == ATOMD_POLICY_FIFO ? submission_cmp : pending_cmp);
 
     int started = 0;
     const atomd_job *head = NULL;
@@ -213,12 +240,18 @@ int atomd_sched_pass(atomd *d)
             if (r != 0)
                 continue;
             head = job;
-            reserved = reservation_time(d, job);
+            if (d->cfg.policy == ATOMD_POLICY_BACKFILL)
+                reserved = reservation_time(d, job);
             if (isfinite(reserved))
                 snprintf(job->reason, sizeof job->reason, "next to start, in about %.0f s (%s)",
                          reserved - now_mono, why);
             else
                 snprintf(job->reason, sizeof job->reason, "next to start (%s)", why);
+            continue;
+        }
+        if (d->cfg.policy != ATOMD_POLICY_BACKFILL) {
+            snprintf(job->reason, sizeof job->reason, "waiting for job %s (policy %s: no backfill)", head->id_text,
+                     atomd_policy_name(d->cfg.policy));
             continue;
         }
         /* Backfill: only a job whose limit ends before the head's reservation. */
@@ -235,5 +268,6 @@ int atomd_sched_pass(atomd *d)
             snprintf(job->reason, sizeof job->reason, "waiting for job %s; %s", head->id_text, why);
     }
     free(pending);
+    d->last_pass_seconds = atom_monotonic() - pass_start;
     return started;
 }
