@@ -34,6 +34,9 @@ static void usage(FILE *out)
             "      --idle-exit SECONDS  stop after this long with no jobs and no clients\n"
             "      --launcher NAME      mpirun (default) or slurm (sbatch; the cluster from sinfo\n"
             "                           unless --cluster is given)\n"
+"      --metrics-port PORT  serve Prometheus metrics on http://127.0.0.1:PORT/metrics (config\n"
+            "                           metrics_address for another address; default off)\n"
+            "      --policy NAME        backfill (default), priority or fifo\n"
             "      --simulate           run the scheduler in virtual time over a trace instead (see\n"
             "                           atomd --simulate --help)\n"
             "  -v, --verbose            debug logging\n"
@@ -68,6 +71,7 @@ static void defaults(atomd_config *cfg)
         snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/.local/state/atom", home ? home : "/tmp");
     snprintf(cfg->admin_group, sizeof cfg->admin_group, "atom-admin");
     snprintf(cfg->launcher, sizeof cfg->launcher, "mpirun");
+    snprintf(cfg->metrics_address, sizeof cfg->metrics_address, "127.0.0.1");
     cfg->usage_half_life = 7 * 24 * 3600.0;
     cfg->stop_grace = 30;
     cfg->limit_warning = 60;
@@ -87,6 +91,8 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return COPY(cluster_path);
     if (strcmp(key, "admin_group") == 0)
         return COPY(admin_group);
+    if (strcmp(key, "metrics_address") == 0)
+        return COPY(metrics_address);
     if (strcmp(key, "launcher") == 0) {
         if (!atomd_launcher_named(value))
             return atom_errf(err, "launcher: \"%s\" is not mpirun or slurm", value);
@@ -98,6 +104,14 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         if (policy < 0)
             return atom_errf(err, "policy: \"%s\" is not backfill, priority or fifo", value);
         cfg->policy = policy;
+        return 0;
+    }
+    if (strcmp(key, "metrics_port") == 0) {
+        char *end = NULL;
+        long v = strtol(value, &end, 10);
+        if (!end || *end || v < 0 || v > 65535)
+            return atom_errf(err, "metrics_port: \"%s\" is not a TCP port (0: off)", value);
+        cfg->metrics_port = (int)v;
         return 0;
     }
     if (strcmp(key, "keep_finished") == 0) {
@@ -162,7 +176,8 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"socket", required_argument, NULL, 's'},
         {"state-dir", required_argument, NULL, 'd'}, {"cluster", required_argument, NULL, 'C'},
         {"admin-group", required_argument, NULL, 'g'}, {"idle-exit", required_argument, NULL, 'i'},
-        {"launcher", required_argument, NULL, 'L'},
+        {"launcher", required_argument, NULL, 'L'}, {"metrics-port", required_argument, NULL, 'M'},
+        {"policy", required_argument, NULL, 'P'},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--simulate") == 0)
@@ -170,6 +185,7 @@ int main(int argc, char **argv)
     atomd d;
     memset(&d, 0, sizeof d);
     d.listen_fd = d.hb_fd = d.signal_fd = -1;
+    d.metrics.listen_fd = -1;
     defaults(&d.cfg);
     atom_err err = {{0}};
 
@@ -197,6 +213,8 @@ int main(int argc, char **argv)
         case 'g': key = "admin_group"; break;
         case 'i': key = "idle_exit"; break;
         case 'L': key = "launcher"; break;
+        case 'M': key = "metrics_port"; break;
+        case 'P': key = "policy"; break;
         case 'v': level = ATOM_LOG_DEBUG; continue;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -274,7 +292,7 @@ int main(int argc, char **argv)
         atom_log(ATOM_LOG_ERROR, "%s", err.msg[0] ? err.msg : "out of memory");
         goto out;
     }
-    if (atomd_server_open(&d, &err)) {
+    if (atomd_server_open(&d, &err) || atomd_metrics_open(&d, &err)) {
         atom_log(ATOM_LOG_ERROR, "%s", err.msg);
         goto out;
     }
@@ -287,6 +305,7 @@ int main(int argc, char **argv)
              d.cfg.socket_path, d.inv.name, d.inv.n_nodes, d.cfg.state_dir, d.n_jobs);
     rc = atomd_server_run(&d) == 0 ? 0 : 1;
 out:
+    atomd_metrics_close(&d);
     atomd_server_close(&d);
     atomd_store_close(&d.store);
     for (int i = 0; i < d.n_jobs; i++)

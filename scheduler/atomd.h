@@ -14,6 +14,7 @@
 #include "common/common.h"
 #include "scheduler/jobs.h"
 #include "scheduler/launchers.h"
+#include "scheduler/metrics.h"
 #include "scheduler/planner.h"
 #include "scheduler/store.h"
 
@@ -35,6 +36,8 @@ typedef struct atomd_config {
     double limit_warning;           /* seconds before a time limit when SIGUSR1 goes out (at most
                                      * half the limit) */
     int policy;                     /* atomd_policy: how the pass orders and fills the queue */
+    int metrics_port;               /* 0: no metrics endpoint (metrics.h) */
+    char metrics_address[64];       /* where it listens: 127.0.0.1 unless set */
 } atomd_config;
 
 /* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so
@@ -93,6 +96,7 @@ typedef struct atomd {
     /* > 0: the clock is virtual (simulate.h) and both atomd_now and atomd_mono read this. */
     double virtual_now;
     double last_pass_seconds;  /* wall time of the last scheduling pass (metrics) */
+    atomd_metrics metrics;
 } atomd;
 
 /* atomd's clocks: the real ones, or the virtual time of a simulation. Scheduling code reads time

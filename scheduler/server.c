@@ -344,7 +344,7 @@ int atomd_server_run(atomd *d)
     struct pollfd *pfd = NULL;
     int rc = 0;
     while (!d->stopping) {
-        pfd = realloc(pfd, (size_t)(d->n_clients + 3) * sizeof *pfd);
+        pfd = realloc(pfd, (size_t)(d->n_clients + 3 + atomd_metrics_max_pollfds(d)) * sizeof *pfd);
         if (!pfd) {
             atom_log(ATOM_LOG_ERROR, "out of memory");
             return -1;
@@ -364,7 +364,9 @@ int atomd_server_run(atomd *d)
         if (timeout_ms < 0)
             timeout_ms = 0;
         int n_clients_polled = d->n_clients;
-        if (poll(pfd, (nfds_t)(n_clients_polled + 3), timeout_ms) < 0 && errno != EINTR) {
+        struct pollfd *metrics_pfd = pfd + 3 + n_clients_polled;
+        int n_metrics = atomd_metrics_pollfds(d, metrics_pfd);
+        if (poll(pfd, (nfds_t)(n_clients_polled + 3 + n_metrics), timeout_ms) < 0 && errno != EINTR) {
             atom_log(ATOM_LOG_ERROR, "poll: %s", strerror(errno));
             rc = -1;
             break;
@@ -380,6 +382,7 @@ int atomd_server_run(atomd *d)
                 read_client(d, &d->clients[i]);
         if (pfd[1].revents)
             accept_clients(d);
+        atomd_metrics_serve(d, metrics_pfd, n_metrics);
 
         now = atom_monotonic();
         if (now - last_tick >= TICK_SECONDS) {
@@ -396,6 +399,7 @@ int atomd_server_run(atomd *d)
         if (d->changed) {
             d->changed = false;
             atomd_sched_pass(d);
+            d->metrics.passes++;
         }
         atom_err err = {{0}};
         if (atomd_store_commit(&d->store, &err)) {

@@ -327,7 +327,7 @@ int atomd_simulate(const atom_inventory *inv, const atomd_sim_trace *trace, int 
     double wall_start = atom_monotonic();
     atomd d;
     memset(&d, 0, sizeof d);
-    d.listen_fd = d.hb_fd = d.signal_fd = -1;
+    d.listen_fd = d.hb_fd = d.signal_fd = d.metrics.listen_fd = -1;
     d.cfg.policy = policy;
     d.cfg.usage_half_life = half_life;
     d.cfg.keep_finished = trace->n + 1;
@@ -390,11 +390,17 @@ int atomd_simulate(const atom_inventory *inv, const atomd_sim_trace *trace, int 
         }
         if (d.changed) {
             d.changed = false;
+            int pending = 0;
+            for (int i = 0; i < d.n_jobs; i++)
+                pending += d.jobs[i]->state == ATOMD_JOB_PENDING;
             atomd_sched_pass(&d);
-            r->passes++;
+            if (r->passes++ == 0)
+                r->pass_first_ms = d.last_pass_seconds * 1e3;
             pass_total += d.last_pass_seconds;
-            if (d.last_pass_seconds * 1e3 > r->pass_max_ms)
+            if (d.last_pass_seconds * 1e3 > r->pass_max_ms) {
                 r->pass_max_ms = d.last_pass_seconds * 1e3;
+                r->pass_max_pending = pending;
+            }
             /* The store's transaction per pass, as the daemon commits once per iteration. */
             if (atomd_store_commit(&d.store, err))
                 goto out;
@@ -451,10 +457,11 @@ static void print_result(const char *policy, const atomd_sim_result *r, bool jso
         printf("{\"policy\":\"%s\",\"jobs\":%d,\"done\":%d,\"failed\":%d,\"unfinished\":%d,\"restarts\":%d,"
                "\"makespan_s\":%.1f,\"utilisation\":%.4f,\"idle_queued\":%.4f,\"idle_fragmented\":%.4f,"
                "\"wait_mean_s\":%.1f,\"wait_p95_s\":%.1f,\"jct_mean_s\":%.1f,\"jct_p95_s\":%.1f,\"passes\":%ld,"
-               "\"pass_mean_ms\":%.3f,\"pass_max_ms\":%.3f,\"wall_s\":%.2f}\n",
+               "\"pass_mean_ms\":%.3f,\"pass_max_ms\":%.3f,\"pass_max_pending\":%d,\"pass_first_ms\":%.3f,"
+               "\"wall_s\":%.2f}\n",
                policy, r->n_jobs, r->done, r->failed, r->unfinished, r->restarts, r->makespan, r->utilisation,
                r->idle_queued, r->idle_fragmented, r->wait_mean, r->wait_p95, r->jct_mean, r->jct_p95, r->passes,
-               r->pass_mean_ms, r->pass_max_ms, r->wall_seconds);
+               r->pass_mean_ms, r->pass_max_ms, r->pass_max_pending, r->pass_first_ms, r->wall_seconds);
         return;
     }
     printf("%-9s %6d %6d %6d %6d %8d %7.1f%% %7.1f%% %7.2f%% %9.0f %9.0f %9.0f %9.0f %7ld %7.2f %7.2f %7.2f\n",

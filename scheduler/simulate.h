@@ -63,6 +63,8 @@ typedef struct atomd_sim_result {
     double jct_mean, jct_p95;    /* completion time: submit to end */
     long passes;
     double pass_mean_ms, pass_max_ms;  /* wall time of the real scheduling passes */
+    double pass_first_ms;              /* the first: every job submitted at once is pending */
+    int pass_max_pending;              /* pending jobs at the start of the slowest pass */
     double wall_seconds;               /* wall time of the whole simulation */
 } atomd_sim_result;
 

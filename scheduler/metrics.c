@@ -1,0 +1,273 @@
+/* scheduler/metrics.c: the Prometheus endpoint of atomd (see metrics.h). */
+#include "scheduler/metrics.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "scheduler/atomd.h"
+
+#define MAX_CONNS 16
+#define CONN_TIMEOUT 5.0  /* seconds a scraper may take to send its request and read the answer */
+
+int atomd_metrics_open(atomd *d, atom_err *err)
+{
+    atomd_metrics *m = &d->metrics;
+    m->listen_fd = -1;
+    if (d->cfg.metrics_port <= 0)
+        return 0;
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->cfg.metrics_port)};
+    if (inet_pton(AF_INET, d->cfg.metrics_address, &addr.sin_addr) != 1)
+        return atom_errf(err, "metrics_address: \"%s\" is not an IPv4 address", d->cfg.metrics_address);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+        bind(fd, (struct sockaddr *)&addr, sizeof addr) != 0 || listen(fd, MAX_CONNS) != 0) {
+        atom_errf(err, "metrics on %s:%d: %s", d->cfg.metrics_address, d->cfg.metrics_port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    m->listen_fd = fd;
+    atom_log(ATOM_LOG_INFO, "metrics on http://%s:%d/metrics", d->cfg.metrics_address, d->cfg.metrics_port);
+    return 0;
+}
+
+static void conn_close(atomd_metrics_conn *c)
+{
+    close(c->fd);
+    free(c->out);
+    c->fd = -1;
+    c->out = NULL;
+}
+
+void atomd_metrics_close(atomd *d)
+{
+    atomd_metrics *m = &d->metrics;
+    for (int i = 0; i < m->n_conns; i++)
+        conn_close(&m->conns[i]);
+    free(m->conns);
+    m->conns = NULL;
+    m->n_conns = 0;
+    if (m->listen_fd >= 0)
+        close(m->listen_fd);
+    m->listen_fd = -1;
+}
+
+int atomd_metrics_max_pollfds(const atomd *d)
+{
+    return d->metrics.listen_fd >= 0 ? 1 + d->metrics.n_conns : 0;
+}
+
+int atomd_metrics_pollfds(atomd *d, struct pollfd *pfd)
+{
+    atomd_metrics *m = &d->metrics;
+    if (m->listen_fd < 0)
+        return 0;
+    int n = 0;
+    /* At the connection cap, stop accepting until one closes (the backlog keeps the rest). */
+    pfd[n++] = (struct pollfd){.fd = m->listen_fd, .events = m->n_conns < MAX_CONNS ? POLLIN : 0};
+    for (int i = 0; i < m->n_conns; i++)
+        pfd[n++] = (struct pollfd){.fd = m->conns[i].fd, .events = m->conns[i].out ? POLLOUT : POLLIN};
+    return n;
+}
+
+/* ---- the exposition ---------------------------------------------------------------------------- */
+
+/* A label value with \, " and newlines escaped, as the text format asks. */
+static void put_label(FILE *f, const char *v)
+{
+    for (; *v; v++) {
+        if (*v == '\\' || *v == '"')
+            fputc('\\', f);
+        if (*v == '\n') {
+            fputs("\\n", f);
+            continue;
+        }
+        fputc(*v, f);
+    }
+}
+
+static void job_metric(FILE *f, const atomd_job *job, const char *name, double value)
+{
+    fprintf(f, "%s{job=\"%s\",name=\"", name, job->id_text);
+    put_label(f, job->spec.name);
+    fputs("\",project=\"", f);
+    put_label(f, job->spec.project);
+    fprintf(f, "\"} %.17g\n", value);
+}
+
+static void help(FILE *f, const char *name, const char *type, const char *text)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, type);
+}
+
+char *atomd_metrics_text(atomd *d)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f)
+        return NULL;
+    long busy = 0, free_gpus = 0, offline = 0;
+    int nodes[3] = {0};
+    for (int n = 0; n < d->inv.n_nodes; n++) {
+        int gpus = d->inv.nodes[n].gpus;
+        nodes[d->nodes[n].state]++;
+        if (d->nodes[n].state != ATOMD_NODE_UP) {
+            offline += gpus;
+            continue;
+        }
+        free_gpus += d->planner.free_gpus[n];
+        busy += gpus - d->planner.free_gpus[n];
+    }
+    help(f, "atom_gpus", "gauge", "GPUs by state (offline: on drained or down nodes)");
+    fprintf(f, "atom_gpus{state=\"busy\"} %ld\natom_gpus{state=\"free\"} %ld\natom_gpus{state=\"offline\"} %ld\n",
+            busy, free_gpus, offline);
+    help(f, "atom_nodes", "gauge", "Nodes by state");
+    for (int s = 0; s < 3; s++)
+        fprintf(f, "atom_nodes{state=\"%s\"} %d\n", atomd_node_state_name((atomd_node_state)s), nodes[s]);
+
+    int jobs[ATOMD_JOB_TIMEOUT + 1] = {0};
+    for (int i = 0; i < d->n_jobs; i++)
+        jobs[d->jobs[i]->state]++;
+    help(f, "atom_jobs", "gauge", "Jobs atomd keeps in memory, by state");
+    for (int s = 0; s <= ATOMD_JOB_TIMEOUT; s++)
+        fprintf(f, "atom_jobs{state=\"%s\"} %d\n", atomd_job_state_name((atomd_job_state)s), jobs[s]);
+
+    static const char *const per_job[][2] = {
+        {"atom_job_step", "Last step rank 0 reported"},
+        {"atom_job_tokens_per_second", "Training throughput rank 0 last reported"},
+        {"atom_job_restarts", "Attempts started after the first"},
+        {"atom_job_steps_since_checkpoint", "Steps done since the last committed checkpoint (the step when none)"},
+    };
+    for (int k = 0; k < 4; k++) {
+        help(f, per_job[k][0], "gauge", per_job[k][1]);
+        for (int i = 0; i < d->n_jobs; i++) {
+            const atomd_job *job = d->jobs[i];
+            if (job->state != ATOMD_JOB_RUNNING)
+                continue;
+            const atomd_progress *p = &job->progress;
+            if (k != 2 && !p->has)
+                continue;
+            double v = k == 0   ? (double)p->step
+                       : k == 1 ? p->tokens_per_s
+                       : k == 2 ? (double)(job->attempts > 1 ? job->attempts - 1 : 0)
+                                : (double)(p->step - (p->last_checkpoint >= 0 ? p->last_checkpoint : 0));
+            job_metric(f, job, per_job[k][0], v);
+        }
+    }
+    help(f, "atom_project_usage_gpu_seconds", "gauge", "Decayed GPU-seconds per project (what fair share orders by)");
+    double now = atomd_now(d);
+    for (int i = 0; i < d->n_usage; i++) {
+        fputs("atom_project_usage_gpu_seconds{project=\"", f);
+        put_label(f, d->usage[i].project);
+        fprintf(f, "\"} %.17g\n", atomd_usage_now(d, d->usage[i].project, now));
+    }
+    help(f, "atom_sched_pass_seconds", "gauge", "Wall time of the last scheduling pass");
+    fprintf(f, "atom_sched_pass_seconds %.9f\n", d->last_pass_seconds);
+    help(f, "atom_sched_passes_total", "counter", "Scheduling passes since atomd started");
+    fprintf(f, "atom_sched_passes_total %ld\n", d->metrics.passes);
+    help(f, "atom_store_commits_total", "counter", "State store transactions committed since atomd started");
+    fprintf(f, "atom_store_commits_total %ld\n", d->store.commits);
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+/* ---- HTTP ---------------------------------------------------------------------------------------- */
+
+static void respond(atomd *d, atomd_metrics_conn *c)
+{
+    bool metrics = strncmp(c->in, "GET /metrics ", 13) == 0 || strncmp(c->in, "GET / ", 6) == 0;
+    char *body = metrics ? atomd_metrics_text(d) : NULL;
+    const char *status = metrics ? (body ? "200 OK" : "500 Internal Server Error") : "404 Not Found";
+    const char *text = body ? body : metrics ? "out of memory\n" : "not found: try GET /metrics\n";
+    size_t body_len = strlen(text);
+    char head[256];
+    int head_len = snprintf(head, sizeof head,
+                            "HTTP/1.1 %s\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+                            "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                            status, body_len);
+    c->out = malloc((size_t)head_len + body_len);
+    if (c->out) {
+        memcpy(c->out, head, (size_t)head_len);
+        memcpy(c->out + head_len, text, body_len);
+        c->out_len = (size_t)head_len + body_len;
+    }
+    free(body);
+}
+
+/* Reads or writes one connection; returns false once it is to be closed. */
+static bool conn_step(atomd *d, atomd_metrics_conn *c, short revents)
+{
+    if (revents & (POLLERR | POLLNVAL))
+        return false;
+    if (!c->out && (revents & (POLLIN | POLLHUP))) {
+        ssize_t n = read(c->fd, c->in + c->in_len, sizeof c->in - 1 - c->in_len);
+        if (n <= 0)
+            return n < 0 && (errno == EAGAIN || errno == EINTR);
+        c->in_len += (size_t)n;
+        c->in[c->in_len] = 0;
+        if (!strstr(c->in, "\r\n\r\n") && !strstr(c->in, "\n\n"))
+            return c->in_len < sizeof c->in - 1; /* an oversized request is dropped */
+        respond(d, c);
+        if (!c->out)
+            return false;
+    }
+    if (c->out) {
+        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0)
+            return errno == EAGAIN || errno == EINTR;
+        c->out_sent += (size_t)n;
+        return c->out_sent < c->out_len;
+    }
+    return true;
+}
+
+void atomd_metrics_serve(atomd *d, const struct pollfd *pfd, int n)
+{
+    atomd_metrics *m = &d->metrics;
+    if (n <= 0)
+        return;
+    double now = atom_monotonic();
+    /* pfd[1..] are the connections as they were when polled (new ones are added after). */
+    int kept = 0, polled = n - 1;
+    for (int i = 0; i < m->n_conns; i++) {
+        atomd_metrics_conn *c = &m->conns[i];
+        bool keep = now - c->opened < CONN_TIMEOUT;
+        if (keep && i < polled && pfd[1 + i].revents)
+            keep = conn_step(d, c, pfd[1 + i].revents);
+        if (!keep) {
+            conn_close(c);
+            continue;
+        }
+        m->conns[kept++] = *c;
+    }
+    m->n_conns = kept;
+    if (!(pfd[0].revents & POLLIN))
+        return;
+    while (m->n_conns < MAX_CONNS) {
+        int fd = accept4(m->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        atomd_metrics_conn *conns = realloc(m->conns, (size_t)(m->n_conns + 1) * sizeof *conns);
+        if (!conns) {
+            close(fd);
+            return;
+        }
+        m->conns = conns;
+        atomd_metrics_conn *c = &m->conns[m->n_conns++];
+        memset(c, 0, sizeof *c);
+        c->fd = fd;
+        c->opened = now;
+    }
+}

@@ -1,0 +1,56 @@
+/* scheduler/metrics.h: atomd's metrics for ops, in the Prometheus text format over HTTP.
+ *
+ * Off unless `metrics_port` is set; it binds `metrics_address` (127.0.0.1 by default: the
+ * figures name jobs and projects, so exposing them further is a deliberate choice). The
+ * connections are served from atomd's one poll loop, with no thread: the server asks for their
+ * poll entries, then hands back what poll returned. A connection sends one request (GET /metrics)
+ * and gets one answer, then is closed; requests larger than a few kB, and connections idle for
+ * more than a few seconds, are dropped so that a stuck scraper cannot hold atomd.
+ *
+ * Metrics (all gauges unless _total):
+ *   atom_gpus{state=busy|free|offline}, atom_nodes{state=up|drained|down},
+ *   atom_jobs{state=pending|running|done|failed|cancelled|timeout}   (jobs atomd keeps in memory)
+ *   atom_job_step, atom_job_tokens_per_second, atom_job_restarts, atom_job_steps_since_checkpoint
+ *     {job,name,project}                                             (running jobs)
+ *   atom_project_usage_gpu_seconds{project}                          (decayed: what fair share sees)
+ *   atom_sched_pass_seconds (the last pass), atom_sched_passes_total, atom_store_commits_total
+ */
+#ifndef ATOM_SCHEDULER_METRICS_H
+#define ATOM_SCHEDULER_METRICS_H
+
+#include <poll.h>
+#include <stddef.h>
+
+#include "common/common.h"
+
+struct atomd;
+
+typedef struct atomd_metrics_conn {
+    int fd;
+    char in[4096];
+    size_t in_len;
+    char *out;
+    size_t out_len, out_sent;
+    double opened;  /* monotonic */
+} atomd_metrics_conn;
+
+typedef struct atomd_metrics {
+    int listen_fd;  /* -1: off */
+    atomd_metrics_conn *conns;
+    int n_conns;
+    long passes;    /* scheduling passes so far */
+} atomd_metrics;
+
+/* Binds cfg.metrics_address:cfg.metrics_port when the port is set; off otherwise. */
+int atomd_metrics_open(struct atomd *d, atom_err *err);
+void atomd_metrics_close(struct atomd *d);
+/* How many poll entries atomd_metrics_pollfds may fill. */
+int atomd_metrics_max_pollfds(const struct atomd *d);
+/* Fills the poll entries (listening socket, then connections); returns how many. */
+int atomd_metrics_pollfds(struct atomd *d, struct pollfd *pfd);
+/* Serves what poll found ready in the n entries filled by atomd_metrics_pollfds. */
+void atomd_metrics_serve(struct atomd *d, const struct pollfd *pfd, int n);
+/* The exposition text (malloc'd; NULL when out of memory). */
+char *atomd_metrics_text(struct atomd *d);
+
+#endif
