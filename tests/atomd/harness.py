@@ -68,7 +68,15 @@ class Daemon:
         with open(os.path.join(self.tmp, "data.bin"), "wb") as f:
             f.write(os.urandom(20000))
         self.proc = None
-        self.env = dict(os.environ, ATOM_WORKER=os.path.abspath(args.worker), ATOM_SOCKET=self.socket)
+        # Other users (uid 65534) run atomctl and the worker of their own jobs: give them copies
+        # they can reach, since the build folder may sit in a home folder of mode 0700 (/root).
+        bin_dir = os.path.join(self.tmp, "bin")
+        os.mkdir(bin_dir, 0o755)
+        self.ctl_path = shutil.copy(args.ctl, bin_dir)
+        self.worker_path = shutil.copy(args.worker, bin_dir)
+        for path in (self.ctl_path, self.worker_path):
+            os.chmod(path, 0o755)
+        self.env = dict(os.environ, ATOM_WORKER=self.worker_path, ATOM_SOCKET=self.socket)
 
     def start(self):
         log = open(self.log_path, "a")
@@ -177,7 +185,7 @@ class Daemon:
         if user is not None:
             kw = dict(user=user, group=user, extra_groups=[])
         sock = [] if "--socket" in argv else ["--socket", self.socket]
-        r = subprocess.run([self.args.ctl] + list(argv) + sock, capture_output=True, text=True,
+        r = subprocess.run([self.ctl_path] + list(argv) + sock, capture_output=True, text=True,
                            env=self.env, timeout=60, **kw)
         return r.returncode, r.stdout, r.stderr
 
