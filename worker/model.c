@@ -30,6 +30,23 @@ int atom_model_tp_sum(atom_model *m, float *buf, size_t n, atom_err *err)
     return 0;
 }
 
+int atom_model_sum_scalars(atom_model *m, coll_group *group, float *host, int n,
+                           atom_err *err)
+{
+    if (n < 1 || n > ATOM_MODEL_MAX_SCALARS)
+        return atom_errf(err, "model: %d scalars to sum (1..%d)", n, ATOM_MODEL_MAX_SCALARS);
+    size_t bytes = (size_t)n * sizeof(float);
+    coll_err ce;
+    if (m->be->from_host(m->scalars, host, bytes) != 0 || m->be->synchronize() != 0)
+        return atom_errf(err, "model: copying %d scalars to the backend failed", n);
+    if (coll_all_reduce(group, m->scalars, (size_t)n, COLL_F32, COLL_SUM, &ce) != 0)
+        return atom_errf(err, "model: all-reduce of %d scalars over the %s group: %s", n,
+                         coll_group_name(group), ce.msg);
+    if (m->be->to_host(host, m->scalars, bytes) != 0)
+        return atom_errf(err, "model: copying %d scalars from the backend failed", n);
+    return 0;
+}
+
 /* The maximum over the tensor group, element by element: an all-gather and a column max. */
 static int tp_max(atom_model *m, float *buf, float *gathered, int n, atom_err *err)
 {
@@ -191,6 +208,7 @@ int atom_model_create(const atom_model_opts *opts, atom_model **out, atom_err *e
     alloc_floats(m, &m->adam_m, n, &failed);
     alloc_floats(m, &m->adam_v, n, &failed);
     alloc_activations(m, &failed);
+    alloc_floats(m, &m->scalars, ATOM_MODEL_MAX_SCALARS, &failed);
     m->host_losses = malloc((size_t)opts->max_batch * c->context * sizeof(float));
     if (failed || !m->host_losses) {
         atom_model_free(m);
@@ -217,6 +235,7 @@ void atom_model_free(atom_model *m)
     m->be->release(m->grads);
     m->be->release(m->adam_m);
     m->be->release(m->adam_v);
+    m->be->release(m->scalars);
     free(m->host_losses);
     free(m);
 }

@@ -140,6 +140,12 @@ int atom_model_copy_logits(const atom_model *model, float *host, atom_err *err);
 /* Global L2 norm of the gradients: this rank's shard, replicated parameters counted once per
  * TP group, summed over the TP group. Call after the DP average (identical on all replicas). */
 int atom_model_grad_norm(atom_model *model, double *norm, atom_err *err);
+/* Sums a few host floats (the step's loss, the stop flag, a norm) over a group of the model's
+ * collectives context. The NCCL backend reduces device memory only, so the values travel through
+ * a small buffer in the backend's memory; on the CPU that buffer is host memory too. */
+#define ATOM_MODEL_MAX_SCALARS 8
+int atom_model_sum_scalars(atom_model *model, coll_group *group, float *host, int n,
+                           atom_err *err);
 
 /* One AdamW step over this rank's shard with the reference constants, using
  * grads * grad_multiplier (the clipping factor min(1, clip / norm), or 1). Weight decay

@@ -62,6 +62,7 @@ struct atom_model {
     int *piece_layer;                     /* (L, 12): the per-layer slices, in table order */
     /* host scratch */
     float *host_losses;                   /* (N) */
+    float *scalars;                       /* (ATOM_MODEL_MAX_SCALARS) backend memory */
 };
 
 /* The layer slice of a per-layer parameter in a flat buffer. */

@@ -26,9 +26,8 @@ int atom_model_grad_norm(atom_model *m, double *norm, atom_err *err)
         float parts[2];
         parts[0] = (float)local;
         parts[1] = (float)(local - (double)parts[0]);
-        coll_err ce;
-        if (coll_all_reduce(m->opts.tensor_group, parts, 2, COLL_F32, COLL_SUM, &ce) != 0)
-            return atom_errf(err, "model: grad norm all-reduce: %s", ce.msg);
+        if (atom_model_sum_scalars(m, m->opts.tensor_group, parts, 2, err) != 0)
+            return -1;
         local = (double)parts[0] + (double)parts[1];
     }
     *norm = sqrt(local);

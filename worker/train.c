@@ -627,9 +627,9 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
         bool want_stop = (opts->stop_request && *opts->stop_request) ||
                          (opts->stop_after > 0 && step >= opts->stop_after);
         float shared[2] = {loss / (float)world_size, want_stop ? 1.0f : 0.0f};
-        coll_err cerr;
-        if (coll_all_reduce(world, shared, 2, COLL_F32, COLL_SUM, &cerr) != 0) {
-            atom_errf(err, "rank %d: step %lld: %s", t.rank, (long long)step, cerr.msg);
+        atom_err serr;
+        if (atom_model_sum_scalars(t.model, world, shared, 2, &serr) != 0) {
+            atom_errf(err, "rank %d: step %lld: %s", t.rank, (long long)step, serr.msg);
             goto out;
         }
         stop = shared[1] > 0 && step < spec->training.steps;
