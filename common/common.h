@@ -156,6 +156,8 @@ int atom_spec_check(const atom_spec *spec, const char *file, atom_diags *diags);
  * its first MiB); checkpoint.dir, when it exists, is a folder. For atomctl before submitting and
  * the worker before training. */
 int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *diags);
+/* atom_spec_load, then atom_spec_check_data: what atomctl checks before a job is queued or run. */
+int atom_spec_load_runnable(const char *path, atom_spec *spec, atom_diags *diags);
 /* The normalised spec as JSON text (malloc'd) and back. */
 char *atom_spec_to_json(const atom_spec *spec);
 int atom_spec_from_json(const char *json, atom_spec *spec, atom_err *err);

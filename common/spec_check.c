@@ -268,3 +268,10 @@ int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *di
         fail(&c, KEYS("checkpoint.dir"), "%s exists and is not a folder", spec->checkpoint.dir);
     return c.errors ? -1 : 0;
 }
+
+int atom_spec_load_runnable(const char *path, atom_spec *spec, atom_diags *diags)
+{
+    if (atom_spec_load(path, spec, diags) != 0 || diags->count)
+        return -1;
+    return atom_spec_check_data(spec, path, diags);
+}

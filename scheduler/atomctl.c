@@ -22,6 +22,12 @@ static const atomctl_command commands[] = {
      "  data-parallel groups; the switches used. Or says why the job does not fit.\n"
      "  --cluster FILE  the cluster inventory (configs/clusters/*.yaml)\n"
      "  --json          print the plan file (JSON) instead of the table\n"},
+    {"ckpt", atomctl_cmd_ckpt, "list, verify or export checkpoints (no atomd needed)",
+     "atomctl ckpt ls DIR | verify FILE | export FILE [--format safetensors] [-o OUT]\n"
+     "  ls      every checkpoint of DIR: step, layout, size, time, committed or not, latest\n"
+     "  verify  checks every checksum of every dataset; exit 1 naming the first bad one\n"
+     "  export  the model weights as safetensors under GPT-2's names (docs/checkpoint-format.md);\n"
+     "          OUT defaults to FILE with the .safetensors ending\n"},
     /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH. */
     {"run", atomctl_cmd_run, "run a job here and follow it to its end (starts atomd if needed)",
      "atomctl run JOB.yaml [--cluster INVENTORY.yaml] [--socket PATH]\n"

@@ -176,7 +176,7 @@ static int submit_file(const cli_opts *o, const char *path, json_int_t *id, bool
 {
     atom_spec spec;
     atom_diags diags = {0};
-    if (atom_spec_load(path, &spec, &diags)) {
+    if (atom_spec_load_runnable(path, &spec, &diags)) {
         atom_diags_print(&diags, stderr);
         atom_diags_free(&diags);
         return EXIT_FAILED;
@@ -636,7 +636,7 @@ int atomctl_cmd_run(int argc, char **argv)
     /* Validate before starting anything: a bad spec needs no daemon. */
     atom_spec spec;
     atom_diags diags = {0};
-    if (atom_spec_load(path, &spec, &diags)) {
+    if (atom_spec_load_runnable(path, &spec, &diags)) {
         atom_diags_print(&diags, stderr);
         atom_diags_free(&diags);
         free(o.args);
