@@ -429,7 +429,15 @@ static void stop_attempt(atomd *d, atomd_job *job, atomd_stop_kind kind, const c
         signal_attempt(d, a, SIGKILL);
         a->stop_deadline = now + 5;  /* re-sent until the attempt is reaped */
     } else if (kind == ATOMD_STOP_CANCEL) {
-        signal_attempt(d, a, SIGTERM); /* the ranks checkpoint and stop */
+        /* Once training has begun, SIGUSR1: mpirun forwards it at once and the ranks checkpoint
+         * and stop, while mpirun holds SIGTERM back and follows it with SIGKILL about a second
+         * later, too soon for a checkpoint. Before any rank has reported there is nothing to
+         * save, and mpirun, still starting its ranks, would drop a SIGUSR1: SIGTERM then.
+         * SIGKILL follows after stop_grace either way. */
+        bool training = false;
+        for (int r = 0; a->ranks && r < a->placement.world; r++)
+            training |= a->ranks[r].seen;
+        signal_attempt(d, a, training ? SIGUSR1 : SIGTERM);
         a->stop_deadline = now + d->cfg.stop_grace;
     }
 }
