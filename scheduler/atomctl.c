@@ -59,6 +59,11 @@ static const atomctl_command commands[] = {
      "atomctl drain NODE [--reason TEXT] [--socket PATH]\n"},
     {"resume", atomctl_cmd_resume, "put a drained node back in service (administrators)",
      "atomctl resume NODE [--socket PATH]\n"},
+    {"history", atomctl_cmd_history, "ended jobs, newest first (from atomd's store)",
+     "atomctl history [--all] [--json] [--socket PATH]\n"
+     "  --all  every ended job (default: the newest 100)\n"},
+    {"usage", atomctl_cmd_usage, "GPU-hours per user and project, and the fair-share figures",
+     "atomctl usage [--json] [--socket PATH]\n"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 

@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <libgen.h>
@@ -721,4 +722,78 @@ int atomctl_cmd_run(int argc, char **argv)
         json_decref(ans);
         sleep_s(0.5);
     }
+}
+
+/* ---- accounting: history, usage ------------------------------------------------------------- */
+
+static double real(json_t *o, const char *key) { return json_number_value(json_object_get(o, key)); }
+
+static const char *user_name(json_t *o, char *buf, size_t len)
+{
+    uid_t uid = (uid_t)json_integer_value(json_object_get(o, "uid"));
+    struct passwd *pw = getpwuid(uid);
+    if (pw)
+        snprintf(buf, len, "%s", pw->pw_name);
+    else
+        snprintf(buf, len, "%u", (unsigned)uid);
+    return buf;
+}
+
+int atomctl_cmd_history(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "ja", 0, 0, "[--all] [--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_t *ans = call(&o, json_pack("{s:s,s:i}", "op", "history", "limit", o.all ? 1000000000 : 100), &rc);
+    if (!ans)
+        return rc;
+    if (o.json) {
+        print_json(ans);
+    } else {
+        printf("%-8s %-24s %-10s %-16s %5s %-10s %9s %9s %8s  %s\n", "JOB", "NAME", "USER", "PROJECT", "GPUS", "STATE",
+               "WAITED", "RAN", "ATTEMPTS", "REASON");
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(ans, "jobs"), i, v) {
+            char who[64];
+            double submit = real(v, "submit_time"), start = real(v, "start_time"), end = real(v, "end_time");
+            printf("%-8lld %-24s %-10s %-16s %5lld %-10s %8.0fs %8.0fs %8lld  %s\n", num(v, "id"), str(v, "name"),
+                   user_name(v, who, sizeof who), str(v, "project"), num(v, "gpus"), str(v, "state"),
+                   start > 0 ? start - submit : end - submit, start > 0 ? end - start : 0.0, num(v, "attempts"),
+                   str(v, "reason"));
+        }
+    }
+    json_decref(ans);
+    return EXIT_OK;
+}
+
+int atomctl_cmd_usage(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = EXIT_OK;
+    if (parse_opts(argc, argv, "j", 0, 0, "[--json] [--socket PATH]", &o, &rc))
+        return rc;
+    json_t *ans = call(&o, json_pack("{s:s}", "op", "usage"), &rc);
+    if (!ans)
+        return rc;
+    if (o.json) {
+        print_json(ans);
+    } else {
+        printf("GPU-hours by user and project (every attempt in the store):\n");
+        printf("  %-16s %-24s %6s %12s\n", "USER", "PROJECT", "JOBS", "GPU-HOURS");
+        size_t i;
+        json_t *v;
+        json_array_foreach(json_object_get(ans, "usage"), i, v) {
+            char who[64];
+            printf("  %-16s %-24s %6lld %12.2f\n", user_name(v, who, sizeof who), str(v, "project"), num(v, "jobs"),
+                   real(v, "gpu_hours"));
+        }
+        printf("Fair share (GPU-hours decayed with a half-life of %.0f s; lower starts first):\n",
+               real(ans, "half_life"));
+        json_array_foreach(json_object_get(ans, "fair_share"), i, v)
+            printf("  %-24s %12.2f\n", str(v, "project"), real(v, "decayed_gpu_hours"));
+    }
+    json_decref(ans);
+    return EXIT_OK;
 }

@@ -18,5 +18,7 @@ int atomctl_cmd_logs(int argc, char **argv);
 int atomctl_cmd_nodes(int argc, char **argv);
 int atomctl_cmd_drain(int argc, char **argv);
 int atomctl_cmd_resume(int argc, char **argv);
+int atomctl_cmd_history(int argc, char **argv);
+int atomctl_cmd_usage(int argc, char **argv);
 
 #endif

@@ -72,6 +72,9 @@ static void defaults(atomd_config *cfg)
     snprintf(cfg->admin_group, sizeof cfg->admin_group, "atom-admin");
     snprintf(cfg->launcher, sizeof cfg->launcher, "mpirun");
     snprintf(cfg->metrics_address, sizeof cfg->metrics_address, "127.0.0.1");
+    cfg->health_interval = 300;
+    cfg->health_fresh = 60;
+    cfg->health_timeout = 60;
     cfg->usage_half_life = 7 * 24 * 3600.0;
     cfg->stop_grace = 30;
     cfg->limit_warning = 60;
@@ -93,6 +96,8 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return COPY(admin_group);
     if (strcmp(key, "metrics_address") == 0)
         return COPY(metrics_address);
+    if (strcmp(key, "health_check") == 0)
+        return COPY(health_program);
     if (strcmp(key, "launcher") == 0) {
         if (!atomd_launcher_named(value))
             return atom_errf(err, "launcher: \"%s\" is not mpirun or slurm", value);
@@ -126,6 +131,9 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
                   : strcmp(key, "stop_grace") == 0     ? &cfg->stop_grace
                   : strcmp(key, "limit_warning") == 0  ? &cfg->limit_warning
                   : strcmp(key, "idle_exit") == 0      ? &cfg->idle_exit
+                  : strcmp(key, "health_interval") == 0 ? &cfg->health_interval
+                  : strcmp(key, "health_fresh") == 0   ? &cfg->health_fresh
+                  : strcmp(key, "health_timeout") == 0 ? &cfg->health_timeout
                                                        : NULL;
     if (!dur)
         return atom_errf(err, "unknown setting \"%s\"", key);
@@ -292,7 +300,7 @@ int main(int argc, char **argv)
         atom_log(ATOM_LOG_ERROR, "%s", err.msg[0] ? err.msg : "out of memory");
         goto out;
     }
-    if (atomd_server_open(&d, &err) || atomd_metrics_open(&d, &err)) {
+    if (atomd_health_init(&d, &err) || atomd_server_open(&d, &err) || atomd_metrics_open(&d, &err)) {
         atom_log(ATOM_LOG_ERROR, "%s", err.msg);
         goto out;
     }
@@ -305,6 +313,7 @@ int main(int argc, char **argv)
              d.cfg.socket_path, d.inv.name, d.inv.n_nodes, d.cfg.state_dir, d.n_jobs);
     rc = atomd_server_run(&d) == 0 ? 0 : 1;
 out:
+    atomd_health_free(&d);
     atomd_metrics_close(&d);
     atomd_server_close(&d);
     atomd_store_close(&d.store);

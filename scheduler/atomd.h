@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "common/common.h"
+#include "scheduler/health.h"
 #include "scheduler/jobs.h"
 #include "scheduler/launchers.h"
 #include "scheduler/metrics.h"
@@ -38,6 +39,10 @@ typedef struct atomd_config {
     int policy;                     /* atomd_policy: how the pass orders and fills the queue */
     int metrics_port;               /* 0: no metrics endpoint (metrics.h) */
     char metrics_address[64];       /* where it listens: 127.0.0.1 unless set */
+    char health_program[ATOM_PATH_MAX]; /* "" : no node health checks (health.h) */
+    double health_interval;         /* seconds between checks of every node (0: before jobs only) */
+    double health_fresh;            /* a check passed this recently counts as "before the job" */
+    double health_timeout;          /* a check running longer fails */
 } atomd_config;
 
 /* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so
@@ -97,6 +102,7 @@ typedef struct atomd {
     double virtual_now;
     double last_pass_seconds;  /* wall time of the last scheduling pass (metrics) */
     atomd_metrics metrics;
+    atomd_health health;
 } atomd;
 
 /* atomd's clocks: the real ones, or the virtual time of a simulation. Scheduling code reads time

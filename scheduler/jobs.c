@@ -648,14 +648,17 @@ void atomd_jobs_reap(atomd *d)
         if (pid <= 0)
             return;
         int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        for (int i = 0; i < d->n_jobs; i++) {
+        bool attempt = false;
+        for (int i = 0; i < d->n_jobs && !attempt; i++) {
             atomd_job *job = d->jobs[i];
             if (job->cur.live && !job->cur.adopted && job->cur.pid == pid) {
                 job->cur.launch.pid = 0;
                 atomd_job_attempt_ended(d, job, code);
-                break;
+                attempt = true;
             }
         }
+        if (!attempt)
+            atomd_health_reaped(d, pid, code); /* or a node's health check */
     }
 }
 

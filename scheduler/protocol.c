@@ -370,6 +370,36 @@ static json_t *op_resume(atomd *d, const atomd_caller *who, json_t *req)
     return node_state_op(d, req, ATOMD_NODE_UP);
 }
 
+/* Accounting: ended jobs from the store (also those no longer in memory), and GPU-hours per owner
+ * and project beside each project's decayed usage (what fair share orders by). */
+static json_t *op_history(atomd *d, const atomd_caller *who, json_t *req)
+{
+    (void)who;
+    json_t *limit = json_object_get(req, "limit");
+    atom_err err = {{0}};
+    json_t *jobs = atomd_store_history(&d->store, limit ? (int)json_integer_value(limit) : 100, &err);
+    if (!jobs)
+        return atomd_protocol_error("%s", err.msg);
+    return json_pack("{s:b,s:o}", "ok", 1, "jobs", jobs);
+}
+
+static json_t *op_usage(atomd *d, const atomd_caller *who, json_t *req)
+{
+    (void)who;
+    (void)req;
+    atom_err err = {{0}};
+    double now = atomd_now(d);
+    json_t *rows = atomd_store_accounting(&d->store, now, &err);
+    if (!rows)
+        return atomd_protocol_error("%s", err.msg);
+    json_t *fair = json_array();
+    for (int i = 0; i < d->n_usage; i++)
+        json_array_append_new(fair, json_pack("{s:s,s:f}", "project", d->usage[i].project, "decayed_gpu_hours",
+                                              atomd_usage_now(d, d->usage[i].project, now) / 3600.0));
+    return json_pack("{s:b,s:o,s:o,s:f}", "ok", 1, "usage", rows, "fair_share", fair, "half_life",
+                     d->cfg.usage_half_life);
+}
+
 static const atomd_op ops[] = {
     {"ping", {{0}}, false, op_ping},
     {"submit", {{"spec", JSON_STRING, true}}, false, op_submit},
@@ -382,6 +412,8 @@ static const atomd_op ops[] = {
     {"nodes", {{0}}, false, op_nodes},
     {"drain", {{"node", JSON_STRING, true}, {"reason", JSON_STRING, false}}, true, op_drain},
     {"resume", {{"node", JSON_STRING, true}}, true, op_resume},
+    {"history", {{"limit", JSON_INTEGER, false}}, false, op_history},
+    {"usage", {{0}}, false, op_usage},
 };
 
 static bool type_matches(json_t *v, json_type want)

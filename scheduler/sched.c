@@ -207,6 +207,11 @@ static int try_start(atomd *d, atomd_job *job, char *why, size_t why_len)
     }
     if (r == ATOM_PLACE_NO_FIT)
         return 0;
+    if (atomd_health_hold(d, &pl, why, why_len)) { /* placed again once its nodes pass */
+        atom_planner_release(&d->planner, &pl);
+        atom_placement_free(&pl);
+        return 0;
+    }
     atomd_job_launch(d, job, &pl, &err); /* a failed launch is recorded on the job */
     return 1;
 }

@@ -389,6 +389,7 @@ int atomd_server_run(atomd *d)
             atomd_sched_account(d, now - last_tick);
             last_tick = now;
             atomd_jobs_tick(d);
+            atomd_health_tick(d);
             d->changed = true; /* time passing may open a backfill window */
             atomd_jobs_evict(d);
             if (now - d->last_usage_save >= USAGE_SAVE_SECONDS) {

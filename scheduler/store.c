@@ -506,3 +506,58 @@ json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *
     sqlite3_finalize(st);
     return a;
 }
+
+/* ---- accounting ------------------------------------------------------------------------------ */
+
+json_t *atomd_store_history(atomd_store *s, int limit, atom_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT id, owner, name, project, gpus, state, submit_time, start_time, end_time,"
+                           " attempts, exit_code, reason FROM jobs"
+                           " WHERE state IN ('done','failed','cancelled','timeout')"
+                           " ORDER BY end_time DESC, id DESC LIMIT ?1",
+                           -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "reading the job history");
+        return NULL;
+    }
+    sqlite3_bind_int(st, 1, limit);
+    json_t *a = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        double start = sqlite3_column_double(st, 7), end = sqlite3_column_double(st, 8);
+        int gpus = sqlite3_column_int(st, 4);
+        json_array_append_new(
+            a, json_pack("{s:I,s:I,s:s,s:s,s:i,s:s,s:f,s:f,s:f,s:i,s:i,s:s}", "id", (json_int_t)sqlite3_column_int64(st, 0),
+                         "uid", (json_int_t)sqlite3_column_int64(st, 1), "name", col_text(st, 2), "project",
+                         col_text(st, 3), "gpus", gpus, "state", col_text(st, 5), "submit_time",
+                         sqlite3_column_double(st, 6), "start_time", start, "end_time", end, "attempts",
+                         sqlite3_column_int(st, 9), "exit_code", sqlite3_column_int(st, 10), "reason",
+                         col_text(st, 11)));
+    }
+    sqlite3_finalize(st);
+    return a;
+}
+
+json_t *atomd_store_accounting(atomd_store *s, double now, atom_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    /* An attempt's end_time is 0 while it runs ("starting" rows carry a provisional one that the
+     * "running" row replaces), so a live attempt counts up to now. */
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT j.owner, j.project, COUNT(DISTINCT j.id),"
+                           " SUM(j.gpus * MAX(0, (CASE WHEN a.end_time > 0 THEN a.end_time ELSE ?1 END) - a.start_time))"
+                           " FROM attempts a JOIN jobs j ON j.id = a.job WHERE a.start_time > 0"
+                           " GROUP BY j.owner, j.project ORDER BY j.owner, j.project",
+                           -1, &st, NULL) != SQLITE_OK) {
+        db_fail(s, err, "reading the accounting");
+        return NULL;
+    }
+    sqlite3_bind_double(st, 1, now);
+    json_t *a = json_array();
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_array_append_new(a, json_pack("{s:I,s:s,s:i,s:f}", "uid", (json_int_t)sqlite3_column_int64(st, 0), "project",
+                                           col_text(st, 1), "jobs", sqlite3_column_int(st, 2), "gpu_hours",
+                                           sqlite3_column_double(st, 3) / 3600.0));
+    sqlite3_finalize(st);
+    return a;
+}

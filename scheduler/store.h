@@ -48,6 +48,13 @@ int atomd_store_save_usage(atomd_store *s, const char *project, double gpu_secon
 /* The attempts of a job, oldest first, as a JSON array (NULL on error); inv names their nodes. */
 struct json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *inv, atom_err *err);
 
+/* Accounting (atomctl history, atomctl usage): the newest `limit` ended jobs, newest first, as a
+ * JSON array; and GPU-hours per owner and project as a JSON array of {uid, project, jobs,
+ * gpu_hours}, summed over every attempt in the store (an attempt still running counts up to now).
+ * Undecayed: the decayed figure fair share orders by is the usage table. NULL on error. */
+struct json_t *atomd_store_history(atomd_store *s, int limit, atom_err *err);
+struct json_t *atomd_store_accounting(atomd_store *s, double now, atom_err *err);
+
 /* Loads node states, usage and jobs into d: every pending or running job (with its last attempt)
  * and the newest cfg.keep_finished ended ones. */
 int atomd_store_load(atomd_store *s, struct atomd *d, atom_err *err);

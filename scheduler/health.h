@@ -1,0 +1,53 @@
+/* scheduler/health.h: node health checks, as Slurm's HealthCheckProgram (private to atomd).
+ *
+ * Configured by `health_check = PROGRAM` (off when unset). atomd runs PROGRAM NODE on a node:
+ * directly when the node is this machine (address localhost, 127.0.0.1 or atomd's host name),
+ * else through `mpirun -np 1 --host ADDR`, the way atomd reaches nodes for jobs. The environment
+ * carries ATOM_HEALTH_NODE=NODE. Exit 0 is healthy; anything else, or running past
+ * `health_timeout` (SIGKILL), drains the node with the program's first output line as the
+ * reason, shown by `atomctl nodes`; an administrator's `atomctl resume` puts it back.
+ *
+ * When it runs:
+ *   - before a job starts on a node: the scheduling pass holds a placement whose nodes have not
+ *     passed a check in the last `health_fresh` seconds, starts their checks and places the job
+ *     again once they pass (a failed node is drained, so the planner picks others);
+ *   - every `health_interval` seconds on every node that is up (0: only before jobs).
+ * Checks run as atomd's children, a few at a time, and end through the SIGCHLD that also ends
+ * attempts (jobs.c hands over pids it does not own): the poll loop never waits for one.
+ * Output goes to <state>/health/<node>.log (the last check's).
+ */
+#ifndef ATOM_SCHEDULER_HEALTH_H
+#define ATOM_SCHEDULER_HEALTH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "common/common.h"
+#include "scheduler/planner.h"
+
+struct atomd;
+
+/* One node's checks. */
+typedef struct atomd_health_node {
+    pid_t pid;         /* the running check; 0 when none */
+    double started;    /* monotonic: when the running check started */
+    double last_run;   /* monotonic: when the last check started (0: never) */
+    double last_ok;    /* monotonic: when a check last passed (0: never) */
+} atomd_health_node;
+
+typedef struct atomd_health {
+    atomd_health_node *nodes;  /* inv.n_nodes entries; NULL when health checks are off */
+    int running;
+} atomd_health;
+
+int atomd_health_init(struct atomd *d, atom_err *err);
+void atomd_health_free(struct atomd *d);
+/* true when the placement must wait for checks (started here); why says which node. */
+bool atomd_health_hold(struct atomd *d, const atom_placement *pl, char *why, size_t why_len);
+/* Timer: periodic checks and timeouts. */
+void atomd_health_tick(struct atomd *d);
+/* A child ended: true when it was a health check (handled here). */
+bool atomd_health_reaped(struct atomd *d, pid_t pid, int exit_code);
+
+#endif
