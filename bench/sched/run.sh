@@ -7,6 +7,11 @@
 #     reservation; later passes see fewer pending jobs. The worst pass is the figure.
 #  2. A day of trace (configs/traces/day-10k.csv) under the three policies: the simulation's own
 #     wall time (target: seconds), with its report.
+#  3. A real atomd on that inventory (bench_daemon.py): submissions/s through the socket (target
+#     >= 1,000/s), `atomctl status` with 1,000 jobs (target <= 50 ms), atomd's memory; with
+#     SLURM=yes (as root), the same number of sbatch submissions to a local Slurm beside it.
+#
+#   bench/sched/run.sh build-ops            SLURM=yes bench/sched/run.sh build-ops
 set -eu
 BUILD=${1:?usage: bench/sched/run.sh BUILD_DIR}
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -32,3 +37,7 @@ echo "== scheduling pass, 10,000 pending jobs, 10,000 GPUs (target <= 100 ms)"
 
 echo "== a day of trace on 10,000 GPUs, three policies (target: seconds)"
 /usr/bin/time -f "wall %e s, max RSS %M kB" "$ATOMD" --simulate --cluster "$CLUSTER" --trace "$SRC/configs/traces/day-10k.csv"
+
+echo "== a real atomd with 10,000 GPUs and 1,000 jobs"
+python3 "$SRC/bench/sched/bench_daemon.py" --atomd "$ATOMD" --ctl "$BUILD/bin/atomctl" \
+    --worker "$BUILD/tests/atomd/atomd_fake_worker" --jobs 1000 --slurm "${SLURM:-no}"

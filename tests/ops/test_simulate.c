@@ -6,6 +6,7 @@
  * that flood the queue gives each half of the GPUs (FIFO does not); a job that fails partway is
  * restarted away from its node and finishes; the three policies agree when nothing waits.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -153,6 +154,30 @@ static void test_failure_restarts_elsewhere(void **state)
     atom_inventory_free(&inv);
 }
 
+/* Two nodes of 3 GPUs. A and B are tensor-parallel pairs (a pair never crosses a node), so they
+ * take one node each and leave one GPU free on each; C, another pair, finds two GPUs free in total
+ * and still waits. Those two GPUs are idle through fragmentation for 100 s, out of 6 GPUs x 200 s. */
+static void test_fragmentation_is_measured(void **state)
+{
+    (void)state;
+    atom_inventory inv;
+    load_inventory("name: three-gpu-nodes\nswitches: [leaf01]\nnodes:\n  - {name: \"n[1-2]\", switch: leaf01, gpus: 3}\n",
+                   &inv);
+    atomd_sim_job jobs[] = {job(0, 2, 100, 100, "p"), job(0, 2, 100, 100, "p"), job(0, 2, 100, 100, "p")};
+    for (int i = 0; i < 3; i++)
+        jobs[i].tensor = 2;
+    atomd_sim_result r;
+    run(&inv, jobs, 3, ATOMD_POLICY_BACKFILL, &r);
+    assert_int_equal(r.done, 3);
+    assert_true(r.jobs[2].start == 100);
+    assert_true(r.makespan == 200);
+    assert_true(fabs(r.idle_fragmented - 2.0 * 100 / (6 * 200)) < 1e-9);
+    assert_true(fabs(r.idle_queued - 2.0 * 100 / (6 * 200)) < 1e-9);
+    assert_true(fabs(r.utilisation - (4.0 * 100 + 2.0 * 100) / (6 * 200)) < 1e-9);
+    atomd_sim_result_free(&r);
+    atom_inventory_free(&inv);
+}
+
 /* The CSV reader: comments, a header, optional priority; a bad row is refused with its line. */
 static void test_trace_file(void **state)
 {
@@ -190,6 +215,7 @@ int main(void)
         cmocka_unit_test(test_backfill_never_delays_the_head),
         cmocka_unit_test(test_fair_share_converges),
         cmocka_unit_test(test_failure_restarts_elsewhere),
+        cmocka_unit_test(test_fragmentation_is_measured),
         cmocka_unit_test(test_trace_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
