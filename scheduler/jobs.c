@@ -488,6 +488,8 @@ void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb, uid_t sender)
         job->progress.step = hb->step;
         job->progress.loss = hb->loss;
         job->progress.tokens_per_s = hb->tokens_per_s;
+        if (hb->last_checkpoint_step >= 0 && hb->last_checkpoint_step != job->progress.last_checkpoint)
+            job->progress.checkpoint_seen = atomd_now(d);
         job->progress.last_checkpoint = hb->last_checkpoint_step;
     }
 }

@@ -48,6 +48,8 @@ typedef struct atomd_progress {
     int64_t step;
     double loss, tokens_per_s;
     int64_t last_checkpoint;  /* -1: none */
+    double checkpoint_seen;   /* epoch: when atomd first heard of last_checkpoint (0: not since it
+                               * started); for the checkpoint age in the metrics */
 } atomd_progress;
 
 /* One rank's heartbeats in the current attempt. */

@@ -146,25 +146,31 @@ char *atomd_metrics_text(atomd *d)
         {"atom_job_tokens_per_second", "Training throughput rank 0 last reported"},
         {"atom_job_restarts", "Attempts started after the first"},
         {"atom_job_steps_since_checkpoint", "Steps done since the last committed checkpoint (the step when none)"},
+        {"atom_job_checkpoint_age_seconds",
+         "Seconds since atomd heard of the last committed checkpoint (since the attempt started when none)"},
     };
-    for (int k = 0; k < 4; k++) {
+    double now = atomd_now(d);
+    for (int k = 0; k < 5; k++) {
         help(f, per_job[k][0], "gauge", per_job[k][1]);
         for (int i = 0; i < d->n_jobs; i++) {
             const atomd_job *job = d->jobs[i];
             if (job->state != ATOMD_JOB_RUNNING)
                 continue;
             const atomd_progress *p = &job->progress;
-            if (k != 2 && !p->has)
+            if (k != 2 && k != 4 && !p->has)
                 continue;
+            double since = p->last_checkpoint >= 0 ? p->checkpoint_seen : job->cur.start_time;
+            if (k == 4 && since <= 0)
+                continue; /* a checkpoint from before atomd restarted: its time is not known */
             double v = k == 0   ? (double)p->step
                        : k == 1 ? p->tokens_per_s
                        : k == 2 ? (double)(job->attempts > 1 ? job->attempts - 1 : 0)
-                                : (double)(p->step - (p->last_checkpoint >= 0 ? p->last_checkpoint : 0));
+                       : k == 3 ? (double)(p->step - (p->last_checkpoint >= 0 ? p->last_checkpoint : 0))
+                                : now - since;
             job_metric(f, job, per_job[k][0], v);
         }
     }
     help(f, "atom_project_usage_gpu_seconds", "gauge", "Decayed GPU-seconds per project (what fair share orders by)");
-    double now = atomd_now(d);
     for (int i = 0; i < d->n_usage; i++) {
         fputs("atom_project_usage_gpu_seconds{project=\"", f);
         put_label(f, d->usage[i].project);

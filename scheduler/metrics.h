@@ -10,8 +10,8 @@
  * Metrics (all gauges unless _total):
  *   atom_gpus{state=busy|free|offline}, atom_nodes{state=up|drained|down},
  *   atom_jobs{state=pending|running|done|failed|cancelled|timeout}   (jobs atomd keeps in memory)
- *   atom_job_step, atom_job_tokens_per_second, atom_job_restarts, atom_job_steps_since_checkpoint
- *     {job,name,project}                                             (running jobs)
+ *   atom_job_step, atom_job_tokens_per_second, atom_job_restarts, atom_job_steps_since_checkpoint,
+ *   atom_job_checkpoint_age_seconds {job,name,project}               (running jobs)
  *   atom_project_usage_gpu_seconds{project}                          (decayed: what fair share sees)
  *   atom_sched_pass_seconds (the last pass), atom_sched_passes_total, atom_store_commits_total
  */

@@ -79,7 +79,9 @@ def main():
         check(get(s, "atom_jobs", state="running") == 1 and get(s, "atom_jobs", state="pending") == 0, "jobs")
         check(get(s, "atom_nodes", state="up") == 1, "nodes")
         check(get(s, "atom_job_restarts", job=str(job), name="sleep-m", project="metrics-test") == 0, "restarts")
-        check(get(s, "atom_sched_passes_total", ) >= 1, "passes")
+        check(get(s, "atom_sched_passes_total") >= 1, "passes")
+        age = get(s, "atom_job_checkpoint_age_seconds", job=str(job), name="sleep-m", project="metrics-test")
+        check(age is not None and 0 <= age < 60, "checkpoint age (none yet: since the attempt started): %r" % age)
         check(get(s, "atom_sched_pass_seconds") is not None, "pass seconds")
         try:
             urllib.request.urlopen("http://127.0.0.1:%d/other" % port, timeout=10)
