@@ -1,7 +1,7 @@
 """Accounting (atomctl history, atomctl usage): ended jobs stay queryable from atomd's store, also
 once they are no longer kept in memory (keep_finished = 0) and after a restart of atomd; GPU-hours
 are summed per user and project from the attempts' times (a job of 2 GPUs counts twice its run
-time), and the fair-share figure per project is shown beside them.
+time) for each owner (one job is another user's), and the fair-share figure per project is shown beside them.
 Cluster: one node of 4 CPU slots; stand-in worker tests/atomd/fake_worker.c."""
 import json
 import os
@@ -11,6 +11,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "atomd"))
 import harness  # noqa: E402
 from harness import check  # noqa: E402
+
+NOBODY = 65534
 
 CLUSTER = """name: solo
 switches: [leaf]
@@ -30,7 +32,10 @@ def main():
 
     def test(d):
         a = d.submit(d.spec("ok-acct-a", gpus=2, steps=60, extra="project: proj-a\n"))
-        b = d.submit(d.spec("failonce-acct-b", gpus=1, steps=10, extra="project: proj-b\n"))
+        rc, out, err = d.ctl("submit", d.spec("failonce-acct-b", gpus=1, steps=10, extra="project: proj-b\n"), "--json",
+                             user=NOBODY)
+        check(rc == 0, "nobody submits: %s" % err)
+        b = json.loads(out)["job"]
         d.wait_state(a, "done")
         d.wait_state(b, "done")
         for restart in (False, True):
@@ -47,8 +52,7 @@ def main():
             use = ctl_json(d, "usage")
             rows = {r["project"]: r for r in use["usage"]}
             check(set(rows) == {"proj-a", "proj-b"}, "usage: %r" % use)
-            me = os.getuid()
-            check(all(r["uid"] == me for r in use["usage"]), "owner: %r" % use)
+            check(rows["proj-a"]["uid"] == os.getuid() and rows["proj-b"]["uid"] == NOBODY, "per user: %r" % use)
             ran_a = by_id[a]["end_time"] - by_id[a]["start_time"]
             got = rows["proj-a"]["gpu_hours"] * 3600
             # One attempt, started and ended with the job (the same clock readings, to a few ms).
@@ -58,7 +62,8 @@ def main():
             fair = {f["project"]: f["decayed_gpu_hours"] for f in use["fair_share"]}
             check("proj-a" in fair and fair["proj-a"] > 0, "fair share: %r" % use["fair_share"])
         rc, out, err = d.ctl("usage")
-        check(rc == 0 and "proj-a" in out and pwd.getpwuid(os.getuid()).pw_name in out, "usage text: %r" % out)
+        check(rc == 0 and "proj-a" in out and pwd.getpwuid(os.getuid()).pw_name in out and
+              pwd.getpwuid(NOBODY).pw_name in out, "usage text: %r" % out)
         rc, out, err = d.ctl("history")
         check(rc == 0 and "ok-acct-a" in out and "failonce-acct-b" in out, "history text: %r" % out)
         print("history and usage: ok (%.3f GPU-hours for proj-a)" % rows["proj-a"]["gpu_hours"])

@@ -1,7 +1,8 @@
 """atomd's metrics endpoint (scheduler/metrics.h): a real atomd with `metrics_port` set serves the
 Prometheus text format over HTTP on 127.0.0.1; this test scrapes it while a job runs, parses every
 line with the format's grammar, and checks the figures against what it knows: 2 of 4 GPUs busy,
-one running job whose step advances, scheduling passes counted. A path other than /metrics is 404.
+one running job whose step advances, scheduling passes counted. A path other than /metrics is 404,
+and connections that send nothing or half a request do not hold the loop.
 Cluster: one node of 4 CPU slots; stand-in worker tests/atomd/fake_worker.c."""
 import os
 import re
@@ -62,9 +63,15 @@ def main():
     port = free_port()
 
     def test(d):
+        # A scraper that connects and sends nothing (or half a request) must not hold atomd: its
+        # one poll loop serves the others and the job sockets meanwhile.
+        idle = socket.create_connection(("127.0.0.1", port))
+        half = socket.create_connection(("127.0.0.1", port))
+        half.sendall(b"GET /metr")
         s = scrape(port)
         check(get(s, "atom_gpus", state="free") == 4 and get(s, "atom_gpus", state="busy") == 0,
               "idle cluster: %r" % s)
+        check(d.request({"op": "ping"}).get("ok"), "atomd answers its socket beside idle scrapers")
         job = d.submit(d.spec("sleep-m", gpus=2, extra="project: metrics-test\n"))
         d.wait_state(job, "running")
 
@@ -88,6 +95,8 @@ def main():
             check(False, "/other answered 200")
         except urllib.error.HTTPError as e:
             check(e.code == 404, "/other: %d" % e.code)
+        idle.close()
+        half.close()
         d.ctl("cancel", str(job))
         d.wait_state(job, "cancelled")
         s = scrape(port)
