@@ -96,6 +96,7 @@ typedef struct sim_row {
     double end;        /* virtual: when the live attempt ends */
     int exit_code;     /* of the live attempt */
     double started;    /* virtual: when the live attempt started */
+    bool timed_out;    /* the live attempt ends at its time limit */
 } sim_row;
 
 typedef struct sim_state {
@@ -135,6 +136,12 @@ static int sim_start(const atom_plan *plan, atom_launch *launch, int out_fd, int
     } else {
         r->end = now + r->remaining;
         r->exit_code = 0;
+    }
+    /* Past its time limit, atomd stops it there (jobs.c's timeout: SIGUSR1, checkpoint, exit 75). */
+    r->timed_out = r->trace->time_limit > 0 && r->end > now + (double)r->trace->time_limit;
+    if (r->timed_out) {
+        r->end = now + (double)r->trace->time_limit;
+        r->exit_code = ATOM_EXIT_RESUMABLE;
     }
     active->running[active->n_running++] = row;
     snprintf(launch->app_path, sizeof launch->app_path, "%d", row);
@@ -230,7 +237,9 @@ static void end_attempts(sim_state *s)
             i++;
             continue;
         }
-        if (code != 0) { /* failed partway: the next attempt resumes from the failure point */
+        if (r->timed_out)
+            r->job->cur.stop = ATOMD_STOP_TIMEOUT; /* as jobs.c's timer marks it */
+        else if (code != 0) { /* failed partway: the next attempt resumes from the failure point */
             r->failed_once = true;
             r->remaining -= d->virtual_now - r->started;
         }
@@ -295,6 +304,7 @@ static void summarise(const sim_state *s, atomd_sim_result *r, double first_subm
                 jcts[n_jcts++] = job->end_time - job->submit_time;
         }
         r->done += job->state == ATOMD_JOB_DONE;
+        r->timeouts += job->state == ATOMD_JOB_TIMEOUT;
         r->failed += job->state == ATOMD_JOB_FAILED;
         r->unfinished += !atomd_job_final(job->state);
         r->restarts += job->attempts > 1 ? job->attempts - 1 : 0;
@@ -454,18 +464,18 @@ static void sim_usage(FILE *out)
 static void print_result(const char *policy, const atomd_sim_result *r, bool json)
 {
     if (json) {
-        printf("{\"policy\":\"%s\",\"jobs\":%d,\"done\":%d,\"failed\":%d,\"unfinished\":%d,\"restarts\":%d,"
+        printf("{\"policy\":\"%s\",\"jobs\":%d,\"done\":%d,\"failed\":%d,\"timeout\":%d,\"unfinished\":%d,\"restarts\":%d,"
                "\"makespan_s\":%.1f,\"utilisation\":%.4f,\"idle_queued\":%.4f,\"idle_fragmented\":%.4f,"
                "\"wait_mean_s\":%.1f,\"wait_p95_s\":%.1f,\"jct_mean_s\":%.1f,\"jct_p95_s\":%.1f,\"passes\":%ld,"
                "\"pass_mean_ms\":%.3f,\"pass_max_ms\":%.3f,\"pass_max_pending\":%d,\"pass_first_ms\":%.3f,"
                "\"wall_s\":%.2f}\n",
-               policy, r->n_jobs, r->done, r->failed, r->unfinished, r->restarts, r->makespan, r->utilisation,
+               policy, r->n_jobs, r->done, r->failed, r->timeouts, r->unfinished, r->restarts, r->makespan, r->utilisation,
                r->idle_queued, r->idle_fragmented, r->wait_mean, r->wait_p95, r->jct_mean, r->jct_p95, r->passes,
                r->pass_mean_ms, r->pass_max_ms, r->pass_max_pending, r->pass_first_ms, r->wall_seconds);
         return;
     }
-    printf("%-9s %6d %6d %6d %6d %8d %7.1f%% %7.1f%% %7.2f%% %9.0f %9.0f %9.0f %9.0f %7ld %7.2f %7.2f %7.2f\n",
-           policy, r->n_jobs, r->done, r->failed, r->unfinished, r->restarts, 100 * r->utilisation,
+    printf("%-9s %6d %6d %6d %6d %6d %8d %7.1f%% %7.1f%% %7.2f%% %9.0f %9.0f %9.0f %9.0f %7ld %7.2f %7.2f %7.2f\n",
+           policy, r->n_jobs, r->done, r->failed, r->timeouts, r->unfinished, r->restarts, 100 * r->utilisation,
            100 * r->idle_queued, 100 * r->idle_fragmented, r->wait_mean, r->wait_p95, r->jct_mean, r->jct_p95,
            r->passes, r->pass_mean_ms, r->pass_max_ms, r->wall_seconds);
 }
@@ -525,8 +535,8 @@ int atomd_simulate_main(int argc, char **argv)
     if (!json) {
         printf("cluster %s (%d nodes), trace %s (%d jobs), fair-share half-life %.0f s\n", inv.name, inv.n_nodes,
                trace_path, trace.n, half_life);
-        printf("%-9s %6s %6s %6s %6s %8s %8s %8s %8s %9s %9s %9s %9s %7s %7s %7s %7s\n", "policy", "jobs", "done",
-               "failed", "unfin", "restarts", "util", "idleQ", "idleFrag", "wait_avg", "wait_p95", "jct_avg",
+        printf("%-9s %6s %6s %6s %6s %6s %8s %8s %8s %8s %9s %9s %9s %9s %7s %7s %7s %7s\n", "policy", "jobs", "done",
+               "failed", "tmout", "unfin", "restarts", "util", "idleQ", "idleFrag", "wait_avg", "wait_p95", "jct_avg",
                "jct_p95", "passes", "pass_ms", "max_ms", "wall_s");
     }
     int rc = 0;

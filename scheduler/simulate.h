@@ -16,11 +16,11 @@
  *   project       fair-share account
  *   fails_at      0: never fails; 0 < f < 1: its first attempt fails after f x duration (exit 1),
  *                 and the next attempt resumes from that point (as from a checkpoint there)
- *   time_limit_s  0: none; otherwise what backfill reasons with (a trace keeps it >= duration)
+ *   time_limit_s  0: none; otherwise what backfill reasons with, and where an attempt that would
+ *                 run longer is stopped (state timeout, as atomd's timer ends it)
  *   priority      optional, default 100
  *
- * Time limits are not enforced in virtual time (no job outlives its limit in a valid trace), and
- * there are no heartbeats, so the hang check has nothing to do.
+ * There are no heartbeats in virtual time, so the hang check has nothing to do.
  */
 #ifndef ATOM_SCHEDULER_SIMULATE_H
 #define ATOM_SCHEDULER_SIMULATE_H
@@ -53,7 +53,7 @@ typedef struct atomd_sim_outcome {
 
 typedef struct atomd_sim_result {
     atomd_sim_outcome *jobs;   /* one per trace job, in trace order */
-    int n_jobs, done, failed, unfinished, restarts;
+    int n_jobs, done, failed, timeouts, unfinished, restarts;
     double makespan;           /* first submission to last end */
     double utilisation;        /* busy GPU-seconds / (GPUs up x makespan) */
     double idle_queued;        /* share of GPU-seconds idle while some job was pending */

@@ -4,7 +4,7 @@
  * time (scheduler/simulate.h) and checks start and end times job by job: EASY backfill starts a
  * short job early but never one that would delay the head job; fair share between two projects
  * that flood the queue gives each half of the GPUs (FIFO does not); a job that fails partway is
- * restarted away from its node and finishes; the three policies agree when nothing waits.
+ * restarted away from its node and finishes, one past its limit is stopped there; the three policies agree when nothing waits.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -150,6 +150,15 @@ static void test_failure_restarts_elsewhere(void **state)
     assert_int_equal(r.restarts, 1);
     assert_int_equal(r.jobs[0].attempts, 2);
     assert_true(r.jobs[0].end == 100);
+    atomd_sim_result_free(&r);
+
+    /* Longer than its limit: stopped at the limit, state timeout, not restarted. */
+    atomd_sim_job late[] = {job(0, 4, 200, 100, "p")};
+    run(&inv, late, 1, ATOMD_POLICY_BACKFILL, &r);
+    assert_int_equal(r.timeouts, 1);
+    assert_int_equal(r.jobs[0].state, ATOMD_JOB_TIMEOUT);
+    assert_true(r.jobs[0].end == 100);
+    assert_int_equal(r.restarts, 0);
     atomd_sim_result_free(&r);
     atom_inventory_free(&inv);
 }
