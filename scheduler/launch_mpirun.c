@@ -17,7 +17,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "scheduler/launch.h"
+#include "scheduler/launch_files.h"
 
 extern char **environ;
 
@@ -46,12 +46,7 @@ static bool plan_has_gpus(const atom_plan *plan)
 int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                         atom_launch *launch, atom_err *err)
 {
-    memset(launch, 0, sizeof *launch);
     const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
-    if ((size_t)snprintf(launch->run_dir, sizeof launch->run_dir, "%s", dir) >= sizeof launch->run_dir ||
-        (size_t)snprintf(launch->plan_path, sizeof launch->plan_path, "%s/plan.json", dir) >= sizeof launch->plan_path ||
-        (size_t)snprintf(launch->app_path, sizeof launch->app_path, "%s/ranks.app", dir) >= sizeof launch->app_path)
-        return atom_errf(err, "run folder path too long: %s", dir);
     if (check_word("the worker path", worker, err) || check_word("the run folder", dir, err))
         return -1;
     for (int i = 0; i < plan->n_nodes; i++) {
@@ -59,10 +54,7 @@ int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *
         if (check_word("a node address", host, err))
             return -1;
     }
-
-    atom_plan copy = *plan;  /* shallow: only run_dir differs */
-    snprintf(copy.run_dir, sizeof copy.run_dir, "%s", dir);
-    if (atom_plan_write(&copy, launch->plan_path, err))
+    if (atom_launch_write_plan(plan, run_dir, "ranks.app", launch, err))
         return -1;
 
     size_t cap = 256 + (size_t)plan->world * (strlen(worker) + strlen(launch->plan_path) + 2 * ATOM_NAME_MAX + 64);
@@ -185,27 +177,4 @@ int atom_launch_wait(atom_launch *launch, bool block, int *exit_code, atom_err *
     launch->pid = 0;
     *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     return 1;
-}
-
-int atom_find_worker(char *path, size_t len, atom_err *err)
-{
-    const char *env = getenv("ATOM_WORKER");
-    if (env && env[0]) {
-        if ((size_t)snprintf(path, len, "%s", env) >= len)
-            return atom_errf(err, "ATOM_WORKER is too long");
-    } else {
-        char self[PATH_MAX];
-        ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-        if (n < 0)
-            return atom_errf(err, "cannot find this program's folder: %s", strerror(errno));
-        self[n] = 0;
-        char *slash = strrchr(self, '/');
-        if (slash)
-            *slash = 0;
-        if ((size_t)snprintf(path, len, "%s/atom-worker", self) >= len)
-            return atom_errf(err, "worker path too long");
-    }
-    if (access(path, X_OK) != 0)
-        return atom_errf(err, "the worker %s cannot be run: %s", path, strerror(errno));
-    return 0;
 }
