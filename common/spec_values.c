@@ -189,6 +189,11 @@ static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
     const char *s = get_text(w, k, v, "a path");
     if (!s)
         return -1;
+    if (!*s && field == w->spec->checkpoint.dir) {
+        /* "" is what the JSON of a spec without checkpoints holds: no checkpoints */
+        memset(field, 0, ATOM_PATH_MAX);
+        return 0;
+    }
     if (!*s) {
         spec_walk_err(w, v, k->dotted, "the path is empty");
         return -1;

@@ -8,6 +8,7 @@
 #include "scheduler/jobs.h"
 
 #include <errno.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <inttypes.h>
@@ -152,21 +153,40 @@ static int alloc_ranks(atomd_attempt *a)
 /* atomd as root runs every job as its owner, never as root: mpirun is started from a child that
  * has taken the owner's uid, gid and groups (the launcher's own start runs as atomd). The
  * attempt folder becomes the owner's, so the workers can write their logs and heartbeats. */
+/* The owner's account, and the attempt folder with everything in it handed to them, so that
+ * their workers can write their logs, heartbeats and checkpoints there. */
+static int hand_to_owner(const atomd_job *job, const atom_launch *launch, struct passwd *pw, char *buf,
+                         size_t buf_len, atom_err *err)
+{
+    struct passwd *res = NULL;
+    if (getpwuid_r(job->owner, pw, buf, buf_len, &res) != 0 || !res)
+        return atom_errf(err, "the owner of job %s (uid %u) has no account here", job->id_text, (unsigned)job->owner);
+    if (chown(launch->run_dir, pw->pw_uid, pw->pw_gid) != 0)
+        return atom_errf(err, "cannot give %s to uid %u: %s", launch->run_dir, (unsigned)pw->pw_uid, strerror(errno));
+    DIR *dir = opendir(launch->run_dir);
+    if (!dir)
+        return atom_errf(err, "cannot read %s: %s", launch->run_dir, strerror(errno));
+    struct dirent *e;
+    int rc = 0;
+    while (rc == 0 && (e = readdir(dir)) != NULL)
+        if (e->d_name[0] != '.' && fchownat(dirfd(dir), e->d_name, pw->pw_uid, pw->pw_gid, AT_SYMLINK_NOFOLLOW) != 0)
+            rc = atom_errf(err, "cannot give %s/%s to uid %u: %s", launch->run_dir, e->d_name, (unsigned)pw->pw_uid,
+                           strerror(errno));
+    closedir(dir);
+    return rc;
+}
+
 static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_launch *launch, int out_fd,
                           atom_err *err)
 {
-    struct passwd pw, *res = NULL;
+    struct passwd pw;
     char buf[4096];
-    if (getpwuid_r(job->owner, &pw, buf, sizeof buf, &res) != 0 || !res)
-        return atom_errf(err, "the owner of job %s (uid %u) has no account here", job->id_text, (unsigned)job->owner);
+    if (hand_to_owner(job, launch, &pw, buf, sizeof buf, err))
+        return -1;
     gid_t groups[256];
     int n_groups = (int)(sizeof groups / sizeof *groups);
     if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n_groups) < 0)
         n_groups = (int)(sizeof groups / sizeof *groups);
-    const char *paths[] = {launch->run_dir, launch->plan_path, launch->app_path};
-    for (size_t i = 0; i < sizeof paths / sizeof *paths; i++)
-        if (chown(paths[i], pw.pw_uid, pw.pw_gid) != 0)
-            return atom_errf(err, "cannot give %s to uid %u: %s", paths[i], (unsigned)pw.pw_uid, strerror(errno));
     char **argv = atom_launch_argv(plan, launch);
     if (!argv)
         return atom_errf(err, "out of memory");
@@ -263,6 +283,19 @@ planned_dir:
     if (out < 0 && !d->launcher->simulated) {
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
         goto fail;
+    }
+    if (geteuid() == 0 && job->owner != 0 && !d->launcher->simulated && !d->launcher->child) {
+        /* Slurm: sbatch --uid/--gid makes the job the owner's */
+        struct passwd pw;
+        char buf[4096];
+        if (hand_to_owner(job, &a->launch, &pw, buf, sizeof buf, err)) {
+            if (out >= 0)
+                close(out);
+            goto fail;
+        }
+        a->launch.as_owner = true;
+        a->launch.owner_uid = pw.pw_uid;
+        a->launch.owner_gid = pw.pw_gid;
     }
     rc = d->launcher->child && geteuid() == 0 && job->owner != 0
              ? start_as_owner(job, &plan, &a->launch, out, err)

@@ -18,6 +18,10 @@ typedef struct atom_launch {
     char run_dir[ATOM_PATH_MAX];    /* the attempt's folder */
     char plan_path[ATOM_PATH_MAX];  /* run_dir/plan.json */
     char app_path[ATOM_PATH_MAX];   /* run_dir/ranks.app */
+    /* Slurm: submit as this user (sbatch --uid/--gid, which root may use), so the job runs as its
+     * owner; the mpirun launcher takes the owner's identity in a child instead (atomd's jobs.c). */
+    bool as_owner;
+    unsigned owner_uid, owner_gid;
 } atom_launch;
 
 /* Writes run_dir/plan.json and run_dir/ranks.app for plan (run_dir must exist; plan->run_dir is

@@ -172,6 +172,7 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     if (per_node % tensor || world % per_node)
         return atom_errf(err, "%d ranks do not fill nodes of %d tasks with whole tensor groups "
                          "of %d", world, per_node, tensor);
+    char uid_opt[32], gid_opt[32];
     char name[ATOM_NAME_MAX + 16], nodes[32], tasks[48], time_opt[48], output[ATOM_PATH_MAX + 32],
         chdir_opt[ATOM_PATH_MAX + 16], export_opt[PATH_MAX + ATOM_NAME_MAX + 64],
         spec_path[ATOM_PATH_MAX + 16];
@@ -194,6 +195,12 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     int n = 0;
     argv[n++] = "sbatch";
     argv[n++] = "--parsable";
+    if (launch->as_owner) {
+        snprintf(uid_opt, sizeof uid_opt, "--uid=%u", launch->owner_uid);
+        snprintf(gid_opt, sizeof gid_opt, "--gid=%u", launch->owner_gid);
+        argv[n++] = uid_opt;
+        argv[n++] = gid_opt;
+    }
     argv[n++] = name;
     argv[n++] = nodes;
     argv[n++] = tasks;

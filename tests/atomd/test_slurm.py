@@ -3,7 +3,9 @@ virtual nodes n1..n4 of 8 emulated GPUs; stopped by PID whatever happens) and th
 the cluster comes from sinfo; a job goes through sbatch, its heartbeats reach atomd, it ends done;
 a job is cancelled through scancel; a running job survives a SIGKILL of atomd (re-adopted from
 Slurm, not submitted twice) and ends done."""
+import json
 import os
+import shutil
 import subprocess
 import tempfile
 import time
@@ -13,6 +15,7 @@ from harness import check
 
 SOURCE = os.environ.get("ATOM_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEPLOY = os.path.join(SOURCE, "deploy", "slurm")
+NOBODY = 65534
 MODEL = "model:\n  layers: 2\n  channels: 64\n  heads: 2\n  vocab: 256\n  context: 32\n"
 
 
@@ -30,6 +33,21 @@ def test(d):
     check(os.path.exists(os.path.join(info["attempts"][0]["run_dir"], "slurm.job")), "submitted through sbatch")
     rc, out, err = d.ctl("logs", str(job))
     check(rc == 0 and "finished after step 20 of 20" in out, "logs from slurm.out: %r" % out[-500:])
+
+    # Another user's job runs as that user on the Slurm nodes (sbatch --uid), not as atomd's root.
+    path = d.spec("slurm-nobody", gpus=2, steps=5, resources="  gpus_per_node: 1\n  device: cpu\n", extra=MODEL)
+    rc, out, err = d.ctl("submit", path, "--json", user=NOBODY)
+    check(rc == 0, "nobody's submit: %r" % err)
+    job = json.loads(out)["job"]
+    info = d.wait_state(job, "done", timeout=90)
+    run_dir = info["attempts"][0]["run_dir"]
+    hb_file = os.path.join(run_dir, "heartbeat.rank-0.jsonl")
+    check(os.path.exists(hb_file) and os.stat(hb_file).st_uid == NOBODY,
+          "the workers of nobody's Slurm job ran as nobody (heartbeat file owner)")
+    with open(os.path.join(run_dir, "slurm.job")) as f:
+        slurm_id = f.read().strip()
+    r = subprocess.run(["scontrol", "show", "job", slurm_id], capture_output=True, text=True)
+    check("UserId=nobody(65534)" in r.stdout, "Slurm ran nobody's job as nobody: %r" % r.stdout[:300])
 
     job = d.submit(spec(d, "slurm-cancel", 100000))
     harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0, 60, "the long job to train")
@@ -56,10 +74,16 @@ def main():
     try:
         check(r.returncode == 0, "start-local.sh: %s%s" % (r.stdout, r.stderr))
         bin_dir = os.path.dirname(os.path.abspath(args.atomd))
+        # nobody's job runs the wrapper and the template: copies it can reach (the build may sit
+        # in a home folder of mode 0700); the worker is copied by the harness.
+        shared = os.path.join(base, "bin")
+        os.mkdir(shared, 0o755)
+        for path in (os.path.join(bin_dir, "atom-srun"), os.path.join(DEPLOY, "atom.sbatch")):
+            os.chmod(shutil.copy(path, shared), 0o755)
         extra_env = {"SLURM_CONF": os.path.join(cluster, "etc", "slurm.conf"),
                      "PATH": bin_dir + ":" + os.environ.get("PATH", "/usr/bin:/bin"),
-                     "ATOM_SBATCH_TEMPLATE": os.path.join(DEPLOY, "atom.sbatch"),
-                     "ATOM_SRUN": os.path.join(bin_dir, "atom-srun")}
+                     "ATOM_SBATCH_TEMPLATE": os.path.join(shared, "atom.sbatch"),
+                     "ATOM_SRUN": os.path.join(shared, "atom-srun")}
         os.environ.update(extra_env)  # for sinfo in atomd and for the harness's clients
         harness.run(test, args, config="launcher = slurm\n")
     finally:
