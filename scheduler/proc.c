@@ -7,21 +7,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-uint64_t atomd_proc_start_time(pid_t pid)
+/* Reads /proc/<pid>/<name> into buf (NUL-terminated); the byte count, or -1 when the process is gone. */
+static long read_proc_file(pid_t pid, const char *name, char *buf, size_t len)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, name);
     FILE *f = fopen(path, "r");
     if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
+        return -1;
+    size_t n = fread(buf, 1, len - 1, f);
     fclose(f);
     buf[n] = 0;
-    /* The command name may hold spaces and parentheses: fields restart after the last ')'. */
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    p++;
+    return (long)n;
+}
+
+/* The fields of /proc/<pid>/stat after the command name, starting with " <state>", or NULL. The
+ * command name may hold spaces and parentheses: the fields restart after the last ')'. */
+static const char *stat_fields(pid_t pid, char *buf, size_t len)
+{
+    if (read_proc_file(pid, "stat", buf, len) < 0)
+        return NULL;
+    const char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p + 1 : NULL;
+}
+
+uint64_t atomd_proc_start_time(pid_t pid)
+{
+    char buf[1024];
+    const char *p = stat_fields(pid, buf, sizeof buf);
     /* Field 3 (state) is the first after ')'; the start time is field 22. */
     unsigned long long start = 0;
     for (int field = 3; field < 22 && p; field++)
@@ -33,31 +46,17 @@ uint64_t atomd_proc_start_time(pid_t pid)
 
 char atomd_proc_state(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    return p && p[1] == ' ' ? p[2] : 0;
+    char buf[512];
+    const char *p = stat_fields(pid, buf, sizeof buf);
+    return p ? p[1] : 0;
 }
 
 static pid_t proc_parent(pid_t pid)
 {
-    char path[64], buf[512];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
+    char buf[512];
+    const char *p = stat_fields(pid, buf, sizeof buf);
     int ppid = 0;
-    if (!p || sscanf(p + 1, " %*c %d", &ppid) != 1)
+    if (!p || sscanf(p, " %*c %d", &ppid) != 1)
         return 0;
     return (pid_t)ppid;
 }
@@ -108,19 +107,14 @@ pid_t atomd_find_process_with_arg(const char *needle)
         pid_t pid = (pid_t)atoi(e->d_name);
         if (pid <= 0)
             continue;
-        char path[64], buf[8192];
-        snprintf(path, sizeof path, "/proc/%d/cmdline", (int)pid);
-        FILE *f = fopen(path, "r");
-        if (!f)
-            continue;
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        fclose(f);
-        for (size_t i = 0; i < n;) {
+        char buf[8192];
+        long n = read_proc_file(pid, "cmdline", buf, sizeof buf);
+        for (long i = 0; i < n;) {
             if (strcmp(buf + i, needle) == 0) {
                 found = pid;
                 break;
             }
-            i += strlen(buf + i) + 1;
+            i += (long)strlen(buf + i) + 1;
         }
     }
     closedir(dir);
