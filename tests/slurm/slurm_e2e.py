@@ -5,7 +5,7 @@ Every case starts a fresh private cluster (deploy/slurm/start-local.sh: munged, 
 slurmd virtual nodes n1..n4 with eight emulated GPUs each) in its own folder and stops it by PID
 (stop-local.sh) whatever happens. Cases:
 
-  srun      an 8-rank gpt-tiny-sized job (tensor 2 x data 4, two ranks per node) across the four
+  srun      an 8-rank gpt-tiny job (tensor 2 x data 4, two ranks per node) across the four
             virtual nodes through deploy/slurm/atom-srun: trains to its last step, every rank
             reports, one checkpoint per `every` steps, Slurm ran it on n[1-4].
   refusals  allocations that break atom's rules are refused with a sentence saying why: a node's
@@ -45,18 +45,19 @@ def check(cond, msg):
 SPEC = """name: {name}
 resources: {{gpus: {gpus}, gpus_per_node: {per_node}, time_limit: {limit}, device: cpu}}
 parallelism: {{tensor: {tensor}, data: {data}}}
-model: {{preset: gpt-tiny, layers: 2}}
+model: {{preset: gpt-tiny, layers: {layers}}}
 data: {{path: /usr/share/common-licenses/GPL-3, format: bytes}}
 training: {{steps: {steps}, global_batch: {batch}, micro_batch: 2, lr: 3e-4, warmup: 1, seed: 1}}
 checkpoint: {{dir: {ckpt}, every: {every}, keep: 2, async: false}}
 """
 
 
-def write_spec(path, name, tensor, data, per_node, steps, every, ckpt, limit="10m"):
+def write_spec(path, name, tensor, data, per_node, steps, every, ckpt, limit="10m", layers=2):
+    """gpt-tiny, cut to 2 layers where a test is about Slurm rather than the model."""
     with open(path, "w") as f:
         f.write(SPEC.format(name=name, gpus=tensor * data, per_node=per_node, limit=limit,
                             tensor=tensor, data=data, steps=steps, batch=2 * data, ckpt=ckpt,
-                            every=every))
+                            every=every, layers=layers))
 
 
 class Cluster:
@@ -116,7 +117,7 @@ def case_srun(work):
     run_dir = os.path.join(work, "run")
     os.makedirs(run_dir)
     spec = os.path.join(work, "job.yaml")
-    write_spec(spec, "slurm-srun", tensor=2, data=4, per_node=2, steps=6, every=3, ckpt=ckpt)
+    write_spec(spec, "slurm-srun", tensor=2, data=4, per_node=2, steps=6, every=3, ckpt=ckpt, layers=4)
     with Cluster(os.path.join(work, "cluster")) as cluster:
         dry = cluster.run([os.path.join(BIN, "atom-srun"), "--dry-run", spec])
         check(dry.returncode == 0, "atom-srun --dry-run failed: " + dry.stderr)
