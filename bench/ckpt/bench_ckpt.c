@@ -13,6 +13,7 @@
  * overlap the background write, including the snapshot copy) - (the same number of steps
  * without a save), compared with one synchronous save's time. */
 #include "checkpoints/checkpoints.h"
+#include "tests/checkpoints/ckpt_test_model.h"
 
 #include <fcntl.h>
 #include <stdlib.h>
@@ -20,63 +21,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef struct shape {
-    int64_t L, C, Vp, V, T;
-} shape;
-
 static int rank, nranks;
 
-static void tensor(atom_ckpt_tensor *t, const char *name, int nd, int64_t a, int64_t b, int64_t c) {
-    memset(t, 0, sizeof *t);
-    t->name = name;
-    t->ndims = nd;
-    t->dims[0] = a;
-    t->dims[1] = b;
-    t->dims[2] = c;
-    atom_ckpt_select_all(t);
-}
-
-/* The reference table's split at TP rank tp of P. */
-static int build(const shape *s, int tp, int P, atom_ckpt_tensor *t) {
-    int64_t L = s->L, C = s->C;
-    tensor(&t[0], "wte", 2, s->Vp, C, 0);
-    t[0].sel[0] = (atom_ckpt_dimsel){tp * s->Vp / P, 1, 1, s->Vp / P};
-    tensor(&t[1], "wpe", 2, s->T, C, 0);
-    tensor(&t[2], "ln1w", 2, L, C, 0);
-    tensor(&t[3], "ln1b", 2, L, C, 0);
-    tensor(&t[4], "qkvw", 3, L, 3 * C, C);
-    t[4].sel[1] = (atom_ckpt_dimsel){tp * C / P, C, 3, C / P};
-    tensor(&t[5], "qkvb", 2, L, 3 * C, 0);
-    t[5].sel[1] = t[4].sel[1];
-    tensor(&t[6], "attprojw", 3, L, C, C);
-    t[6].sel[2] = (atom_ckpt_dimsel){tp * C / P, 1, 1, C / P};
-    tensor(&t[7], "attprojb", 2, L, C, 0);
-    tensor(&t[8], "ln2w", 2, L, C, 0);
-    tensor(&t[9], "ln2b", 2, L, C, 0);
-    tensor(&t[10], "fcw", 3, L, 4 * C, C);
-    t[10].sel[1] = (atom_ckpt_dimsel){tp * 4 * C / P, 1, 1, 4 * C / P};
-    tensor(&t[11], "fcb", 2, L, 4 * C, 0);
-    t[11].sel[1] = t[10].sel[1];
-    tensor(&t[12], "fcprojw", 3, L, C, 4 * C);
-    t[12].sel[2] = (atom_ckpt_dimsel){tp * 4 * C / P, 1, 1, 4 * C / P};
-    tensor(&t[13], "fcprojb", 2, L, C, 0);
-    tensor(&t[14], "lnfw", 1, C, 0, 0);
-    tensor(&t[15], "lnfb", 1, C, 0, 0);
-    for (int i = 0; i < 16; i++) {
-        size_t n = (size_t)atom_ckpt_shard_elems(&t[i]);
-        t[i].param = malloc(n * sizeof(float));
-        t[i].adam_m = malloc(n * sizeof(float));
-        t[i].adam_v = malloc(n * sizeof(float));
-        if (!t[i].param || !t[i].adam_m || !t[i].adam_v) {
-            return -1;
-        }
+/* The state's values do not matter to bandwidth: a cheap pattern, not the tests' hashed values. */
+static void fill(test_model *m) {
+    for (int i = 0; i < TM_TENSORS; i++) {
+        atom_ckpt_tensor *t = &m->t[i];
+        size_t n = (size_t)atom_ckpt_shard_elems(t);
         for (size_t e = 0; e < n; e++) {
-            t[i].param[e] = (float)(e % 1000) * 1e-3f;
-            t[i].adam_m[e] = (float)(e % 777) * 1e-4f;
-            t[i].adam_v[e] = (float)(e % 555) * 1e-6f;
+            t->param[e] = (float)(e % 1000) * 1e-3f;
+            t->adam_m[e] = (float)(e % 777) * 1e-4f;
+            t->adam_v[e] = (float)(e % 555) * 1e-6f;
         }
     }
-    return 0;
 }
 
 /* Global state bytes (param + 2 moments). */
@@ -144,11 +101,11 @@ int main(int argc, char **argv) {
             step_ms = atof(argv[i + 1]);
         }
     }
-    shape s;
+    int64_t shape[5]; /* L, C, V, Vp, T */
     if (strcmp(model, "gpt2-124m") == 0) {
-        s = (shape){12, 768, 50304, 50257, 1024};
+        memcpy(shape, (int64_t[5]){12, 768, 50257, 50304, 1024}, sizeof shape);
     } else if (strcmp(model, "gpt-tiny") == 0) {
-        s = (shape){4, 256, 256, 256, 128};
+        memcpy(shape, (int64_t[5]){4, 256, 256, 256, 128}, sizeof shape);
     } else {
         dir = NULL;
     }
@@ -160,8 +117,12 @@ int main(int argc, char **argv) {
         MPI_Finalize();
         return 2;
     }
-    atom_ckpt_tensor t[16];
-    int rc = build(&s, rank, nranks, t);
+    test_model m;
+    int rc = tm_init_shape(&m, shape[0], shape[1], shape[2], shape[3], shape[4], rank, nranks);
+    if (rc == 0) {
+        fill(&m);
+    }
+    atom_ckpt_tensor *t = m.t;
     MPI_Allreduce(MPI_IN_PLACE, &rc, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (rc != 0) {
         if (rank == 0) {
@@ -174,7 +135,7 @@ int main(int argc, char **argv) {
     atom_ckpt_group g = {MPI_COMM_WORLD, 0, 1};
     atom_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
-    meta.vocab = s.V;
+    meta.vocab = m.V;
     snprintf(meta.writer, sizeof meta.writer, "bench_ckpt");
     atom_ckpt_err err = {""};
     char path[4096];
@@ -297,11 +258,7 @@ int main(int argc, char **argv) {
     }
     atom_ckpt_async_destroy(a);
     free(work_buf);
-    for (int i = 0; i < 16; i++) {
-        free(t[i].param);
-        free(t[i].adam_m);
-        free(t[i].adam_v);
-    }
+    tm_free(&m);
     MPI_Finalize();
     return 0;
 }

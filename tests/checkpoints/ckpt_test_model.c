@@ -16,10 +16,14 @@ static void dims(atom_ckpt_tensor *t, const char *name, int nd, int64_t a, int64
 }
 
 void tm_init(test_model *m, int tp, int P) {
+    tm_init_shape(m, 2, 32, 100, 128, 16, tp, P);
+}
+
+int tm_init_shape(test_model *m, int64_t L, int64_t C, int64_t V, int64_t Vp, int64_t T, int tp,
+                  int P) {
     memset(m, 0, sizeof *m);
-    m->L = 2, m->C = 32, m->V = 100, m->Vp = 128, m->T = 16;
+    m->L = L, m->C = C, m->V = V, m->Vp = Vp, m->T = T;
     m->tp = tp, m->tp_size = P;
-    int64_t L = m->L, C = m->C;
     atom_ckpt_tensor *t = m->t;
     dims(&t[0], "wte", 2, m->Vp, C, 0);
     t[0].sel[0] = (atom_ckpt_dimsel){tp * m->Vp / P, 1, 1, m->Vp / P}; /* vocab-parallel rows */
@@ -49,7 +53,11 @@ void tm_init(test_model *m, int tp, int P) {
         t[i].param = malloc(n * sizeof(float));
         t[i].adam_m = malloc(n * sizeof(float));
         t[i].adam_v = malloc(n * sizeof(float));
+        if (!t[i].param || !t[i].adam_m || !t[i].adam_v) {
+            return -1;
+        }
     }
+    return 0;
 }
 
 void tm_free(test_model *m) {

@@ -17,6 +17,10 @@ typedef struct test_model {
 
 /* The default tiny shape: L=2, C=32, 4 heads, V=100 (Vp=128), T=16. */
 void tm_init(test_model *m, int tp, int tp_size);
+/* Any shape (bench/ckpt uses GPT-2 124M's): the 16 tensors as TP rank tp of tp_size holds them,
+ * with their shards allocated but not filled. -1 when out of memory (tm_free still applies). */
+int tm_init_shape(test_model *m, int64_t L, int64_t C, int64_t V, int64_t Vp, int64_t T, int tp,
+                  int tp_size);
 /* Fills every shard with the values of salt. */
 void tm_fill(test_model *m, uint32_t salt);
 /* Sets every shard to a value no salt gives (NaN bits), so a missed read shows. */
