@@ -8,15 +8,6 @@ static void counts(size_t size, int n, size_t *send, size_t *recv)
     *recv = *send * (size_t)n;
 }
 
-static void fill(float *send, size_t sc, float *recv, size_t rc, int rank, int n)
-{
-    (void)n;
-    for (size_t i = 0; i < sc; i++)
-        send[i] = coll_bench_value(rank, i);
-    for (size_t i = 0; i < rc; i++)
-        recv[i] = -1.0f;
-}
-
 static size_t check(const float *recv, size_t rc, int rank, int n)
 {
     (void)rank;
@@ -38,6 +29,5 @@ static int run_mpi(MPI_Comm comm, float *send, float *recv, size_t sc, size_t rc
     return MPI_Allgather(send, (int)sc, MPI_FLOAT, recv, (int)sc, MPI_FLOAT, comm);
 }
 
-static double factor(int n) { return (double)(n - 1) / n; }
-
-const coll_bench_op coll_bench_all_gather = {"all_gather", counts, fill, check, run, run_mpi, factor};
+const coll_bench_op coll_bench_all_gather = {"all_gather", counts, coll_bench_fill_send, check, run, run_mpi,
+                                         coll_bench_factor_all_but_one};

@@ -8,15 +8,6 @@ static void counts(size_t size, int n, size_t *send, size_t *recv)
     *send = *recv * (size_t)n;
 }
 
-static void fill(float *send, size_t sc, float *recv, size_t rc, int rank, int n)
-{
-    (void)n;
-    for (size_t i = 0; i < sc; i++)
-        send[i] = coll_bench_value(rank, i);
-    for (size_t i = 0; i < rc; i++)
-        recv[i] = -1.0f;
-}
-
 static size_t check(const float *recv, size_t rc, int rank, int n)
 {
     size_t wrong = 0;
@@ -41,6 +32,5 @@ static int run_mpi(MPI_Comm comm, float *send, float *recv, size_t sc, size_t rc
     return MPI_Reduce_scatter_block(send, recv, (int)rc, MPI_FLOAT, MPI_SUM, comm);
 }
 
-static double factor(int n) { return (double)(n - 1) / n; }
-
-const coll_bench_op coll_bench_reduce_scatter = {"reduce_scatter", counts, fill, check, run, run_mpi, factor};
+const coll_bench_op coll_bench_reduce_scatter = {"reduce_scatter", counts, coll_bench_fill_send, check, run, run_mpi,
+                                         coll_bench_factor_all_but_one};

@@ -31,6 +31,17 @@ typedef struct bench_opts {
     int with_mpi;
 } bench_opts;
 
+void coll_bench_fill_send(float *send, size_t sc, float *recv, size_t rc, int rank, int nranks)
+{
+    (void)nranks;
+    for (size_t i = 0; i < sc; i++)
+        send[i] = coll_bench_value(rank, i);
+    for (size_t i = 0; i < rc; i++)
+        recv[i] = -1.0f;
+}
+
+double coll_bench_factor_all_but_one(int nranks) { return (double)(nranks - 1) / nranks; }
+
 static void usage(FILE *out, const char *argv0)
 {
     fprintf(out,

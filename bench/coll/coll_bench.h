@@ -33,4 +33,11 @@ extern const coll_bench_op coll_bench_broadcast;
 /* The value rank r holds at element i: small integers, so float sums are exact. */
 static inline float coll_bench_value(int rank, size_t i) { return (float)((rank * 5 + (int)(i % 61)) % 32); }
 
+/* The fill of the out-of-place operations (all-gather, reduce-scatter): send holds rank's values,
+ * recv the poison value -1. */
+void coll_bench_fill_send(float *send, size_t send_count, float *recv, size_t recv_count, int rank,
+                          int nranks);
+/* Their bus-bandwidth factor: each rank sends or receives all blocks but its own. */
+double coll_bench_factor_all_but_one(int nranks);
+
 #endif
