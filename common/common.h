@@ -296,6 +296,8 @@ void atom_log(atom_log_level level, const char *fmt, ...) __attribute__((format(
 char *atom_read_file(const char *path, size_t max_bytes, size_t *len, atom_err *err);
 /* Writes a file atomically: temporary name in the same folder, fsync, rename, fsync folder. */
 int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_err *err);
+/* The folder part of path into dir: "." when path names no folder, "/" for a file in the root. */
+void atom_path_dir(const char *path, char *dir, size_t len);
 /* Parses "90s", "30m", "2h", "1d", "1h30m", "01:30:00" or a plain number of seconds. */
 int atom_parse_duration(const char *s, int64_t *seconds);
 /* Seconds since the epoch, and a monotonic clock. */

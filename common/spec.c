@@ -330,14 +330,7 @@ int atom_spec_load(const char *path, atom_spec *spec, atom_diags *diags)
     /* The folder that relative paths in the spec are relative to, made absolute so that the
      * plan means the same thing on every node and in every working directory. */
     char dir[ATOM_PATH_MAX], abs_dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
+    atom_path_dir(path, dir, sizeof dir);
     const char *base = realpath(dir, abs_dir) ? abs_dir : dir;
     int rc = atom_spec_parse(text, len, path, base, spec, diags);
     free(text);

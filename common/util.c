@@ -100,6 +100,18 @@ static int write_all(int fd, const char *p, size_t n)
     return 0;
 }
 
+void atom_path_dir(const char *path, char *dir, size_t len)
+{
+    snprintf(dir, len, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, len, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+}
+
 int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_err *err)
 {
     static unsigned counter; /* distinguishes two writes of one process to the same path */
@@ -130,14 +142,7 @@ int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_
     }
     /* The rename is durable only once the folder's entry is on disk. */
     char dir[PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
+    atom_path_dir(path, dir, sizeof dir);
     int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0)
         return atom_errf(err, "%s: %s", dir, strerror(errno));

@@ -107,6 +107,21 @@ static void test_atomic_write(void **state)
     rmdir(dir);
 }
 
+/* The folder a spec's relative paths resolve against, and the one fsynced after a rename. */
+static void test_path_dir(void **state)
+{
+    (void)state;
+    char dir[64];
+    atom_path_dir("/a/b/spec.yaml", dir, sizeof dir);
+    assert_string_equal(dir, "/a/b");
+    atom_path_dir("spec.yaml", dir, sizeof dir);
+    assert_string_equal(dir, ".");
+    atom_path_dir("/spec.yaml", dir, sizeof dir);
+    assert_string_equal(dir, "/");
+    atom_path_dir("runs/spec.yaml", dir, sizeof dir);
+    assert_string_equal(dir, "runs");
+}
+
 static void test_read_file(void **state)
 {
     (void)state;
@@ -244,7 +259,7 @@ int main(void)
         cmocka_unit_test(test_durations),     cmocka_unit_test(test_atomic_write),
         cmocka_unit_test(test_read_file),     cmocka_unit_test(test_model_presets),
         cmocka_unit_test(test_diags_print),   cmocka_unit_test(test_log_lines),
-        cmocka_unit_test(test_errf_and_clocks),
+        cmocka_unit_test(test_errf_and_clocks), cmocka_unit_test(test_path_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
