@@ -31,7 +31,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "scheduler/launch.h"
+#include "scheduler/launch_files.h"
 
 extern char **environ;
 
@@ -90,49 +90,18 @@ static int run_capture(char *const argv[], char **out, atom_err *err)
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-/* A program next to atomd unless the environment names it. */
-static int sibling_path(const char *env_name, const char *name, char *path, size_t len,
-                        atom_err *err)
-{
-    const char *env = getenv(env_name);
-    if (env && env[0]) {
-        if ((size_t)snprintf(path, len, "%s", env) >= len)
-            return atom_errf(err, "%s is too long", env_name);
-        return 0;
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0)
-        return atom_errf(err, "cannot find this program's folder: %s", strerror(errno));
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = '\0';
-    if ((size_t)snprintf(path, len, "%s/%s", self, name) >= len)
-        return atom_errf(err, "path of %s too long", name);
-    return 0;
-}
-
 int atom_launch_slurm_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                               atom_launch *launch, atom_err *err)
 {
-    memset(launch, 0, sizeof *launch);
-    const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
-    if ((size_t)snprintf(launch->run_dir, sizeof launch->run_dir, "%s", dir) >= sizeof launch->run_dir ||
-        (size_t)snprintf(launch->plan_path, sizeof launch->plan_path, "%s/plan.json", dir) >= sizeof launch->plan_path ||
-        (size_t)snprintf(launch->app_path, sizeof launch->app_path, "%s/slurm.job", dir) >= sizeof launch->app_path)
-        return atom_errf(err, "run folder path too long: %s", dir);
     if (access(worker, X_OK) != 0)
         return atom_errf(err, "the worker %s cannot be run: %s", worker, strerror(errno));
-    atom_plan copy = *plan; /* shallow: only run_dir differs */
-    snprintf(copy.run_dir, sizeof copy.run_dir, "%s", dir);
-    if (atom_plan_write(&copy, launch->plan_path, err))
+    if (atom_launch_write_plan(plan, run_dir, "slurm.job", launch, err))
         return -1;
     char *spec = atom_spec_to_json(&plan->spec);
     if (!spec)
         return atom_errf(err, "cannot encode the job's spec");
     char spec_path[ATOM_PATH_MAX + 16];
-    snprintf(spec_path, sizeof spec_path, "%s/spec.yaml", dir);
+    snprintf(spec_path, sizeof spec_path, "%s/spec.yaml", launch->run_dir);
     int rc = atom_write_file_atomic(spec_path, spec, strlen(spec), err);
     free(spec);
     return rc;
@@ -162,8 +131,8 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     (void)out_fd; /* the job's output goes to run_dir/slurm.out, written by Slurm */
     (void)err_fd;
     char template[PATH_MAX], srun[PATH_MAX], worker[PATH_MAX];
-    if (sibling_path("ATOM_SBATCH_TEMPLATE", "atom.sbatch", template, sizeof template, err) ||
-        sibling_path("ATOM_SRUN", "atom-srun", srun, sizeof srun, err) ||
+    if (atom_program_path("ATOM_SBATCH_TEMPLATE", "atom.sbatch", template, sizeof template, err) ||
+        atom_program_path("ATOM_SRUN", "atom-srun", srun, sizeof srun, err) ||
         atom_find_worker(worker, sizeof worker, err))
         return -1;
     const atom_spec *s = &plan->spec;
