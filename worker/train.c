@@ -479,7 +479,11 @@ static int trainer_open(trainer *t, atom_err *err)
     cc.backend = t->opts->backend->device_memory ? COLL_BACKEND_NCCL : COLL_BACKEND_MPI;
     cc.tensor_size = spec->parallelism.tensor;
     cc.hang_action = COLL_HANG_ABORT;
-    cc.progress = COLL_PROGRESS_POLL;
+    /* A thread moves the gradient all-reduce while the backward computes (under polling it
+     * moved only when the backward marked a bucket ready). Measured at DP 2 on gpt-tiny, 2
+     * cores under a load of 3.5-5 from other work: best of 6 runs 7,579 tokens/s (median step
+     * 7,851) against polling's 7,570 (7,689): a small gain, within that noise. */
+    cc.progress = COLL_PROGRESS_THREAD;
     cc.cuda_device = 0; /* the launcher leaves only the plan's GPU visible */
     coll_err cerr;
     if (coll_open(&cc, &t->coll, &cerr) != 0)
