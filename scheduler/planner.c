@@ -454,6 +454,16 @@ static int choose_switches(atom_planner *pl, const job_shape *js)
     return k + 1;
 }
 
+/* choose_nodes' sort key of node n (whole free nodes above partial ones, then by free GPUs), or
+ * -1 when n cannot take a unit of the job. */
+static int node_sort_key(const atom_planner *pl, const job_shape *js, const bool *exclude, int n)
+{
+    if (!pl->up[n] || (exclude && exclude[n]) || node_units(js, pl->free_gpus[n]) == 0)
+        return -1;
+    bool whole = pl->free_gpus[n] == pl->inv->nodes[n].gpus;
+    return (whole ? pl->max_gpus + 1 : 0) + pl->free_gpus[n];
+}
+
 /* Picks nodes of switch s for `want` units: whole free nodes first, most units first; the last
  * piece on the tightest node that holds it. Appends to used[] and fills node_take; returns the
  * new count of used nodes. */
@@ -469,23 +479,18 @@ static int choose_nodes(atom_planner *pl, const job_shape *js, const bool *exclu
     /* Key: whole nodes above partial ones, then by free GPUs; counting sort, descending. */
     int m = 0;
     for (int i = 0; i < sw->n_nodes; i++) {
-        int n = sw->nodes[i];
-        if (!pl->up[n] || (exclude && exclude[n]) || node_units(js, pl->free_gpus[n]) == 0)
+        int key = node_sort_key(pl, js, exclude, sw->nodes[i]);
+        if (key < 0)
             continue;
-        bool whole = pl->free_gpus[n] == pl->inv->nodes[n].gpus;
-        int key = (whole ? maxg + 1 : 0) + pl->free_gpus[n];
         bucket[nkeys - 1 - key + 1]++;
         m++;
     }
     for (int k = 1; k <= nkeys; k++)
         bucket[k] += bucket[k - 1];
     for (int i = 0; i < sw->n_nodes; i++) {
-        int n = sw->nodes[i];
-        if (!pl->up[n] || (exclude && exclude[n]) || node_units(js, pl->free_gpus[n]) == 0)
-            continue;
-        bool whole = pl->free_gpus[n] == pl->inv->nodes[n].gpus;
-        int key = (whole ? maxg + 1 : 0) + pl->free_gpus[n];
-        sorted[bucket[nkeys - 1 - key]++] = n;
+        int key = node_sort_key(pl, js, exclude, sw->nodes[i]);
+        if (key >= 0)
+            sorted[bucket[nkeys - 1 - key]++] = sw->nodes[i];
     }
     long left = want;
     int spare = -1; /* the tightest node skipped for holding more than what was left */
