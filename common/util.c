@@ -165,6 +165,18 @@ static int mul_add(int64_t a, int64_t b, int64_t c, int64_t *out)
     return 0;
 }
 
+/* The decimal number at p into *v; where it ends, or NULL when p holds no digit or it overflows. */
+static const char *parse_digits(const char *p, int64_t *v)
+{
+    if (*p < '0' || *p > '9')
+        return NULL;
+    *v = 0;
+    for (; *p >= '0' && *p <= '9'; p++)
+        if (mul_add(*v, 10, *p - '0', v) != 0)
+            return NULL;
+    return p;
+}
+
 /* "01:30:00", "30:00" (minutes:seconds) or "1:02:03:04" (days:h:m:s). */
 static int parse_clock(const char *s, int64_t *seconds)
 {
@@ -172,15 +184,9 @@ static int parse_clock(const char *s, int64_t *seconds)
     int n = 0;
     const char *p = s;
     for (;;) {
-        if (*p < '0' || *p > '9' || n == 4)
+        if (n == 4 || !(p = parse_digits(p, &parts[n])))
             return -1;
-        int64_t v = 0;
-        while (*p >= '0' && *p <= '9') {
-            if (mul_add(v, 10, *p - '0', &v) != 0)
-                return -1;
-            p++;
-        }
-        parts[n++] = v;
+        n++;
         if (*p == '\0')
             break;
         if (*p++ != ':')
@@ -210,14 +216,9 @@ int atom_parse_duration(const char *s, int64_t *seconds)
     const char *p = s;
     int last_unit = 5; /* units must come in decreasing order: "1h30m", never "30m1h" */
     while (*p) {
-        if (*p < '0' || *p > '9')
+        int64_t v;
+        if (!(p = parse_digits(p, &v)))
             return -1;
-        int64_t v = 0;
-        while (*p >= '0' && *p <= '9') {
-            if (mul_add(v, 10, *p - '0', &v) != 0)
-                return -1;
-            p++;
-        }
         int64_t mult;
         int rank;
         switch (*p) {
