@@ -86,7 +86,13 @@ static void alloc_activations(atom_model *m, int *failed)
     alloc_floats(m, &a->ln1_mean, L * N, failed);
     alloc_floats(m, &a->ln1_rstd, L * N, failed);
     alloc_floats(m, &a->qkv, L * N * 3 * m->Cl, failed);
-    alloc_floats(m, &a->att, B * m->NHl * T * T, failed);
+    /* The probabilities of every layer are kept when they take no more memory than the
+     * MLP's saved inputs (NHl*T*T <= Fl*T per sequence and layer: gpt-tiny, short contexts);
+     * else one layer's, recomputed in the backward ((B, NH, T, T) per layer was 9.6 GB for
+     * gpt2-124m at B=16). Keeping them saved gpt-tiny's backward an attention forward per
+     * layer: its two sgemms per head and the softmax's exps. */
+    a->att_layers = (int64_t)m->NHl * T <= (int64_t)m->Fl ? (int)L : 1;
+    alloc_floats(m, &a->att, a->att_layers * B * m->NHl * T * T, failed);
     alloc_floats(m, &a->atty, L * N * m->Cl, failed);
     alloc_floats(m, &a->res2, L * N * C, failed);
     alloc_floats(m, &a->ln2, L * N * C, failed);
@@ -284,6 +290,7 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
     int Cl = m->Cl, Fl = m->Fl;
     float *W = m->params;
     int64_t LNC = (int64_t)N * C; /* strides of the per-layer activations at this B */
+    int64_t att_stride = (int64_t)B * m->NHl * T * T;
     m->last_B = B;
 
     /* vocab-parallel embedding: each rank looks up the rows it holds; rank 0 adds wpe, so the
@@ -306,7 +313,8 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
                               atom_layer_ptr(m, W, ATOM_P_LN1B, l), N, C);
         be->matmul_forward(qkv, ln1, atom_layer_ptr(m, W, ATOM_P_QKVW, l),
                            atom_layer_ptr(m, W, ATOM_P_QKVB, l), N, C, 3 * Cl);
-        be->attention_forward(atty, a->att, qkv, B, T, m->NHl, m->hs);
+        float *att = a->att + (a->att_layers > 1 ? l : 0) * att_stride;
+        be->attention_forward(atty, att, qkv, B, T, m->NHl, m->hs);
         be->matmul_forward(a->partial, atty, atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), NULL, N,
                            Cl, C);
         if (atom_model_tp_sum(m, a->partial, (size_t)N * C, err) != 0)
@@ -377,7 +385,7 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
     int T = c->context, C = c->channels, L = c->layers, N = B * T;
     int Cl = m->Cl, Fl = m->Fl;
     float *W = m->params, *G = m->grads;
-    int64_t LNC = (int64_t)N * C;
+    int64_t LNC = (int64_t)N * C, att_stride = (int64_t)B * m->NHl * T * T;
     bool dp = sync && m->buckets;
 
     /* cross-entropy and the tied head: logits become dlogits in place */
@@ -420,11 +428,12 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
         be->matmul_backward(a->datty, atom_layer_ptr(m, G, ATOM_P_ATTPROJW, l),
                             atom_layer_ptr(m, G, ATOM_P_ATTPROJB, l), a->dresidual, atty,
                             atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), N, Cl, C);
-        /* the probabilities are recomputed rather than kept for every layer: (B, NH, T, T) per
-         * layer was 9.6 GB for gpt2-124m at B=16; this costs one more attention forward per
-         * layer (a few percent of the step) and rewrites atty[l] with the same values */
-        be->attention_forward(atty, a->att, qkv, B, T, m->NHl, m->hs);
-        be->attention_backward(a->dqkv, a->datt, a->datty, qkv, a->att, B, T, m->NHl, m->hs);
+        /* when the probabilities are not kept for every layer (alloc_activations) they are
+         * recomputed: one more attention forward, rewriting atty[l] with the same values */
+        float *att = a->att + (a->att_layers > 1 ? l : 0) * att_stride;
+        if (a->att_layers == 1)
+            be->attention_forward(atty, att, qkv, B, T, m->NHl, m->hs);
+        be->attention_backward(a->dqkv, a->datt, a->datty, qkv, att, B, T, m->NHl, m->hs);
         be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_QKVW, l),
                             atom_layer_ptr(m, G, ATOM_P_QKVB, l), a->dqkv, ln1,
                             atom_layer_ptr(m, W, ATOM_P_QKVW, l), N, C, 3 * Cl);

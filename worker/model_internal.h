@@ -17,8 +17,9 @@ typedef struct atom_activations {
     float *ln1_mean;  /* (L, N) */
     float *ln1_rstd;  /* (L, N) */
     float *qkv;       /* (L, N, 3Cl) */
-    float *att;       /* (B, NHl, T, T) one layer's softmax probabilities (the backward
-                         recomputes each layer's) */
+    float *att;       /* (att_layers, B, NHl, T, T) softmax probabilities: every layer's, or
+                         one layer's that the backward recomputes (att_layers) */
+    int att_layers;   /* L when every layer's probabilities are kept, 1 when recomputed */
     float *atty;      /* (L, N, Cl) attention output, heads concatenated */
     float *res2;      /* (L, N, C) residual after attention */
     float *ln2;       /* (L, N, C) */
