@@ -68,6 +68,14 @@ void tm_free(test_model *m) {
     }
 }
 
+atom_ckpt_meta tm_meta(const test_model *m, int64_t step) {
+    atom_ckpt_meta meta;
+    memset(&meta, 0, sizeof meta);
+    meta.step = step;
+    meta.vocab = m->V;
+    return meta;
+}
+
 float tm_value(int kind, int tensor, int64_t g, uint32_t salt) {
     uint64_t h = (uint64_t)g * 0x9E3779B97F4A7C15ull ^ ((uint64_t)salt << 32) ^
                  ((uint64_t)tensor << 8) ^ (uint64_t)kind;

@@ -28,6 +28,8 @@ void tm_poison(test_model *m);
 /* Elements whose bits differ from salt's values (0: bit-exact). */
 int64_t tm_mismatches(const test_model *m, uint32_t salt);
 void tm_free(test_model *m);
+/* The metadata the tests save with: step, the model's vocabulary, everything else zero. */
+atom_ckpt_meta tm_meta(const test_model *m, int64_t step);
 /* The value of element g of tensor i, kind k (0 param, 1 adam_m, 2 adam_v). */
 float tm_value(int kind, int tensor, int64_t g, uint32_t salt);
 /* Global (row-major) index of shard element s of t. */

@@ -18,14 +18,6 @@
 
 static int rank;
 
-static atom_ckpt_meta meta_of(int64_t step) {
-    atom_ckpt_meta m;
-    memset(&m, 0, sizeof m);
-    m.step = step;
-    m.vocab = 100;
-    return m;
-}
-
 /* Training stand-in: collectives on the world communicator while the save runs. */
 static int train_until_done(atom_ckpt_async *a, atom_ckpt_err *err) {
     bool done = false;
@@ -95,7 +87,7 @@ int main(int argc, char **argv) {
 
     /* the snapshot holds the values of start time */
     tm_fill(&m, 1);
-    atom_ckpt_meta meta = meta_of(1);
+    atom_ckpt_meta meta = tm_meta(&m, 1);
     CHECK(atom_ckpt_async_start(a, dir, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start: %s",
           err.msg);
     tm_fill(&m, 999); /* training goes on and changes every value */
@@ -109,11 +101,11 @@ int main(int argc, char **argv) {
 
     /* back to back: the second start waits for the first */
     tm_fill(&m, 2);
-    meta = meta_of(2);
+    meta = tm_meta(&m, 2);
     CHECK(atom_ckpt_async_start(a, dir, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start 2: %s",
           err.msg);
     tm_fill(&m, 3);
-    meta = meta_of(3);
+    meta = tm_meta(&m, 3);
     CHECK(atom_ckpt_async_start(a, dir, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start 3: %s",
           err.msg);
     CHECK(atom_ckpt_async_wait(a, &err) == 0, "wait 3: %s", err.msg);
@@ -127,7 +119,7 @@ int main(int argc, char **argv) {
     }
 
     /* a background write that fails: reported by wait on every rank */
-    meta = meta_of(4);
+    meta = tm_meta(&m, 4);
     CHECK(atom_ckpt_async_start(a, bad, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start bad: %s",
           err.msg);
     err.msg[0] = '\0';
@@ -136,7 +128,7 @@ int main(int argc, char **argv) {
     /* ... or by the next start when nobody waited */
     CHECK(atom_ckpt_async_start(a, bad, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start bad 2: %s",
           err.msg);
-    meta = meta_of(5);
+    meta = tm_meta(&m, 5);
     int rc = atom_ckpt_async_start(a, dir, m.t, TM_TENSORS, &meta, 2, &err);
     CHECK(rc != 0 && strstr(err.msg, "previous checkpoint save failed"),
           "start after an unreported failure: rc %d '%s'", rc, err.msg);
@@ -149,7 +141,7 @@ int main(int argc, char **argv) {
     /* a bound below the snapshot: every rank fails, none hangs */
     atom_ckpt_async *small = NULL;
     CHECK(atom_ckpt_async_create(&small, g, 1000, &err) == 0, "create small: %s", err.msg);
-    meta = meta_of(6);
+    meta = tm_meta(&m, 6);
     rc = atom_ckpt_async_start(small, dir, m.t, TM_TENSORS, &meta, 2, &err);
     CHECK(rc != 0 && strstr(err.msg, "bound"), "over the bound: rc %d '%s'", rc, err.msg);
     atom_ckpt_async_destroy(small);

@@ -22,10 +22,7 @@ static int rank;
 
 static int save_step(const char *dir, test_model *m, int64_t step, int keep, atom_ckpt_err *err) {
     tm_fill(m, (uint32_t)step);
-    atom_ckpt_meta meta;
-    memset(&meta, 0, sizeof meta);
-    meta.step = step;
-    meta.vocab = m->V;
+    atom_ckpt_meta meta = tm_meta(m, step);
     atom_ckpt_group g = {MPI_COMM_WORLD, 0, 1};
     return atom_ckpt_save(dir, g, m->t, TM_TENSORS, &meta, keep, err);
 }

@@ -19,14 +19,6 @@
 
 static int rank;
 
-static atom_ckpt_meta meta_of(int64_t step) {
-    atom_ckpt_meta m;
-    memset(&m, 0, sizeof m);
-    m.step = step;
-    m.vocab = 100;
-    return m;
-}
-
 static void die_here(void) { raise(SIGKILL); }
 
 int main(int argc, char **argv) {
@@ -48,13 +40,13 @@ int main(int argc, char **argv) {
     atom_ckpt_err err = {""};
     if (strcmp(action, "crash") == 0) {
         tm_fill(&m, 10);
-        atom_ckpt_meta meta = meta_of(10);
+        atom_ckpt_meta meta = tm_meta(&m, 10);
         if (atom_ckpt_save(dir, g, m.t, TM_TENSORS, &meta, 0, &err) != 0) {
             fprintf(stderr, "save of step 10 failed: %s\n", err.msg);
             MPI_Abort(MPI_COMM_WORLD, 3);
         }
         tm_fill(&m, 20);
-        meta = meta_of(20);
+        meta = tm_meta(&m, 20);
         if (strcmp(mode, "mid-write") == 0 || strcmp(mode, "mid-async") == 0) {
             setenv("ATOM_CKPT_KILL_AT", "1:dataset-20", 1);
         } else if (strcmp(mode, "before-latest") == 0) {
@@ -122,7 +114,7 @@ int main(int argc, char **argv) {
     }
     /* the next save of step 20 replaces the leftover and commits */
     tm_fill(&m, 20);
-    atom_ckpt_meta m20 = meta_of(20);
+    atom_ckpt_meta m20 = tm_meta(&m, 20);
     CHECK(atom_ckpt_save(dir, g, m.t, TM_TENSORS, &m20, 0, &err) == 0, "save 20: %s", err.msg);
     tm_poison(&m);
     rc = atom_ckpt_load_latest(dir, MPI_COMM_WORLD, m.t, TM_TENSORS, &meta, NULL, 0, &err);
