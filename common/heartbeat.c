@@ -9,7 +9,7 @@
  * as null, since JSON has no NaN, and read back as NaN. atomd trusts nothing it reads: every field
  * is checked for type and range.
  */
-#include "common/common.h"
+#include "common/json_get.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -46,41 +46,6 @@ char *atom_heartbeat_to_json(const atom_heartbeat *hb)
     return text;
 }
 
-static int get_i64(json_t *obj, const char *key, int64_t lo, int64_t hi, int64_t *dst,
-                   atom_err *err)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_integer(v))
-        return atom_errf(err, "heartbeat: '%s' must be a whole number", key);
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi)
-        return atom_errf(err, "heartbeat: '%s' is %lld, outside %lld..%lld", key, (long long)x,
-                         (long long)lo, (long long)hi);
-    *dst = x;
-    return 0;
-}
-
-static int get_int(json_t *obj, const char *key, int lo, int hi, int *dst, atom_err *err)
-{
-    int64_t x;
-    if (get_i64(obj, key, lo, hi, &x, err))
-        return -1;
-    *dst = (int)x;
-    return 0;
-}
-
-static int get_str(json_t *obj, const char *key, char *dst, size_t cap, atom_err *err)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_string(v))
-        return atom_errf(err, "heartbeat: '%s' must be a string", key);
-    const char *s = json_string_value(v);
-    if (strlen(s) >= cap)
-        return atom_errf(err, "heartbeat: '%s' is longer than %zu characters", key, cap - 1);
-    memcpy(dst, s, strlen(s) + 1);
-    return 0;
-}
-
 /* A number (integer or real), or null for "not a number"; nothing else. */
 static int get_number_or_null(json_t *obj, const char *key, double *dst, atom_err *err)
 {
@@ -102,12 +67,12 @@ static int heartbeat_from_root(json_t *root, atom_heartbeat *hb, atom_err *err)
     json_t *type = json_object_get(root, "type");
     if (!json_is_string(type) || strcmp(json_string_value(type), HB_TYPE))
         return atom_errf(err, "heartbeat: \"type\" must be \"%s\"", HB_TYPE);
-    if (get_str(root, "job_id", hb->job_id, sizeof hb->job_id, err) ||
-        get_int(root, "attempt", 0, 1 << 30, &hb->attempt, err) ||
-        get_int(root, "rank", 0, 1 << 24, &hb->rank, err) ||
-        get_str(root, "host", hb->host, sizeof hb->host, err) ||
-        get_int(root, "pid", 1, 1 << 30, &hb->pid, err) ||
-        get_i64(root, "step", 0, INT64_MAX, &hb->step, err))
+    if (atom_json_get_str(root, "job_id", hb->job_id, sizeof hb->job_id, "heartbeat: ", err) ||
+        atom_json_get_int(root, "attempt", 0, 1 << 30, &hb->attempt, "heartbeat: ", err) ||
+        atom_json_get_int(root, "rank", 0, 1 << 24, &hb->rank, "heartbeat: ", err) ||
+        atom_json_get_str(root, "host", hb->host, sizeof hb->host, "heartbeat: ", err) ||
+        atom_json_get_int(root, "pid", 1, 1 << 30, &hb->pid, "heartbeat: ", err) ||
+        atom_json_get_i64(root, "step", 0, INT64_MAX, &hb->step, "heartbeat: ", err))
         return -1;
     json_t *coll = json_object_get(root, "collectives");
     if (!json_is_array(coll) || json_array_size(coll) != ATOM_HB_GROUPS)
@@ -135,7 +100,8 @@ static int heartbeat_from_root(json_t *root, atom_heartbeat *hb, atom_err *err)
     if (hb->has_progress) {
         if (get_number_or_null(root, "loss", &hb->loss, err) ||
             get_number_or_null(root, "tokens_per_s", &hb->tokens_per_s, err) ||
-            get_i64(root, "last_checkpoint_step", -1, INT64_MAX, &hb->last_checkpoint_step, err))
+            atom_json_get_i64(root, "last_checkpoint_step", -1, INT64_MAX, &hb->last_checkpoint_step,
+                              "heartbeat: ", err))
             return -1;
         if (isfinite(hb->tokens_per_s) && hb->tokens_per_s < 0)
             return atom_errf(err, "heartbeat: 'tokens_per_s' is negative");

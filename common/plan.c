@@ -12,7 +12,7 @@
  * rank = dp * tensor + tp and its tensor-parallel group on one node, or the read fails with a
  * sentence naming what is wrong.
  */
-#include "common/common.h"
+#include "common/json_get.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -85,34 +85,6 @@ char *atom_plan_to_json(const atom_plan *plan)
     return text;
 }
 
-/* Copies a JSON string member into a fixed buffer; a missing member is an error. */
-static int get_string(json_t *obj, const char *key, char *dst, size_t cap, const char *where,
-                      atom_err *err)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_string(v))
-        return atom_errf(err, "plan: %s'%s' must be a string", where, key);
-    const char *s = json_string_value(v);
-    if (strlen(s) >= cap)
-        return atom_errf(err, "plan: %s'%s' is longer than %zu characters", where, key, cap - 1);
-    memcpy(dst, s, strlen(s) + 1);
-    return 0;
-}
-
-static int get_int(json_t *obj, const char *key, long lo, long hi, int *dst, const char *where,
-                   atom_err *err)
-{
-    json_t *v = json_object_get(obj, key);
-    if (!json_is_integer(v))
-        return atom_errf(err, "plan: %s'%s' must be a whole number", where, key);
-    json_int_t x = json_integer_value(v);
-    if (x < lo || x > hi)
-        return atom_errf(err, "plan: %s'%s' is %lld, outside %ld..%ld", where, key, (long long)x,
-                         lo, hi);
-    *dst = (int)x;
-    return 0;
-}
-
 static int read_nodes(json_t *root, atom_plan *plan, atom_err *err)
 {
     json_t *nodes = json_object_get(root, "nodes");
@@ -128,14 +100,14 @@ static int read_nodes(json_t *root, atom_plan *plan, atom_err *err)
     for (size_t i = 0; i < n; i++) {
         json_t *o = json_array_get(nodes, i);
         char where[48];
-        snprintf(where, sizeof where, "nodes[%zu].", i);
+        snprintf(where, sizeof where, "plan: nodes[%zu].", i);
         if (!json_is_object(o))
             return atom_errf(err, "plan: nodes[%zu] must be an object", i);
         atom_node *node = &plan->nodes[i];
-        if (get_string(o, "name", node->name, sizeof node->name, where, err) ||
-            get_string(o, "addr", node->addr, sizeof node->addr, where, err) ||
-            get_int(o, "gpus", 1, 1 << 20, &node->gpus, where, err) ||
-            get_int(o, "switch", 0, 1 << 20, &node->switch_id, where, err))
+        if (atom_json_get_str(o, "name", node->name, sizeof node->name, where, err) ||
+            atom_json_get_str(o, "addr", node->addr, sizeof node->addr, where, err) ||
+            atom_json_get_int(o, "gpus", 1, 1 << 20, &node->gpus, where, err) ||
+            atom_json_get_int(o, "switch", 0, 1 << 20, &node->switch_id, where, err))
             return -1;
         if (node->name[0] == '\0')
             return atom_errf(err, "plan: nodes[%zu].name is empty", i);
@@ -214,18 +186,18 @@ static int plan_from_root(json_t *root, atom_plan *plan, atom_err *err)
     if (!json_is_string(format) || strcmp(json_string_value(format), PLAN_FORMAT))
         return atom_errf(err, "plan: not an atom plan (\"format\" is not \"%s\")", PLAN_FORMAT);
     int version = 0;
-    if (get_int(root, "version", 0, 1 << 20, &version, "", err))
+    if (atom_json_get_int(root, "version", 0, 1 << 20, &version, "plan: ", err))
         return -1;
     if (version != PLAN_VERSION)
         return atom_errf(err, "plan: version %d; this atom reads version %d", version,
                          PLAN_VERSION);
-    if (get_string(root, "job_id", plan->job_id, sizeof plan->job_id, "", err) ||
-        get_int(root, "attempt", 0, 1 << 30, &plan->attempt, "", err) ||
-        get_string(root, "run_dir", plan->run_dir, sizeof plan->run_dir, "", err) ||
-        get_string(root, "heartbeat_addr", plan->heartbeat_addr, sizeof plan->heartbeat_addr, "",
+    if (atom_json_get_str(root, "job_id", plan->job_id, sizeof plan->job_id, "plan: ", err) ||
+        atom_json_get_int(root, "attempt", 0, 1 << 30, &plan->attempt, "plan: ", err) ||
+        atom_json_get_str(root, "run_dir", plan->run_dir, sizeof plan->run_dir, "plan: ", err) ||
+        atom_json_get_str(root, "heartbeat_addr", plan->heartbeat_addr, sizeof plan->heartbeat_addr, "plan: ",
                    err) ||
-        get_int(root, "world", 1, 1 << 24, &plan->world, "", err) ||
-        get_int(root, "switches_used", 0, 1 << 20, &plan->n_switches_used, "", err))
+        atom_json_get_int(root, "world", 1, 1 << 24, &plan->world, "plan: ", err) ||
+        atom_json_get_int(root, "switches_used", 0, 1 << 20, &plan->n_switches_used, "plan: ", err))
         return -1;
     json_t *spec = json_object_get(root, "spec");
     if (!json_is_object(spec))
@@ -256,15 +228,15 @@ static int plan_from_root(json_t *root, atom_plan *plan, atom_err *err)
     for (int r = 0; r < plan->world; r++) {
         json_t *o = json_array_get(ranks, (size_t)r);
         char where[48];
-        snprintf(where, sizeof where, "ranks[%d].", r);
+        snprintf(where, sizeof where, "plan: ranks[%d].", r);
         if (!json_is_object(o))
             return atom_errf(err, "plan: ranks[%d] must be an object", r);
         atom_rank_place *p = &plan->ranks[r];
-        if (get_int(o, "rank", 0, 1 << 24, &p->rank, where, err) ||
-            get_int(o, "dp", 0, 1 << 24, &p->dp, where, err) ||
-            get_int(o, "tp", 0, 1 << 24, &p->tp, where, err) ||
-            get_int(o, "node", 0, 1 << 24, &p->node, where, err) ||
-            get_int(o, "gpu", 0, 1 << 24, &p->gpu, where, err))
+        if (atom_json_get_int(o, "rank", 0, 1 << 24, &p->rank, where, err) ||
+            atom_json_get_int(o, "dp", 0, 1 << 24, &p->dp, where, err) ||
+            atom_json_get_int(o, "tp", 0, 1 << 24, &p->tp, where, err) ||
+            atom_json_get_int(o, "node", 0, 1 << 24, &p->node, where, err) ||
+            atom_json_get_int(o, "gpu", 0, 1 << 24, &p->gpu, where, err))
             return -1;
     }
     return check_ranks(plan, err);
