@@ -298,6 +298,9 @@ char *atom_read_file(const char *path, size_t max_bytes, size_t *len, atom_err *
 int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_err *err);
 /* The folder part of path into dir: "." when path names no folder, "/" for a file in the root. */
 void atom_path_dir(const char *path, char *dir, size_t len);
+/* The program `name` in the running program's folder (atom's programs are installed side by side),
+ * or the path the environment variable env_name holds when it is set. Does not check the file. */
+int atom_program_path(const char *env_name, const char *name, char *path, size_t len, atom_err *err);
 /* Parses "90s", "30m", "2h", "1d", "1h30m", "01:30:00" or a plain number of seconds. */
 int atom_parse_duration(const char *s, int64_t *seconds);
 /* Seconds since the epoch, and a monotonic clock. */

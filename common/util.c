@@ -112,6 +112,27 @@ void atom_path_dir(const char *path, char *dir, size_t len)
         *slash = '\0';
 }
 
+int atom_program_path(const char *env_name, const char *name, char *path, size_t len, atom_err *err)
+{
+    const char *env = getenv(env_name);
+    if (env && env[0]) {
+        if ((size_t)snprintf(path, len, "%s", env) >= len)
+            return atom_errf(err, "%s is too long", env_name);
+        return 0;
+    }
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0)
+        return atom_errf(err, "cannot find this program's folder: %s", strerror(errno));
+    self[n] = '\0';
+    char *slash = strrchr(self, '/');
+    if (slash)
+        *slash = '\0';
+    if ((size_t)snprintf(path, len, "%s/%s", self, name) >= len)
+        return atom_errf(err, "path of %s too long", name);
+    return 0;
+}
+
 int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_err *err)
 {
     static unsigned counter; /* distinguishes two writes of one process to the same path */

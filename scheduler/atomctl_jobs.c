@@ -538,17 +538,8 @@ int atomctl_cmd_logs(int argc, char **argv)
 /* The atomd beside this atomctl (or ATOM_ATOMD). */
 static int find_atomd(char *path, size_t len)
 {
-    const char *env = getenv("ATOM_ATOMD");
-    if (env && env[0]) {
-        snprintf(path, len, "%s", env);
-        return access(path, X_OK);
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0)
-        return -1;
-    self[n] = 0;
-    if ((size_t)snprintf(path, len, "%s/atomd", dirname(self)) >= len)
+    atom_err err;
+    if (atom_program_path("ATOM_ATOMD", "atomd", path, len, &err))
         return -1;
     return access(path, X_OK);
 }

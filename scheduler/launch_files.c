@@ -1,7 +1,6 @@
 /* scheduler/launch_files.c: what both launchers (launch_mpirun.c, launch_slurm.c) do the same way:
- * the attempt's file paths and plan file, and finding a program installed next to atomd. */
+ * the attempt's file paths and plan file, and finding the worker installed next to atomd. */
 #include <errno.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,27 +20,6 @@ int atom_launch_write_plan(const atom_plan *plan, const char *run_dir, const cha
     atom_plan copy = *plan; /* shallow: only run_dir differs */
     snprintf(copy.run_dir, sizeof copy.run_dir, "%s", dir);
     return atom_plan_write(&copy, launch->plan_path, err);
-}
-
-int atom_program_path(const char *env_name, const char *name, char *path, size_t len, atom_err *err)
-{
-    const char *env = getenv(env_name);
-    if (env && env[0]) {
-        if ((size_t)snprintf(path, len, "%s", env) >= len)
-            return atom_errf(err, "%s is too long", env_name);
-        return 0;
-    }
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0)
-        return atom_errf(err, "cannot find this program's folder: %s", strerror(errno));
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (slash)
-        *slash = '\0';
-    if ((size_t)snprintf(path, len, "%s/%s", self, name) >= len)
-        return atom_errf(err, "path of %s too long", name);
-    return 0;
 }
 
 int atom_find_worker(char *path, size_t len, atom_err *err)

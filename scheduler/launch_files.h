@@ -1,5 +1,5 @@
 /* scheduler/launch_files.h: helpers both launchers share (private to scheduler/): an attempt's
- * file paths and plan file, and the path of a program installed next to atomd. */
+ * file paths and plan file (atom_program_path, in common.h, finds the programs next to atomd). */
 #ifndef ATOM_SCHEDULER_LAUNCH_FILES_H
 #define ATOM_SCHEDULER_LAUNCH_FILES_H
 
@@ -11,9 +11,5 @@
  * (run_dir/plan.json) and app_path (run_dir/app_name), and writes the plan there with that run_dir. */
 int atom_launch_write_plan(const atom_plan *plan, const char *run_dir, const char *app_name,
                            atom_launch *launch, atom_err *err);
-
-/* The program name in the running program's folder, or the path the environment variable env_name
- * holds when it is set. Does not check that the file exists. */
-int atom_program_path(const char *env_name, const char *name, char *path, size_t len, atom_err *err);
 
 #endif

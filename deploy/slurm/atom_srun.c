@@ -58,19 +58,8 @@ static void usage(FILE *out)
 /* The atom-worker next to this program, unless ATOM_WORKER or --worker says otherwise. */
 static int find_worker(char *path, size_t len)
 {
-    const char *env = getenv("ATOM_WORKER");
-    if (env && env[0])
-        return snprintf(path, len, "%s", env) < (int)len ? 0 : -1;
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n <= 0)
-        return -1;
-    self[n] = '\0';
-    char *slash = strrchr(self, '/');
-    if (!slash)
-        return -1;
-    *slash = '\0';
-    return snprintf(path, len, "%s/atom-worker", self) < (int)len ? 0 : -1;
+    atom_err err;
+    return atom_program_path("ATOM_WORKER", "atom-worker", path, len, &err);
 }
 
 /* Tasks per node for spec: its gpus_per_node, else the allocation's even share, else one node. */

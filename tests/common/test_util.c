@@ -2,6 +2,7 @@
  * parameter counts, diagnostics' printed form, log lines, and the clocks. */
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -120,6 +121,31 @@ static void test_path_dir(void **state)
     assert_string_equal(dir, "/");
     atom_path_dir("runs/spec.yaml", dir, sizeof dir);
     assert_string_equal(dir, "runs");
+}
+
+/* atomd finds atom-worker, atomctl finds atomd, atom-srun finds atom-worker: beside themselves
+ * unless the environment names another. */
+static void test_program_path(void **state)
+{
+    (void)state;
+    char path[PATH_MAX], self[PATH_MAX];
+    atom_err err;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    *strrchr(self, '/') = '\0';
+    char want[PATH_MAX + 16];
+    snprintf(want, sizeof want, "%s/atom-worker", self);
+    unsetenv("ATOM_TEST_PROGRAM");
+    assert_int_equal(atom_program_path("ATOM_TEST_PROGRAM", "atom-worker", path, sizeof path, &err), 0);
+    assert_string_equal(path, want);
+    setenv("ATOM_TEST_PROGRAM", "/opt/atom/bin/atom-worker", 1);
+    assert_int_equal(atom_program_path("ATOM_TEST_PROGRAM", "atom-worker", path, sizeof path, &err), 0);
+    assert_string_equal(path, "/opt/atom/bin/atom-worker");
+    char small[8];
+    assert_int_equal(atom_program_path("ATOM_TEST_PROGRAM", "atom-worker", small, sizeof small, &err), -1);
+    assert_non_null(strstr(err.msg, "ATOM_TEST_PROGRAM is too long"));
+    unsetenv("ATOM_TEST_PROGRAM");
 }
 
 static void test_read_file(void **state)
@@ -260,6 +286,7 @@ int main(void)
         cmocka_unit_test(test_read_file),     cmocka_unit_test(test_model_presets),
         cmocka_unit_test(test_diags_print),   cmocka_unit_test(test_log_lines),
         cmocka_unit_test(test_errf_and_clocks), cmocka_unit_test(test_path_dir),
+        cmocka_unit_test(test_program_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
