@@ -57,6 +57,17 @@ static int mkdirs(const char *path, mode_t mode)
     return mkdir(tmp, mode) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* A setting that is a whole number from 0 to max, the whole value; *out is left alone otherwise. */
+static bool whole_number(const char *value, long max, int *out)
+{
+    char *end = NULL;
+    long v = strtol(value, &end, 10);
+    if (!end || *end || v < 0 || v > max)
+        return false;
+    *out = (int)v;
+    return true;
+}
+
 static void defaults(atomd_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -112,19 +123,13 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return 0;
     }
     if (strcmp(key, "metrics_port") == 0) {
-        char *end = NULL;
-        long v = strtol(value, &end, 10);
-        if (!end || *end || v < 0 || v > 65535)
+        if (!whole_number(value, 65535, &cfg->metrics_port))
             return atom_errf(err, "metrics_port: \"%s\" is not a TCP port (0: off)", value);
-        cfg->metrics_port = (int)v;
         return 0;
     }
     if (strcmp(key, "keep_finished") == 0) {
-        char *end = NULL;
-        long v = strtol(value, &end, 10);
-        if (!end || *end || v < 0 || v > 100000000)
+        if (!whole_number(value, 100000000, &cfg->keep_finished))
             return atom_errf(err, "keep_finished: \"%s\" is not a number of jobs", value);
-        cfg->keep_finished = (int)v;
         return 0;
     }
     double *dur = strcmp(key, "usage_half_life") == 0 ? &cfg->usage_half_life
