@@ -29,7 +29,11 @@ for ((round = 1; round <= repeat; round++)); do
     np=${cfg%x*} t=${cfg#*x}
     echo "== round $round: atom-worker loop, $np rank(s) x $t OpenBLAS thread(s)" \
          "(load $(cut -d' ' -f1 /proc/loadavg))"
-    out=$(OPENBLAS_NUM_THREADS=$t mpirun -np $np --oversubscribe "$bench" --steps "$steps")
+    # mpirun binds each rank to one core when np <= 2: a rank of 2 OpenBLAS threads needs
+    # --bind-to none, or both threads share a core (1x2 then measured the same as 1x1)
+    bind=(); [ "$t" -gt 1 ] && bind=(--bind-to none)
+    out=$(OPENBLAS_NUM_THREADS=$t mpirun -np $np "${bind[@]}" --oversubscribe "$bench" \
+          --steps "$steps")
     echo "$out" | sed 's/^/   /'
     atom[$cfg]=$(best "${atom[$cfg]:-}" "$(echo "$out" | value tokens_per_s)")
     ceiling[$cfg]=$(best "${ceiling[$cfg]:-}" "$(echo "$out" | value sgemm_ceiling_tokens_per_s)")
