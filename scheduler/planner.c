@@ -455,8 +455,9 @@ static int choose_switches(atom_planner *pl, const job_shape *js)
 }
 
 /* choose_nodes' sort key of node n (whole free nodes above partial ones, then by free GPUs), or
- * -1 when n cannot take a unit of the job. */
-static int node_sort_key(const atom_planner *pl, const job_shape *js, const bool *exclude, int n)
+ * -1 when n cannot take a unit of the job. inline: without it gcc -O2 calls it, and placing a
+ * 4,096-GPU job in atom-bench-plan took 19 us instead of 15. */
+static inline int node_sort_key(const atom_planner *pl, const job_shape *js, const bool *exclude, int n)
 {
     if (!pl->up[n] || (exclude && exclude[n]) || node_units(js, pl->free_gpus[n]) == 0)
         return -1;
