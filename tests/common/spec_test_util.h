@@ -2,6 +2,7 @@
 #ifndef SPEC_TEST_UTIL_H
 #define SPEC_TEST_UTIL_H
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -31,6 +32,19 @@ static inline const atom_diag *find_diag(const atom_diags *d, int line, int colu
 static inline void dump_diags(const atom_diags *d)
 {
     atom_diags_print(d, stderr);
+}
+
+/* A table case's verdict: parsing failed (rc != 0) with that diagnostic among d's. When not, says
+ * what was expected and prints what came, so one run shows every failing case. */
+static inline bool diag_as_expected(const char *what, int rc, const atom_diags *d, int line,
+                                    int column, const char *key, const char *part)
+{
+    if (rc != 0 && find_diag(d, line, column, key, part))
+        return true;
+    fprintf(stderr, "case '%s': expected t.yaml:%d:%d: %s: ...%s... (rc %d), got:\n", what, line,
+            column, key, part, rc);
+    dump_diags(d);
+    return false;
 }
 
 #endif

@@ -261,12 +261,7 @@ static void test_malformed(void **state)
         atom_diags d = {0};
         size_t len = c->len ? c->len : strlen(c->yaml);
         int rc = atom_spec_parse(c->yaml, len, "t.yaml", "/base", &s, &d);
-        if (rc == 0 || !find_diag(&d, c->line, c->column, c->key, c->msg_part)) {
-            fprintf(stderr, "case '%s': expected t.yaml:%d:%d: %s: ...%s... (rc %d), got:\n",
-                    c->what, c->line, c->column, c->key, c->msg_part, rc);
-            dump_diags(&d);
-            failed++;
-        }
+        failed += !diag_as_expected(c->what, rc, &d, c->line, c->column, c->key, c->msg_part);
         atom_diags_free(&d);
     }
     assert_int_equal(failed, 0);
