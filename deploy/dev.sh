@@ -13,6 +13,16 @@ cmd=${1:-}
 
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# The tests start a private Slurm cluster and run clients and jobs as another user (uid 65534):
+# they need root. A user with sudo gets it here.
+case "$cmd" in
+  test|test-sanitize)
+    if [ "$(id -u)" -ne 0 ]; then
+      exec sudo --preserve-env=PATH,CI bash "${BASH_SOURCE[0]}" "$cmd" "$@"
+    fi
+    ;;
+esac
+
 # Open MPI refuses to run as root unless told; a fresh machine or a container is often root.
 if [ "$(id -u)" -eq 0 ]; then
   export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
