@@ -17,7 +17,8 @@ nodes:
   - {name: node-a, switch: leaf, gpus: 2, addr: localhost, has_gpus: false}
   - {name: node-b, switch: leaf, gpus: 2, addr: 127.0.0.1, has_gpus: false}
 """
-CONFIG = "limit_warning = 4s\nstop_grace = 5s\n"
+# The warning leaves time for a checkpoint and an exit under ASan+LSan too (3 s was not enough).
+CONFIG = "limit_warning = 8s\nstop_grace = 5s\n"
 MODEL = "model:\n  layers: 2\n  channels: 128\n  heads: 4\n  vocab: 256\n  context: 64\n"
 
 
@@ -90,8 +91,8 @@ def test(d):
           "the hang names the stopped rank and its node: %r" % a[0]["reason"])
     check(nodes_of(a[1]) != nodes_of(a[0]), "restarted on other slots")
 
-    # time limit: SIGUSR1 4 s ahead of a 6 s limit; the worker checkpoints and exits 75
-    job = d.submit(spec(d, "limited", 100000, every=100000, limit="6s"))
+    # time limit: SIGUSR1 8 s ahead of a 16 s limit; the worker checkpoints and exits 75
+    job = d.submit(spec(d, "limited", 100000, every=100000, limit="16s"))
     info = d.wait_state(job, "timeout", timeout=30)
     j = info["job"]
     check(j["exit_code"] == 75 and j["last_checkpoint"] > 0, "stopped at its limit with a checkpoint: %s" % j)
