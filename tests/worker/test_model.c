@@ -347,10 +347,8 @@ static void test_naive_wider(void **state)
 
 /* ---- gradients against finite differences of the naive forward ---- */
 
-static void test_gradients_finite_differences(void **state)
+static void check_gradients(const atom_model_cfg *c)
 {
-    (void)state;
-    const atom_model_cfg *c = &SMALL;
     int B = 2, T = c->context;
     atom_model *m = make_model(c, B, 0, 1);
     atom_err err;
@@ -358,7 +356,7 @@ static void test_gradients_finite_differences(void **state)
     float *w = malloc((size_t)t->total * sizeof(float));
     float *g = malloc((size_t)t->total * sizeof(float));
     perturbed_weights(m, c, w);
-    int tokens[2 * 5];
+    int *tokens = malloc((size_t)B * (T + 1) * sizeof(int));
     random_tokens(tokens, B * (T + 1), c->vocab);
 
     atom_model_zero_grads(m);
@@ -418,7 +416,25 @@ static void test_gradients_finite_differences(void **state)
     free(w);
     free(g);
     free(wd);
+    free(tokens);
     atom_model_free(m);
+}
+
+static void test_gradients_finite_differences(void **state)
+{
+    (void)state;
+    check_gradients(&SMALL);
+}
+
+/* The backward keeps every layer's attention probabilities only when they fit in the MLP inputs'
+ * memory (heads * T <= 4C, model.c); gpt2-124m at T=1024 does not, and recomputes them in the
+ * backward. This shape takes that path. */
+static void test_gradients_recomputed_attention(void **state)
+{
+    (void)state;
+    const atom_model_cfg c = {.layers = 2, .channels = 8, .heads = 2, .vocab = 5, .context = 20};
+    assert_true(c.heads * c.context > 4 * c.channels);
+    check_gradients(&c);
 }
 
 /* ---- gpt-tiny at initialisation ---- */
@@ -567,6 +583,7 @@ int main(void)
         cmocka_unit_test(test_naive_small),
         cmocka_unit_test(test_naive_wider),
         cmocka_unit_test(test_gradients_finite_differences),
+        cmocka_unit_test(test_gradients_recomputed_attention),
         cmocka_unit_test(test_tiny_initial_loss),
         cmocka_unit_test(test_adamw_and_norm),
         cmocka_unit_test(test_decay_only_2d),
