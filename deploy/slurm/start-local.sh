@@ -107,7 +107,9 @@ JobCompLoc=$base/log/jobcomp.txt
 MailProg=/bin/true
 MpiDefault=none
 SlurmdParameters=config_overrides
-KillWait=5
+# Time for the workers to checkpoint and exit after SIGTERM (scancel, time limit) before SIGKILL:
+# 5 s was too short under ASan+LSan (killed mid-exit in a CI run).
+KillWait=30
 MinJobAge=300
 GresTypes=gpu
 NodeName=n[1-$nodes] NodeHostname=$host NodeAddr=127.0.0.1 Port=${ports[1]}-${ports[$nodes]} CPUs=16 RealMemory=4000 Gres=gpu:8 State=UNKNOWN
