@@ -13,6 +13,9 @@
  *   comm-cpu: CPU time of a rank during the all-reduces alone, as a share of their wall time;
  *   tail: of the overlapped run, the time spent in finish after the backward (the all-reduces
  *   that had not kept up); the rest of exposed is compute slowed by sharing the cores.
+ * The stand-in compute is arithmetic on the CPU (--compute cpu, a CPU worker's backward), or the
+ * host waiting while a device computes (--compute wait: the rank sleeps through each stage, as
+ * the host thread of a GPU rank waits on its stream; its cores are free for the all-reduces).
  * Times are the slowest rank's, median of --reps runs. */
 #include <getopt.h>
 #include <mpi.h>
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "collectives/collectives.h"
 
@@ -97,8 +101,15 @@ static void gpt2_set(grad_set *s, int uniform)
 
 /* One work unit of the stand-in compute: arithmetic on a few cache lines. */
 static volatile float work_sink;
+static int compute_waits; /* --compute wait: a unit is a microsecond of sleep */
 static void work(long units)
 {
+    if (compute_waits) {
+        struct timespec ts = {units / 1000000, (units % 1000000) * 1000};
+        while (nanosleep(&ts, &ts) != 0)
+            ;
+        return;
+    }
     float acc[16] = {0};
     for (long u = 0; u < units; u++)
         for (int i = 0; i < 256; i++)
@@ -187,9 +198,10 @@ int main(int argc, char **argv)
         {"buckets-mib", required_argument, 0, 'b'}, {"progress", required_argument, 0, 'p'},
         {"points", required_argument, 0, 'k'}, {"reps", required_argument, 0, 'r'},
         {"layout", required_argument, 0, 'l'}, {"sleep-us", required_argument, 0, 's'},
-        {"verbose", no_argument, 0, 'v'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"compute", required_argument, 0, 'c'}, {"verbose", no_argument, 0, 'v'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:vh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:c:vh", longs, NULL)) != -1) {
         switch (c) {
         case 'b': snprintf(buckets_mib, sizeof buckets_mib, "%s", optarg); break;
         case 'p': progress = strcmp(optarg, "thread") == 0 ? COLL_PROGRESS_THREAD : COLL_PROGRESS_POLL; break;
@@ -197,11 +209,21 @@ int main(int argc, char **argv)
         case 'r': reps = atoi(optarg); break;
         case 'l': uniform = strcmp(optarg, "layers") == 0; break;
         case 's': sleep_us = atoi(optarg); break;
+        case 'c':
+            if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "wait") != 0) {
+                if (wr == 0)
+                    fprintf(stderr, "atom-coll-overlap: --compute takes cpu or wait, not %s\n", optarg);
+                MPI_Finalize();
+                return 2;
+            }
+            compute_waits = strcmp(optarg, "wait") == 0;
+            break;
         case 'v': verbose = 1; break;
         case 'h':
             if (wr == 0)
                 printf("usage: mpirun -n N %s [--buckets-mib 1,2,4] [--progress poll|thread] "
-                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|layers] [--verbose]\n",
+                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|layers] [--compute cpu|wait] "
+                       "[--verbose]\n",
                        argv[0]);
             MPI_Finalize();
             return 0;
@@ -230,9 +252,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < s.count; i++)
         grads[i] = (float)(i % 17);
     if (wr == 0)
-        printf("# atom-coll-overlap: %d ranks, %zu floats (%s), %d stages, progress %s%s, %d progress "
-               "point(s) per stage, median of %d\n",
+        printf("# atom-coll-overlap: %d ranks, %zu floats (%s), %d stages, compute %s, progress %s%s, %d "
+               "progress point(s) per stage, median of %d\n",
                ws, s.count, uniform ? "evenly over the layers" : "gpt2-124m layout", s.nstages,
+               compute_waits ? "waits (host idle, as on a GPU)" : "on the CPU",
                progress == COLL_PROGRESS_THREAD ? "thread" : "poll",
                progress == COLL_PROGRESS_THREAD ? (sleep_us == 100 ? " (100 us sleeps)" : " (custom sleeps)") : "",
                points, reps);
@@ -264,7 +287,9 @@ int main(int argc, char **argv)
             comm[r] = backward(ctx, b, &s, 0, 1, 1, NULL);
             cpu_all += cpu_seconds() - cpu0;
             wall_all += comm[r];
-            if (r == 0) { /* a probe, with every rank computing at once as in the backward */
+            if (compute_waits)
+                unit_s = 1e-6;
+            else if (r == 0) { /* a probe, with every rank computing at once as in the backward */
                 MPI_Barrier(MPI_COMM_WORLD);
                 double t0 = MPI_Wtime();
                 work(40000);
@@ -274,7 +299,8 @@ int main(int argc, char **argv)
             if (units < points)
                 units = points;
             comp[r] = backward(ctx, b, &s, units, points, 0, NULL);
-            unit_s = comp[r] / (double)(units * s.nstages); /* what a unit cost just now */
+            if (!compute_waits)
+                unit_s = comp[r] / (double)(units * s.nstages); /* what a unit cost just now */
             over[r] = backward(ctx, b, &s, units, points, 1, &tail[r]);
             share[r] = (over[r] - comp[r]) / comm[r];
             if (verbose && wr == 0)
