@@ -277,8 +277,9 @@ planned_dir:
     if (atomd_store_commit(&d->store, err))
         goto fail;
 
+    /* The launcher's own messages (mpirun's, sbatch's); each rank writes its own rank-R.log. */
     char log_path[ATOM_PATH_MAX + 16];
-    snprintf(log_path, sizeof log_path, "%s/output.log", dir);
+    snprintf(log_path, sizeof log_path, "%s/launcher.log", dir);
     int out = d->launcher->simulated ? -1 : open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (out < 0 && !d->launcher->simulated) {
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
