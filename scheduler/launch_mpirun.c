@@ -11,7 +11,9 @@
  * the rank's node holds the other end of the rank's stdout and stderr from exec on, so a file
  * gets every line of that process, what it prints before MPI_Init, a sanitizer report at exit and
  * Open MPI's backtrace of a segfault, not only what the worker writes once it has redirected
- * itself; "exited on signal 11" and launch errors are mpirun's and land in launcher.log. Open MPI
+ * itself; "exited on signal 11" and launch errors are mpirun's and land in launcher.log. Each
+ * node's daemon writes its ranks' files under the same path, so they meet in one folder on the
+ * storage all nodes share (which the plan file, read by every rank, needs already). Open MPI
  * 4.1 names the file RUN/output/rank.NN/stdout with NN padded to the digits of the world size;
  * RUN/rank-R.log is a symbolic link to it made here, before the file exists.
  */
