@@ -362,12 +362,10 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
             in += (off_t)got;
         }
         pos += len;
-        fclose(p->f);
+        if (p->f) /* NULL: the file does not exist (yet) */
+            fclose(p->f);
         p->f = NULL;
     }
-    for (int i = 0; i < n_parts; i++)
-        if (parts[i].f)
-            fclose(parts[i].f);
     if (bad) {
         free(buf);
         return bad < 0 ? atomd_protocol_error("out of memory") : atomd_protocol_error("%s", why);

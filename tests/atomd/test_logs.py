@@ -5,6 +5,7 @@ it; a rank's crash message lands in its own file; a log the owner swapped for a 
 user's file is not shown. Real atomd and mpirun, stand-in worker (fake_worker.c)."""
 import os
 import stat
+import subprocess
 
 import harness
 from harness import check
@@ -52,6 +53,24 @@ def test(d):
           "logs: rank 0, then the launcher's lines: %r %r" % (out[-600:], err))
     rc, out2, err = d.ctl("logs", str(job), "-f")
     check(rc == 0 and out2 == out, "logs -f of an ended attempt gives the same text: %r %r" % (out2[-300:], err))
+
+    # following a running job: rank 0's lines as they come, each once, then the launcher's at the end
+    job = d.submit(d.spec("sleep-follow", gpus=2))
+    follower = subprocess.Popen([d.ctl_path, "logs", str(job), "-f", "--socket", d.socket], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=d.env)
+    harness.wait_until(lambda: d.job(job)["job"].get("step", 0) >= 10, 30, "the followed job to pass step 10")
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, "cancel: %r" % err)
+    try:
+        out, err = follower.communicate(timeout=40)
+    except subprocess.TimeoutExpired:
+        follower.kill()
+        harness.fail("logs -f did not end with the cancelled job")
+    run_dir = d.job(job)["attempts"][0]["run_dir"]
+    head, sep, tail = out.partition("---- launcher.log ----\n")
+    check(follower.returncode == 0 and head == read(os.path.join(run_dir, "rank-0.log")) and
+          head.count("rank 0 attempt 1 step 10\n") == 1, "logs -f of a running job: %r %r" % (out[-400:], err))
+    check(tail == read(os.path.join(run_dir, "launcher.log")), "then launcher.log: %r" % tail)
 
     # another user's job: the files are theirs, they read them; a link they plant is refused
     rc, out, err = d.ctl("submit", d.spec("ok-nobody", gpus=2, steps=5), "--json", user=NOBODY)
