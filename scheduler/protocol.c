@@ -309,6 +309,8 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
                                     job->spec.resources.gpus - 1);
     if (offset < 0)
         return atomd_protocol_error("logs: offset %" JSON_INTEGER_FORMAT " is negative", offset);
+    if (attempt > job->attempts)
+        return atomd_protocol_error("job %s has no attempt %d (it has had %d)", job->id_text, attempt, job->attempts);
     if (attempt <= 0)
         return json_pack("{s:b,s:s,s:I,s:i,s:b}", "ok", 1, "data", "", "offset", (json_int_t)0, "attempt", 0,
                          "ended", atomd_job_final(job->state));

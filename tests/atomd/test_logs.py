@@ -34,6 +34,8 @@ def test(d):
     check(rc == 0 and "rank 0 attempt 1 step 12\n" in out and "rank 1" not in out, "logs shows rank 0: %r %r" % (out, err))
     rc, out, err = d.ctl("logs", str(job), "-f", "--rank", "0")
     check(rc == 0 and out.endswith("rank 0 attempt 1 step 12\n"), "logs -f --rank 0 ends: %r %r" % (out[-200:], err))
+    rc, out, err = d.ctl("logs", str(job), "--attempt", "2", "-f")
+    check(rc == 1 and "no attempt 2" in err, "logs --attempt 2 of a job with one: %r" % err)
     rc, out, err = d.ctl("logs", str(job), "--rank", "2")
     check(rc == 1 and "no rank 2" in err and "0 to 1" in err, "logs --rank 2 of a 2-rank job: %r" % err)
 
