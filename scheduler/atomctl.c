@@ -50,8 +50,11 @@ static const atomctl_command commands[] = {
      "atomctl cancel JOB [--socket PATH]\n"},
     {"logs", atomctl_cmd_logs, "a job's output",
      "atomctl logs JOB [-f] [--rank N] [--attempt N] [--json] [--socket PATH]\n"
+     "  Without --rank: rank 0's output and, once the attempt has ended, the launcher's own\n"
+     "  messages after a \"---- launcher.log ----\" line (mpirun's or Slurm's: which rank died of\n"
+     "  what, a node it could not reach). Files: <state>/jobs/JOB/attempt-N/rank-R.log, launcher.log.\n"
      "  -f         follow until the job ends (through its restarts)\n"
-     "  --rank N   only rank N's lines\n"
+     "  --rank N   rank N's output (its stdout and stderr) only\n"
      "  --attempt  an earlier attempt (default: the last)\n"},
     {"nodes", atomctl_cmd_nodes, "the cluster's nodes and their states",
      "atomctl nodes [--json] [--socket PATH]\n"},

@@ -274,8 +274,6 @@ int main(int argc, char **argv)
     char worker_abs[PATH_MAX];
     if (realpath(d.cfg.worker, worker_abs) && strlen(worker_abs) < sizeof d.cfg.worker)
         memcpy(d.cfg.worker, worker_abs, strlen(worker_abs) + 1);
-    /* mpirun tags each output line with its rank, so `atomctl logs --rank N` can pick them. */
-    setenv("OMPI_MCA_orte_tag_output", "1", 1);
 
     int rc = 1;
     if (d.cfg.cluster_path[0]) {

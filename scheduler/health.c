@@ -1,6 +1,7 @@
 /* scheduler/health.c: node health checks (see health.h). */
 #include "scheduler/health.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -14,16 +15,76 @@
 
 /* Checks running at once: enough to sweep a large cluster, few enough for atomd's machine. */
 #define MAX_RUNNING 8
+/* Seconds between probes of a down node when health_interval is 0. */
+#define DOWN_PROBE_INTERVAL 60.0
+
+/* Open MPI 4.1's words when mpirun could not start, or lost, its daemon on a node (help-plm-base,
+ * help-errmgr-base): the node was not reached, whatever the program would have done there. */
+static const char *const unreachable_marks[] = {
+    "ORTE was unable to reliably start one or more daemons",
+    "ORTE has lost communication with a remote daemon",
+    "An ORTE daemon has unexpectedly failed after launch",
+    "ORTE does not know how to route a message",
+};
+
+bool atomd_mpirun_unreachable(const char *text)
+{
+    for (size_t i = 0; text && i < sizeof unreachable_marks / sizeof *unreachable_marks; i++)
+        if (strstr(text, unreachable_marks[i]))
+            return true;
+    return false;
+}
+
+void atomd_mpirun_unreachable_why(const char *text, char *why, size_t len)
+{
+    /* The first line before Open MPI's box: ssh's (or the launch agent's) own message. */
+    snprintf(why, len, "mpirun could not start its daemon there");
+    for (const char *line = text; line && *line;) {
+        const char *nl = strchr(line, '\n');
+        size_t n = nl ? (size_t)(nl - line) : strlen(line);
+        if (n > 0 && strncmp(line, "-----", 5) != 0) {
+            if (strncmp(line, "ORTE ", 5) != 0)
+                snprintf(why, len, "mpirun could not start its daemon there: %.*s", (int)n, line);
+            return;
+        }
+        line = nl ? nl + 1 : line + n;
+    }
+}
+
+bool atomd_node_named_in(const atom_node *node, const char *text)
+{
+    /* The address as given, and as Open MPI passes it to ssh: without its domain. */
+    const char *addr = node->addr[0] ? node->addr : node->name;
+    char names[2][ATOM_NAME_MAX + 64];
+    snprintf(names[0], sizeof names[0], "%s", addr);
+    snprintf(names[1], sizeof names[1], "%s", addr);
+    char *dot = strchr(names[1], '.');
+    bool numeric = strspn(addr, "0123456789.") == strlen(addr) || strchr(addr, ':');
+    if (dot && !numeric)
+        *dot = 0;
+    for (int k = 0; k < 2; k++) {
+        size_t n = strlen(names[k]);
+        for (const char *p = text; n && (p = strstr(p, names[k])) != NULL; p++) {
+            char before = p > text ? p[-1] : ' ', after = p[n];
+            bool word = !(isalnum((unsigned char)before) || before == '-' || before == '.') &&
+                        !(isalnum((unsigned char)after) || after == '-' || (after == '.' && isalnum((unsigned char)p[n + 1])));
+            if (word)
+                return true;
+        }
+    }
+    return false;
+}
 
 int atomd_health_init(atomd *d, atom_err *err)
 {
     memset(&d->health, 0, sizeof d->health);
-    if (!d->cfg.health_program[0])
-        return 0;
-    if (access(d->cfg.health_program, X_OK) != 0)
+    if (d->launcher->simulated || (!d->launcher->child && !d->cfg.health_program[0]))
+        return 0; /* virtual nodes, or Slurm's, which Slurm marks down itself */
+    if (d->cfg.health_program[0] && access(d->cfg.health_program, X_OK) != 0)
         return atom_errf(err, "health_check: %s is not an executable program: %s", d->cfg.health_program,
                          strerror(errno));
-    d->health.nodes = calloc((size_t)d->inv.n_nodes, sizeof *d->health.nodes);
+    /* Always: a node that is down is probed for its return even without a health program. */
+    d->health.nodes = calloc((size_t)(d->inv.n_nodes > 0 ? d->inv.n_nodes : 1), sizeof *d->health.nodes);
     if (!d->health.nodes)
         return atom_errf(err, "out of memory");
     char dir[ATOM_PATH_MAX + 16];
@@ -39,7 +100,7 @@ void atomd_health_free(atomd *d)
     d->health.nodes = NULL;
 }
 
-static bool is_local(const atomd *d, const atom_node *node)
+bool atomd_node_is_local(const atomd *d, const atom_node *node)
 {
     const char *addr = node->addr[0] ? node->addr : node->name;
     return strcmp(addr, "localhost") == 0 || strcmp(addr, "127.0.0.1") == 0 || strcmp(addr, d->hostname) == 0;
@@ -83,14 +144,24 @@ static void start_check(atomd *d, int node)
         if (dup2(out, STDOUT_FILENO) < 0 || dup2(out, STDERR_FILENO) < 0)
             _exit(126);
         setenv("ATOM_HEALTH_NODE", n->name, 1);
-        if (is_local(d, n)) {
-            execl(d->cfg.health_program, d->cfg.health_program, n->name, (char *)NULL);
+        /* Without a health program (a down node's probe) the check is only whether mpirun reaches
+         * the node: `true` there. */
+        const char *program = d->cfg.health_program[0] ? d->cfg.health_program : "true";
+        if (atomd_node_is_local(d, n)) {
+            execlp(program, program, n->name, (char *)NULL);
         } else {
             const char *addr = n->addr[0] ? n->addr : n->name;
-            execlp("mpirun", "mpirun", "-np", "1", "--host", addr, "-x", "ATOM_HEALTH_NODE", d->cfg.health_program,
-                   n->name, (char *)NULL);
+            char *argv[16];
+            int k = 0;
+            argv[k++] = "mpirun";
+            if (geteuid() == 0) /* atomd's own check, run as atomd: as root, mpirun wants to be told */
+                argv[k++] = "--allow-run-as-root";
+            char *rest[] = {"-np", "1", "--host", (char *)addr, "-x", "ATOM_HEALTH_NODE", (char *)program,
+                            (char *)n->name, NULL};
+            memcpy(argv + k, rest, sizeof rest);
+            execvp("mpirun", argv);
         }
-        fprintf(stderr, "cannot run %s: %s\n", d->cfg.health_program, strerror(errno));
+        fprintf(stderr, "cannot run %s: %s\n", program, strerror(errno));
         _exit(127);
     }
     setpgid(pid, pid);
@@ -102,7 +173,7 @@ static void start_check(atomd *d, int node)
 
 bool atomd_health_hold(atomd *d, const atom_placement *pl, char *why, size_t why_len)
 {
-    if (!d->health.nodes || !pl->node)
+    if (!d->health.nodes || !d->cfg.health_program[0] || !pl->node)
         return false;
     double now = atom_monotonic();
     bool hold = false;
@@ -130,26 +201,27 @@ void atomd_health_tick(atomd *d)
             kill(-h->pid, SIGKILL); /* reaped through SIGCHLD: a failure */
             continue;
         }
-        if (d->cfg.health_interval <= 0 || h->pid > 0 || d->health.running >= MAX_RUNNING ||
-            d->nodes[n].state != ATOMD_NODE_UP)
+        if (h->pid > 0 || d->health.running >= MAX_RUNNING)
             continue;
-        if (h->last_run == 0 || now - h->last_run >= d->cfg.health_interval)
+        /* Up nodes: the periodic health check, when configured. Down nodes: probed until they
+         * answer (as Slurm's ReturnToService), at the same interval or every DOWN_PROBE_INTERVAL. */
+        double interval = d->cfg.health_interval;
+        if (d->nodes[n].state == ATOMD_NODE_DOWN)
+            interval = interval > 0 ? interval : DOWN_PROBE_INTERVAL;
+        else if (d->nodes[n].state != ATOMD_NODE_UP || !d->cfg.health_program[0])
+            continue;
+        if (interval > 0 && (h->last_run == 0 || now - h->last_run >= interval))
             start_check(d, n);
     }
 }
 
-/* The first line the check printed, for the drain reason. */
-static void first_line(const atomd *d, int node, char *line, size_t len)
+static void set_state(atomd *d, int node, atomd_node_state state, const char *reason)
 {
-    char path[ATOM_PATH_MAX + 96];
-    log_path(d, node, path, sizeof path);
-    line[0] = 0;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    if (fgets(line, (int)len, f))
-        line[strcspn(line, "\r\n")] = 0;
-    fclose(f);
+    atom_err err = {{0}};
+    atom_log(state == ATOMD_NODE_UP ? ATOM_LOG_INFO : ATOM_LOG_WARN, "node %s %s%s%s", d->inv.nodes[node].name,
+             atomd_node_state_name(state), reason[0] ? ": " : "", reason);
+    if (atomd_node_set(d, node, state, reason, &err))
+        atom_log(ATOM_LOG_ERROR, "node %s: %s", d->inv.nodes[node].name, err.msg);
 }
 
 bool atomd_health_reaped(atomd *d, pid_t pid, int exit_code)
@@ -165,20 +237,43 @@ bool atomd_health_reaped(atomd *d, pid_t pid, int exit_code)
         h->pid = 0;
         d->health.running--;
         d->changed = true; /* a held job may start now, or must be placed elsewhere */
+        atomd_node_state state = d->nodes[n].state;
         if (exit_code == 0 && !timed_out) {
             h->last_ok = now;
+            if (state == ATOMD_NODE_DOWN) /* reached again; an administrator's drain is not undone */
+                set_state(d, n, ATOMD_NODE_UP, "");
             return true;
         }
-        char line[96], reason[160];
-        first_line(d, n, line, sizeof line);
-        if (timed_out)
+        char path[ATOM_PATH_MAX + 96], reason[160];
+        log_path(d, n, path, sizeof path);
+        size_t len = 0;
+        char *text = atom_read_file(path, 64 * 1024, &len, NULL);
+        if (timed_out) {
+            /* A probe of a down node that hangs (ssh to an address that drops packets) leaves it
+             * down; an up node whose check hangs is drained, as before. */
             snprintf(reason, sizeof reason, "health check timed out after %.0f s", d->cfg.health_timeout);
-        else
+            if (state == ATOMD_NODE_UP)
+                set_state(d, n, ATOMD_NODE_DRAINED, reason);
+        } else if (!atomd_node_is_local(d, &d->inv.nodes[n]) && atomd_mpirun_unreachable(text)) {
+            /* Not reached: mpirun could not start its daemon there. Down, not drained: it comes
+             * back by itself once a probe reaches it. */
+            char why[140];
+            atomd_mpirun_unreachable_why(text, why, sizeof why);
+            snprintf(reason, sizeof reason, "not reachable: %s", why);
+            if (state == ATOMD_NODE_UP || (state == ATOMD_NODE_DOWN && strcmp(reason, d->nodes[n].reason) != 0))
+                set_state(d, n, ATOMD_NODE_DOWN, reason);
+        } else {
+            /* Reached, and the program said no: drained (an administrator resumes it). */
+            char line[96] = "";
+            if (text) {
+                size_t end = strcspn(text, "\r\n");
+                snprintf(line, sizeof line, "%.*s", (int)end, text);
+            }
             snprintf(reason, sizeof reason, "health check failed (exit %d)%s%s", exit_code, line[0] ? ": " : "", line);
-        atom_log(ATOM_LOG_WARN, "node %s drained: %s", d->inv.nodes[n].name, reason);
-        atom_err err = {{0}};
-        if (d->nodes[n].state == ATOMD_NODE_UP && atomd_node_set(d, n, ATOMD_NODE_DRAINED, reason, &err))
-            atom_log(ATOM_LOG_ERROR, "node %s: %s", d->inv.nodes[n].name, err.msg);
+            if (state == ATOMD_NODE_UP || state == ATOMD_NODE_DOWN)
+                set_state(d, n, ATOMD_NODE_DRAINED, reason);
+        }
+        free(text);
         return true;
     }
     return false;

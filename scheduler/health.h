@@ -7,6 +7,13 @@
  * `health_timeout` (SIGKILL), drains the node with the program's first output line as the
  * reason, shown by `atomctl nodes`; an administrator's `atomctl resume` puts it back.
  *
+ * Down nodes, as Slurm's DOWN: when mpirun could not even start its daemon on the node (its own
+ * message says so, whatever the exit status), the program never ran there: the node is marked
+ * down ("not reachable: ssh: ..."), not drained. So is a node an attempt's mpirun could not reach
+ * (jobs.c). A down node gets no jobs and is probed every `health_interval` (60 s when that is 0)
+ * with the health program, or with `true` when none is set; once a probe reaches it and passes it
+ * is up again by itself. A node an administrator drained is never probed back.
+ *
  * When it runs:
  *   - before a job starts on a node: the scheduling pass holds a placement whose nodes have not
  *     passed a check in the last `health_fresh` seconds, starts their checks and places the job
@@ -49,5 +56,16 @@ bool atomd_health_hold(struct atomd *d, const atom_placement *pl, char *why, siz
 void atomd_health_tick(struct atomd *d);
 /* A child ended: true when it was a health check (handled here). */
 bool atomd_health_reaped(struct atomd *d, pid_t pid, int exit_code);
+
+/* Whether a node is this machine (address localhost, 127.0.0.1 or atomd's host name): checked
+ * directly, never through mpirun, and so never found unreachable. */
+bool atomd_node_is_local(const struct atomd *d, const atom_node *node);
+/* Whether mpirun's own output says it could not start (or lost) its daemon on a node, as opposed
+ * to a program that ran there and failed; why gets the line that says what went wrong (ssh's). */
+bool atomd_mpirun_unreachable(const char *text);
+void atomd_mpirun_unreachable_why(const char *text, char *why, size_t len);
+/* Whether text names node's address (as given, or without its domain as Open MPI hands it to
+ * ssh), as a whole word. */
+bool atomd_node_named_in(const atom_node *node, const char *text);
 
 #endif

@@ -277,8 +277,9 @@ planned_dir:
     if (atomd_store_commit(&d->store, err))
         goto fail;
 
+    /* The launcher's own messages (mpirun's, sbatch's); each rank writes its own rank-R.log. */
     char log_path[ATOM_PATH_MAX + 16];
-    snprintf(log_path, sizeof log_path, "%s/output.log", dir);
+    snprintf(log_path, sizeof log_path, "%s/launcher.log", dir);
     int out = d->launcher->simulated ? -1 : open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (out < 0 && !d->launcher->simulated) {
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
@@ -353,6 +354,68 @@ static void exclude_nodes(atomd *d, atomd_job *job, const bool *bad)
     }
 }
 
+/* After a failed mpirun: when its own messages (launcher.log) say it could not start its daemon
+ * on a node, the nodes of the attempt they name (or its one remote node, when they name none) are
+ * marked down, as the health check's probe does (health.h). Returns how many nodes were found
+ * unreachable, their names in names. */
+static int mark_unreachable_nodes(atomd *d, atomd_job *job, int exit_code, char *names, size_t names_len)
+{
+    atomd_attempt *a = &job->cur;
+    names[0] = 0;
+    if (!d->launcher->child || exit_code == 0 || a->stop != ATOMD_STOP_NONE || a->adopted || !a->placement.node ||
+        !a->launch.run_dir[0])
+        return 0;
+    char path[ATOM_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/launcher.log", a->launch.run_dir);
+    size_t len = 0;
+    char *text = atom_read_file(path, 1 << 20, &len, NULL);
+    if (!atomd_mpirun_unreachable(text)) {
+        free(text);
+        return 0;
+    }
+    bool *hit = calloc((size_t)d->inv.n_nodes * 2, sizeof *hit), *seen = hit ? hit + d->inv.n_nodes : NULL;
+    int n_remote = 0, last_remote = -1, n_hit = 0;
+    for (int r = 0; hit && r < a->placement.world; r++) {
+        int n = a->placement.node[r];
+        const atom_node *node = &d->inv.nodes[n];
+        if (seen[n] || atomd_node_is_local(d, node))
+            continue;
+        seen[n] = true;
+        n_remote++;
+        last_remote = n;
+        if (atomd_node_named_in(node, text)) {
+            hit[n] = true;
+            n_hit++;
+        }
+    }
+    if (hit && n_hit == 0 && n_remote == 1) { /* the message names no host: it can only be that one */
+        hit[last_remote] = true;
+        n_hit = 1;
+    }
+    char why[140], reason[160];
+    atomd_mpirun_unreachable_why(text, why, sizeof why);
+    size_t used = 0;
+    for (int n = 0; hit && n < d->inv.n_nodes; n++) {
+        if (!hit[n])
+            continue;
+        used += (size_t)snprintf(names + used, used < names_len ? names_len - used : 0, "%s%s", used ? ", " : "",
+                                 d->inv.nodes[n].name);
+        if (used >= names_len)
+            used = names_len - 1;
+        if (d->nodes[n].state != ATOMD_NODE_UP)
+            continue; /* drained by an administrator, or down already */
+        snprintf(reason, sizeof reason, "not reachable: %s", why);
+        atom_log(ATOM_LOG_WARN, "node %s down (job %s attempt %d): %s", d->inv.nodes[n].name, job->id_text, a->n,
+                 reason);
+        atom_err err = {{0}};
+        if (atomd_node_set(d, n, ATOMD_NODE_DOWN, reason, &err))
+            atom_log(ATOM_LOG_ERROR, "node %s: %s", d->inv.nodes[n].name, err.msg);
+    }
+    free(hit);
+    free(text);
+    return n_hit;
+}
+
 static void write_exit_status(const atomd_attempt *a, int exit_code)
 {
     if (!a->launch.run_dir[0])
@@ -376,7 +439,7 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
     d->changed = true;
 
     const char *attempt_state;
-    char why[256];
+    char why[256], unreachable[200];
     if (a->stop_reason[0])
         snprintf(why, sizeof why, "%s", a->stop_reason);
     else
@@ -405,6 +468,14 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
         attempt_state = "lost";
         snprintf(job->reason, sizeof job->reason, "attempt %d ended while atomd was not its parent "
                  "(outcome unknown); requeued", a->n);
+    } else if (mark_unreachable_nodes(d, job, exit_code, unreachable, sizeof unreachable) > 0) {
+        /* The workers never ran there: not the job's failure (Slurm requeues a job whose node
+         * fails the same way). The nodes are down now, so the next attempt goes elsewhere. */
+        job->state = ATOMD_JOB_PENDING;
+        attempt_state = "unreachable";
+        snprintf(why, sizeof why, "mpirun could not reach %.200s", unreachable);
+        snprintf(job->reason, sizeof job->reason, "attempt %d could not reach %.160s (now down); requeued", a->n,
+                 unreachable);
     } else {
         job->failures++;
         attempt_state = a->stop == ATOMD_STOP_HUNG ? "hung" : "failed";

@@ -1,12 +1,15 @@
 /* scheduler/jobs.h: a job and its attempts in atomd (private to atomd).
  *
  * A job is pending until the scheduling pass places and launches it; each launch is an attempt
- * with its own folder <state>/jobs/<id>/attempt-<n>/. An attempt ends when mpirun exits (or,
+ * with its own folder <state>/jobs/<id>/attempt-<n>/: plan.json, rank-R.log per rank, launcher.log
+ * (the launcher's own messages), exit_status. An attempt ends when mpirun exits (or,
  * for an attempt re-adopted after a restart of atomd, when its process disappears):
  *   exit 0                      -> done
  *   exit 75 after a time limit  -> timeout (it checkpointed and stopped)
  *   exit 75 otherwise           -> requeued, not counted as a failure (stopped, resumable)
  *   cancelled                   -> cancelled, whatever the exit status
+ *   mpirun could not reach a node (its own message says so) -> the node is down (health.h);
+ *                                  requeued, not counted as a failure
  *   anything else, or hung      -> a failure: requeued away from the attempt's nodes until
  *                                  restart.max_restarts failures, then failed
  */

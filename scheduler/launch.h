@@ -18,6 +18,7 @@ typedef struct atom_launch {
     char run_dir[ATOM_PATH_MAX];    /* the attempt's folder */
     char plan_path[ATOM_PATH_MAX];  /* run_dir/plan.json */
     char app_path[ATOM_PATH_MAX];   /* run_dir/ranks.app */
+    char output_opt[ATOM_PATH_MAX + 32]; /* mpirun --output-filename's value: run_dir/output:... */
     /* Slurm: submit as this user (sbatch --uid/--gid, which root may use), so the job runs as its
      * owner; the mpirun launcher takes the owner's identity in a child instead (atomd's jobs.c). */
     bool as_owner;
@@ -25,7 +26,8 @@ typedef struct atom_launch {
 } atom_launch;
 
 /* Writes run_dir/plan.json and run_dir/ranks.app for plan (run_dir must exist; plan->run_dir is
- * used when set, else run_dir). worker is the atom-worker executable. */
+ * used when set, else run_dir), and the links run_dir/rank-R.log to the file mpirun will write
+ * rank R's output to. worker is the atom-worker executable. */
 int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                         atom_launch *launch, atom_err *err);
 

@@ -4,6 +4,18 @@
  * CUDA_VISIBLE_DEVICES=G worker --plan P`, in rank order, so MPI_COMM_WORLD ranks match the plan's.
  * mpirun splits the file's lines on white space itself (no shell is involved), so every string that
  * goes into it is checked to hold none.
+ *
+ * Logs: each rank's stdout and stderr go to its own file, RUN/rank-R.log, and mpirun's own messages
+ * to RUN/launcher.log (jobs.c opens it). The files are written by Open MPI's I/O forwarding
+ * (`--output-filename RUN/output:nojobid,nocopy --merge-stderr-to-stdout`): the ORTE daemon on
+ * the rank's node holds the other end of the rank's stdout and stderr from exec on, so a file
+ * gets every line of that process, what it prints before MPI_Init, a sanitizer report at exit and
+ * Open MPI's backtrace of a segfault, not only what the worker writes once it has redirected
+ * itself; "exited on signal 11" and launch errors are mpirun's and land in launcher.log. Each
+ * node's daemon writes its ranks' files under the same path, so they meet in one folder on the
+ * storage all nodes share (which the plan file, read by every rank, needs already). Open MPI
+ * 4.1 names the file RUN/output/rank.NN/stdout with NN padded to the digits of the world size;
+ * RUN/rank-R.log is a symbolic link to it made here, before the file exists.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -43,12 +55,41 @@ static bool plan_has_gpus(const atom_plan *plan)
     return false;
 }
 
+/* Where mpirun writes rank's output, relative to the run folder (Open MPI 4.1's layout). */
+static int rank_log_target(int world, int rank, char *target, size_t len)
+{
+    char digits[16], world_digits[16];
+    int n = snprintf(digits, sizeof digits, "%d", rank);
+    int width = snprintf(world_digits, sizeof world_digits, "%d", world); /* Open MPI pads to it */
+    char padded[32] = "";
+    for (int i = 0; i < width - n && i < (int)sizeof padded - 16; i++)
+        padded[i] = '0';
+    strcat(padded, digits);
+    return snprintf(target, len, "output/rank.%s/stdout", padded) >= (int)len ? -1 : 0;
+}
+
+/* RUN/rank-R.log -> output/rank.NN/stdout for every rank (relative: the folder may move). */
+static int link_rank_logs(const atom_plan *plan, const char *dir, atom_err *err)
+{
+    for (int r = 0; r < plan->world; r++) {
+        char target[64], link[ATOM_PATH_MAX + 32];
+        rank_log_target(plan->world, r, target, sizeof target);
+        snprintf(link, sizeof link, "%s/rank-%d.log", dir, r);
+        if (symlink(target, link) != 0 && errno != EEXIST)
+            return atom_errf(err, "cannot create %s: %s", link, strerror(errno));
+    }
+    return 0;
+}
+
 int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                         atom_launch *launch, atom_err *err)
 {
     const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
     if (check_word("the worker path", worker, err) || check_word("the run folder", dir, err))
         return -1;
+    if (strchr(dir, ':') || strchr(dir, ','))
+        return atom_errf(err, "the run folder \"%s\" holds ':' or ',', which mpirun's --output-filename "
+                         "takes for its options", dir);
     for (int i = 0; i < plan->n_nodes; i++) {
         const char *host = plan->nodes[i].addr[0] ? plan->nodes[i].addr : plan->nodes[i].name;
         if (check_word("a node address", host, err))
@@ -56,6 +97,9 @@ int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *
     }
     if (atom_launch_write_plan(plan, run_dir, "ranks.app", launch, err))
         return -1;
+    if ((size_t)snprintf(launch->output_opt, sizeof launch->output_opt, "%s/output:nojobid,nocopy", dir) >=
+        sizeof launch->output_opt)
+        return atom_errf(err, "run folder path too long: %s", dir);
 
     size_t cap = 256 + (size_t)plan->world * (strlen(worker) + strlen(launch->plan_path) + 2 * ATOM_NAME_MAX + 64);
     char *text = malloc(cap);
@@ -74,7 +118,7 @@ int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *
     }
     int rc = atom_write_file_atomic(launch->app_path, text, len, err);
     free(text);
-    return rc;
+    return rc ? rc : link_rank_logs(plan, launch->run_dir, err);
 }
 
 char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch)
@@ -93,6 +137,10 @@ char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch)
      * only root's own jobs get here as root: root asked for it. */
     if (geteuid() == 0)
         argv[n++] = "--allow-run-as-root";
+    /* One log per rank (see the top of this file); nothing is copied to mpirun's own output. */
+    argv[n++] = "--output-filename";
+    argv[n++] = (char *)launch->output_opt;
+    argv[n++] = "--merge-stderr-to-stdout";
     argv[n++] = "--bind-to";
     argv[n++] = "none";
     if (!plan_has_gpus(plan))

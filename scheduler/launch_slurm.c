@@ -128,7 +128,8 @@ static int read_job_id(const atom_launch *launch, char *id, size_t len, atom_err
 int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
                             atom_err *err)
 {
-    (void)out_fd; /* the job's output goes to run_dir/slurm.out, written by Slurm */
+    (void)out_fd; /* the batch script's output goes to run_dir/launcher.log, written by Slurm, and
+                   * each rank's to run_dir/rank-R.log (atom-srun's srun --output) */
     (void)err_fd;
     char template[PATH_MAX], srun[PATH_MAX], worker[PATH_MAX];
     if (atom_program_path("ATOM_SBATCH_TEMPLATE", "atom.sbatch", template, sizeof template, err) ||
@@ -149,7 +150,7 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     /* The atom-srun options go before the spec (the template passes them first). */
     snprintf(nodes, sizeof nodes, "--nodes=%d", world / per_node);
     snprintf(tasks, sizeof tasks, "--ntasks-per-node=%d", per_node);
-    snprintf(output, sizeof output, "--output=%s/slurm.out", launch->run_dir);
+    snprintf(output, sizeof output, "--output=%s/launcher.log", launch->run_dir);
     snprintf(chdir_opt, sizeof chdir_opt, "--chdir=%s", launch->run_dir);
     /* The workers name atomd's job and attempt in heartbeats and checkpoints (ATOM_JOB_ID,
      * ATOM_ATTEMPT); --export splits on commas, so nothing in it may hold one. */

@@ -133,6 +133,18 @@ char *atomd_metrics_text(atomd *d)
     help(f, "atom_nodes", "gauge", "Nodes by state");
     for (int s = 0; s < 3; s++)
         fprintf(f, "atom_nodes{state=\"%s\"} %d\n", atomd_node_state_name((atomd_node_state)s), nodes[s]);
+    /* Which nodes are out of service and why (drained by whom or what, down: not reachable), so a
+     * dashboard can list them as `atomctl nodes` does. */
+    help(f, "atom_node_unavailable", "gauge", "1 for each node that is drained or down, with its reason");
+    for (int n = 0; n < d->inv.n_nodes; n++) {
+        if (d->nodes[n].state == ATOMD_NODE_UP)
+            continue;
+        fputs("atom_node_unavailable{node=\"", f);
+        put_label(f, d->inv.nodes[n].name);
+        fprintf(f, "\",state=\"%s\",reason=\"", atomd_node_state_name(d->nodes[n].state));
+        put_label(f, d->nodes[n].reason);
+        fputs("\"} 1\n", f);
+    }
 
     int jobs[ATOMD_JOB_TIMEOUT + 1] = {0};
     for (int i = 0; i < d->n_jobs; i++)

@@ -9,6 +9,7 @@
  *
  * Metrics (all gauges unless _total):
  *   atom_gpus{state=busy|free|offline}, atom_nodes{state=up|drained|down},
+ *   atom_node_unavailable{node,state,reason} (1 per drained or down node),
  *   atom_jobs{state=pending|running|done|failed|cancelled|timeout}   (jobs atomd keeps in memory)
  *   atom_job_step, atom_job_tokens_per_second, atom_job_restarts, atom_job_steps_since_checkpoint,
  *   atom_job_checkpoint_age_seconds {job,name,project}               (running jobs)

@@ -5,6 +5,7 @@
  */
 #include "scheduler/protocol.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -13,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "scheduler/atomd.h"
 
@@ -254,6 +257,45 @@ static json_t *op_cancel(atomd *d, const atomd_caller *who, json_t *req)
 /* Up to this much log text per answer; the client asks again from the new offset. */
 #define LOG_CHUNK (256 * 1024)
 
+/* One file of a log stream, with the line that introduces it (when it has any text). */
+typedef struct log_part {
+    char path[ATOM_PATH_MAX + 128];
+    const char *header;
+    FILE *f;
+    off_t size;  /* when opened: what is read of it (a file still written may grow later) */
+} log_part;
+
+/* Opens a part: a missing file is an empty part. atomd as root hands the attempt folder to the
+ * job's owner and reads it for them, so it reads only a regular file that belongs to the owner:
+ * never what a link the owner put there points at (/etc/shadow), nor a FIFO. An atomd that is
+ * not root runs every job as itself, in folders only it can write. */
+static int log_part_open(log_part *p, uid_t owner, char *why, size_t why_len)
+{
+    p->f = NULL;
+    p->size = 0;
+    int fd = open(p->path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_uid != owner && (geteuid() == 0 || st.st_uid != geteuid()))) {
+        close(fd);
+        snprintf(why, why_len, "%.1100s is not a regular file of the job's owner (uid %u): not shown", p->path,
+                 (unsigned)owner);
+        return -1;
+    }
+    p->f = fdopen(fd, "r");
+    if (!p->f) {
+        close(fd);
+        return 0;
+    }
+    p->size = st.st_size;
+    return 0;
+}
+
+/* An attempt's log: with a rank, that rank's own file (rank-R.log); without one, what a user looks
+ * at first: rank 0's file and, once the attempt has ended, the launcher's messages after it
+ * (mpirun's "rank 1 exited on signal 11", a launch error, sbatch's script). Offsets count in that
+ * stream, so a follower reads each byte once. */
 static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
 {
     json_t *jr = json_object_get(req, "rank");
@@ -262,58 +304,89 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
     if (attempt <= 0)
         attempt = job->attempts;
     json_int_t offset = json_integer_value(json_object_get(req, "offset"));
+    if (jr && (rank < 0 || rank >= job->spec.resources.gpus))
+        return atomd_protocol_error("job %s has no rank %d (its ranks are 0 to %d)", job->id_text, rank,
+                                    job->spec.resources.gpus - 1);
+    if (offset < 0)
+        return atomd_protocol_error("logs: offset %" JSON_INTEGER_FORMAT " is negative", offset);
+    if (attempt > job->attempts)
+        return atomd_protocol_error("job %s has no attempt %d (it has had %d)", job->id_text, attempt, job->attempts);
     if (attempt <= 0)
         return json_pack("{s:b,s:s,s:I,s:i,s:b}", "ok", 1, "data", "", "offset", (json_int_t)0, "attempt", 0,
                          "ended", atomd_job_final(job->state));
-    char path[ATOM_PATH_MAX + 64];
-    /* A Slurm attempt's output is written by Slurm (slurm.out), an mpirun's by atomd. */
-    snprintf(path, sizeof path, "%s/jobs/%s/attempt-%d/slurm.out", d->cfg.state_dir, job->id_text, attempt);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(path, sizeof path, "%s/jobs/%s/attempt-%d/output.log", d->cfg.state_dir, job->id_text, attempt);
-        f = fopen(path, "r");
-    }
-    char *buf = malloc(LOG_CHUNK + 1);
-    size_t n = 0;
-    if (f && buf && offset >= 0 && fseeko(f, (off_t)offset, SEEK_SET) == 0)
-        n = fread(buf, 1, LOG_CHUNK, f);
-    if (f)
-        fclose(f);
-    if (!buf)
-        return atomd_protocol_error("out of memory");
-    /* Whole lines only, so that a rank filter and the next read line up. */
-    size_t whole = n;
-    while (whole > 0 && buf[whole - 1] != '\n')
-        whole--;
-    if (whole == 0 && n == LOG_CHUNK)
-        whole = n;
-    buf[whole] = 0;
-    if (rank >= 0) {
-        /* mpirun tags every line of rank r "[1,r]<stdout>:" or "[1,r]<stderr>:". */
-        char tag[32];
-        int tag_len = snprintf(tag, sizeof tag, ",%d]<", rank);
-        size_t out = 0;
-        for (char *line = buf; *line;) {
-            char *nl = strchr(line, '\n');
-            size_t len = nl ? (size_t)(nl - line + 1) : strlen(line);
-            char *close = memchr(line, '<', len);
-            if (line[0] == '[' && close && (size_t)(close - line) + 1 >= (size_t)tag_len &&
-                memcmp(close + 1 - tag_len, tag, (size_t)tag_len) == 0) {
-                char *text = memchr(close, ':', len - (size_t)(close - line));
-                text = text ? text + 1 : close;
-                size_t keep = len - (size_t)(text - line);
-                memmove(buf + out, text, keep);
-                out += keep;
-            }
-            line += len;
-        }
-        buf[out] = 0;
-    }
     bool ended = atomd_job_final(job->state) || attempt < job->attempts ||
                  (job->state == ATOMD_JOB_PENDING && attempt == job->attempts);
+    char dir[ATOM_PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, attempt);
+    log_part parts[2];
+    int n_parts = 1;
+    memset(parts, 0, sizeof parts);
+    snprintf(parts[0].path, sizeof parts[0].path, "%s/rank-%d.log", dir, rank >= 0 ? rank : 0);
+    if (rank < 0 && ended) {
+        n_parts = 2;
+        parts[1].header = "---- launcher.log ----\n";
+        /* Attempt folders of atomd before per-rank logs kept everything in one file. */
+        static const char *const launcher_logs[] = {"launcher.log", "slurm.out", "output.log"};
+        for (size_t i = 0; i < sizeof launcher_logs / sizeof *launcher_logs; i++) {
+            snprintf(parts[1].path, sizeof parts[1].path, "%s/%s", dir, launcher_logs[i]);
+            if (access(parts[1].path, F_OK) == 0)
+                break;
+        }
+    }
+    char why[ATOM_PATH_MAX + 256] = "";
+    char *buf = malloc(LOG_CHUNK + 1);
+    size_t n = 0;
+    off_t pos = 0; /* where the current part starts in the stream */
+    int bad = buf ? 0 : -1;
+    for (int i = 0; i < n_parts && bad == 0; i++) {
+        log_part *p = &parts[i];
+        if (log_part_open(p, job->owner, why, sizeof why)) {
+            bad = 1;
+            break;
+        }
+        off_t header_len = p->size > 0 && p->header ? (off_t)strlen(p->header) : 0;
+        off_t len = header_len + p->size;
+        /* Where the stream is read next, inside this part. */
+        off_t in = (off_t)offset + (off_t)n - pos;
+        while (n < LOG_CHUNK && in >= 0 && in < len) {
+            size_t want = LOG_CHUNK - n, got;
+            if (in < header_len) {
+                got = (size_t)(header_len - in) < want ? (size_t)(header_len - in) : want;
+                memcpy(buf + n, p->header + in, got);
+            } else {
+                if ((size_t)(len - in) < want)
+                    want = (size_t)(len - in);
+                got = fseeko(p->f, in - header_len, SEEK_SET) == 0 ? fread(buf + n, 1, want, p->f) : 0;
+                if (got == 0)
+                    break; /* shorter than its size a moment ago: read later */
+            }
+            n += got;
+            in += (off_t)got;
+        }
+        pos += len;
+        if (p->f) /* NULL: the file does not exist (yet) */
+            fclose(p->f);
+        p->f = NULL;
+    }
+    if (bad) {
+        free(buf);
+        return bad < 0 ? atomd_protocol_error("out of memory") : atomd_protocol_error("%s", why);
+    }
+    /* All of a finished attempt's text has been read: hand it over whole, a last line without its
+     * newline (a rank killed mid-line) included. Otherwise whole lines only: the rest may still be
+     * written, and half a UTF-8 character is no string for JSON. */
+    bool complete = ended && (off_t)offset + (off_t)n >= pos;
+    size_t whole = n;
+    if (!complete) {
+        while (whole > 0 && buf[whole - 1] != '\n')
+            whole--;
+        if (whole == 0 && n == LOG_CHUNK)
+            whole = n;
+    }
+    buf[whole] = 0;
     json_t *o = json_pack("{s:b,s:s,s:I,s:i,s:b,s:s}", "ok", 1, "data", buf, "offset",
-                          (json_int_t)(offset + (json_int_t)whole), "attempt", attempt, "ended",
-                          ended && whole == n, "state", atomd_job_state_name(job->state));
+                          (json_int_t)(offset + (json_int_t)whole), "attempt", attempt, "ended", complete,
+                          "state", atomd_job_state_name(job->state));
     free(buf);
     if (!o) /* not UTF-8: jansson refuses it */
         return atomd_protocol_error("the log of job %s holds text that is not UTF-8", job->id_text);

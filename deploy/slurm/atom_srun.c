@@ -13,7 +13,8 @@
  *   --gpus-per-task=1               one GPU per rank (not for device: cpu);
  *   --mpi=pmix                      Debian's Open MPI initialises under srun only through PMIx;
  *   --kill-on-bad-exit=1            a rank that fails takes the step down instead of leaving the
- *                                   others waiting in a collective.
+ *                                   others waiting in a collective;
+ *   --output=RUN/rank-%t.log        with --run-dir: each rank's stdout and stderr in its own file.
  * Each task runs `atom-worker --slurm --spec job.yaml`, which builds the plan from the allocation.
  * Spec strings never meet a shell: every value is a separate argv entry.
  *
@@ -47,7 +48,8 @@ static void usage(FILE *out)
             "                  --nodes, --ntasks-per-node, --gpus-per-task, --time, and\n"
             "                  ATOM_MAX_REQUEUES from restart.max_restarts), one a line\n"
             "  --worker PATH   the atom-worker to run (default: ATOM_WORKER, else next to atom-srun)\n"
-            "  --run-dir DIR   passed to the workers (train.jsonl, heartbeats)\n"
+            "  --run-dir DIR   passed to the workers (train.jsonl, heartbeats); each rank's stdout and\n"
+            "                  stderr go to DIR/rank-R.log (srun --output=DIR/rank-%%t.log)\n"
             "  --heartbeat SOCK  passed to the workers (atomd's heartbeat socket)\n"
             "  --stop-after N  passed to the workers\n"
             "\n"
@@ -191,6 +193,20 @@ int main(int argc, char **argv)
         args[n++] = "--gpus-per-task=1";
     args[n++] = "--mpi=pmix";
     args[n++] = "--kill-on-bad-exit=1";
+    /* One log per rank, as the mpirun launcher writes them: slurmstepd holds the task's stdout and
+     * stderr from exec on (both go to --output without --error), so the file keeps what a rank
+     * prints before MPI_Init and a sanitizer's or a segfault's report; srun's own messages ("task
+     * 1: Segmentation fault") stay in the batch script's output (launcher.log under atomd). */
+    char output_arg[PATH_MAX + 32];
+    if (run_dir) {
+        if (strchr(run_dir, '%') || strchr(run_dir, '\\')) {
+            fprintf(stderr, "atom-srun: the run folder %s holds '%%' or '\\', which srun's --output "
+                    "takes for a pattern\n", run_dir);
+            return 2;
+        }
+        snprintf(output_arg, sizeof output_arg, "--output=%s/rank-%%t.log", run_dir);
+        args[n++] = output_arg;
+    }
     for (; optind < argc; optind++) {
         if (n >= MAX_ARGS - 12) {
             fprintf(stderr, "atom-srun: too many srun options\n");

@@ -10,6 +10,8 @@
  *   hang*      rank 1 (rank 0 when alone) stops itself with SIGSTOP after step 2; the others
  *              keep sending heartbeats without advancing, as ranks blocked in a collective do
  *   hangonce*  hangs in attempt 1, then behaves as ok
+ *   crash*     the last rank writes "rank R crashing at step 3" to stderr at step 3 and dies of
+ *              SIGSEGV; the others behave as ok
  * It prints "rank R attempt A step S" lines to stdout for the log tests.
  */
 #include <signal.h>
@@ -88,6 +90,7 @@ int main(int argc, char **argv)
     bool sleeper = strncmp(name, "sleep", 5) == 0;
     bool hang = strncmp(name, "hang", 4) == 0 && !(strncmp(name, "hangonce", 8) == 0 && plan.attempt > 1);
     int hang_rank = plan.world > 1 ? 1 : 0;
+    bool crash = strncmp(name, "crash", 5) == 0 && rank == plan.world - 1;
     int rc = 0;
     for (int64_t step = 1; sleeper || hang || step <= plan.spec.training.steps; step++) {
         if (stop_requested) {
@@ -110,6 +113,11 @@ int main(int argc, char **argv)
         }
         if (hang && rank == hang_rank && step == 2)
             raise(SIGSTOP);
+        if (crash && step == 3) {
+            fprintf(stderr, "rank %d crashing at step 3\n", rank);
+            signal(SIGSEGV, SIG_DFL); /* no sanitizer's report: the plain death of a process */
+            raise(SIGSEGV);
+        }
     }
     if (file)
         fclose(file);

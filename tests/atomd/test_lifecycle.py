@@ -29,7 +29,7 @@ def test(d):
     chunk = json.loads(out.splitlines()[0])
     check(rc == 0 and "rank 0 attempt 1 step 15" in chunk["data"] and chunk["ended"], "logs --json: %r" % out[:300])
     rc, out, err = d.ctl("logs", str(job), "-f")  # follows to the end of a finished job, then returns
-    check(rc == 0 and "[1,0]<stdout>:rank 0 attempt 1 step 15" in out, "logs -f: %r %r" % (out[-200:], err))
+    check(rc == 0 and "rank 0 attempt 1 step 15\n" in out, "logs -f: %r %r" % (out[-200:], err))
     rc, out, err = d.ctl("status")
     check(rc == 0 and "GPUs 0 busy, 4 free of 4" in out, "status after the job: %r" % out)
     rc, out, err = d.ctl("queue", "--all", "--json")

@@ -32,7 +32,13 @@ def test(d):
     check(info["job"].get("step") == 20, "heartbeats reached atomd: %s" % info["job"])
     check(os.path.exists(os.path.join(info["attempts"][0]["run_dir"], "slurm.job")), "submitted through sbatch")
     rc, out, err = d.ctl("logs", str(job))
-    check(rc == 0 and "finished after step 20 of 20" in out, "logs from slurm.out: %r" % out[-500:])
+    head, sep, tail = out.partition("---- launcher.log ----\n")
+    check(rc == 0 and "finished after step 20 of 20" in head and "atom.sbatch: job" in tail,
+          "logs: rank 0's lines, then the batch script's: %r" % out[-500:])
+    rc, out, err = d.ctl("logs", str(job), "--rank", "1")
+    run_dir = info["attempts"][0]["run_dir"]
+    check(rc == 0 and out == open(os.path.join(run_dir, "rank-1.log")).read() and "finished after" not in out,
+          "logs --rank 1 is rank 1's file: %r" % out[-500:])
 
     # Another user's job runs as that user on the Slurm nodes (sbatch --uid), not as atomd's root.
     path = d.spec("slurm-nobody", gpus=2, steps=5, resources="  gpus_per_node: 1\n  device: cpu\n", extra=MODEL)

@@ -5,6 +5,7 @@ job past its time limit -> SIGUSR1, checkpointed and stopped (exit 75).
 Cluster: two nodes of 2 CPU slots, both this machine (localhost and 127.0.0.1)."""
 import json
 import os
+import re
 import signal
 import time
 
@@ -65,13 +66,25 @@ def test(d):
     ref_losses = losses(info["attempts"][0])
     check(len(ref_losses) == steps, "the reference logged every step")
 
-    # rank 1 SIGKILLed after a checkpoint (every 25 steps): resumed from it, same losses
+    # rank 1 dies of SIGSEGV after a checkpoint (every 25 steps): resumed from it, same losses
     job = d.submit(spec(d, "killed", steps))
     info = harness.wait_until(lambda: running_at_step(d, job, 40), 60, "job killed to pass step 40")
-    os.kill(rank_pid(info["attempts"][-1], 1), signal.SIGKILL)
+    pid = rank_pid(info["attempts"][-1], 1)
+    os.kill(pid, signal.SIGSEGV)
     info = d.wait_state(job, "done", timeout=60)
     a = info["attempts"]
-    check(len(a) == 2 and a[0]["state"] == "failed", "killed rank -> failed attempt, then done: %s" % a)
+    check(len(a) == 2 and a[0]["state"] == "failed", "crashed rank -> failed attempt, then done: %s" % a)
+    # The crash report (Open MPI's signal handler, or the sanitizer's) is in rank 1's own log.
+    with open(os.path.join(a[0]["run_dir"], "rank-1.log"), errors="replace") as f:
+        rank1 = f.read()
+    with open(os.path.join(a[0]["run_dir"], "rank-0.log"), errors="replace") as f:
+        rank0 = f.read()
+    crash = re.search(r"Segmentation fault|SEGV", rank1)
+    check(crash and (":%d]" % pid in rank1 or "==%d==" % pid in rank1),
+          "rank 1's crash report (pid %d) in rank-1.log: %r" % (pid, rank1[-1500:]))
+    check(not re.search(r"Segmentation fault|SEGV", rank0), "no crash report in rank-0.log: %r" % rank0[-800:])
+    rc, out, err = d.ctl("logs", str(job), "--attempt", "1", "--rank", "1")
+    check(rc == 0 and crash.group(0) in out, "logs --attempt 1 --rank 1 shows it: %r %r" % (out[-500:], err))
     resumed = losses(a[1])
     check(resumed, "attempt 2 trained (it was killed before the end)")
     first = min(resumed)

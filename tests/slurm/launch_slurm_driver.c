@@ -73,9 +73,9 @@ int main(int argc, char **argv)
     }
     int exit_code = -1;
     if (strcmp(mode, "run")) {
-        /* Wait for step 2 in the job's output, then signal it through the launcher. */
+        /* Wait for step 2 in rank 0's output, then signal it through the launcher. */
         char out_path[4200];
-        snprintf(out_path, sizeof out_path, "%s/slurm.out", run_dir);
+        snprintf(out_path, sizeof out_path, "%s/rank-0.log", run_dir);
         for (int i = 0; i < 1200; i++) {
             size_t len = 0;
             char *text = atom_read_file(out_path, 64 << 20, &len, NULL);

@@ -130,8 +130,13 @@ def case_srun(work):
         t0 = time.monotonic()
         r = cluster.run([os.path.join(BIN, "atom-srun"), "--run-dir", run_dir, spec], timeout=150)
         print("8 ranks on 4 virtual nodes: %.1f s" % (time.monotonic() - t0))
-        out = r.stdout + r.stderr
+        # With --run-dir every rank writes its own log there (srun --output=RUN/rank-%t.log).
+        rank_logs = [os.path.join(run_dir, "rank-%d.log" % rank) for rank in range(8)]
+        out = r.stdout + r.stderr + "".join(open(p).read() for p in rank_logs if os.path.exists(p))
         check(r.returncode == 0, "atom-srun exited %d:\n%s" % (r.returncode, out[-3000:]))
+        check(all(os.path.exists(p) for p in rank_logs), "a rank log is missing: %s" % os.listdir(run_dir))
+        check("finished after step 6 of 6" in open(rank_logs[0]).read() and
+              "finished after step 6 of 6" not in r.stdout, "rank 0's lines are in rank-0.log only")
         check("step 6/6" in out and "finished after step 6 of 6" in out,
               "the job did not reach its last step:\n" + out[-3000:])
         # Every rank sent heartbeats for the same Slurm job and attempt 0.
@@ -291,8 +296,11 @@ def case_launcher(work):
             r = subprocess.run([driver, mode, run_dir, spec], env=env, capture_output=True,
                                text=True, timeout=200)
             print("launcher %s: %.1f s" % (mode, time.monotonic() - t0))
-            out_path = os.path.join(run_dir, "slurm.out")
-            out = open(out_path).read() if os.path.exists(out_path) else ""
+            # The batch script's lines (launcher.log), then rank 0's (rank-0.log).
+            out = ""
+            for name in ("launcher.log", "rank-0.log"):
+                path = os.path.join(run_dir, name)
+                out += open(path).read() if os.path.exists(path) else ""
             check(r.returncode == 0, "launch_slurm_driver %s failed (%d): %s\n%s" %
                   (mode, r.returncode, r.stderr, out[-2000:]))
             for name in ("plan.json", "spec.yaml", "slurm.job"):
