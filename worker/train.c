@@ -43,7 +43,10 @@ double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t w
 
 /* ------------------------------------------------------------------------------------------ */
 /* Heartbeats: a JSON line per message, appended to this rank's file in the run folder and sent,
- * without blocking, to atomd's Unix socket when the plan names one.                           */
+ * without blocking, to atomd: to its Unix socket from a rank on atomd's own node, over TCP with
+ * a MUNGE credential (common's atom_hb_tcp) from a rank on any other node when atomd has a TCP
+ * port. Which node is atomd's: the plan's atomd_host, compared with this rank's plan node name
+ * (inventory names are host names).                                                          */
 
 typedef struct hb_sender {
     FILE *file;                 /* RUN_DIR/heartbeat.rank-N.jsonl, or NULL */
@@ -51,6 +54,8 @@ typedef struct hb_sender {
     bool have_addr;
     int fd;                     /* -1: not connected (atomd absent or gone): retried next time */
     int sock_type;              /* SOCK_DGRAM first; SOCK_STREAM if atomd listens on a stream */
+    bool use_tcp;               /* this rank is on another node than atomd: tcp, not addr */
+    atom_hb_tcp tcp;
     double last_sent;           /* monotonic seconds; -inf before the first */
     atom_heartbeat hb;          /* identity fields filled once */
 } hb_sender;
@@ -75,7 +80,11 @@ static void hb_open(hb_sender *s, const atom_plan *plan, int rank, const char *h
             atom_log(ATOM_LOG_WARN, "rank %d: cannot open %s: %s (heartbeats not written)", rank,
                      path, strerror(errno));
     }
-    if (plan->heartbeat_addr[0]) {
+    const char *node = plan->nodes[plan->ranks[rank].node].name;
+    if (plan->heartbeat_tcp[0] && plan->atomd_host[0] && strcmp(node, plan->atomd_host) != 0) {
+        s->use_tcp = true;
+        atom_hb_tcp_open(&s->tcp, plan->heartbeat_tcp, plan->munge_socket);
+    } else if (plan->heartbeat_addr[0]) {
         if (strlen(plan->heartbeat_addr) >= sizeof s->addr.sun_path) {
             atom_log(ATOM_LOG_WARN, "rank %d: heartbeat socket path too long: %s", rank,
                      plan->heartbeat_addr);
@@ -151,6 +160,11 @@ static void hb_send(hb_sender *s, int64_t step, const coll_ctx *coll, bool force
         fprintf(s->file, "%s\n", json);
         fflush(s->file);
     }
+    if (s->use_tcp) {
+        atom_hb_tcp_send(&s->tcp, json);
+        free(json);
+        return;
+    }
     char *line = malloc(len + 2);
     if (line) {
         memcpy(line, json, len);
@@ -168,6 +182,8 @@ static void hb_close(hb_sender *s)
         fclose(s->file);
     if (s->fd >= 0)
         close(s->fd);
+    if (s->use_tcp)
+        atom_hb_tcp_close(&s->tcp);
     s->file = NULL;
     s->fd = -1;
 }

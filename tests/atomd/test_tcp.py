@@ -1,0 +1,149 @@
+"""atomd's TCP port with a MUNGE credential on every message, against a private munged and the real
+atom-worker: atomctl over TCP (--server and ATOM_SERVER) submits and lists as root and as uid 65534,
+whose uid comes from munged; 65534 may not cancel root's job, root (an administrator) may; a line
+without a credential, a garbage one, an expired one, a replayed one and an oversized line each get
+an error answer naming the cause and atomd stays up; a job on a node that is not atomd's (node-a)
+sends its heartbeats over TCP and its progress shows; atomd configured for TCP while munged is not
+running warns and listens on its Unix socket only."""
+import json
+import os
+import socket
+import time
+
+import harness
+from harness import check
+
+CLUSTER = """name: remote
+switches: [leaf]
+nodes:
+  - {name: node-a, switch: leaf, gpus: 3, addr: localhost, has_gpus: false}
+"""
+MODEL = "model:\n  layers: 1\n  channels: 32\n  heads: 2\n  vocab: 256\n  context: 16\n"
+NOBODY = 65534
+
+
+def server(d):
+    return "127.0.0.1:%d" % d.tcp_port
+
+
+def ctl_tcp(d, *argv, user=None):
+    return d.ctl(*argv, "--server", server(d), user=user)
+
+
+def submit_tcp(d, path, user=None):
+    rc, out, err = ctl_tcp(d, "submit", path, "--json", user=user)
+    check(rc == 0, "submit over TCP as %s: exit %d: %s" % (user or "root", rc, err))
+    return json.loads(out)["job"]
+
+
+def show_tcp(d, job, user=None):
+    rc, out, err = ctl_tcp(d, "show", str(job), "--json", user=user)
+    check(rc == 0, "show %d over TCP: exit %d: %s" % (job, rc, err))
+    return json.loads(out)
+
+
+def test(d):
+    m = d.munge
+
+    # Submissions and the queue over TCP, as root (--server) and as 65534 (ATOM_SERVER)
+    root_job = submit_tcp(d, d.spec("root-long", gpus=1, steps=1000000, extra=MODEL))
+    d.env["ATOM_SERVER"] = server(d)
+    try:
+        rc, out, err = d.ctl("submit", d.spec("nobody-long", gpus=1, steps=1000000, extra=MODEL), "--json",
+                             "--server", server(d), user=NOBODY)
+        check(rc == 0, "submit as 65534 over TCP: %d %s" % (rc, err))
+        nobody_job = json.loads(out)["job"]
+        rc, out, err = d.ctl("queue", "--json", "--server", server(d), user=NOBODY)
+    finally:
+        del d.env["ATOM_SERVER"]
+    check(rc == 0, "queue as 65534 over TCP: %d %s" % (rc, err))
+    listed = {j["id"]: j for j in json.loads(out)["jobs"]}
+    check(root_job in listed and nobody_job in listed, "65534 sees the whole queue: %s" % listed)
+    check(listed[root_job]["uid"] == 0 and listed[nobody_job]["uid"] == NOBODY,
+          "owners come from the credentials: %s" % listed)
+
+    # Users act only on their own jobs; an administrator on any
+    rc, out, err = ctl_tcp(d, "cancel", str(root_job), user=NOBODY)
+    check(rc == 1 and "atomd:" in err, "65534's cancel of root's job is refused: %d %s" % (rc, err))
+    check(d.state_of(root_job) in ("pending", "running"), "root's job still lives")
+    rc, out, err = ctl_tcp(d, "cancel", str(nobody_job), user=NOBODY)
+    check(rc == 0, "65534 cancels its own job: %d %s" % (rc, err))
+    rc, out, err = ctl_tcp(d, "cancel", str(root_job))
+    check(rc == 0, "root (admin) cancels: %d %s" % (rc, err))
+    d.wait_state(root_job, "cancelled", timeout=60)
+    d.wait_state(nobody_job, "cancelled", timeout=60)
+
+    # Bad lines: each an error answer naming the cause; atomd stays up
+    ping = json.dumps({"op": "ping"})
+    a = d.tcp_lines([ping.encode()])
+    check(len(a) == 1 and not a[0]["ok"] and "no MUNGE credential" in a[0]["error"], "plain JSON: %s" % a)
+    a = d.tcp_lines([b"MUNGE:AgQDAAAgarbage:"])
+    check(len(a) == 1 and not a[0]["ok"] and "MUNGE credential refused" in a[0]["error"],
+          "garbage credential: %s" % a)
+    cred = m.cred(ping).encode()
+    a = d.tcp_lines([cred, cred])
+    check(len(a) == 2 and a[0]["ok"] and a[0]["uid"] == 0, "a fresh credential is answered: %s" % a)
+    check(not a[1]["ok"] and "Replayed credential" in a[1]["error"], "the same credential again: %s" % a)
+    cred = m.cred(ping, user=NOBODY).encode()
+    a = d.tcp_lines([cred])
+    check(a and a[0]["ok"] and a[0]["uid"] == NOBODY and not a[0]["admin"],
+          "65534's credential: uid from munged, not admin: %s" % a)
+    expiring = m.cred(ping, ttl=1).encode()
+    time.sleep(2.5)  # not a timing assertion: the credential must be past its time to live
+    a = d.tcp_lines([expiring])
+    check(a and not a[0]["ok"] and "Expired credential" in a[0]["error"], "expired credential: %s" % a)
+    a = d.tcp_lines([b"MUNGE:" + b"A" * (2 << 20), m.cred(ping).encode()])
+    check(len(a) == 1 and not a[0]["ok"] and "larger than" in a[0]["error"],
+          "an oversized line is refused (then the connection closed): %s" % a)
+    check(d.answers(), "atomd still answers after the bad lines")
+    a = d.tcp_lines([m.cred(ping).encode()])
+    check(a and a[0]["ok"], "the TCP port still answers: %s" % a)
+
+    # A job on node-a (not atomd's host): heartbeats over TCP, progress visible
+    steps = 60
+    job = submit_tcp(d, d.spec("remote-hb", gpus=2, steps=steps, extra=MODEL))
+    info = d.wait_state(job, "done", timeout=90)
+    with open(os.path.join(info["attempts"][-1]["run_dir"], "plan.json")) as f:
+        plan = json.load(f)
+    check(plan["heartbeat_tcp"] == server(d) and plan["atomd_host"] == socket.gethostname()
+          and plan["munge_socket"] == m.socket, "the plan names the TCP port: %s" %
+          {k: plan[k] for k in ("heartbeat_tcp", "atomd_host", "munge_socket")})
+    j = show_tcp(d, job, user=NOBODY)["job"]
+    check(j.get("step") == steps and j.get("loss") is not None and j.get("tokens_per_s", 0) > 0,
+          "progress from heartbeats over TCP: %s" % j)
+    print("TCP: queue, ownership, bad credentials ok; heartbeats over TCP: step %d loss %.3f"
+          % (j["step"], j["loss"]))
+
+
+def test_without_munged(args):
+    """tcp_listen set, munged not running: a warning, the Unix socket only."""
+    d = harness.Daemon(args, tcp=True)
+    d.munge = None  # its socket path stays in the config, with no munged behind it
+    ok = False
+    try:
+        d.start()
+        check("munged does not answer" in d.log() and "listening on the local socket only" in d.log(),
+              "the warning names munged: %s" % d.log()[-2000:])
+        s = socket.socket()
+        try:
+            refused = s.connect_ex(("127.0.0.1", d.tcp_port)) != 0
+        finally:
+            s.close()
+        check(refused, "no TCP port without munged")
+        rc, out, err = d.ctl("status", "--server", "127.0.0.1:%d" % d.tcp_port)
+        check(rc == 3 and "cannot reach atomd over TCP" in err, "atomctl over TCP: %d %s" % (rc, err))
+        rc, out, err = d.ctl("status")
+        check(rc == 0, "the Unix socket answers: %d %s" % (rc, err))
+        ok = True
+        d.stop()
+    finally:
+        if not ok:
+            print(d.log(), file=os.sys.stderr)
+        d.cleanup(ok)
+
+
+if __name__ == "__main__":
+    args = harness.parse_args()
+    harness.run(test, args, cluster=CLUSTER, tcp=True)
+    test_without_munged(args)
+    print("ok")
