@@ -62,6 +62,20 @@ def test(d):
     check(listed[root_job]["uid"] == 0 and listed[nobody_job]["uid"] == NOBODY,
           "owners come from the credentials: %s" % listed)
 
+    # 65534's heartbeat for root's job over TCP, valid in every field: dropped, as on the Unix
+    # socket (the ping after it on the same connection is answered once it has been handled)
+    info = d.wait_state(root_job, "running", timeout=60)
+    with open(os.path.join(info["attempts"][-1]["run_dir"], "plan.json")) as f:
+        attempt = json.load(f)["attempt"]
+    forged = json.dumps({"type": "heartbeat", "job_id": str(root_job), "attempt": attempt, "rank": 0,
+                         "host": "node-a", "pid": 1, "step": 10 ** 9, "collectives": [0, 0, 0],
+                         "time": time.time(), "loss": 123.0, "tokens_per_s": 1.0, "last_checkpoint_step": -1})
+    a = d.tcp_lines([m.cred(forged, user=NOBODY).encode(), m.cred(json.dumps({"op": "ping"}), user=NOBODY).encode()],
+                    answers=1)
+    check(len(a) == 1 and a[0]["ok"], "an accepted-looking heartbeat gets no answer, the ping one: %s" % a)
+    j = d.job(root_job)["job"]
+    check(j.get("step", 0) < 10 ** 9 and j.get("loss") != 123.0, "65534's heartbeat moved root's job: %s" % j)
+
     # Users act only on their own jobs; an administrator on any
     rc, out, err = ctl_tcp(d, "cancel", str(root_job), user=NOBODY)
     check(rc == 1 and "atomd:" in err, "65534's cancel of root's job is refused: %d %s" % (rc, err))
