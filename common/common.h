@@ -19,7 +19,6 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <sys/socket.h>
 #include <sys/types.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -309,21 +308,16 @@ int atom_munge_decode(const char *munge_socket, const char *cred, char **payload
 /* Whether munged answers: encodes and decodes one credential. */
 int atom_munge_check(const char *munge_socket, atom_err *err);
 
-/* A worker's heartbeats to atomd's TCP port. Sending never blocks: a heartbeat that would wait
- * (connection not made yet, atomd slow) is dropped, a broken connection is made again later. */
-typedef struct atom_hb_tcp {
-    bool usable;                    /* the address resolved */
-    char where[300];                /* host:port, for messages */
-    char munge_socket[ATOM_PATH_MAX];
-    struct sockaddr_storage addr;
-    socklen_t addr_len;
-    int fd;                         /* -1: not connected */
-    bool connecting;                /* a non-blocking connect in progress */
-    bool warned;                    /* a refusal or failure was logged once */
-} atom_hb_tcp;
+/* A worker's heartbeats to atomd's TCP port. Sending never blocks training: a thread of the
+ * sender connects, has munged sign and sends, and the caller only hands it the newest heartbeat
+ * (one not sent yet is replaced). A heartbeat that cannot go is dropped; a broken connection is
+ * made again with the next one. Closing sends the last heartbeat handed over unless the one
+ * before failed; it waits for a delivery under way (seconds when atomd or munged is gone). */
+typedef struct atom_hb_tcp atom_hb_tcp;
 
-void atom_hb_tcp_open(atom_hb_tcp *s, const char *hostport, const char *munge_socket);
-/* json: one heartbeat (atom_heartbeat_to_json), without a newline. */
+/* NULL (with a warning logged) when the address does not resolve: nothing will be sent. */
+atom_hb_tcp *atom_hb_tcp_open(const char *hostport, const char *munge_socket);
+/* json: one heartbeat (atom_heartbeat_to_json), without a newline. s may be NULL. */
 void atom_hb_tcp_send(atom_hb_tcp *s, const char *json);
 void atom_hb_tcp_close(atom_hb_tcp *s);
 

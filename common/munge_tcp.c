@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -188,61 +189,57 @@ int atom_munge_check(const char *munge_socket, atom_err *err)
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Heartbeats over TCP: never block training. The connection is made without waiting (a
- * heartbeat that finds it still connecting is dropped), a send that would block is dropped, and
- * a failed connection is closed and made again with a later heartbeat. */
+/* Heartbeats over TCP: never block training. A sending thread does the slow parts (connecting,
+ * the round trip to munged, which takes seconds when munged died and left its socket behind, and
+ * the send); the training thread only hands it the newest heartbeat, replacing one not sent yet.
+ * A heartbeat that cannot go (atomd unreachable, a send that would wait) is dropped, and the
+ * connection made again with the next one. Closing sends the last heartbeat handed over unless
+ * the one before failed. */
 
-void atom_hb_tcp_open(atom_hb_tcp *s, const char *hostport, const char *munge_socket)
-{
-    memset(s, 0, sizeof *s);
-    s->fd = -1;
-    atom_err err = {{0}};
-    char host[256];
-    int port = 0;
-    if (atom_hostport_parse(hostport, host, sizeof host, &port, &err) ||
-        resolve(host, port, &s->addr, &s->addr_len, &err)) {
-        atom_log(ATOM_LOG_WARN, "heartbeats over TCP to %s: %s (not sent)", hostport, err.msg);
-        return;
-    }
-    snprintf(s->where, sizeof s->where, "%s", hostport);
-    snprintf(s->munge_socket, sizeof s->munge_socket, "%s", munge_socket ? munge_socket : "");
-    s->usable = true;
-}
+#define HB_CONNECT_TIMEOUT_MS 2000
+
+struct atom_hb_tcp {
+    char where[300];                /* host:port, for messages */
+    char munge_socket[ATOM_PATH_MAX];
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    int fd;                         /* -1: not connected (the thread's alone) */
+    bool warned;                    /* a refusal or failure was logged once */
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    char *pending;                  /* the newest heartbeat not yet taken by the thread */
+    bool stop;
+    bool failing;                   /* the last delivery failed: closing does not wait for one */
+};
 
 static void hb_tcp_reset(atom_hb_tcp *s)
 {
     if (s->fd >= 0)
         close(s->fd);
     s->fd = -1;
-    s->connecting = false;
 }
 
-/* True once connected; starts or checks a connection without waiting. */
-static bool hb_tcp_ready(atom_hb_tcp *s)
+static bool hb_tcp_connect(atom_hb_tcp *s)
 {
-    if (s->fd < 0) {
-        s->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (s->fd < 0)
-            return false;
-        if (connect(s->fd, (struct sockaddr *)&s->addr, s->addr_len) == 0)
-            return true;
-        if (errno != EINPROGRESS) {
-            hb_tcp_reset(s);
-            return false;
-        }
-        s->connecting = true;
+    if (s->fd >= 0)
+        return true;
+    s->fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (s->fd < 0)
+        return false;
+    if (connect(s->fd, (struct sockaddr *)&s->addr, s->addr_len) == 0)
+        return true;
+    if (errno != EINPROGRESS) {
+        hb_tcp_reset(s);
+        return false;
     }
-    if (s->connecting) {
-        struct pollfd p = {.fd = s->fd, .events = POLLOUT};
-        if (poll(&p, 1, 0) <= 0)
-            return false;
-        int soerr = 0;
-        socklen_t l = sizeof soerr;
-        if (getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0 || soerr != 0) {
-            hb_tcp_reset(s);
-            return false;
-        }
-        s->connecting = false;
+    struct pollfd p = {.fd = s->fd, .events = POLLOUT};
+    int soerr = 0;
+    socklen_t l = sizeof soerr;
+    if (poll(&p, 1, HB_CONNECT_TIMEOUT_MS) <= 0 ||
+        getsockopt(s->fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0 || soerr != 0) {
+        hb_tcp_reset(s);
+        return false;
     }
     return true;
 }
@@ -255,50 +252,130 @@ static void hb_tcp_read_refusals(atom_hb_tcp *s)
     while ((n = recv(s->fd, buf, sizeof buf - 1, MSG_DONTWAIT)) > 0) {
         buf[n] = '\0';
         buf[strcspn(buf, "\n")] = '\0';
-        if (!s->warned) {
+        if (!s->warned)
             atom_log(ATOM_LOG_WARN, "atomd at %s refused a heartbeat: %s", s->where, buf);
-            s->warned = true;
-        }
+        s->warned = true;
     }
     if (n == 0)
         hb_tcp_reset(s); /* atomd closed the connection */
 }
 
-void atom_hb_tcp_send(atom_hb_tcp *s, const char *json)
+/* Whether the heartbeat went out. */
+static bool hb_tcp_deliver(atom_hb_tcp *s, const char *json)
 {
-    if (!s->usable || !hb_tcp_ready(s))
-        return;
+    if (!hb_tcp_connect(s))
+        return false;
     hb_tcp_read_refusals(s);
-    if (s->fd < 0)
-        return;
+    if (s->fd < 0 && !hb_tcp_connect(s))
+        return false;
     char *cred = NULL;
     atom_err err = {{0}};
     if (atom_munge_encode(s->munge_socket, json, strlen(json), &cred, &err)) {
         if (!s->warned)
             atom_log(ATOM_LOG_WARN, "heartbeat to %s not sent: %s", s->where, err.msg);
         s->warned = true;
-        return;
+        return false;
     }
     size_t len = strlen(cred);
     char *line = realloc(cred, len + 2);
     if (!line) {
         free(cred);
-        return;
+        return false;
     }
     line[len] = '\n';
     line[len + 1] = '\0';
     ssize_t n = send(s->fd, line, len + 1, MSG_DONTWAIT | MSG_NOSIGNAL);
     free(line);
     if (n == (ssize_t)(len + 1))
-        return;
+        return true;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-        return; /* atomd is slow: drop this one rather than stall training */
+        return true; /* atomd is slow: this one is dropped, the path works */
     /* atomd went away, or took half a line: start afresh so that every line it reads is whole. */
     hb_tcp_reset(s);
+    return false;
+}
+
+static void *hb_tcp_thread(void *arg)
+{
+    atom_hb_tcp *s = arg;
+    pthread_mutex_lock(&s->lock);
+    for (;;) {
+        while (!s->pending && !s->stop)
+            pthread_cond_wait(&s->wake, &s->lock);
+        /* Stopping: the last heartbeat goes out, unless the last one failed (atomd or munged
+         * unreachable), whose timeouts the exiting worker would wait through again. */
+        if (!s->pending || (s->stop && s->failing))
+            break;
+        char *json = s->pending;
+        s->pending = NULL;
+        pthread_mutex_unlock(&s->lock);
+        bool sent = hb_tcp_deliver(s, json);
+        free(json);
+        pthread_mutex_lock(&s->lock);
+        s->failing = !sent;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+atom_hb_tcp *atom_hb_tcp_open(const char *hostport, const char *munge_socket)
+{
+    atom_err err = {{0}};
+    char host[256];
+    int port = 0;
+    atom_hb_tcp *s = calloc(1, sizeof *s);
+    if (!s) {
+        atom_log(ATOM_LOG_WARN, "heartbeats over TCP to %s: out of memory (not sent)", hostport);
+        return NULL;
+    }
+    s->fd = -1;
+    if (atom_hostport_parse(hostport, host, sizeof host, &port, &err) ||
+        resolve(host, port, &s->addr, &s->addr_len, &err)) {
+        atom_log(ATOM_LOG_WARN, "heartbeats over TCP to %s: %s (not sent)", hostport, err.msg);
+        free(s);
+        return NULL;
+    }
+    snprintf(s->where, sizeof s->where, "%s", hostport);
+    snprintf(s->munge_socket, sizeof s->munge_socket, "%s", munge_socket ? munge_socket : "");
+    pthread_mutex_init(&s->lock, NULL);
+    pthread_cond_init(&s->wake, NULL);
+    int rc = pthread_create(&s->thread, NULL, hb_tcp_thread, s);
+    if (rc != 0) {
+        atom_log(ATOM_LOG_WARN, "heartbeats over TCP to %s: no thread: %s (not sent)", hostport, strerror(rc));
+        pthread_mutex_destroy(&s->lock);
+        pthread_cond_destroy(&s->wake);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void atom_hb_tcp_send(atom_hb_tcp *s, const char *json)
+{
+    if (!s)
+        return;
+    char *copy = strdup(json);
+    if (!copy)
+        return;
+    pthread_mutex_lock(&s->lock);
+    free(s->pending); /* not sent yet: the newer one says more */
+    s->pending = copy;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
 }
 
 void atom_hb_tcp_close(atom_hb_tcp *s)
 {
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->lock);
+    s->stop = true;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    pthread_join(s->thread, NULL);
+    free(s->pending);
     hb_tcp_reset(s);
-    s->usable = false;
+    pthread_mutex_destroy(&s->lock);
+    pthread_cond_destroy(&s->wake);
+    free(s);
 }

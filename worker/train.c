@@ -55,7 +55,7 @@ typedef struct hb_sender {
     int fd;                     /* -1: not connected (atomd absent or gone): retried next time */
     int sock_type;              /* SOCK_DGRAM first; SOCK_STREAM if atomd listens on a stream */
     bool use_tcp;               /* this rank is on another node than atomd: tcp, not addr */
-    atom_hb_tcp tcp;
+    atom_hb_tcp *tcp;           /* NULL: the address did not resolve (logged) */
     double last_sent;           /* monotonic seconds; -inf before the first */
     atom_heartbeat hb;          /* identity fields filled once */
 } hb_sender;
@@ -83,7 +83,7 @@ static void hb_open(hb_sender *s, const atom_plan *plan, int rank, const char *h
     const char *node = plan->nodes[plan->ranks[rank].node].name;
     if (plan->heartbeat_tcp[0] && plan->atomd_host[0] && strcmp(node, plan->atomd_host) != 0) {
         s->use_tcp = true;
-        atom_hb_tcp_open(&s->tcp, plan->heartbeat_tcp, plan->munge_socket);
+        s->tcp = atom_hb_tcp_open(plan->heartbeat_tcp, plan->munge_socket);
     } else if (plan->heartbeat_addr[0]) {
         if (strlen(plan->heartbeat_addr) >= sizeof s->addr.sun_path) {
             atom_log(ATOM_LOG_WARN, "rank %d: heartbeat socket path too long: %s", rank,
@@ -161,7 +161,7 @@ static void hb_send(hb_sender *s, int64_t step, const coll_ctx *coll, bool force
         fflush(s->file);
     }
     if (s->use_tcp) {
-        atom_hb_tcp_send(&s->tcp, json);
+        atom_hb_tcp_send(s->tcp, json);
         free(json);
         return;
     }
@@ -182,8 +182,8 @@ static void hb_close(hb_sender *s)
         fclose(s->file);
     if (s->fd >= 0)
         close(s->fd);
-    if (s->use_tcp)
-        atom_hb_tcp_close(&s->tcp);
+    atom_hb_tcp_close(s->tcp);
+    s->tcp = NULL;
     s->file = NULL;
     s->fd = -1;
 }
