@@ -329,12 +329,15 @@ static bool is_heartbeat(const char *payload, size_t len)
 static json_t *serve_tcp_line(atomd *d, atomd_client *c, char *line, size_t len)
 {
     if (len > ATOMD_MAX_MESSAGE) {
+        d->metrics.tcp_refused++;
         c->close_after = true;
         return atomd_protocol_error("request larger than %u bytes", ATOMD_MAX_MESSAGE);
     }
-    if (len < 6 || memcmp(line, "MUNGE:", 6) != 0)
+    if (len < 6 || memcmp(line, "MUNGE:", 6) != 0) {
+        d->metrics.tcp_refused++;
         return atomd_protocol_error("no MUNGE credential: every line on atomd's TCP port is a MUNGE "
                                     "credential (\"MUNGE:...\") whose payload is the request");
+    }
     line[len] = '\0';
     char *payload = NULL;
     size_t plen = 0;
@@ -345,6 +348,7 @@ static json_t *serve_tcp_line(atomd *d, atomd_client *c, char *line, size_t len)
      * atom-bench-munge), cheaper than the COMMIT each submission waits for anyway. */
     if (atom_munge_decode(d->cfg.munge_socket, line, &payload, &plen, &uid, &gid, &err)) {
         atom_log(ATOM_LOG_DEBUG, "TCP request refused: MUNGE credential: %s", err.msg);
+        d->metrics.tcp_refused++;
         return atomd_protocol_error("MUNGE credential refused: %s", err.msg);
     }
     if (!c->who_known || c->who.uid != uid) {
@@ -353,12 +357,14 @@ static json_t *serve_tcp_line(atomd *d, atomd_client *c, char *line, size_t len)
     }
     json_t *ans = NULL;
     if (is_heartbeat(payload, plen)) {
+        d->metrics.tcp_heartbeats++;
         atom_heartbeat hb;
         if (atom_heartbeat_from_json(payload, &hb, &err) == 0)
             atomd_job_heartbeat(d, &hb, uid);
         else
             ans = atomd_protocol_error("%s", err.msg);
     } else {
+        d->metrics.tcp_requests++;
         ans = atomd_protocol_handle(d, &c->who, payload, plen);
     }
     free(payload);
@@ -391,6 +397,7 @@ static void serve_lines(atomd *d, atomd_client *c)
     memmove(c->in, c->in + start, c->in_len - start);
     c->in_len -= start;
     if (c->in_len > ATOMD_MAX_MESSAGE) {
+        d->metrics.tcp_refused += c->tcp;
         answer(c, atomd_protocol_error("request larger than %u bytes", ATOMD_MAX_MESSAGE));
         c->in_len = 0;
         c->close_after = true;

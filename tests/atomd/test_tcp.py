@@ -9,6 +9,7 @@ import json
 import os
 import socket
 import time
+import urllib.request
 
 import harness
 from harness import check
@@ -20,6 +21,16 @@ nodes:
 """
 MODEL = "model:\n  layers: 1\n  channels: 32\n  heads: 2\n  vocab: 256\n  context: 16\n"
 NOBODY = 65534
+METRICS_PORT = harness.free_port()
+
+
+def tcp_counts():
+    """atom_tcp_messages_total by kind, from atomd's metrics endpoint."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=10) as r:
+        text = r.read().decode()
+    prefix = 'atom_tcp_messages_total{kind="'
+    return {line[len(prefix):].split('"')[0]: int(line.split()[-1])
+            for line in text.splitlines() if line.startswith(prefix)}
 
 
 def server(d):
@@ -87,7 +98,8 @@ def test(d):
     d.wait_state(root_job, "cancelled", timeout=60)
     d.wait_state(nobody_job, "cancelled", timeout=60)
 
-    # Bad lines: each an error answer naming the cause; atomd stays up
+    # Bad lines: each an error answer naming the cause, counted as refused; atomd stays up
+    refused0 = tcp_counts()["refused"]
     ping = json.dumps({"op": "ping"})
     a = d.tcp_lines([ping.encode()])
     check(len(a) == 1 and not a[0]["ok"] and "no MUNGE credential" in a[0]["error"], "plain JSON: %s" % a)
@@ -110,6 +122,8 @@ def test(d):
     check(len(a) == 1 and not a[0]["ok"] and "larger than" in a[0]["error"],
           "an oversized line is refused (then the connection closed): %s" % a)
     check(d.answers(), "atomd still answers after the bad lines")
+    refused = tcp_counts()["refused"] - refused0
+    check(refused == 5, "plain, garbage, replayed, expired, oversized: 5 refused, counted %d" % refused)
     a = d.tcp_lines([m.cred(ping).encode()])
     check(a and a[0]["ok"], "the TCP port still answers: %s" % a)
 
@@ -125,8 +139,10 @@ def test(d):
     j = show_tcp(d, job, user=NOBODY)["job"]
     check(j.get("step") == steps and j.get("loss") is not None and j.get("tokens_per_s", 0) > 0,
           "progress from heartbeats over TCP: %s" % j)
-    print("TCP: queue, ownership, bad credentials ok; heartbeats over TCP: step %d loss %.3f"
-          % (j["step"], j["loss"]))
+    counts = tcp_counts()
+    check(counts["heartbeat"] > 0 and counts["request"] > 0, "TCP lines counted: %s" % counts)
+    print("TCP: queue, ownership, bad credentials ok; heartbeats over TCP: step %d loss %.3f; %s"
+          % (j["step"], j["loss"], counts))
 
 
 def test_without_munged(args):
@@ -158,6 +174,6 @@ def test_without_munged(args):
 
 if __name__ == "__main__":
     args = harness.parse_args()
-    harness.run(test, args, cluster=CLUSTER, tcp=True)
+    harness.run(test, args, cluster=CLUSTER, tcp=True, config="metrics_port = %d\n" % METRICS_PORT)
     test_without_munged(args)
     print("ok")
