@@ -79,6 +79,8 @@ static void usage(FILE *out)
             "                    runs in (srun), as deploy/slurm/atom-srun starts it\n"
             "  --run-dir DIR     with --spec: where train.jsonl and heartbeats go (default: none)\n"
             "  --heartbeat SOCK  with --spec: also send heartbeats to this Unix socket\n"
+            "                    (with --slurm, ranks on other nodes than ATOM_ATOMD_HOST send them\n"
+            "                    to ATOM_HEARTBEAT_TCP, HOST:PORT, signed by munged: ATOM_MUNGE_SOCKET)\n"
             "  --stop-after N    stop as on SIGUSR1 once N steps are done (checkpoint, exit 75)\n"
             "  --help            this text\n"
             "\n"
