@@ -80,7 +80,12 @@ static int parse_opts(int argc, char **argv, const char *accepted, int min_args,
             *rc = EXIT_OK;
             return -1;
         }
-        if (opt == '?' || (opt != 's' && !(opt == 'S' && remote_ok) && !strchr(accepted, opt))) {
+        if (opt == 'S' && !remote_ok) {
+            *rc = usage_error(cmd, synopsis, "--server %s: run starts or uses an atomd on this machine; "
+                              "submit and the other commands take --server", optarg);
+            return -1;
+        }
+        if (opt == '?' || (opt != 's' && opt != 'S' && !strchr(accepted, opt))) {
             *rc = usage_error(cmd, synopsis, "unknown or misplaced option '%s'", argv[optind - 1]);
             return -1;
         }

@@ -7,6 +7,7 @@ sends its heartbeats over TCP and its progress shows; atomd configured for TCP w
 running warns and listens on its Unix socket only."""
 import json
 import os
+import random
 import socket
 import time
 import urllib.request
@@ -53,6 +54,29 @@ def show_tcp(d, job, user=None):
     return json.loads(out)
 
 
+def fuzz(d):
+    """Random lines, and valid credentials around random payloads (not JSON, not an object, a
+    heartbeat or a request with wrong fields); the random lines hold NUL bytes too: every line
+    gets an error answer."""
+    rng = random.Random(6)
+    payloads = ['{"op": "submit"}', '{"op": "cancel", "job": "x"}', "[1, 2]", "null", "{", "\u00e9t\u00e9",
+                '{"type": "heartbeat"}', '{"type": "heartbeat", "job_id": "1", "attempt": -1, "rank": 0}',
+                '{"op": "ping", "extra": 1}', '{"type": 7}']
+    lines = []
+    for _ in range(40):
+        n = rng.randint(1, 3000)
+        junk = bytes(rng.choice(b"MUNGE:AQWdtxyz0123+/=:{}\"\x00\xff ") for _ in range(n)).replace(b"\n", b"")
+        lines.append(junk if junk.strip() else b"x")
+    for text in payloads:
+        lines.append(d.munge.cred(text).encode())
+    for i in range(0, len(lines), 10):
+        batch = lines[i:i + 10]
+        answers = d.tcp_lines(batch)
+        check(len(answers) == len(batch) and all(not a["ok"] and a["error"] for a in answers),
+              "every fuzzed line gets an error answer: %s" % answers)
+    check(d.answers(), "atomd still answers after the fuzzed lines")
+
+
 def test(d):
     m = d.munge
 
@@ -86,6 +110,10 @@ def test(d):
     check(len(a) == 1 and a[0]["ok"], "an accepted-looking heartbeat gets no answer, the ping one: %s" % a)
     j = d.job(root_job)["job"]
     check(j.get("step", 0) < 10 ** 9 and j.get("loss") != 123.0, "65534's heartbeat moved root's job: %s" % j)
+
+    # run starts or uses a local atomd: --server is refused there (usage)
+    rc, out, err = ctl_tcp(d, "run", d.spec("not-remote", gpus=1, steps=1, extra=MODEL))
+    check(rc == 2 and "--server" in err, "atomctl run --server: %d %s" % (rc, err))
 
     # Users act only on their own jobs; an administrator on any
     rc, out, err = ctl_tcp(d, "cancel", str(root_job), user=NOBODY)
@@ -124,6 +152,7 @@ def test(d):
     check(d.answers(), "atomd still answers after the bad lines")
     refused = tcp_counts()["refused"] - refused0
     check(refused == 5, "plain, garbage, replayed, expired, oversized: 5 refused, counted %d" % refused)
+    fuzz(d)
     a = d.tcp_lines([m.cred(ping).encode()])
     check(a and a[0]["ok"], "the TCP port still answers: %s" % a)
 
