@@ -43,8 +43,10 @@
 #define TICK_SECONDS 0.5
 #define USAGE_SAVE_SECONDS 30.0
 /* Connections on the TCP port are open to anyone who can reach it, before any credential:
- * bounded in number (each holds at most one bounded request). */
-#define MAX_TCP_CLIENTS 1024
+ * bounded in number (each holds at most one bounded request). Every rank on another node than
+ * atomd's keeps one open for its heartbeats (10,000 at 10,000 GPUs), well within the unit's
+ * LimitNOFILE=65536. */
+#define MAX_TCP_CLIENTS 16384
 /* The fixed entries of the poll array; clients follow. */
 enum { POLL_SIGNALS, POLL_LISTEN, POLL_HEARTBEATS, POLL_TCP, POLL_FIXED };
 
