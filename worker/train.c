@@ -23,6 +23,11 @@
 /* Heartbeats go out at most this often (and on the first and last step), so a fast loop does
  * not flood atomd or the run folder; hang detection works in tens of seconds. */
 #define HEARTBEAT_MIN_INTERVAL_S 1.0
+/* Over TCP atomd's loop pays a MUNGE decode per heartbeat (tens of microseconds, bench/sched):
+ * 10,000 remote ranks at 1/s would keep it busy. Ranks other than 0 (whose heartbeat carries the
+ * progress users watch) send over TCP at most every heartbeat_timeout / 10, within 1 to 10 s,
+ * which still shows a hang well within the timeout. */
+#define HEARTBEAT_TCP_MAX_INTERVAL_S 10.0
 
 double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t warmup,
                   int64_t steps, int64_t step)
@@ -57,6 +62,8 @@ typedef struct hb_sender {
     bool use_tcp;               /* this rank is on another node than atomd: tcp, not addr */
     atom_hb_tcp *tcp;           /* NULL: the address did not resolve (logged) */
     double last_sent;           /* monotonic seconds; -inf before the first */
+    double last_sent_tcp;       /* the same for what went over TCP */
+    double tcp_interval;        /* seconds between heartbeats over TCP */
     atom_heartbeat hb;          /* identity fields filled once */
 } hb_sender;
 
@@ -65,7 +72,14 @@ static void hb_open(hb_sender *s, const atom_plan *plan, int rank, const char *h
     memset(s, 0, sizeof *s);
     s->fd = -1;
     s->sock_type = SOCK_DGRAM;
-    s->last_sent = -INFINITY;
+    s->last_sent = s->last_sent_tcp = -INFINITY;
+    s->tcp_interval = HEARTBEAT_MIN_INTERVAL_S;
+    if (rank != 0) {
+        double t = (double)plan->spec.restart.heartbeat_timeout / 10.0;
+        s->tcp_interval = t < HEARTBEAT_MIN_INTERVAL_S       ? HEARTBEAT_MIN_INTERVAL_S
+                          : t > HEARTBEAT_TCP_MAX_INTERVAL_S ? HEARTBEAT_TCP_MAX_INTERVAL_S
+                                                             : t;
+    }
     snprintf(s->hb.job_id, sizeof s->hb.job_id, "%s", plan->job_id);
     s->hb.attempt = plan->attempt;
     s->hb.rank = rank;
@@ -161,7 +175,10 @@ static void hb_send(hb_sender *s, int64_t step, const coll_ctx *coll, bool force
         fflush(s->file);
     }
     if (s->use_tcp) {
-        atom_hb_tcp_send(s->tcp, json);
+        if (force || now - s->last_sent_tcp >= s->tcp_interval) {
+            s->last_sent_tcp = now;
+            atom_hb_tcp_send(s->tcp, json);
+        }
         free(json);
         return;
     }

@@ -8,6 +8,7 @@ running warns and listens on its Unix socket only."""
 import json
 import os
 import random
+import signal
 import socket
 import time
 import urllib.request
@@ -18,7 +19,8 @@ from harness import check
 CLUSTER = """name: remote
 switches: [leaf]
 nodes:
-  - {name: node-a, switch: leaf, gpus: 3, addr: localhost, has_gpus: false}
+  - {name: node-a, switch: leaf, gpus: 2, addr: localhost, has_gpus: false}
+  - {name: node-b, switch: leaf, gpus: 2, addr: localhost, has_gpus: false}
 """
 MODEL = "model:\n  layers: 1\n  channels: 32\n  heads: 2\n  vocab: 256\n  context: 16\n"
 NOBODY = 65534
@@ -168,6 +170,23 @@ def test(d):
     j = show_tcp(d, job, user=NOBODY)["job"]
     check(j.get("step") == steps and j.get("loss") is not None and j.get("tokens_per_s", 0) > 0,
           "progress from heartbeats over TCP: %s" % j)
+    # A rank stopped (SIGSTOP) on node-a: its TCP heartbeats stop advancing, the job is hung,
+    # named, and restarted away from node-a
+    job = submit_tcp(d, d.spec("remote-hang", gpus=2, steps=1000000, resources="  gpus_per_node: 2\n",
+                               extra=MODEL + "restart:\n  heartbeat_timeout: 3s\n  max_restarts: 1\n"))
+    info = harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0 and d.job(job), 60, "remote-hang to train")
+    a0 = info["attempts"][-1]
+    with open(os.path.join(a0["run_dir"], "heartbeat.rank-1.jsonl")) as f:
+        os.kill(json.loads(f.readline())["pid"], signal.SIGSTOP)
+    info = harness.wait_until(lambda: len(d.job(job)["attempts"]) == 2 and d.job(job), 60, "the hang to be found")
+    a = info["attempts"]
+    check(a[0]["state"] == "hung" and "rank 1 on %s" % a0["nodes"][0] in a[0]["reason"],
+          "the hung rank is named: %s" % a[0])
+    check(a[1]["nodes"] != a0["nodes"], "restarted on the other node: %s" % a)
+    rc, out, err = ctl_tcp(d, "cancel", str(job))
+    check(rc == 0, "cancel remote-hang: %s" % err)
+    d.wait_state(job, "cancelled", timeout=60)
+
     counts = tcp_counts()
     check(counts["heartbeat"] > 0 and counts["request"] > 0, "TCP lines counted: %s" % counts)
     print("TCP: queue, ownership, bad credentials ok; heartbeats over TCP: step %d loss %.3f; %s"
