@@ -285,6 +285,13 @@ static void accept_tcp_clients(atomd *d)
         }
         int on = 1; /* answers are single lines: send each at once */
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+        /* A node that died holds its ranks' heartbeat connections open: keepalive probes close
+         * them after about two minutes of silence instead of never. */
+        int idle = 60, interval = 10, count = 6;
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
         atomd_client *c = add_client(d, fd);
         if (c)
             c->tcp = true;

@@ -56,6 +56,19 @@ def show_tcp(d, job, user=None):
     return json.loads(out)
 
 
+def keepalive_on_server_side(port):
+    """Whether atomd's end of an established connection on port runs the keepalive timer
+    (/proc/net/tcp: state 01, timer 2)."""
+    with open("/proc/net/tcp") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            local, state, timer = fields[1], fields[3], fields[5].split(":")[0]
+            if int(local.split(":")[1], 16) == port and state == "01" and timer == "02":
+                return True
+    return False
+
+
 def fuzz(d):
     """Random lines, and valid credentials around random payloads (not JSON, not an object, a
     heartbeat or a request with wrong fields); the random lines hold NUL bytes too: every line
@@ -152,6 +165,13 @@ def test(d):
     check(len(a) == 1 and not a[0]["ok"] and "larger than" in a[0]["error"],
           "an oversized line is refused (then the connection closed): %s" % a)
     check(d.answers(), "atomd still answers after the bad lines")
+    # A connection whose peer dies without a word (a node lost) is probed, not kept forever
+    idle = socket.create_connection(("127.0.0.1", d.tcp_port))
+    try:
+        check(d.tcp_lines([m.cred(ping).encode()])[0]["ok"], "answers while an idle connection is open")
+        check(keepalive_on_server_side(d.tcp_port), "atomd's TCP connections have keepalive on")
+    finally:
+        idle.close()
     refused = tcp_counts()["refused"] - refused0
     check(refused == 5, "plain, garbage, replayed, expired, oversized: 5 refused, counted %d" % refused)
     fuzz(d)
