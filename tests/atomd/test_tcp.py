@@ -1,10 +1,16 @@
 """atomd's TCP port with a MUNGE credential on every message, against a private munged and the real
-atom-worker: atomctl over TCP (--server and ATOM_SERVER) submits and lists as root and as uid 65534,
-whose uid comes from munged; 65534 may not cancel root's job, root (an administrator) may; a line
-without a credential, a garbage one, an expired one, a replayed one and an oversized line each get
-an error answer naming the cause and atomd stays up; a job on a node that is not atomd's (node-a)
-sends its heartbeats over TCP and its progress shows; atomd configured for TCP while munged is not
-running warns and listens on its Unix socket only."""
+atom-worker on two nodes that are not atomd's host (node-a, node-b):
+  - atomctl over TCP (--server, ATOM_SERVER) submits and lists as root and as uid 65534, whose uid
+    comes from munged; `atomctl run --server` is a usage error;
+  - 65534's heartbeat for root's job is dropped; 65534 may not cancel root's job, root (an
+    administrator) may;
+  - a line without a credential, a garbage, a replayed, an expired credential and an oversized line
+    each get an error answer naming the cause and are counted as refused; fuzzed lines and
+    credentials around bad payloads get error answers; atomd stays up; connections have keepalive;
+  - a job's heartbeats come over TCP: its progress shows, and a rank SIGSTOPped is found hung,
+    named and restarted on the other node;
+  - atomd configured for TCP while munged is not running warns and listens on its Unix socket only.
+"""
 import json
 import os
 import random
