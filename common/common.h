@@ -296,8 +296,9 @@ int atom_heartbeat_from_json(const char *json, atom_heartbeat *hb, atom_err *err
 /* "host:port" or "[IPv6]:port" into host (host_len bytes with the NUL) and port (1..65535);
  * the error names what is wrong with text. */
 int atom_hostport_parse(const char *text, char *host, size_t host_len, int *port, atom_err *err);
-/* A connected, blocking TCP socket to host:port, or -1 with err. */
-int atom_tcp_connect(const char *host, int port, atom_err *err);
+/* A connected, blocking TCP socket to host:port, or -1 with err (also when the connection is not
+ * made within timeout seconds). */
+int atom_tcp_connect(const char *host, int port, double timeout, atom_err *err);
 /* *cred (malloc'd, no newline): a fresh credential carrying payload. */
 int atom_munge_encode(const char *munge_socket, const char *payload, size_t len, char **cred,
                       atom_err *err);

@@ -76,20 +76,36 @@ static int resolve(const char *host, int port, struct sockaddr_storage *addr, so
     return 0;
 }
 
-int atom_tcp_connect(const char *host, int port, atom_err *err)
+int atom_tcp_connect(const char *host, int port, double timeout, atom_err *err)
 {
     struct sockaddr_storage addr;
     socklen_t len;
     if (resolve(host, port, &addr, &len, err))
         return -1;
-    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return atom_errf(err, "socket: %s", strerror(errno));
-    if (connect(fd, (struct sockaddr *)&addr, len) != 0) {
-        atom_errf(err, "cannot connect to %s:%d: %s", host, port, strerror(errno));
+    /* Without a bound, a host that drops packets keeps connect() waiting for minutes. */
+    int e = connect(fd, (struct sockaddr *)&addr, len) == 0 ? 0 : errno;
+    if (e == EINPROGRESS) {
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int pr;
+        do
+            pr = poll(&p, 1, (int)(timeout * 1000));
+        while (pr < 0 && errno == EINTR);
+        socklen_t l = sizeof e;
+        if (pr == 0)
+            e = ETIMEDOUT;
+        else if (pr < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &l) != 0)
+            e = errno;
+    }
+    if (e != 0) {
+        atom_errf(err, "cannot connect to %s:%d: %s", host, port, strerror(e));
         close(fd);
         return -1;
     }
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);
     int on = 1; /* one request line, one answer line: do not wait to fill a segment */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
     return fd;

@@ -13,6 +13,8 @@
 
 /* An answer may carry a chunk of a log: well above the request bound, still bounded. */
 #define CLIENT_MAX_ANSWER (64u << 20)
+/* Seconds to make a TCP connection: a host that drops packets is reported, not waited for. */
+#define CLIENT_CONNECT_TIMEOUT 10.0
 
 void atom_client_default_socket(char *path, size_t len)
 {
@@ -55,7 +57,7 @@ static int connect_tcp(atom_client *c, const char *addr, atom_err *err)
     const char *munge_socket = getenv("ATOM_MUNGE_SOCKET");
     snprintf(c->munge_socket, sizeof c->munge_socket, "%s", munge_socket ? munge_socket : "");
     c->tcp = true;
-    c->fd = atom_tcp_connect(host, port, &e);
+    c->fd = atom_tcp_connect(host, port, CLIENT_CONNECT_TIMEOUT, &e);
     if (c->fd < 0) {
         return atom_errf(err, "cannot reach atomd over TCP: %s (is atomd's tcp_listen set, and "
                          "munged running there?)", e.msg);
