@@ -92,6 +92,7 @@ static void defaults(atomd_config *cfg)
     cfg->stop_grace = 30;
     cfg->limit_warning = 60;
     cfg->keep_finished = 10000;
+    cfg->tcp_request_timeout = 30;
 }
 
 static int set_key(atomd_config *cfg, const char *key, const char *value, atom_err *err)
@@ -151,6 +152,7 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
                   : strcmp(key, "health_interval") == 0 ? &cfg->health_interval
                   : strcmp(key, "health_fresh") == 0   ? &cfg->health_fresh
                   : strcmp(key, "health_timeout") == 0 ? &cfg->health_timeout
+                  : strcmp(key, "tcp_request_timeout") == 0 ? &cfg->tcp_request_timeout
                                                        : NULL;
     if (!dur)
         return atom_errf(err, "unknown setting \"%s\"", key);

@@ -47,6 +47,7 @@ typedef struct atomd_config {
                                      * MUNGE credential; server.c) */
     char munge_socket[ATOM_PATH_MAX]; /* munged's socket ("" : libmunge's default), here and on
                                      * every node the workers run on */
+    double tcp_request_timeout;     /* seconds a TCP peer may take to finish a request line */
 } atomd_config;
 
 /* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so

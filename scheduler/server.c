@@ -14,8 +14,10 @@
  * line by line; the request then goes through the same protocol table. A line that is not a
  * valid, fresh credential (missing, garbage, expired, replayed) gets an error answer naming why
  * and the connection stays open; a line over the size bound is refused before it is decoded and
- * the connection is closed, as on the Unix socket. A credential whose payload is a heartbeat
- * (worker ranks on other nodes) is taken as one, and answered only when it is refused.
+ * the connection is closed, as on the Unix socket, and so is a line left unfinished for
+ * tcp_request_timeout; TCP keepalive closes connections of peers that vanished. A credential
+ * whose payload is a heartbeat (worker ranks on other nodes) is taken as one, and answered only
+ * when it is refused.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -54,6 +56,7 @@ struct atomd_client {
     int fd;
     bool tcp;          /* the TCP port: who is decoded from each line's credential */
     bool who_known;    /* tcp: who holds the last decoded caller (admin looked up once per uid) */
+    double partial_since; /* tcp: monotonic time the incomplete line in `in` began (0: none) */
     atomd_caller who;
     char *in;
     size_t in_len, in_cap;
@@ -405,6 +408,10 @@ static void serve_lines(atomd *d, atomd_client *c)
     }
     memmove(c->in, c->in + start, c->in_len - start);
     c->in_len -= start;
+    if (c->in_len == 0)
+        c->partial_since = 0;
+    else if (start > 0 || c->partial_since == 0)
+        c->partial_since = atom_monotonic();
     if (c->in_len > ATOMD_MAX_MESSAGE) {
         d->metrics.tcp_refused += c->tcp;
         answer(c, atomd_protocol_error("request larger than %u bytes", ATOMD_MAX_MESSAGE));
@@ -517,6 +524,24 @@ static void read_signals(atomd *d)
     }
 }
 
+/* A TCP peer that starts a request and does not finish it within tcp_request_timeout (a client
+ * gone mid-line, or one holding a connection slot on purpose) gets an error and is closed. */
+static void expire_partial_requests(atomd *d, double now)
+{
+    for (int i = 0; i < d->n_clients; i++) {
+        atomd_client *c = &d->clients[i];
+        if (!c->tcp || c->close_after || c->partial_since == 0 || d->cfg.tcp_request_timeout <= 0 ||
+            now - c->partial_since < d->cfg.tcp_request_timeout)
+            continue;
+        d->metrics.tcp_refused++;
+        answer(c, atomd_protocol_error("incomplete request: no end of line within %.0f s "
+                                       "(tcp_request_timeout)", d->cfg.tcp_request_timeout));
+        c->in_len = 0;
+        c->partial_since = 0;
+        c->close_after = true;
+    }
+}
+
 static bool has_live_jobs(const atomd *d)
 {
     for (int i = 0; i < d->n_jobs; i++)
@@ -582,6 +607,7 @@ int atomd_server_run(atomd *d)
             atomd_sched_account(d, now - last_tick);
             last_tick = now;
             atomd_jobs_tick(d);
+            expire_partial_requests(d, now);
             atomd_health_tick(d);
             d->changed = true; /* time passing may open a backfill window */
             atomd_jobs_evict(d);

@@ -4,8 +4,9 @@ atom-worker on two nodes that are not atomd's host (node-a, node-b):
     comes from munged; `atomctl run --server` is a usage error;
   - 65534's heartbeat for root's job is dropped; 65534 may not cancel root's job, root (an
     administrator) may;
-  - a line without a credential, a garbage, a replayed, an expired credential and an oversized line
-    each get an error answer naming the cause and are counted as refused; fuzzed lines and
+  - a line without a credential, a garbage, a replayed, an expired credential, an oversized line and
+    one left unfinished past tcp_request_timeout each get an error answer naming the cause and are
+    counted as refused; fuzzed lines and
     credentials around bad payloads get error answers; atomd stays up; connections have keepalive;
   - a job's heartbeats come over TCP: its progress shows, and a rank SIGSTOPped is found hung,
     named and restarted on the other node;
@@ -171,6 +172,20 @@ def test(d):
     check(len(a) == 1 and not a[0]["ok"] and "larger than" in a[0]["error"],
           "an oversized line is refused (then the connection closed): %s" % a)
     check(d.answers(), "atomd still answers after the bad lines")
+    # A request line begun and never ended: an error after tcp_request_timeout (2 s here), closed
+    s = socket.create_connection(("127.0.0.1", d.tcp_port), timeout=30)
+    try:
+        s.sendall(b"MUNGE:AwQDAAA")
+        buf = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        s.close()
+    check(b"incomplete request" in buf and b"tcp_request_timeout" in buf,
+          "an unfinished request line is answered, then closed: %r" % buf)
     # A connection whose peer dies without a word (a node lost) is probed, not kept forever
     idle = socket.create_connection(("127.0.0.1", d.tcp_port))
     try:
@@ -179,7 +194,7 @@ def test(d):
     finally:
         idle.close()
     refused = tcp_counts()["refused"] - refused0
-    check(refused == 5, "plain, garbage, replayed, expired, oversized: 5 refused, counted %d" % refused)
+    check(refused == 6, "plain, garbage, replayed, expired, oversized, unfinished: 6 refused, counted %d" % refused)
     fuzz(d)
     a = d.tcp_lines([m.cred(ping).encode()])
     check(a and a[0]["ok"], "the TCP port still answers: %s" % a)
@@ -248,6 +263,7 @@ def test_without_munged(args):
 
 if __name__ == "__main__":
     args = harness.parse_args()
-    harness.run(test, args, cluster=CLUSTER, tcp=True, config="metrics_port = %d\n" % METRICS_PORT)
+    harness.run(test, args, cluster=CLUSTER, tcp=True,
+                config="metrics_port = %d\ntcp_request_timeout = 2s\n" % METRICS_PORT)
     test_without_munged(args)
     print("ok")
