@@ -7,9 +7,10 @@
  *   - the plan: a job's ranks mapped to (node, GPU), and the plan file every worker reads (JSON);
  *   - the model shape shared by the spec and the worker;
  *   - the heartbeat message every rank sends atomd (JSON);
+ *   - atomd's TCP transport: host:port, MUNGE credentials, the heartbeat sender over TCP;
  *   - logging.
  *
- * May use: libyaml, jansson. Nothing here knows MPI, HDF5 or the scheduler.
+ * May use: libyaml, jansson, libmunge. Nothing here knows MPI, HDF5 or the scheduler.
  */
 #ifndef ATOM_COMMON_H
 #define ATOM_COMMON_H
@@ -18,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors: library functions return 0 on success, -1 on failure with a message in err.        */
@@ -216,6 +218,10 @@ typedef struct atom_plan {
     int n_switches_used;
     char run_dir[ATOM_PATH_MAX]; /* the attempt's folder: logs, heartbeats ("" = none) */
     char heartbeat_addr[ATOM_PATH_MAX]; /* atomd's socket ("" = none) */
+    /* Ranks on other nodes than atomd's send heartbeats over TCP with a MUNGE credential. */
+    char atomd_host[ATOM_NAME_MAX];     /* atomd's node (inventory name = host name; "" = none) */
+    char heartbeat_tcp[300];            /* atomd's TCP port, host:port ("" = none) */
+    char munge_socket[ATOM_PATH_MAX];   /* munged's socket on every node ("" = its default) */
 } atom_plan;
 
 void atom_plan_free(atom_plan *plan);
@@ -281,6 +287,40 @@ typedef struct atom_heartbeat {
 
 char *atom_heartbeat_to_json(const atom_heartbeat *hb);
 int atom_heartbeat_from_json(const char *json, atom_heartbeat *hb, atom_err *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* atomd's TCP port (common/munge_tcp.c): every message is one line holding a MUNGE credential
+ * whose payload is the JSON message, so the sender's uid and gid come from munged and the message
+ * cannot be altered on the way. munge_socket "" or NULL: munged's default socket.              */
+
+/* "host:port" or "[IPv6]:port" into host (host_len bytes with the NUL) and port (1..65535);
+ * the error names what is wrong with text. */
+int atom_hostport_parse(const char *text, char *host, size_t host_len, int *port, atom_err *err);
+/* A connected, blocking TCP socket to host:port, or -1 with err (also when the connection is not
+ * made within timeout seconds). */
+int atom_tcp_connect(const char *host, int port, double timeout, atom_err *err);
+/* *cred (malloc'd, no newline): a fresh credential carrying payload. */
+int atom_munge_encode(const char *munge_socket, const char *payload, size_t len, char **cred,
+                      atom_err *err);
+/* The payload (malloc'd, NUL-terminated) and its signer; err says why a credential is refused
+ * (libmunge's words: "Expired credential", "Replayed credential", "Invalid credential format"...). */
+int atom_munge_decode(const char *munge_socket, const char *cred, char **payload, size_t *len,
+                      uid_t *uid, gid_t *gid, atom_err *err);
+/* Whether munged answers: encodes and decodes one credential. */
+int atom_munge_check(const char *munge_socket, atom_err *err);
+
+/* A worker's heartbeats to atomd's TCP port. Sending never blocks training: a thread of the
+ * sender connects, has munged sign and sends, and the caller only hands it the newest heartbeat
+ * (one not sent yet is replaced). A heartbeat that cannot go is dropped; a broken connection is
+ * made again with the next one. Closing sends the last heartbeat handed over unless the one
+ * before failed; it waits for a delivery under way (seconds when atomd or munged is gone). */
+typedef struct atom_hb_tcp atom_hb_tcp;
+
+/* NULL (with a warning logged) when the address does not resolve: nothing will be sent. */
+atom_hb_tcp *atom_hb_tcp_open(const char *hostport, const char *munge_socket);
+/* json: one heartbeat (atom_heartbeat_to_json), without a newline. s may be NULL. */
+void atom_hb_tcp_send(atom_hb_tcp *s, const char *json);
+void atom_hb_tcp_close(atom_hb_tcp *s);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Logging: "2026-11-23T14:00:00Z atomd[pid] LEVEL msg" to stderr.                             */

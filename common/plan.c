@@ -3,6 +3,7 @@
  *
  *   {"format": "atom-plan", "version": 1, "job_id": "...", "attempt": 0,
  *    "run_dir": "...", "heartbeat_addr": "...",
+ *    "atomd_host": "...", "heartbeat_tcp": "host:port", "munge_socket": "...",
  *    "spec": { the normalised spec, atom_spec_to_json },
  *    "world": 8, "switches_used": 1,
  *    "nodes": [{"name": "gpu001", "addr": "", "gpus": 8, "switch": 0, "has_gpus": true}, ...],
@@ -62,6 +63,9 @@ char *atom_plan_to_json(const atom_plan *plan)
     json_object_set_new(root, "attempt", json_integer(plan->attempt));
     json_object_set_new(root, "run_dir", json_string(plan->run_dir));
     json_object_set_new(root, "heartbeat_addr", json_string(plan->heartbeat_addr));
+    json_object_set_new(root, "atomd_host", json_string(plan->atomd_host));
+    json_object_set_new(root, "heartbeat_tcp", json_string(plan->heartbeat_tcp));
+    json_object_set_new(root, "munge_socket", json_string(plan->munge_socket));
     json_object_set_new(root, "spec", spec);
     json_object_set_new(root, "world", json_integer(plan->world));
     json_object_set_new(root, "switches_used", json_integer(plan->n_switches_used));
@@ -196,6 +200,11 @@ static int plan_from_root(json_t *root, atom_plan *plan, atom_err *err)
         atom_json_get_str(root, "run_dir", plan->run_dir, sizeof plan->run_dir, "plan: ", err) ||
         atom_json_get_str(root, "heartbeat_addr", plan->heartbeat_addr, sizeof plan->heartbeat_addr, "plan: ",
                    err) ||
+        atom_json_get_str(root, "atomd_host", plan->atomd_host, sizeof plan->atomd_host, "plan: ", err) ||
+        atom_json_get_str(root, "heartbeat_tcp", plan->heartbeat_tcp, sizeof plan->heartbeat_tcp, "plan: ",
+                          err) ||
+        atom_json_get_str(root, "munge_socket", plan->munge_socket, sizeof plan->munge_socket, "plan: ",
+                          err) ||
         atom_json_get_int(root, "world", 1, 1 << 24, &plan->world, "plan: ", err) ||
         atom_json_get_int(root, "switches_used", 0, 1 << 20, &plan->n_switches_used, "plan: ", err))
         return -1;

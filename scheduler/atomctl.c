@@ -28,7 +28,8 @@ static const atomctl_command commands[] = {
      "  verify  checks every checksum of every dataset; exit 1 naming the first bad one\n"
      "  export  the model weights as safetensors under GPT-2's names (docs/checkpoint-format.md);\n"
      "          OUT defaults to FILE with the .safetensors ending\n"},
-    /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH. */
+    /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH, and every
+     * one but run --server HOST:PORT (atomd's TCP port from another node). */
     {"run", atomctl_cmd_run, "run a job here and follow it to its end (starts atomd if needed)",
      "atomctl run JOB.yaml [--cluster INVENTORY.yaml] [--socket PATH]\n"
      "  Validates the spec, starts a private atomd for this machine when none is reachable, submits\n"
@@ -116,7 +117,13 @@ static void print_help(FILE *out)
             "  1  failed: an invalid spec, a job that does not fit, an unreadable file\n"
             "  2  usage: unknown command or flag, missing argument\n"
             "  3  atomd cannot be reached\n"
-            "  130  run: interrupted (^C cancelled the job)\n");
+            "  130  run: interrupted (^C cancelled the job)\n"
+            "\n"
+            "environment:\n"
+            "  ATOM_SOCKET        atomd's Unix socket on this machine (as --socket PATH)\n"
+            "  ATOM_SERVER        HOST:PORT: talk to atomd's TCP port from another node, every request\n"
+            "                     signed by munged (as --server HOST:PORT; not for run)\n"
+            "  ATOM_MUNGE_SOCKET  munged's socket when it is not munged's default\n");
 }
 
 int main(int argc, char **argv)

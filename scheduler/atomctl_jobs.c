@@ -58,27 +58,47 @@ static int parse_opts(int argc, char **argv, const char *accepted, int min_args,
         {"all", no_argument, NULL, 'a'},          {"follow", no_argument, NULL, 'f'},
         {"rank", required_argument, NULL, 'r'},   {"attempt", required_argument, NULL, 't'},
         {"reason", required_argument, NULL, 'R'}, {"cluster", required_argument, NULL, 'C'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+        {"server", required_argument, NULL, 'S'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
     o->rank = -1;
-    atom_client_default_socket(o->socket, sizeof o->socket);
     const char *cmd = argv[0];
+    /* atomd's TCP port (--server, ATOM_SERVER) for every command but run, which starts a private
+     * atomd on this machine and so stays on the local socket. */
+    bool remote_ok = strcmp(cmd, "run") != 0;
+    atom_client_default_socket(o->socket, sizeof o->socket);
+    if (remote_ok && atom_client_default_server(o->socket, sizeof o->socket) && !atom_client_is_tcp(o->socket)) {
+        *rc = usage_error(cmd, synopsis, "ATOM_SERVER=%s is not HOST:PORT", o->socket);
+        return -1;
+    }
     optind = 0; /* a fresh getopt for this command's argv */
     opterr = 0;
     int opt;
-    while ((opt = getopt_long(argc, argv, "s:jafr:t:R:C:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "s:jafr:t:R:C:S:h", longopts, NULL)) != -1) {
         if (opt == 'h') {
             printf("usage: atomctl %s %s\n", cmd, synopsis);
             *rc = EXIT_OK;
             return -1;
         }
-        if (opt == '?' || (opt != 's' && !strchr(accepted, opt))) {
+        if (opt == 'S' && !remote_ok) {
+            *rc = usage_error(cmd, synopsis, "--server %s: run starts or uses an atomd on this machine; "
+                              "submit and the other commands take --server", optarg);
+            return -1;
+        }
+        if (opt == '?' || (opt != 's' && opt != 'S' && !strchr(accepted, opt))) {
             *rc = usage_error(cmd, synopsis, "unknown or misplaced option '%s'", argv[optind - 1]);
             return -1;
         }
         char *end = NULL;
         switch (opt) {
         case 's': snprintf(o->socket, sizeof o->socket, "%s", optarg); break;
+        case 'S':
+            if (!atom_client_is_tcp(optarg) || strlen(optarg) >= sizeof o->socket) {
+                *rc = usage_error(cmd, synopsis, "--server %s: not HOST:PORT", optarg);
+                return -1;
+            }
+            snprintf(o->socket, sizeof o->socket, "%s", optarg);
+            break;
         case 'j': o->json = true; break;
         case 'a': o->all = true; break;
         case 'f': o->follow = true; break;

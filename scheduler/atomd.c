@@ -37,6 +37,8 @@ static void usage(FILE *out)
 "      --metrics-port PORT  serve Prometheus metrics on http://127.0.0.1:PORT/metrics (config\n"
             "                           metrics_address for another address; default off)\n"
             "      --policy NAME        backfill (default), priority or fifo\n"
+            "      --tcp-listen HOST:PORT  also listen on TCP, every message with a MUNGE credential\n"
+            "                           (config tcp_listen, munge_socket; default off)\n"
             "      --simulate           run the scheduler in virtual time over a trace instead (see\n"
             "                           atomd --simulate --help)\n"
             "  -v, --verbose            debug logging\n"
@@ -90,6 +92,7 @@ static void defaults(atomd_config *cfg)
     cfg->stop_grace = 30;
     cfg->limit_warning = 60;
     cfg->keep_finished = 10000;
+    cfg->tcp_request_timeout = 30;
 }
 
 static int set_key(atomd_config *cfg, const char *key, const char *value, atom_err *err)
@@ -109,6 +112,16 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return COPY(metrics_address);
     if (strcmp(key, "health_check") == 0)
         return COPY(health_program);
+    if (strcmp(key, "munge_socket") == 0)
+        return COPY(munge_socket);
+    if (strcmp(key, "tcp_listen") == 0) {
+        char host[256];
+        int port;
+        atom_err perr = {{0}};
+        if (value[0] && atom_hostport_parse(value, host, sizeof host, &port, &perr))
+            return atom_errf(err, "tcp_listen: %s (e.g. 0.0.0.0:6830; empty: off)", perr.msg);
+        return COPY(tcp_listen);
+    }
     if (strcmp(key, "launcher") == 0) {
         if (!atomd_launcher_named(value))
             return atom_errf(err, "launcher: \"%s\" is not mpirun or slurm", value);
@@ -139,6 +152,7 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
                   : strcmp(key, "health_interval") == 0 ? &cfg->health_interval
                   : strcmp(key, "health_fresh") == 0   ? &cfg->health_fresh
                   : strcmp(key, "health_timeout") == 0 ? &cfg->health_timeout
+                  : strcmp(key, "tcp_request_timeout") == 0 ? &cfg->tcp_request_timeout
                                                        : NULL;
     if (!dur)
         return atom_errf(err, "unknown setting \"%s\"", key);
@@ -190,14 +204,14 @@ int main(int argc, char **argv)
         {"state-dir", required_argument, NULL, 'd'}, {"cluster", required_argument, NULL, 'C'},
         {"admin-group", required_argument, NULL, 'g'}, {"idle-exit", required_argument, NULL, 'i'},
         {"launcher", required_argument, NULL, 'L'}, {"metrics-port", required_argument, NULL, 'M'},
-        {"policy", required_argument, NULL, 'P'},
+        {"policy", required_argument, NULL, 'P'}, {"tcp-listen", required_argument, NULL, 'T'},
         {"verbose", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--simulate") == 0)
             return atomd_simulate_main(argc, argv);
     atomd d;
     memset(&d, 0, sizeof d);
-    d.listen_fd = d.hb_fd = d.signal_fd = -1;
+    d.listen_fd = d.hb_fd = d.signal_fd = d.tcp_fd = -1;
     d.metrics.listen_fd = -1;
     defaults(&d.cfg);
     atom_err err = {{0}};
@@ -228,6 +242,7 @@ int main(int argc, char **argv)
         case 'L': key = "launcher"; break;
         case 'M': key = "metrics_port"; break;
         case 'P': key = "policy"; break;
+        case 'T': key = "tcp_listen"; break;
         case 'v': level = ATOM_LOG_DEBUG; continue;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

@@ -43,6 +43,11 @@ typedef struct atomd_config {
     double health_interval;         /* seconds between checks of every node (0: before jobs only) */
     double health_fresh;            /* a check passed this recently counts as "before the job" */
     double health_timeout;          /* a check running longer fails */
+    char tcp_listen[300];           /* "" : no TCP port; else HOST:PORT (every message carries a
+                                     * MUNGE credential; server.c) */
+    char munge_socket[ATOM_PATH_MAX]; /* munged's socket ("" : libmunge's default), here and on
+                                     * every node the workers run on */
+    double tcp_request_timeout;     /* seconds a TCP peer may take to finish a request line */
 } atomd_config;
 
 /* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so
@@ -90,6 +95,8 @@ typedef struct atomd {
     int n_usage;
 
     int listen_fd, hb_fd, signal_fd;
+    int tcp_fd;                /* -1: no TCP port (not configured, or munged did not answer) */
+    char heartbeat_tcp[300];   /* where workers on other nodes reach tcp_fd ("" : nowhere) */
     atomd_client *clients;
     int n_clients;
 
@@ -122,12 +129,18 @@ atomd_usage *atomd_usage_get(atomd *d, const char *project);
 double atomd_usage_now(atomd *d, const char *project, double now);
 void atomd_usage_add(atomd *d, const char *project, double gpu_seconds, double now);
 
-/* The server (server.c): binds the client socket and the heartbeat socket, then runs the event
+/* The server (server.c): binds the client socket, the heartbeat socket and, when tcp_listen is
+ * set and munged answers, the TCP port (a warning and local sockets only when munged does not
+ * answer, as the issue asks: without munged atomd listens only locally); then runs the event
  * loop until SIGTERM or SIGINT (or idle_exit). atomd_server_run returns 0 on a clean stop, -1
  * when the store fails (atomd must not answer what it could not make durable). */
 int atomd_server_open(atomd *d, atom_err *err);
 int atomd_server_run(atomd *d);
 void atomd_server_close(atomd *d);
+
+/* Fills the plan's ways to reach atomd: the heartbeat socket, and for ranks on other nodes the
+ * TCP port with the munged socket to sign with. */
+void atomd_server_plan_addrs(const atomd *d, atom_plan *plan);
 
 /* Whether uid may act as an administrator (root, or in cfg.admin_group via getgrouplist). */
 bool atomd_is_admin(const atomd *d, uid_t uid);

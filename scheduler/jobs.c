@@ -263,7 +263,7 @@ planned_dir:
     snprintf(plan.job_id, sizeof plan.job_id, "%s", job->id_text);
     plan.attempt = a->n;
     snprintf(plan.run_dir, sizeof plan.run_dir, "%s", dir);
-    snprintf(plan.heartbeat_addr, sizeof plan.heartbeat_addr, "%s", d->cfg.hb_path);
+    atomd_server_plan_addrs(d, &plan);
     if (d->launcher->prepare(&plan, dir, d->cfg.worker, &a->launch, err))
         goto fail;
 

@@ -144,7 +144,7 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
                          "of %d", world, per_node, tensor);
     char uid_opt[32], gid_opt[32];
     char name[ATOM_NAME_MAX + 16], nodes[32], tasks[48], time_opt[48], output[ATOM_PATH_MAX + 32],
-        chdir_opt[ATOM_PATH_MAX + 16], export_opt[PATH_MAX + ATOM_NAME_MAX + 64],
+        chdir_opt[ATOM_PATH_MAX + 16], export_opt[PATH_MAX + ATOM_PATH_MAX + 512],
         spec_path[ATOM_PATH_MAX + 16];
     snprintf(name, sizeof name, "--job-name=atom-%s", plan->job_id[0] ? plan->job_id : s->name);
     /* The atom-srun options go before the spec (the template passes them first). */
@@ -158,8 +158,14 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     if (strpbrk(job_id, ",= \t\n") || strchr(srun, ','))
         return atom_errf(err, "the job id \"%s\" or the wrapper path %s holds a character sbatch "
                          "--export cannot carry", job_id, srun);
-    snprintf(export_opt, sizeof export_opt, "--export=ALL,ATOM_SRUN=%s,ATOM_JOB_ID=%s,ATOM_ATTEMPT=%d",
-             srun, job_id, plan->attempt);
+    /* Ranks on other nodes than atomd's send heartbeats over TCP (common.h's atom_hb_tcp). */
+    if (strpbrk(plan->heartbeat_tcp, ",") || strpbrk(plan->atomd_host, ",") || strchr(plan->munge_socket, ','))
+        return atom_errf(err, "atomd's TCP address, host name or munge_socket holds a comma, which "
+                         "sbatch --export cannot carry");
+    if ((size_t)snprintf(export_opt, sizeof export_opt, "--export=ALL,ATOM_SRUN=%s,ATOM_JOB_ID=%s,ATOM_ATTEMPT=%d,"
+                         "ATOM_HEARTBEAT_TCP=%s,ATOM_ATOMD_HOST=%s,ATOM_MUNGE_SOCKET=%s", srun, job_id,
+                         plan->attempt, plan->heartbeat_tcp, plan->atomd_host, plan->munge_socket) >= sizeof export_opt)
+        return atom_errf(err, "sbatch --export: the paths are too long");
     snprintf(spec_path, sizeof spec_path, "%s/spec.yaml", launch->run_dir);
     char *argv[32];
     int n = 0;

@@ -194,6 +194,11 @@ char *atomd_metrics_text(atomd *d)
     fprintf(f, "atom_sched_passes_total %ld\n", d->metrics.passes);
     help(f, "atom_store_commits_total", "counter", "State store transactions committed since atomd started");
     fprintf(f, "atom_store_commits_total %ld\n", d->store.commits);
+    help(f, "atom_tcp_messages_total", "counter", "Lines on the TCP port since atomd started: requests, "
+         "heartbeats, and lines refused for their MUNGE credential (none, bad, expired, replayed)");
+    fprintf(f, "atom_tcp_messages_total{kind=\"request\"} %ld\n", d->metrics.tcp_requests);
+    fprintf(f, "atom_tcp_messages_total{kind=\"heartbeat\"} %ld\n", d->metrics.tcp_heartbeats);
+    fprintf(f, "atom_tcp_messages_total{kind=\"refused\"} %ld\n", d->metrics.tcp_refused);
     if (fclose(f) != 0) {
         free(text);
         return NULL;

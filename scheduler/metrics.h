@@ -15,6 +15,8 @@
  *   atom_job_checkpoint_age_seconds {job,name,project}               (running jobs)
  *   atom_project_usage_gpu_seconds{project}                          (decayed: what fair share sees)
  *   atom_sched_pass_seconds (the last pass), atom_sched_passes_total, atom_store_commits_total
+ *   atom_tcp_messages_total{kind=request|heartbeat|refused}          (the TCP port: refused =
+ *                                                                     no, a bad or a stale credential)
  */
 #ifndef ATOM_SCHEDULER_METRICS_H
 #define ATOM_SCHEDULER_METRICS_H
@@ -40,6 +42,7 @@ typedef struct atomd_metrics {
     atomd_metrics_conn *conns;
     int n_conns;
     long passes;    /* scheduling passes so far */
+    long tcp_requests, tcp_heartbeats, tcp_refused; /* lines on the TCP port (server.c) */
 } atomd_metrics;
 
 /* Binds cfg.metrics_address:cfg.metrics_port when the port is set; off otherwise. */

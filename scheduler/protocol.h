@@ -29,7 +29,8 @@
 struct atomd;
 typedef struct json_t json_t;
 
-/* Who sent a request (from SO_PEERCRED). */
+/* Who sent a request: SO_PEERCRED on the Unix socket, the MUNGE credential on the TCP port
+ * (pid 0 there). */
 typedef struct atomd_caller {
     uid_t uid;
     pid_t pid;

@@ -79,6 +79,8 @@ static void usage(FILE *out)
             "                    runs in (srun), as deploy/slurm/atom-srun starts it\n"
             "  --run-dir DIR     with --spec: where train.jsonl and heartbeats go (default: none)\n"
             "  --heartbeat SOCK  with --spec: also send heartbeats to this Unix socket\n"
+            "                    (with --slurm, ranks on other nodes than ATOM_ATOMD_HOST send them\n"
+            "                    to ATOM_HEARTBEAT_TCP, HOST:PORT, signed by munged: ATOM_MUNGE_SOCKET)\n"
             "  --stop-after N    stop as on SIGUSR1 once N steps are done (checkpoint, exit 75)\n"
             "  --help            this text\n"
             "\n"
@@ -141,6 +143,17 @@ static int plan_from_slurm(const char *spec_path, const char *run_dir, const cha
         snprintf(plan->run_dir, sizeof plan->run_dir, "%s", run_dir);
     if (heartbeat)
         snprintf(plan->heartbeat_addr, sizeof plan->heartbeat_addr, "%s", heartbeat);
+    /* atomd's Slurm launcher exports its TCP port (sbatch --export): ranks on other nodes than
+     * atomd's send their heartbeats there, as with a plan file. */
+    const char *tcp = getenv("ATOM_HEARTBEAT_TCP"), *host = getenv("ATOM_ATOMD_HOST");
+    const char *munge_socket = getenv("ATOM_MUNGE_SOCKET");
+    if (tcp && (size_t)snprintf(plan->heartbeat_tcp, sizeof plan->heartbeat_tcp, "%s", tcp) >= sizeof plan->heartbeat_tcp)
+        return atom_errf(err, "ATOM_HEARTBEAT_TCP is too long");
+    if (host)
+        snprintf(plan->atomd_host, sizeof plan->atomd_host, "%.*s", (int)sizeof plan->atomd_host - 1, host);
+    if (munge_socket && (size_t)snprintf(plan->munge_socket, sizeof plan->munge_socket, "%s", munge_socket) >=
+                            sizeof plan->munge_socket)
+        return atom_errf(err, "ATOM_MUNGE_SOCKET is too long");
     return 0;
 }
 

@@ -23,6 +23,11 @@
 /* Heartbeats go out at most this often (and on the first and last step), so a fast loop does
  * not flood atomd or the run folder; hang detection works in tens of seconds. */
 #define HEARTBEAT_MIN_INTERVAL_S 1.0
+/* Over TCP atomd's loop pays a MUNGE decode per heartbeat (tens of microseconds, bench/sched):
+ * 10,000 remote ranks at 1/s would keep it busy. Ranks other than 0 (whose heartbeat carries the
+ * progress users watch) send over TCP at most every heartbeat_timeout / 10, within 1 to 10 s,
+ * which still shows a hang well within the timeout. */
+#define HEARTBEAT_TCP_MAX_INTERVAL_S 10.0
 
 double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t warmup,
                   int64_t steps, int64_t step)
@@ -43,7 +48,10 @@ double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t w
 
 /* ------------------------------------------------------------------------------------------ */
 /* Heartbeats: a JSON line per message, appended to this rank's file in the run folder and sent,
- * without blocking, to atomd's Unix socket when the plan names one.                           */
+ * without blocking, to atomd: to its Unix socket from a rank on atomd's own node, over TCP with
+ * a MUNGE credential (common's atom_hb_tcp) from a rank on any other node when atomd has a TCP
+ * port. Which node is atomd's: the plan's atomd_host, compared with this rank's plan node name
+ * (inventory names are host names).                                                          */
 
 typedef struct hb_sender {
     FILE *file;                 /* RUN_DIR/heartbeat.rank-N.jsonl, or NULL */
@@ -51,7 +59,11 @@ typedef struct hb_sender {
     bool have_addr;
     int fd;                     /* -1: not connected (atomd absent or gone): retried next time */
     int sock_type;              /* SOCK_DGRAM first; SOCK_STREAM if atomd listens on a stream */
+    bool use_tcp;               /* this rank is on another node than atomd: tcp, not addr */
+    atom_hb_tcp *tcp;           /* NULL: the address did not resolve (logged) */
     double last_sent;           /* monotonic seconds; -inf before the first */
+    double last_sent_tcp;       /* the same for what went over TCP */
+    double tcp_interval;        /* seconds between heartbeats over TCP */
     atom_heartbeat hb;          /* identity fields filled once */
 } hb_sender;
 
@@ -60,7 +72,14 @@ static void hb_open(hb_sender *s, const atom_plan *plan, int rank, const char *h
     memset(s, 0, sizeof *s);
     s->fd = -1;
     s->sock_type = SOCK_DGRAM;
-    s->last_sent = -INFINITY;
+    s->last_sent = s->last_sent_tcp = -INFINITY;
+    s->tcp_interval = HEARTBEAT_MIN_INTERVAL_S;
+    if (rank != 0) {
+        double t = (double)plan->spec.restart.heartbeat_timeout / 10.0;
+        s->tcp_interval = t < HEARTBEAT_MIN_INTERVAL_S       ? HEARTBEAT_MIN_INTERVAL_S
+                          : t > HEARTBEAT_TCP_MAX_INTERVAL_S ? HEARTBEAT_TCP_MAX_INTERVAL_S
+                                                             : t;
+    }
     snprintf(s->hb.job_id, sizeof s->hb.job_id, "%s", plan->job_id);
     s->hb.attempt = plan->attempt;
     s->hb.rank = rank;
@@ -75,7 +94,11 @@ static void hb_open(hb_sender *s, const atom_plan *plan, int rank, const char *h
             atom_log(ATOM_LOG_WARN, "rank %d: cannot open %s: %s (heartbeats not written)", rank,
                      path, strerror(errno));
     }
-    if (plan->heartbeat_addr[0]) {
+    const char *node = plan->nodes[plan->ranks[rank].node].name;
+    if (plan->heartbeat_tcp[0] && plan->atomd_host[0] && strcmp(node, plan->atomd_host) != 0) {
+        s->use_tcp = true;
+        s->tcp = atom_hb_tcp_open(plan->heartbeat_tcp, plan->munge_socket);
+    } else if (plan->heartbeat_addr[0]) {
         if (strlen(plan->heartbeat_addr) >= sizeof s->addr.sun_path) {
             atom_log(ATOM_LOG_WARN, "rank %d: heartbeat socket path too long: %s", rank,
                      plan->heartbeat_addr);
@@ -151,6 +174,14 @@ static void hb_send(hb_sender *s, int64_t step, const coll_ctx *coll, bool force
         fprintf(s->file, "%s\n", json);
         fflush(s->file);
     }
+    if (s->use_tcp) {
+        if (force || now - s->last_sent_tcp >= s->tcp_interval) {
+            s->last_sent_tcp = now;
+            atom_hb_tcp_send(s->tcp, json);
+        }
+        free(json);
+        return;
+    }
     char *line = malloc(len + 2);
     if (line) {
         memcpy(line, json, len);
@@ -168,6 +199,8 @@ static void hb_close(hb_sender *s)
         fclose(s->file);
     if (s->fd >= 0)
         close(s->fd);
+    atom_hb_tcp_close(s->tcp);
+    s->tcp = NULL;
     s->file = NULL;
     s->fd = -1;
 }

@@ -7,13 +7,19 @@ target (run by bench/sched/run.sh; a benchmark, not a test: it asserts nothing a
   - `atomctl status` wall time, process start included, with 10,000 GPUs and 1,000 jobs
     (target <= 50 ms): the median of 20 runs
   - atomd's memory at that size (VmRSS, VmHWM)
+  - with --tcp yes: atomd also listens on TCP with a private munged, and the submissions go both
+    through the Unix socket and through the TCP port, each request in a fresh MUNGE credential
+    (encoded by libmunge in the client threads), in the same run; then atom-bench-munge, the cost
+    of one encode and one decode
 The inventory's nodes are fictional, so every node is drained first and the jobs stay pending
 (status lists them all the same; nothing runs).
 
-usage: bench_daemon.py --atomd BIN --ctl BIN --worker BIN [--jobs N] [--slurm yes]"""
+usage: bench_daemon.py --atomd BIN --ctl BIN --worker BIN [--jobs N] [--slurm yes] [--tcp yes]"""
+import ctypes
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +33,7 @@ sys.path.insert(0, os.path.join(SRC, "tests", "atomd"))
 import harness  # noqa: E402
 
 CLIENTS = 4
+TCP_ROUNDS = 4
 
 
 def pipelined(d, requests):
@@ -45,16 +52,46 @@ def pipelined(d, requests):
     return answers
 
 
-def submit_rate(d, n):
+class MungeEncoder:
+    """munge_encode through libmunge itself (one context per client thread)."""
+
+    def __init__(self, munge_socket):
+        self.lib = ctypes.CDLL("libmunge.so.2")
+        self.libc = ctypes.CDLL(None)
+        self.lib.munge_ctx_create.restype = ctypes.c_void_p
+        self.lib.munge_encode.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p,
+                                          ctypes.c_char_p, ctypes.c_int]
+        self.lib.munge_strerror.restype = ctypes.c_char_p
+        self.libc.free.argtypes = [ctypes.c_void_p]
+        self.ctx = self.lib.munge_ctx_create()
+        MUNGE_OPT_SOCKET = 8
+        self.lib.munge_ctx_set(ctypes.c_void_p(self.ctx), MUNGE_OPT_SOCKET, ctypes.c_char_p(munge_socket.encode()))
+
+    def encode(self, payload):
+        cred = ctypes.c_void_p()
+        rc = self.lib.munge_encode(ctypes.byref(cred), ctypes.c_void_p(self.ctx), payload, len(payload))
+        harness.check(rc == 0, "munge_encode: %s" % self.lib.munge_strerror(rc))
+        text = ctypes.string_at(cred)
+        self.libc.free(cred)
+        return text
+
+
+def submit_rate(d, n, tcp=False):
     template = d.job(d.submit(d.spec("bench-template")))["spec"]
     commits0 = d.request({"op": "ping"})["commits"]
 
     def client(t):
-        s = d.connect()
+        if tcp:
+            s = socket.create_connection(("127.0.0.1", d.tcp_port))
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            enc = MungeEncoder(d.munge.socket)
+        else:
+            s = d.connect()
         buf = b""
         for i in range(n // CLIENTS):
             spec = json.dumps(dict(template, name="b-%d-%d" % (t, i)))
-            s.sendall((json.dumps({"op": "submit", "spec": spec}) + "\n").encode())
+            req = json.dumps({"op": "submit", "spec": spec}).encode()
+            s.sendall((enc.encode(req) if tcp else req) + b"\n")
             while b"\n" not in buf:
                 buf += s.recv(65536)
             line, buf = buf.split(b"\n", 1)
@@ -95,14 +132,35 @@ def sbatch_rate(n):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def bench(d, n, slurm):
+def bench(d, n, slurm, tcp, bin_dir):
     nodes = d.request({"op": "nodes"})["nodes"]
     answers = pipelined(d, [{"op": "drain", "node": x["name"], "reason": "benchmark"} for x in nodes])
     harness.check(all(a.get("ok") for a in answers), "drain: %r" % answers[:3])
     gpus = sum(x["gpus"] for x in nodes)
-    total, took, commits = submit_rate(d, n)
+    if tcp:
+        # Alternating rounds: every pending job makes each scheduling pass longer, so the
+        # transports take turns and see the same queue sizes.
+        sums = {False: [0, 0.0, 0], True: [0, 0.0, 0]}
+        for _ in range(TCP_ROUNDS):
+            for over_tcp in (False, True):
+                for i, v in enumerate(submit_rate(d, n // TCP_ROUNDS, tcp=over_tcp)):
+                    sums[over_tcp][i] += v
+        total, took, commits = sums[False]
+    else:
+        total, took, commits = submit_rate(d, n)
     print("submissions through the socket: %d from %d clients in %.2f s: %.0f/s (target >= 1000/s); "
           "%d COMMITs, %.1f submissions each" % (total, CLIENTS, took, total / took, commits, total / max(commits, 1)))
+    if tcp:
+        unix_rate = total / took
+        total, took, commits = sums[True]
+        print("submissions through the TCP port, a MUNGE credential each: %d from %d clients in %.2f s: "
+              "%.0f/s, %.2fx the Unix socket's %.0f/s in the same %d alternating rounds; %d COMMITs, "
+              "%.1f submissions each" % (total, CLIENTS, took, total / took, total / took / unix_rate, unix_rate,
+                                         TCP_ROUNDS, commits, total / max(commits, 1)))
+        r = subprocess.run([os.path.join(bin_dir, "atom-bench-munge"), "--socket", d.munge.socket],
+                           capture_output=True, text=True, timeout=300)
+        harness.check(r.returncode == 0, "atom-bench-munge: %s" % r.stderr)
+        print(r.stdout.strip())
     times = []
     for _ in range(20):
         t0 = time.monotonic()
@@ -120,7 +178,10 @@ def bench(d, n, slurm):
 
 
 if __name__ == "__main__":
-    args = harness.parse_args(["--jobs", "--slurm"])
+    args = harness.parse_args(["--jobs", "--slurm", "--tcp"])
     with open(os.path.join(SRC, "configs", "clusters", "cluster-10k.yaml")) as f:
         cluster = f.read()
-    harness.run(lambda d: bench(d, int(args.jobs or 1000), args.slurm == "yes"), args, cluster=cluster)
+    tcp = args.tcp == "yes"
+    harness.run(lambda d: bench(d, int(args.jobs or 1000), args.slurm == "yes", tcp,
+                                os.path.dirname(os.path.abspath(args.atomd))),
+                args, cluster=cluster, tcp=tcp)

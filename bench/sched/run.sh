@@ -9,9 +9,13 @@
 #     wall time (target: seconds), with its report.
 #  3. A real atomd on that inventory (bench_daemon.py): submissions/s through the socket (target
 #     >= 1,000/s), `atomctl status` with 1,000 jobs (target <= 50 ms), atomd's memory; with
-#     SLURM=yes (as root), the same number of sbatch submissions to a local Slurm beside it.
+#     SLURM=yes (as root), the same number of sbatch submissions to a local Slurm beside it; with
+#     TCP=yes, the same submissions through atomd's TCP port with a MUNGE credential each (a
+#     private munged), beside the Unix socket's in the same run, and the cost of one MUNGE
+#     encode + decode (atom-bench-munge).
 #
 #   bench/sched/run.sh build-ops            SLURM=yes bench/sched/run.sh build-ops
+#   TCP=yes bench/sched/run.sh build
 set -eu
 BUILD=${1:?usage: bench/sched/run.sh BUILD_DIR}
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
@@ -40,4 +44,4 @@ echo "== a day of trace on 10,000 GPUs, three policies (target: seconds)"
 
 echo "== a real atomd with 10,000 GPUs and 1,000 jobs"
 python3 "$SRC/bench/sched/bench_daemon.py" --atomd "$ATOMD" --ctl "$BUILD/bin/atomctl" \
-    --worker "$BUILD/tests/atomd/atomd_fake_worker" --jobs 1000 --slurm "${SLURM:-no}"
+    --worker "$BUILD/tests/atomd/atomd_fake_worker" --jobs 1000 --slurm "${SLURM:-no}" --tcp "${TCP:-no}"

@@ -2,13 +2,15 @@
 virtual nodes n1..n4 of 8 emulated GPUs; stopped by PID whatever happens) and the real atom-worker:
 the cluster comes from sinfo; a job goes through sbatch, its heartbeats reach atomd, it ends done;
 a job is cancelled through scancel; a running job survives a SIGKILL of atomd (re-adopted from
-Slurm, not submitted twice) and ends done."""
+Slurm, not submitted twice) and ends done; with atomd's TCP port on (the cluster's munged), a job's
+ranks on the Slurm nodes, which are not atomd's host, send their heartbeats over TCP."""
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
+import urllib.request
 
 import harness
 from harness import check
@@ -16,6 +18,7 @@ from harness import check
 SOURCE = os.environ.get("ATOM_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEPLOY = os.path.join(SOURCE, "deploy", "slurm")
 NOBODY = 65534
+CLUSTER_DIR = None  # start-local.sh's folder (its munged's socket is under munge/)
 MODEL = "model:\n  layers: 2\n  channels: 64\n  heads: 2\n  vocab: 256\n  context: 32\n"
 
 
@@ -69,12 +72,30 @@ def test(d):
     info = d.wait_state(job, "done", timeout=120)
     check(len(info["attempts"]) == 1, "not submitted twice: %s" % info["attempts"])
 
+    # atomd's TCP port: n1..n4 are not atomd's host, so the ranks send heartbeats over TCP, each
+    # in a credential of the cluster's munged (metrics count them: atomd restarted, so only these)
+    d.stop()
+    metrics_port = harness.free_port()
+    with open(os.path.join(d.tmp, "atomd.conf"), "a") as f:
+        f.write("tcp_listen = 127.0.0.1:%d\nmunge_socket = %s\nmetrics_port = %d\n"
+                % (harness.free_port(), os.path.join(CLUSTER_DIR, "munge", "munge.socket"), metrics_port))
+    d.start()
+    job = d.submit(spec(d, "slurm-tcp", 20))
+    info = d.wait_state(job, "done", timeout=90)
+    check(info["job"].get("step") == 20, "heartbeats over TCP reached atomd: %s" % info["job"])
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % metrics_port, timeout=10) as r:
+        text = r.read().decode()
+    hb = [line for line in text.splitlines() if line.startswith('atom_tcp_messages_total{kind="heartbeat"}')]
+    check(hb and int(hb[0].split()[-1]) > 0, "heartbeats counted on the TCP port: %s" % hb)
+
 
 def main():
     args = harness.parse_args()
     base = tempfile.mkdtemp(prefix="atomd-slurm-")
     os.chmod(base, 0o755)  # munged refuses a socket folder others cannot reach
     cluster = os.path.join(base, "cluster")
+    global CLUSTER_DIR
+    CLUSTER_DIR = cluster
     r = subprocess.run(["bash", os.path.join(DEPLOY, "start-local.sh"), cluster], capture_output=True, text=True,
                        timeout=60)
     try:

@@ -50,6 +50,9 @@ static void make_plan(atom_plan *plan)
     plan->attempt = 3;
     snprintf(plan->run_dir, sizeof plan->run_dir, "/var/lib/atom/runs/j42/3");
     snprintf(plan->heartbeat_addr, sizeof plan->heartbeat_addr, "/run/atom/atomd.sock");
+    snprintf(plan->atomd_host, sizeof plan->atomd_host, "sched01");
+    snprintf(plan->heartbeat_tcp, sizeof plan->heartbeat_tcp, "sched01:6830");
+    snprintf(plan->munge_socket, sizeof plan->munge_socket, "/run/munge/munge.socket.2");
     atom_placement_free(&p);
     atom_planner_free(&pl);
     atom_inventory_free(&inv);
@@ -61,6 +64,9 @@ static void assert_same_plan(const atom_plan *a, const atom_plan *b)
     assert_int_equal(a->attempt, b->attempt);
     assert_string_equal(a->run_dir, b->run_dir);
     assert_string_equal(a->heartbeat_addr, b->heartbeat_addr);
+    assert_string_equal(a->atomd_host, b->atomd_host);
+    assert_string_equal(a->heartbeat_tcp, b->heartbeat_tcp);
+    assert_string_equal(a->munge_socket, b->munge_socket);
     assert_int_equal(a->world, b->world);
     assert_int_equal(a->n_nodes, b->n_nodes);
     assert_int_equal(a->n_switches_used, b->n_switches_used);
