@@ -90,8 +90,8 @@ def test(d):
 
     # stopped resumable (exit 75) without atomd asking: requeued, not a failure
     job = d.submit(d.spec("sleep-r", gpus=1))
-    d.wait_state(job, "running")
-    time.sleep(0.5)
+    # mpirun drops a SIGUSR1 that arrives while it is still starting its ranks: wait for a step
+    harness.wait_until(lambda: d.job(job)["job"].get("step", 0) >= 2, 20, "sleep-r to report a step")
     os.kill(mpirun_pid(d, job), signal.SIGUSR1)  # mpirun forwards it; the worker exits 75
     harness.wait_until(lambda: len(d.job(job)["attempts"]) == 2 and d.state_of(job) == "running", 20,
                        "sleep-r to run again")
