@@ -437,6 +437,17 @@ static void test_gradients_recomputed_attention(void **state)
     check_gradients(&c);
 }
 
+/* The CPU backend's attention multiplies only the causal half of q k^T, in tiles of 32 queries
+ * (and keys): T = 70 gives two whole tiles and a partial one, against the naive forward (which
+ * computes the whole square) and against finite differences. */
+static void test_attention_causal_tiles(void **state)
+{
+    (void)state;
+    const atom_model_cfg c = {.layers = 1, .channels = 8, .heads = 2, .vocab = 5, .context = 70};
+    check_against_naive(&c, 2, true);
+    check_gradients(&c);
+}
+
 /* ---- gpt-tiny at initialisation ---- */
 
 static void test_tiny_initial_loss(void **state)
@@ -584,6 +595,7 @@ int main(void)
         cmocka_unit_test(test_naive_wider),
         cmocka_unit_test(test_gradients_finite_differences),
         cmocka_unit_test(test_gradients_recomputed_attention),
+        cmocka_unit_test(test_attention_causal_tiles),
         cmocka_unit_test(test_tiny_initial_loss),
         cmocka_unit_test(test_adamw_and_norm),
         cmocka_unit_test(test_decay_only_2d),
