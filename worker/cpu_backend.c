@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "worker/backend.h"
+#include "worker/bf16_gemm.h"
 #include "worker/kernels.h"
 
 /* The elementwise and per-row loops are built twice, for AVX2 (8 floats a vector) and for the
@@ -110,8 +111,50 @@ CPU_WIDE static void cpu_layernorm_backward(float *dinp, float *dweight, float *
 
 /* ---- Linear ---- */
 
+/* bf16 operands (bf16_gemm.h): the blocks are rounded into fp32 scratch, then multiplied by
+ * sgemm, which is a bf16 GEMM with fp32 accumulation (a product of two bf16 values is exact in
+ * fp32). The scratch is static (zero-filled memory: no page is touched before a bf16 run, and
+ * no allocation can fail inside an op), and the process's: the ops run on the training thread
+ * only. 1 Mi elements per operand hold every product of gpt-tiny in one block. */
+#define CPU_BF16_SCRATCH ((int64_t)1 << 20)
+static float bf16_scratch[2][CPU_BF16_SCRATCH];
+
+CPU_WIDE static void cpu_bf16_round(int operand, const float *src, int rows, int cols, int ld)
+{
+    float *dst = bf16_scratch[operand];
+    for (int r = 0; r < rows; r++) {
+        const float *s = src + (size_t)r * ld;
+        float *d = dst + (size_t)r * cols;
+        for (int c = 0; c < cols; c++)
+            d[c] = atom_bf16_round(s[c]);
+    }
+}
+
+static void cpu_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
+                                float *C, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, bf16_scratch[0],
+                trans_a ? m : k, bf16_scratch[1], trans_b ? k : n, beta, C, ldc);
+}
+
+static const atom_bf16_gemm_ops CPU_BF16_OPS = {CPU_BF16_SCRATCH, cpu_bf16_round,
+                                                cpu_bf16_block_gemm};
+
+/* Row-major C (M, N) = op(A) op(B) + beta C, in fp32 or with bf16 operands. */
+static void cpu_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (bf16) {
+        atom_bf16_gemm(&CPU_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+}
+
 static void cpu_matmul_forward(float *out, const float *inp, const float *weight,
-                               const float *bias, int N, int IN, int OUT)
+                               const float *bias, int N, int IN, int OUT, bool bf16)
 {
     /* The bias goes in first and sgemm adds onto it (beta = 1): no second pass over out. */
     float beta = 0.0f;
@@ -120,18 +163,16 @@ static void cpu_matmul_forward(float *out, const float *inp, const float *weight
             memcpy(out + (size_t)n * OUT, bias, (size_t)OUT * sizeof(float));
         beta = 1.0f;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, weight, IN,
-                beta, out, OUT);
+    cpu_gemm(bf16, false, true, N, OUT, IN, inp, IN, weight, IN, beta, out, OUT);
 }
 
-CPU_WIDE static void cpu_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                                const float *inp, const float *weight, int N, int IN, int OUT)
+CPU_WIDE static void cpu_matmul_backward(float *dinp, float *dweight, float *dbias,
+                                         const float *dout, const float *inp,
+                                         const float *weight, int N, int IN, int OUT, bool bf16)
 {
     if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT,
-                    weight, IN, 0.0f, dinp, IN);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN,
-                1.0f, dweight, IN);
+        cpu_gemm(bf16, false, false, N, IN, OUT, dout, OUT, weight, IN, 0.0f, dinp, IN);
+    cpu_gemm(bf16, true, false, OUT, IN, N, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias)
         for (int n = 0; n < N; n++) {
             const float *d = dout + (size_t)n * OUT;

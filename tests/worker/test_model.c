@@ -97,6 +97,54 @@ static void test_kernel_tanh(void **state)
     assert_true(atom_exp_neg(1000.0f) > 0.0f && atom_exp_neg(1000.0f) < 1e-37f);
 }
 
+/* Round to nearest, ties to even, on the bit patterns that decide it. */
+static void test_kernel_bf16_rounding(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+        const char *what;
+    } cases[] = {
+        {0x3F800000u, 0x3F80u, "1.0 exact"},
+        {0x3F807FFFu, 0x3F80u, "just below a tie: down"},
+        {0x3F808000u, 0x3F80u, "tie, even kept part: down"},
+        {0x3F808001u, 0x3F81u, "just above a tie: up"},
+        {0x3F818000u, 0x3F82u, "tie, odd kept part: up to even"},
+        {0xBF818000u, 0xBF82u, "negative tie, odd: away from zero to even"},
+        {0x3FFF8000u, 0x4000u, "tie carrying into the exponent"},
+        {0x7F7F7FFFu, 0x7F7Fu, "largest bf16, below the tie"},
+        {0x7F7F8000u, 0x7F80u, "tie above the largest bf16: infinity"},
+        {0x7F7FFFFFu, 0x7F80u, "largest float: infinity"},
+        {0x7F800000u, 0x7F80u, "+infinity"},
+        {0xFF800000u, 0xFF80u, "-infinity"},
+        {0x7FC00000u, 0x7FC0u, "quiet NaN"},
+        {0x7F800001u, 0x7FC0u, "NaN whose payload is all in the dropped half: still NaN"},
+        {0xFF800001u, 0xFFC0u, "negative NaN keeps its sign"},
+        {0x7FBFFFFFu, 0x7FFFu, "signalling NaN with the largest payload: no carry to +0"},
+        {0x00000000u, 0x0000u, "+0"},
+        {0x80000000u, 0x8000u, "-0"},
+        {0x00000001u, 0x0000u, "smallest subnormal: to +0"},
+        {0x00008000u, 0x0000u, "subnormal tie, even: down to 0"},
+        {0x00018000u, 0x0002u, "subnormal tie, odd: up"},
+        {0x00010000u, 0x0001u, "smallest bf16 subnormal exact"},
+        {0x007FFFFFu, 0x0080u, "largest subnormal: up to the smallest normal"},
+        {0x80018000u, 0x8002u, "negative subnormal tie, odd"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float f;
+        memcpy(&f, &cases[i].in, sizeof f);
+        uint16_t got = atom_bf16_bits(f);
+        if (got != cases[i].out)
+            fail_msg("%s: 0x%08X -> 0x%04X, want 0x%04X", cases[i].what, (unsigned)cases[i].in,
+                     (unsigned)got, (unsigned)cases[i].out);
+    }
+    assert_true(atom_bf16_round(1.0f + 0x1p-8f) == 1.0f);
+    assert_true(atom_bf16_round(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);
+    assert_true(atom_bf16_to_float(0x3F82u) == 1.015625f);
+    assert_true(isnan(atom_bf16_round(NAN)) && isinf(atom_bf16_round(INFINITY)));
+}
+
 /* ---- the parameter table ---- */
 
 static void test_table_layout(void **state)
@@ -588,6 +636,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_tanh),
+        cmocka_unit_test(test_kernel_bf16_rounding),
         cmocka_unit_test(test_table_layout),
         cmocka_unit_test(test_init_independent_of_split),
         cmocka_unit_test(test_init_distribution),
