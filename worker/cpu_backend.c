@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "worker/backend.h"
 #include "worker/bf16_gemm.h"
@@ -24,14 +25,26 @@
 
 /* ---- memory ---- */
 
+/* Buffers of 2 MiB or more are aligned to 2 MiB and offered to transparent huge pages: with
+ * 4 KiB pages sgemm's strided reads through the activations miss the TLB. (Linux's default THP
+ * mode, madvise, backs only what is asked for.) */
+#define HUGE_PAGE ((size_t)2 << 20)
+
 static void *cpu_alloc(size_t bytes)
 {
     void *p = NULL;
     size_t rounded = (bytes + 63) / 64 * 64; /* cache-line aligned, never zero bytes */
     if (rounded == 0)
         rounded = 64;
-    if (posix_memalign(&p, 64, rounded) != 0)
+    size_t align = rounded >= HUGE_PAGE ? HUGE_PAGE : 64;
+    if (align == HUGE_PAGE)
+        rounded = (rounded + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+    if (posix_memalign(&p, align, rounded) != 0)
         return NULL;
+#ifdef MADV_HUGEPAGE
+    if (align == HUGE_PAGE)
+        (void)madvise(p, rounded, MADV_HUGEPAGE); /* a hint: refused, the pages stay small */
+#endif
     memset(p, 0, rounded);
     return p;
 }
