@@ -205,8 +205,8 @@ CPU_WIDE static void cpu_matmul_backward(float *dinp, float *dweight, float *dbi
  * softmax row), so att is the whole matrix the backward and the CUDA backend expect. */
 #define ATTN_TILE 32
 
-static void cpu_attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH,
-                                  int hs)
+CPU_WIDE static void cpu_attention_forward(float *out, float *att, const float *qkv, int B,
+                                           int T, int NH, int hs)
 {
     int Cl = NH * hs, ld = 3 * Cl;
     float scale = 1.0f / sqrtf((float)hs);

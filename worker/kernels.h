@@ -178,7 +178,11 @@ static inline ATOM_HD void atom_layernorm_param_grads(float *dw, float *db, cons
 /* ---- causal softmax of one attention row ----------------------------------------------- */
 
 /* row holds the raw scores q.k of query t against keys 0..T-1. Makes it the probabilities
- * softmax(scale * row[0..t]) and zeroes keys after t (the causal mask). */
+ * softmax(scale * row[0..t]) and zeroes keys after t (the causal mask). The exponentials are
+ * atom_exp_neg's (max - score >= 0), in a loop of their own with no call and no branch, which
+ * gcc vectorizes (libm's expf, a call per element, was half the CPU softmax); a NaN score stays
+ * NaN, as expf would keep it (picked by a mask of its bits: with a select gcc moved the exp
+ * into a branch and vectorized nothing). */
 static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, float scale)
 {
     float maxv = -INFINITY;
@@ -187,12 +191,15 @@ static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, flo
         if (s > maxv)
             maxv = s;
     }
-    float sum = 0.0f;
     for (int j = 0; j <= t; j++) {
-        float e = expf(row[j] * scale - maxv);
-        row[j] = e;
-        sum += e;
+        float d = maxv - row[j] * scale;
+        int32_t di = atom_float_bits(d), ei = atom_float_bits(atom_exp_neg(d));
+        int32_t nan = -(int32_t)((di & 0x7FFFFFFF) > 0x7F800000); /* all ones for a NaN */
+        row[j] = atom_bits_float((di & nan) | (ei & ~nan));
     }
+    float sum = 0.0f;
+    for (int j = 0; j <= t; j++)
+        sum += row[j];
     float inv = 1.0f / sum;
     for (int j = 0; j <= t; j++)
         row[j] *= inv;

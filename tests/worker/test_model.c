@@ -97,6 +97,37 @@ static void test_kernel_tanh(void **state)
     assert_true(atom_exp_neg(1000.0f) > 0.0f && atom_exp_neg(1000.0f) < 1e-37f);
 }
 
+/* The causal softmax row (its exponentials are atom_exp_neg's) against double precision; a NaN
+ * score makes the row NaN, as libm's expf would. */
+static void test_kernel_softmax_row(void **state)
+{
+    (void)state;
+    enum { T = 40 };
+    float row[T];
+    double worst = 0;
+    uint64_t x = 12345; /* its own stream: the other tests' data stays as it was */
+    for (int t = 0; t < T; t++) {
+        for (int j = 0; j < T; j++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            /* scores in [-400, 400): differences past 87 take atom_exp_neg's clamp */
+            row[j] = (float)((double)(x >> 11) / 9007199254740992.0 * 800.0 - 400.0);
+        }
+        double want[T], maxv = -INFINITY, sum = 0;
+        for (int j = 0; j <= t; j++)
+            maxv = fmax(maxv, 0.125 * row[j]);
+        for (int j = 0; j <= t; j++)
+            sum += want[j] = exp(0.125 * row[j] - maxv);
+        atom_causal_softmax_row(row, t, T, 0.125f);
+        for (int j = 0; j < T; j++)
+            worst = fmax(worst, fabs(row[j] - (j <= t ? want[j] / sum : 0.0)));
+    }
+    if (worst > 1e-6)
+        fail_msg("softmax row: largest error %g", worst);
+    float with_nan[4] = {1.0f, NAN, 2.0f, 5.0f};
+    atom_causal_softmax_row(with_nan, 2, 4, 1.0f);
+    assert_true(isnan(with_nan[1]) && with_nan[3] == 0.0f);
+}
+
 /* Round to nearest, ties to even, on the bit patterns that decide it. */
 static void test_kernel_bf16_rounding(void **state)
 {
@@ -637,6 +668,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_tanh),
         cmocka_unit_test(test_kernel_bf16_rounding),
+        cmocka_unit_test(test_kernel_softmax_row),
         cmocka_unit_test(test_table_layout),
         cmocka_unit_test(test_init_independent_of_split),
         cmocka_unit_test(test_init_distribution),
