@@ -2,7 +2,8 @@
 # bench/worker/run.sh: the worker's training speed on this machine, one command.
 #   atom: gpt-tiny (B=8 per rank, T=128, C=256, L=4, NH=4, V=256) at 1 and 2 ranks of one thread
 #         and 1 rank of 2 OpenBLAS threads: tokens/s, ms/step, share of time in sgemm and the
-#         sgemm ceiling of the same run;
+#         sgemm ceiling of the same run, and rank 0's time per backend op (sgemm inside it, and
+#         that sgemm replayed alone);
 #   PyTorch DDP (gloo) on the same model, when python3-torch is installed: 1 rank x 1 thread,
 #         1 rank x 2 threads, 2 ranks x 1 thread.
 # Usage: bench/worker/run.sh [BUILD_DIR] (default: build). REPEAT=N runs every configuration N
