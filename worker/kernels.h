@@ -74,7 +74,10 @@ static inline ATOM_HD float atom_bf16_to_float(uint16_t h)
 
 /* f rounded to bf16 and held as a float: the CPU backend multiplies these with sgemm, which
  * equals a bf16 GEMM with fp32 accumulation (a product of two bf16 values is exact in fp32). */
-static inline ATOM_HD float atom_bf16_round(float f) { return atom_bf16_to_float(atom_bf16_bits(f)); }
+static inline ATOM_HD float atom_bf16_round(float f)
+{
+    return atom_bf16_to_float(atom_bf16_bits(f));
+}
 
 /* exp(-a) for a >= 0 (a NaN gives exp(-87)). */
 static inline ATOM_HD float atom_exp_neg(float a)

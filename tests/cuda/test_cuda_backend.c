@@ -481,8 +481,8 @@ static int compare_backends(const atom_backend *ref, const atom_backend *dev, bo
  * AdamW step and a forward with the new weights. Catches what the op checks cannot: the model
  * calling an op with a pointer or shape the two backends read differently. Returns the number
  * of mismatches, or -1 when a model cannot be built or run. */
-static int compare_models(const atom_backend *ref, const atom_backend *dev, atom_precision precision,
-                          bool verbose)
+static int compare_models(const atom_backend *ref, const atom_backend *dev,
+                          atom_precision precision, bool verbose)
 {
     enum { MB = 2, MT = 16, MV = 200 };
     atom_model_opts opts;

@@ -17,10 +17,13 @@ for precision in ("fp32", "bf16"):
     p = run(2, spec, run_dir)
     check(p.returncode == 0, "the %s run exited %d" % (precision, p.returncode))
     losses[precision] = [d["loss"] for d in train_log(run_dir)]
-    check(len(losses[precision]) == STEPS, "%s: %d steps logged" % (precision, len(losses[precision])))
+    check(len(losses[precision]) == STEPS,
+          "%s: %d steps logged" % (precision, len(losses[precision])))
 for step, (a, b) in enumerate(zip(losses["fp32"], losses["bf16"]), 1):
     print("step %d: loss fp32 %.6f bf16 %.6f (relative %.1e)" % (step, a, b, abs(b - a) / a))
-    check(abs(b - a) <= 1e-2 * a, "step %d: bf16 loss %.6f is not within 1e-2 of fp32's %.6f" % (step, b, a))
-    check(a != b, "step %d: bf16 and fp32 losses are identical (%.6f): the precision did not reach the model" % (step, a))
+    check(abs(b - a) <= 1e-2 * a,
+          "step %d: bf16 loss %.6f is not within 1e-2 of fp32's %.6f" % (step, b, a))
+    check(a != b, "step %d: bf16 and fp32 losses are identical (%.6f): the precision did not "
+          "reach the model" % (step, a))
 cleanup(*works)
 print("PASS")
