@@ -85,6 +85,9 @@ int64_t atom_model_params(const atom_model_cfg *cfg);
 typedef enum { ATOM_DATA_BYTES = 0, ATOM_DATA_UINT16 = 1 } atom_data_format;
 typedef enum { ATOM_LR_COSINE = 0, ATOM_LR_LINEAR = 1, ATOM_LR_CONSTANT = 2 } atom_lr_schedule;
 typedef enum { ATOM_DEVICE_AUTO = 0, ATOM_DEVICE_CPU = 1, ATOM_DEVICE_CUDA = 2 } atom_device;
+/* training.precision: fp32 throughout, or bf16 autocast of the matmuls' operands (weights,
+ * gradients, optimizer state and activations stay fp32: master weights). */
+typedef enum { ATOM_PRECISION_FP32 = 0, ATOM_PRECISION_BF16 = 1 } atom_precision;
 
 #define ATOM_NAME_MAX 64
 #define ATOM_PATH_MAX 1024
@@ -125,6 +128,7 @@ typedef struct atom_spec {
         double weight_decay;
         double grad_clip;   /* 0: no clipping */
         uint64_t seed;
+        atom_precision precision;
     } training;
 
     struct {

@@ -87,6 +87,7 @@ static int check_ranges(check_ctx *c, const atom_spec *spec)
         case SPEC_DEVICE:
         case SPEC_FORMAT:
         case SPEC_SCHEDULE:
+        case SPEC_PRECISION:
             if (!atom_spec_enum_name(k->kind, *(const int *)(const void *)field))
                 fail(c, key, "has an unknown value (%d)", *(const int *)(const void *)field);
             continue;

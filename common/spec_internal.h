@@ -22,6 +22,7 @@ typedef enum {
     SPEC_DEVICE,   /* atom_device from "auto" | "cpu" | "cuda" */
     SPEC_FORMAT,   /* atom_data_format from "bytes" | "uint16" */
     SPEC_SCHEDULE, /* atom_lr_schedule from "cosine" | "linear" | "constant" */
+    SPEC_PRECISION,/* atom_precision from "fp32" | "bf16" */
     SPEC_PRESET,   /* model_preset; in YAML also fills the model's shape */
 } spec_kind;
 

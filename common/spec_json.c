@@ -26,7 +26,8 @@ static json_t *value_to_json(const spec_key *k, const atom_spec *spec)
     case SPEC_PRESET: return json_string(field);
     case SPEC_DEVICE:
     case SPEC_FORMAT:
-    case SPEC_SCHEDULE: {
+    case SPEC_SCHEDULE:
+    case SPEC_PRECISION: {
         const char *name = atom_spec_enum_name(k->kind, *(const int *)(const void *)field);
         return json_string(name ? name : "?");
     }
@@ -118,7 +119,8 @@ static int value_from_json(const spec_key *k, json_t *v, atom_spec *spec, atom_e
     }
     case SPEC_DEVICE:
     case SPEC_FORMAT:
-    case SPEC_SCHEDULE: {
+    case SPEC_SCHEDULE:
+    case SPEC_PRECISION: {
         int x = json_is_string(v) ? atom_spec_enum_value(k->kind, json_string_value(v)) : -1;
         if (x < 0)
             return atom_errf(err, "spec JSON: %s: unknown value", k->dotted);

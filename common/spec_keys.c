@@ -53,6 +53,8 @@ const spec_key atom_spec_keys[] = {
     {"training", "grad_clip", "training.grad_clip", SPEC_F64, OFF(training.grad_clip), 0, 0, 0.0,
      1e6, false},
     {"training", "seed", "training.seed", SPEC_U64, OFF(training.seed), 0, INT64_MAX, 0, 0, false},
+    {"training", "precision", "training.precision", SPEC_PRECISION, OFF(training.precision), 0, 0,
+     0, 0, false},
 
     {"checkpoint", "dir", "checkpoint.dir", SPEC_PATH, OFF(checkpoint.dir), 0, 0, 0, 0, false},
     {"checkpoint", "every", "checkpoint.every", SPEC_I64, OFF(checkpoint.every), 0, 1000000000000LL,
@@ -99,6 +101,7 @@ void atom_spec_defaults(atom_spec *s)
     s->training.weight_decay = 0.1;
     s->training.grad_clip = 1.0;
     s->training.seed = 1234;
+    s->training.precision = ATOM_PRECISION_FP32;
     s->checkpoint.every = 100;
     s->checkpoint.keep = 3;
     s->checkpoint.async = true;
@@ -125,6 +128,7 @@ int atom_spec_key_find_dotted(const char *dotted)
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const format_names[] = {"bytes", "uint16", NULL};
 static const char *const schedule_names[] = {"cosine", "linear", "constant", NULL};
+static const char *const precision_names[] = {"fp32", "bf16", NULL};
 
 static const char *const *enum_names(spec_kind kind)
 {
@@ -132,6 +136,7 @@ static const char *const *enum_names(spec_kind kind)
     case SPEC_DEVICE: return device_names;
     case SPEC_FORMAT: return format_names;
     case SPEC_SCHEDULE: return schedule_names;
+    case SPEC_PRECISION: return precision_names;
     default: return NULL;
     }
 }

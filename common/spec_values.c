@@ -343,7 +343,8 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
     case SPEC_DURATION: rc = set_duration(w, k, v, (int64_t *)(void *)field); break;
     case SPEC_DEVICE:
     case SPEC_FORMAT:
-    case SPEC_SCHEDULE: {
+    case SPEC_SCHEDULE:
+    case SPEC_PRECISION: {
         int value;
         if ((rc = set_choice(w, k, v, &value)) == 0) {
             if (k->kind == SPEC_DEVICE) *(atom_device *)(void *)field = (atom_device)value;
@@ -351,6 +352,8 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
                 *(atom_data_format *)(void *)field = (atom_data_format)value;
             if (k->kind == SPEC_SCHEDULE)
                 *(atom_lr_schedule *)(void *)field = (atom_lr_schedule)value;
+            if (k->kind == SPEC_PRECISION)
+                *(atom_precision *)(void *)field = (atom_precision)value;
         }
         break;
     }

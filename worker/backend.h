@@ -49,14 +49,19 @@ typedef struct atom_backend {
                                const float *inp, const float *weight, const float *mean,
                                const float *rstd, int N, int C);
 
-    /* ---- Linear: weight (OUT, IN) as a Linear layer's ---- */
+    /* ---- Linear: weight (OUT, IN) as a Linear layer's ----
+     * bf16 (training.precision: bf16) is PyTorch's autocast of a matmul: both operands of each
+     * product are rounded to bf16 (kernels.h atom_bf16_bits) and multiplied with fp32
+     * accumulation into the fp32 output; every buffer stays fp32. The bias and its gradient
+     * are fp32 either way. */
     /* out (N, OUT) = inp (N, IN) @ weight^T + bias (OUT, or NULL). */
     void (*matmul_forward)(float *out, const float *inp, const float *weight, const float *bias,
-                           int N, int IN, int OUT);
+                           int N, int IN, int OUT, bool bf16);
     /* dinp (N, IN) = dout @ weight (skipped when NULL); dweight (OUT, IN) += dout^T @ inp;
      * dbias (OUT) += column sums of dout (skipped when NULL). */
     void (*matmul_backward)(float *dinp, float *dweight, float *dbias, const float *dout,
-                            const float *inp, const float *weight, int N, int IN, int OUT);
+                            const float *inp, const float *weight, int N, int IN, int OUT,
+                            bool bf16);
 
     /* ---- causal self-attention over NH heads of hs channels (NH * hs = Cl) ---- */
     /* qkv (B, T, 3*Cl): per token the q of every head, then k, then v. out (B, T, Cl): heads

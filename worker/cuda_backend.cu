@@ -18,8 +18,10 @@
  * The ops return nothing (the table's contract), so a failed CUDA or cuBLAS call is recorded:
  * the first one is logged with the call, file and line, and from then on synchronize, to_host
  * and from_host return -1, which the model turns into an error. All arithmetic is fp32 (cuBLAS in
- * its default, non-TF32 math mode), so a run matches the CPU backend within float rounding; bf16
- * autocast has no place in the table yet.
+ * its default, non-TF32 math mode), so a run matches the CPU backend within float rounding.
+ * Under `training.precision: bf16` the Linear matmuls round their operands to bf16 by a kernel
+ * (kernels.h atom_bf16_bits, the CPU backend's rounding) into a fixed scratch and multiply
+ * them with cublasGemmEx (bf16 inputs, fp32 compute and output): PyTorch's autocast.
  */
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -30,6 +32,7 @@ extern "C" {
 #include "common/common.h"
 #include "worker/backend.h"
 }
+#include "worker/bf16_gemm.h"
 #include "worker/kernels.h"
 
 /* ---- errors ---------------------------------------------------------------------------- */
@@ -379,8 +382,71 @@ static __global__ void add_column_sums_kernel(float *out, const float *in, int r
         out[c] += total;
 }
 
+/* ---- bf16 operands (bf16_gemm.h) ---- */
+
+/* 8 Mi elements per operand (16 MiB of bf16): every product of gpt2-124m's Linear layers at
+ * B=16, T=1024 in one block (the widest, the tied head's weight gradient, is 50304 x 768 from
+ * K = 16384 tokens: 2 K chunks). Allocated on the first bf16 matmul, kept for the process. */
+#define CUDA_BF16_SCRATCH ((int64_t)1 << 23)
+static uint16_t *bf16_scratch[2]; /* device memory, bf16 bit patterns */
+
+/* dst (rows, cols) dense = src (rows, cols; leading dim ld) rounded to bf16. */
+static __global__ void round_bf16_kernel(uint16_t *dst, const float *src, int rows, int cols,
+                                         int ld)
+{
+    FOR_EACH_INDEX(i, (int64_t)rows * cols) {
+        int64_t r = i / cols, c = i % cols;
+        dst[i] = atom_bf16_bits(src[r * ld + c]);
+    }
+}
+
+static void cuda_bf16_round(int operand, const float *src, int rows, int cols, int ld)
+{
+    int64_t total = (int64_t)rows * cols;
+    if (!bf16_scratch[operand] || total == 0)
+        return;
+    round_bf16_kernel<<<blocks_for(total), THREADS>>>(bf16_scratch[operand], src, rows, cols, ld);
+    LAUNCH_CHECK("round_bf16_kernel");
+}
+
+/* As gemm_rowmajor (operands swapped for column-major cuBLAS), on the two scratch blocks. */
+static void cuda_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
+                                 float *C, int ldc)
+{
+    cublasHandle_t h = get_cublas();
+    if (!h || !bf16_scratch[0] || !bf16_scratch[1])
+        return;
+    float alpha = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(h, trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                              trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha,
+                              bf16_scratch[1], CUDA_R_16BF, trans_b ? k : n, bf16_scratch[0],
+                              CUDA_R_16BF, trans_a ? m : k, &beta, C, CUDA_R_32F, ldc,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+static const atom_bf16_gemm_ops CUDA_BF16_OPS = {CUDA_BF16_SCRATCH, cuda_bf16_round,
+                                                 cuda_bf16_block_gemm};
+
+/* Row-major C (M, N) = op(A) op(B) + beta C, in fp32 or with bf16 operands. A failed scratch
+ * allocation is recorded (the next synchronize fails the step) and the product skipped. */
+static void cuda_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K, const float *A,
+                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
+{
+    if (!bf16) {
+        gemm_rowmajor1(trans_a, trans_b, M, N, K, 1.0f, A, lda, B, ldb, beta, C, ldc);
+        return;
+    }
+    for (int i = 0; i < 2; i++)
+        if (!bf16_scratch[i] &&
+            !CUDA_CHECK(cudaMalloc(&bf16_scratch[i], CUDA_BF16_SCRATCH * sizeof(uint16_t)))) {
+            bf16_scratch[i] = NULL;
+            return;
+        }
+    atom_bf16_gemm(&CUDA_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+}
+
 static void cuda_matmul_forward(float *out, const float *inp, const float *weight,
-                                const float *bias, int N, int IN, int OUT)
+                                const float *bias, int N, int IN, int OUT, bool bf16)
 {
     float beta = 0.0f;
     if (bias) {
@@ -393,17 +459,18 @@ static void cuda_matmul_forward(float *out, const float *inp, const float *weigh
     }
     /* out (N, OUT) = inp (N, IN) @ weight^T, weight (OUT, IN): as the CPU's
      * cblas_sgemm(RowMajor, NoTrans, Trans, N, OUT, IN, 1, inp, IN, weight, IN, beta, out, OUT) */
-    gemm_rowmajor1(false, true, N, OUT, IN, 1.0f, inp, IN, weight, IN, beta, out, OUT);
+    cuda_gemm(bf16, false, true, N, OUT, IN, inp, IN, weight, IN, beta, out, OUT);
 }
 
 static void cuda_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                                 const float *inp, const float *weight, int N, int IN, int OUT)
+                                 const float *inp, const float *weight, int N, int IN, int OUT,
+                                 bool bf16)
 {
     /* dinp (N, IN) = dout (N, OUT) @ weight (OUT, IN) */
     if (dinp)
-        gemm_rowmajor1(false, false, N, IN, OUT, 1.0f, dout, OUT, weight, IN, 0.0f, dinp, IN);
+        cuda_gemm(bf16, false, false, N, IN, OUT, dout, OUT, weight, IN, 0.0f, dinp, IN);
     /* dweight (OUT, IN) += dout^T (OUT, N) @ inp (N, IN) */
-    gemm_rowmajor1(true, false, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dweight, IN);
+    cuda_gemm(bf16, true, false, OUT, IN, N, dout, OUT, inp, IN, 1.0f, dweight, IN);
     if (dbias && OUT > 0) {
         add_column_sums_kernel<<<column_tiles(OUT), dim3(TILE_COLS, TILE_ROWS)>>>(dbias, dout, N,
                                                                                   OUT);

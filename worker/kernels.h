@@ -50,6 +50,35 @@ static inline ATOM_HD float atom_bits_float(int32_t i)
     return u.f;
 }
 
+/* ---- bf16 rounding (the matmuls' operands under `training.precision: bf16`) ------------ */
+
+/* bf16 is the top half of a float (8 exponent bits, 7 mantissa bits). These round a float to
+ * the nearest bf16, ties to even, as PyTorch's and CUDA's __float2bfloat16 do: infinities stay,
+ * subnormals round like any other value, a NaN stays a NaN (quietened, sign kept: truncation
+ * alone could turn a NaN whose payload sits in the low half into an infinity), and values that
+ * round past the largest bf16 become infinity. */
+static inline ATOM_HD uint16_t atom_bf16_bits(float f)
+{
+    uint32_t u = (uint32_t)atom_float_bits(f);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7FFFu + ((u >> 16) & 1u); /* half of the dropped part, +1 when the kept part is odd */
+    return (uint16_t)(u >> 16);
+}
+
+/* The float a bf16 stands for: the bits shifted back into the top half. */
+static inline ATOM_HD float atom_bf16_to_float(uint16_t h)
+{
+    return atom_bits_float((int32_t)((uint32_t)h << 16));
+}
+
+/* f rounded to bf16 and held as a float: the CPU backend multiplies these with sgemm, which
+ * equals a bf16 GEMM with fp32 accumulation (a product of two bf16 values is exact in fp32). */
+static inline ATOM_HD float atom_bf16_round(float f)
+{
+    return atom_bf16_to_float(atom_bf16_bits(f));
+}
+
 /* exp(-a) for a >= 0 (a NaN gives exp(-87)). */
 static inline ATOM_HD float atom_exp_neg(float a)
 {
@@ -152,7 +181,11 @@ static inline ATOM_HD void atom_layernorm_param_grads(float *dw, float *db, cons
 /* ---- causal softmax of one attention row ----------------------------------------------- */
 
 /* row holds the raw scores q.k of query t against keys 0..T-1. Makes it the probabilities
- * softmax(scale * row[0..t]) and zeroes keys after t (the causal mask). */
+ * softmax(scale * row[0..t]) and zeroes keys after t (the causal mask). The exponentials are
+ * atom_exp_neg's (max - score >= 0), in a loop of their own with no call and no branch, which
+ * gcc vectorizes (libm's expf, a call per element, was half the CPU softmax); a NaN score stays
+ * NaN, as expf would keep it (picked by a mask of its bits: with a select gcc moved the exp
+ * into a branch and vectorized nothing). */
 static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, float scale)
 {
     float maxv = -INFINITY;
@@ -161,12 +194,15 @@ static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, flo
         if (s > maxv)
             maxv = s;
     }
-    float sum = 0.0f;
     for (int j = 0; j <= t; j++) {
-        float e = expf(row[j] * scale - maxv);
-        row[j] = e;
-        sum += e;
+        float d = maxv - row[j] * scale;
+        int32_t di = atom_float_bits(d), ei = atom_float_bits(atom_exp_neg(d));
+        int32_t nan = -(int32_t)((di & 0x7FFFFFFF) > 0x7F800000); /* all ones for a NaN */
+        row[j] = atom_bits_float((di & nan) | (ei & ~nan));
     }
+    float sum = 0.0f;
+    for (int j = 0; j <= t; j++)
+        sum += row[j];
     float inv = 1.0f / sum;
     for (int j = 0; j <= t; j++)
         row[j] *= inv;

@@ -286,6 +286,7 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
     const atom_backend *be = m->be;
     const atom_model_cfg *c = &m->opts.cfg;
     atom_activations *a = &m->act;
+    bool bf16 = m->opts.precision == ATOM_PRECISION_BF16;
     int T = c->context, C = c->channels, L = c->layers, N = B * T;
     int Cl = m->Cl, Fl = m->Fl;
     float *W = m->params;
@@ -312,11 +313,11 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
                               atom_layer_ptr(m, W, ATOM_P_LN1W, l),
                               atom_layer_ptr(m, W, ATOM_P_LN1B, l), N, C);
         be->matmul_forward(qkv, ln1, atom_layer_ptr(m, W, ATOM_P_QKVW, l),
-                           atom_layer_ptr(m, W, ATOM_P_QKVB, l), N, C, 3 * Cl);
+                           atom_layer_ptr(m, W, ATOM_P_QKVB, l), N, C, 3 * Cl, bf16);
         float *att = a->att + (a->att_layers > 1 ? l : 0) * att_stride;
         be->attention_forward(atty, att, qkv, B, T, m->NHl, m->hs);
         be->matmul_forward(a->partial, atty, atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), NULL, N,
-                           Cl, C);
+                           Cl, C, bf16);
         if (atom_model_tp_sum(m, a->partial, (size_t)N * C, err) != 0)
             return -1;
         be->residual_forward(res2, resid, a->partial, atom_layer_ptr(m, W, ATOM_P_ATTPROJB, l),
@@ -326,10 +327,10 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
                               atom_layer_ptr(m, W, ATOM_P_LN2W, l),
                               atom_layer_ptr(m, W, ATOM_P_LN2B, l), N, C);
         be->matmul_forward(fch, ln2, atom_layer_ptr(m, W, ATOM_P_FCW, l),
-                           atom_layer_ptr(m, W, ATOM_P_FCB, l), N, C, Fl);
+                           atom_layer_ptr(m, W, ATOM_P_FCB, l), N, C, Fl, bf16);
         be->gelu_forward(fchg, fch, (int64_t)N * Fl);
         be->matmul_forward(a->partial, fchg, atom_layer_ptr(m, W, ATOM_P_FCPROJW, l), NULL, N,
-                           Fl, C);
+                           Fl, C, bf16);
         if (atom_model_tp_sum(m, a->partial, (size_t)N * C, err) != 0)
             return -1;
         be->residual_forward(res3, res2, a->partial, atom_layer_ptr(m, W, ATOM_P_FCPROJB, l), N,
@@ -340,7 +341,8 @@ static int forward(atom_model *m, const int *tokens, int B, float *loss, atom_er
     be->layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->res3 + (L - 1) * LNC,
                           atom_param_ptr(m, W, ATOM_P_LNFW), atom_param_ptr(m, W, ATOM_P_LNFB),
                           N, C);
-    be->matmul_forward(a->logits, a->lnf, atom_param_ptr(m, W, ATOM_P_WTE), NULL, N, C, m->Vl);
+    be->matmul_forward(a->logits, a->lnf, atom_param_ptr(m, W, ATOM_P_WTE), NULL, N, C, m->Vl,
+                       bf16);
     be->ce_rowmax(a->rowmax, a->logits, N, m->Vl, m->vocab_valid);
     if (tp_max(m, a->rowmax, a->rowmax_all, N, err) != 0)
         return -1;
@@ -382,6 +384,7 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
     const atom_backend *be = m->be;
     const atom_model_cfg *c = &m->opts.cfg;
     atom_activations *a = &m->act;
+    bool bf16 = m->opts.precision == ATOM_PRECISION_BF16;
     int T = c->context, C = c->channels, L = c->layers, N = B * T;
     int Cl = m->Cl, Fl = m->Fl;
     float *W = m->params, *G = m->grads;
@@ -392,7 +395,7 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
     be->ce_backward(a->logits, a->logits, a->rowmax, a->ce_sums, a->targets, m->vocab_start,
                     grad_scale / (float)N, N, m->Vl, m->vocab_valid);
     be->matmul_backward(a->dln, atom_param_ptr(m, G, ATOM_P_WTE), NULL, a->logits, a->lnf,
-                        atom_param_ptr(m, W, ATOM_P_WTE), N, C, m->Vl);
+                        atom_param_ptr(m, W, ATOM_P_WTE), N, C, m->Vl, bf16);
     if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
         return -1;
     be->zero(a->dresidual, LNC);
@@ -413,11 +416,11 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
         /* dresidual holds d(layer output); the residual passes it straight through */
         be->matmul_backward(a->dfch_gelu, atom_layer_ptr(m, G, ATOM_P_FCPROJW, l),
                             atom_layer_ptr(m, G, ATOM_P_FCPROJB, l), a->dresidual, fchg,
-                            atom_layer_ptr(m, W, ATOM_P_FCPROJW, l), N, Fl, C);
+                            atom_layer_ptr(m, W, ATOM_P_FCPROJW, l), N, Fl, C, bf16);
         be->gelu_backward(a->dfch, fch, a->dfch_gelu, (int64_t)N * Fl);
         be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_FCW, l),
                             atom_layer_ptr(m, G, ATOM_P_FCB, l), a->dfch, ln2,
-                            atom_layer_ptr(m, W, ATOM_P_FCW, l), N, C, Fl);
+                            atom_layer_ptr(m, W, ATOM_P_FCW, l), N, C, Fl, bf16);
         if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
             return -1;
         be->layernorm_backward(a->dresidual, atom_layer_ptr(m, G, ATOM_P_LN2W, l),
@@ -427,7 +430,7 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
 
         be->matmul_backward(a->datty, atom_layer_ptr(m, G, ATOM_P_ATTPROJW, l),
                             atom_layer_ptr(m, G, ATOM_P_ATTPROJB, l), a->dresidual, atty,
-                            atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), N, Cl, C);
+                            atom_layer_ptr(m, W, ATOM_P_ATTPROJW, l), N, Cl, C, bf16);
         /* when the probabilities are not kept for every layer (alloc_activations) they are
          * recomputed: one more attention forward, rewriting atty[l] with the same values */
         float *att = a->att + (a->att_layers > 1 ? l : 0) * att_stride;
@@ -436,7 +439,7 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
         be->attention_backward(a->dqkv, a->datt, a->datty, qkv, att, B, T, m->NHl, m->hs);
         be->matmul_backward(a->dln, atom_layer_ptr(m, G, ATOM_P_QKVW, l),
                             atom_layer_ptr(m, G, ATOM_P_QKVB, l), a->dqkv, ln1,
-                            atom_layer_ptr(m, W, ATOM_P_QKVW, l), N, C, 3 * Cl);
+                            atom_layer_ptr(m, W, ATOM_P_QKVW, l), N, C, 3 * Cl, bf16);
         if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
             return -1;
         be->layernorm_backward(a->dresidual, atom_layer_ptr(m, G, ATOM_P_LN1W, l),

@@ -103,6 +103,8 @@ typedef struct atom_model_opts {
                                        copied, not run: forward and grad norm fail) */
     coll_group *data_group;         /* COLL_DATA group; NULL (or size 1): no gradient averaging */
     size_t bucket_bytes;            /* gradient bucket size for data parallelism (0: 4 MiB) */
+    atom_precision precision;       /* bf16: the Linear matmuls' operands rounded to bf16
+                                       (backend.h); everything else fp32 */
 } atom_model_opts;
 
 typedef struct atom_model atom_model;

@@ -531,6 +531,7 @@ static int trainer_open(trainer *t, atom_err *err)
     mo.tp_size = spec->parallelism.tensor;
     mo.tensor_group = mo.tp_size > 1 ? coll_group_of(t->coll, COLL_TENSOR) : NULL;
     mo.data_group = data > 1 ? coll_group_of(t->coll, COLL_DATA) : NULL;
+    mo.precision = spec->training.precision;
     if (atom_model_create(&mo, &t->model, err) != 0)
         return -1;
 

@@ -9,6 +9,11 @@
  * (shapes, leading dimensions, beta) with cblas_sgemm alone, on every rank at once: the step
  * time if nothing but sgemm ran, i.e. the ceiling in tokens/s.
  *
+ * The backend table it trains with is the CPU one with every op wrapped in a timer (the same
+ * functions, called through one more pointer): rank 0 also prints, per op, its milliseconds per
+ * step, the sgemm time inside it, and that sgemm replayed alone, so the time outside sgemm and
+ * the cost of calling sgemm from the loop (cold caches, another op's data) show per op.
+ *
  * Output: one "key value" line per figure (rank 0), so run.sh and people can read it.
  */
 #include <dlfcn.h>
@@ -37,6 +42,7 @@ typedef void (*sgemm_fn)(const enum CBLAS_ORDER, const enum CBLAS_TRANSPOSE,
 typedef struct sgemm_shape {
     int order, ta, tb, M, N, K, lda, ldb, ldc;
     int beta_zero;
+    int op;     /* the backend op that called it (op_names), or -1 */
     long calls; /* during the measured steps */
 } sgemm_shape;
 
@@ -46,6 +52,7 @@ typedef struct sgemm_meter {
     sgemm_fn real;
     double seconds;        /* inside sgemm since the last reset */
     bool recording;        /* shapes are counted during the measured steps only */
+    int current_op;        /* the wrapped backend op running now, or -1 */
     sgemm_shape shapes[MAX_SHAPES];
     int n_shapes;
 } sgemm_meter;
@@ -59,13 +66,22 @@ static double now_s(void)
     return ts.tv_sec + 1e-9 * ts.tv_nsec;
 }
 
+/* CPU time of the calling thread: on a shared machine it leaves out the time the thread waited
+ * for a core, so two builds compare by it when wall times swing with the load. */
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
 static void record_shape(const sgemm_shape *s)
 {
     for (int i = 0; i < g_meter.n_shapes; i++) {
         sgemm_shape *h = &g_meter.shapes[i];
         if (h->order == s->order && h->ta == s->ta && h->tb == s->tb && h->M == s->M &&
             h->N == s->N && h->K == s->K && h->lda == s->lda && h->ldb == s->ldb &&
-            h->ldc == s->ldc && h->beta_zero == s->beta_zero) {
+            h->ldc == s->ldc && h->beta_zero == s->beta_zero && h->op == s->op) {
             h->calls++;
             return;
         }
@@ -97,9 +113,149 @@ void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLA
     g_meter.seconds += now_s() - t0;
     if (g_meter.recording) {
         sgemm_shape s = {(int)Order, (int)TransA, (int)TransB, M, N, K, lda, ldb, ldc,
-                         beta == 0.0f, 0};
+                         beta == 0.0f, g_meter.current_op, 0};
         record_shape(&s);
     }
+}
+
+/* ---- the CPU backend with every op timed ------------------------------------------------ */
+
+static const atom_backend *cpu_ops;
+
+#define OPS(X)                                                                                     \
+    X(encoder_forward) X(encoder_backward) X(layernorm_forward) X(layernorm_backward)             \
+    X(matmul_forward) X(matmul_backward) X(attention_forward) X(attention_backward)                \
+    X(gelu_forward) X(gelu_backward) X(residual_forward) X(accumulate) X(zero) X(column_max)       \
+    X(ce_rowmax) X(ce_sums) X(ce_loss) X(ce_backward) X(sum_squares) X(adamw)
+#define OP_ENUM(name) OP_##name,
+enum { OPS(OP_ENUM) N_OPS };
+#define OP_NAME(name) #name,
+static const char *const op_names[N_OPS] = {OPS(OP_NAME)};
+
+typedef struct op_meter {
+    double seconds, sgemm_seconds; /* during the measured steps */
+    long calls;
+} op_meter;
+static op_meter g_ops[N_OPS];
+
+/* Runs `call` as op `id`: its time, and the sgemm time inside it, go to g_ops[id]. */
+#define TIMED(id, call)                                                                            \
+    do {                                                                                           \
+        double t0_ = now_s(), s0_ = g_meter.seconds;                                               \
+        g_meter.current_op = (id);                                                                 \
+        call;                                                                                      \
+        g_meter.current_op = -1;                                                                   \
+        if (g_meter.recording) {                                                                   \
+            g_ops[id].seconds += now_s() - t0_;                                                    \
+            g_ops[id].sgemm_seconds += g_meter.seconds - s0_;                                      \
+            g_ops[id].calls++;                                                                     \
+        }                                                                                          \
+    } while (0)
+
+static void t_encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe,
+                              int vs, int vrows, int B, int T, int C)
+{
+    TIMED(OP_encoder_forward, cpu_ops->encoder_forward(out, tokens, wte, wpe, vs, vrows, B, T, C));
+}
+static void t_encoder_backward(float *dwte, float *dwpe, const float *dout, const int *tokens,
+                               int vs, int vrows, int B, int T, int C)
+{
+    TIMED(OP_encoder_backward,
+          cpu_ops->encoder_backward(dwte, dwpe, dout, tokens, vs, vrows, B, T, C));
+}
+static void t_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                const float *w, const float *b, int N, int C)
+{
+    TIMED(OP_layernorm_forward, cpu_ops->layernorm_forward(out, mean, rstd, inp, w, b, N, C));
+}
+static void t_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                 const float *inp, const float *w, const float *mean,
+                                 const float *rstd, int N, int C)
+{
+    TIMED(OP_layernorm_backward,
+          cpu_ops->layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, N, C));
+}
+static void t_matmul_forward(float *out, const float *inp, const float *w, const float *b, int N,
+                             int IN, int OUT, bool bf16)
+{
+    TIMED(OP_matmul_forward, cpu_ops->matmul_forward(out, inp, w, b, N, IN, OUT, bf16));
+}
+static void t_matmul_backward(float *dinp, float *dw, float *db, const float *dout,
+                              const float *inp, const float *w, int N, int IN, int OUT, bool bf16)
+{
+    TIMED(OP_matmul_backward,
+          cpu_ops->matmul_backward(dinp, dw, db, dout, inp, w, N, IN, OUT, bf16));
+}
+static void t_attention_forward(float *out, float *att, const float *qkv, int B, int T, int NH,
+                                int hs)
+{
+    TIMED(OP_attention_forward, cpu_ops->attention_forward(out, att, qkv, B, T, NH, hs));
+}
+static void t_attention_backward(float *dqkv, float *datt, const float *dout, const float *qkv,
+                                 const float *att, int B, int T, int NH, int hs)
+{
+    TIMED(OP_attention_backward,
+          cpu_ops->attention_backward(dqkv, datt, dout, qkv, att, B, T, NH, hs));
+}
+static void t_gelu_forward(float *out, const float *inp, int64_t n)
+{
+    TIMED(OP_gelu_forward, cpu_ops->gelu_forward(out, inp, n));
+}
+static void t_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n)
+{
+    TIMED(OP_gelu_backward, cpu_ops->gelu_backward(dinp, inp, dout, n));
+}
+static void t_residual_forward(float *out, const float *x, const float *y, const float *bias,
+                               int N, int C)
+{
+    TIMED(OP_residual_forward, cpu_ops->residual_forward(out, x, y, bias, N, C));
+}
+static void t_accumulate(float *out, const float *x, int64_t n)
+{
+    TIMED(OP_accumulate, cpu_ops->accumulate(out, x, n));
+}
+static void t_zero(float *x, int64_t n) { TIMED(OP_zero, cpu_ops->zero(x, n)); }
+static void t_column_max(float *out, const float *in, int rows, int cols)
+{
+    TIMED(OP_column_max, cpu_ops->column_max(out, in, rows, cols));
+}
+static void t_ce_rowmax(float *rowmax, const float *logits, int N, int vcols, int valid)
+{
+    TIMED(OP_ce_rowmax, cpu_ops->ce_rowmax(rowmax, logits, N, vcols, valid));
+}
+static void t_ce_sums(float *sums, const float *logits, const float *rowmax, const int *targets,
+                      int vs, int N, int vcols, int valid)
+{
+    TIMED(OP_ce_sums, cpu_ops->ce_sums(sums, logits, rowmax, targets, vs, N, vcols, valid));
+}
+static void t_ce_loss(float *losses, const float *rowmax, const float *sums, int N)
+{
+    TIMED(OP_ce_loss, cpu_ops->ce_loss(losses, rowmax, sums, N));
+}
+static void t_ce_backward(float *dlogits, const float *logits, const float *rowmax,
+                          const float *sums, const int *targets, int vs, float dloss, int N,
+                          int vcols, int valid)
+{
+    TIMED(OP_ce_backward, cpu_ops->ce_backward(dlogits, logits, rowmax, sums, targets, vs, dloss,
+                                               N, vcols, valid));
+}
+static void t_sum_squares(double *host_result, const float *x, int64_t n)
+{
+    TIMED(OP_sum_squares, cpu_ops->sum_squares(host_result, x, n));
+}
+static void t_adamw(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
+                    float b1, float b2, float eps, float wd, float b1c, float b2c, float mult)
+{
+    TIMED(OP_adamw, cpu_ops->adamw(param, grad, m, v, n, lr, b1, b2, eps, wd, b1c, b2c, mult));
+}
+
+static atom_backend timed_cpu_backend(void)
+{
+    cpu_ops = atom_backend_cpu();
+    atom_backend t = *cpu_ops;
+#define OP_WRAP(name) t.name = t_##name;
+    OPS(OP_WRAP)
+    return t;
 }
 
 /* ---- marks taken by the training loop after each step ------------------------------------ */
@@ -109,6 +265,7 @@ void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLA
 typedef struct bench_marks {
     int64_t warmup, steps;  /* steps not measured, steps measured */
     double t_start, t_end, sgemm_start, sgemm_end;
+    double cpu_start, cpu_end; /* the training thread's CPU time */
     double t_last, step_s[MAX_STEPS]; /* each measured step's time, for the median */
 } bench_marks;
 
@@ -120,10 +277,12 @@ static void on_step(void *arg, int64_t done)
         m->step_s[done - m->warmup - 1] = t - m->t_last;
     m->t_last = t;
     if (done == m->warmup) {
+        m->cpu_start = thread_cpu_s();
         m->t_start = now_s();
         m->sgemm_start = g_meter.seconds;
         g_meter.recording = true;
     } else if (done == m->warmup + m->steps) {
+        m->cpu_end = thread_cpu_s();
         m->t_end = now_s();
         m->sgemm_end = g_meter.seconds;
         g_meter.recording = false;
@@ -139,10 +298,11 @@ static size_t matrix_floats(int order, int trans, int rows, int cols, int ld)
     return (size_t)stored_major * (size_t)ld;
 }
 
-/* Seconds that one step's sgemm calls take when replayed alone (best of `repeats`). */
-static double replay_step(int64_t measured_steps, int repeats)
+/* Seconds that one step's sgemm calls take when replayed alone (best of `repeats`); per_op
+ * (N_OPS) gets the same for the calls of each backend op, from the best repeat. */
+static double replay_step(int64_t measured_steps, int repeats, double *per_op)
 {
-    double best = INFINITY;
+    double best = INFINITY, op_s[N_OPS];
     float *bufs[MAX_SHAPES][3];
     for (int i = 0; i < g_meter.n_shapes; i++) {
         sgemm_shape *s = &g_meter.shapes[i];
@@ -159,15 +319,23 @@ static double replay_step(int64_t measured_steps, int repeats)
     for (int r = 0; r < repeats; r++) {
         MPI_Barrier(MPI_COMM_WORLD); /* every rank replays at once, as they trained */
         double t0 = now_s();
+        for (int o = 0; o < N_OPS; o++)
+            op_s[o] = 0;
         for (int i = 0; i < g_meter.n_shapes; i++) {
             sgemm_shape *s = &g_meter.shapes[i];
             long per_step = (long)llround((double)s->calls / (double)measured_steps);
+            double ts = now_s();
             for (long c = 0; c < per_step; c++)
                 g_meter.real(s->order, s->ta, s->tb, s->M, s->N, s->K, 1.0f, bufs[i][0], s->lda,
                              bufs[i][1], s->ldb, s->beta_zero ? 0.0f : 1.0f, bufs[i][2], s->ldc);
+            if (s->op >= 0)
+                op_s[s->op] += now_s() - ts;
         }
         double t = now_s() - t0;
-        best = t < best ? t : best;
+        if (t < best) {
+            best = t;
+            memcpy(per_op, op_s, sizeof op_s);
+        }
     }
     for (int i = 0; i < g_meter.n_shapes; i++)
         for (int j = 0; j < 3; j++)
@@ -247,7 +415,10 @@ int main(int argc, char **argv)
     static bench_marks marks;
     marks.warmup = warmup;
     marks.steps = steps;
-    atom_train_opts opts = {.plan = &plan, .backend = atom_backend_cpu(), .progress = NULL,
+    g_meter.current_op = -1;
+    static atom_backend timed;
+    timed = timed_cpu_backend();
+    atom_train_opts opts = {.plan = &plan, .backend = &timed, .progress = NULL,
                             .on_step = on_step, .on_step_arg = &marks};
     atom_train_result result;
     atom_err err;
@@ -258,9 +429,9 @@ int main(int argc, char **argv)
     double elapsed = marks.t_end - marks.t_start;
     double share = (marks.sgemm_end - marks.sgemm_start) / elapsed, share_sum = 0;
     MPI_Reduce(&share, &share_sum, 1, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-    double replay[3];
+    double replay[3], replay_ops[3][N_OPS];
     for (int i = 0; i < 3; i++) {
-        double t = replay_step(steps, 3);
+        double t = replay_step(steps, 3, replay_ops[i]);
         MPI_Allreduce(&t, &replay[i], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
     double sgemm_step = median(replay, 3);
@@ -279,12 +450,37 @@ int main(int argc, char **argv)
         double median_s = median(marks.step_s, steps);
         printf("tokens_per_s %.0f\n", tps);
         printf("ms_per_step %.1f\n", ms);
+        printf("cpu_ms_per_step %.1f (rank 0's training thread)\n",
+               1000 * (marks.cpu_end - marks.cpu_start) / steps);
         printf("tokens_per_s_median_step %.0f\n", tokens_per_step / median_s);
         printf("sgemm_share %.1f%%\n", 100 * share_sum / world);
         printf("sgemm_calls_per_step %ld (%d shapes)\n", calls / steps, g_meter.n_shapes);
         printf("sgemm_alone_ms_per_step %.1f\n", 1000 * sgemm_step);
         printf("sgemm_ceiling_tokens_per_s %.0f\n", ceiling);
         printf("of_ceiling %.0f%%\n", 100 * tps / ceiling);
+        /* rank 0's ops, by time; "alone": its sgemm calls replayed by themselves (the replay
+         * whose total was the median) */
+        int mid = 0;
+        for (int i = 0; i < 3; i++)
+            if (replay[i] == sgemm_step)
+                mid = i;
+        double ops_total = 0;
+        printf("ops per step on rank 0 (ms): total, sgemm inside, that sgemm alone, calls\n");
+        for (int done = 0; done < N_OPS; done++) {
+            int top = -1;
+            for (int o = 0; o < N_OPS; o++)
+                if (g_ops[o].calls >= 0 && (top < 0 || g_ops[o].seconds > g_ops[top].seconds))
+                    top = o;
+            if (g_ops[top].calls == 0)
+                break;
+            printf("   op %-20s %7.1f %7.1f %7.1f %6ld\n", op_names[top],
+                   1000 * g_ops[top].seconds / steps, 1000 * g_ops[top].sgemm_seconds / steps,
+                   1000 * replay_ops[mid][top], g_ops[top].calls / steps);
+            ops_total += g_ops[top].seconds;
+            g_ops[top].calls = -1; /* printed */
+        }
+        printf("   outside the ops       %7.1f  (collectives, data, the loop)\n",
+               1000 * (elapsed - ops_total) / steps);
     }
     free(plan.ranks);
     free(plan.nodes);

@@ -5,7 +5,8 @@ after a warm-up, tokens of all ranks per second).
 
     python3 torch_gpt.py --ranks R --threads N [--steps 10 --warmup 3]
 
-Prints "tokens_per_s X" and "ms_per_step Y" (rank 0). Written for Debian's PyTorch 1.13: no
+Prints "tokens_per_s X", "ms_per_step Y" and "cpu_ms_per_step Z" (rank 0; Z is its main
+thread's CPU time, which leaves out waits for a core, as atom-bench-worker's). Written for Debian's PyTorch 1.13: no
 scaled_dot_product_attention, and gloo refuses bool buffers, so the causal mask is a float one.
 """
 import argparse
@@ -81,9 +82,9 @@ def worker(rank, args, port):
                             weight_decay=0.1)
     data = torch.frombuffer(bytearray(open(args.data, "rb").read()), dtype=torch.uint8).long()
     gen = torch.Generator().manual_seed(rank)
-    times = []
+    times, cpu = [], []
     for step in range(args.warmup + args.steps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         off = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
         batch = torch.stack([data[o:o + T + 1] for o in off.tolist()])
         loss = model(batch[:, :-1], batch[:, 1:])
@@ -94,10 +95,12 @@ def worker(rank, args, port):
         if args.ranks > 1:
             dist.barrier()  # every rank's step done, as atom's per-step all-reduce
         times.append(time.perf_counter() - t0)
+        cpu.append(time.thread_time() - c0)
     if rank == 0:
         measured = sum(times[args.warmup:])
         print("tokens_per_s %.0f" % (args.ranks * B * T * args.steps / measured))
         print("ms_per_step %.1f" % (1000 * measured / args.steps))
+        print("cpu_ms_per_step %.1f (rank 0's main thread)" % (1000 * sum(cpu[args.warmup:]) / args.steps))
         print("loss %.4f" % loss.item())
     if args.ranks > 1:
         dist.destroy_process_group()

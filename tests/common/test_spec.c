@@ -41,6 +41,7 @@ static void test_defaults(void **state)
     assert_true(s.training.min_lr == 3e-5);
     assert_int_equal(s.training.lr_schedule, ATOM_LR_COSINE);
     assert_int_equal(s.training.seed, 1234);
+    assert_int_equal(s.training.precision, ATOM_PRECISION_FP32);
     assert_string_equal(s.checkpoint.dir, "");
     assert_true(s.checkpoint.async);
     assert_int_equal(s.restart.max_restarts, 3);
@@ -185,6 +186,9 @@ static const bad_case bad_cases[] = {
      "restart.heartbeat_timeout", "expected a duration"},
     {"unknown enum", DATA_LINE "resources: {device: gpu}\n", 0, 2, 21, "resources.device",
      "expected one of: auto, cpu, cuda"},
+    {"unknown precision", DATA_LINE "training: {precision: fp16}\n", 0, 2, 23,
+     "training.precision",
+     "unknown value 'fp16' (did you mean 'fp32'?); expected one of: fp32, bf16"},
     {"unknown preset", DATA_LINE "model: {preset: gpt2-124n}\n", 0, 2, 17, "model.preset",
      "did you mean 'gpt2-124m'?"},
     {"bad name", DATA_LINE "name: my job!\n", 0, 2, 7, "name", "not a valid name"},
@@ -504,7 +508,7 @@ static void test_json_round_trip(void **state)
     assert_int_equal(parse_str("data: {path: /x, format: uint16}\nname: rt\n"
                                "resources: {device: cuda, time_limit: 1h30m}\n"
                                "training: {lr: 0.1, min_lr: 0.030000000000000002, "
-                               "seed: 9223372036854775807, lr_schedule: linear}\n"
+                               "seed: 9223372036854775807, lr_schedule: linear, precision: bf16}\n"
                                "model: {vocab: 50257}\ncheckpoint: {async: false, dir: c}\n",
                                &s, &d),
                      0);
@@ -512,6 +516,7 @@ static void test_json_round_trip(void **state)
     assert_non_null(json);
     assert_non_null(strstr(json, "\"device\":\"cuda\""));
     assert_non_null(strstr(json, "\"time_limit\":5400"));
+    assert_non_null(strstr(json, "\"precision\":\"bf16\""));
     /* min_lr 0.030000000000000002 needs 17 digits: the whole spec is written with 17. */
     assert_non_null(strstr(json, "\"min_lr\":0.030000000000000002"));
     atom_err err = {{0}};
@@ -664,6 +669,7 @@ static void test_reference_defaults_match(void **state)
         case SPEC_DEVICE:
         case SPEC_FORMAT:
         case SPEC_SCHEDULE:
+        case SPEC_PRECISION:
             same =
                 strcmp(lit, atom_spec_enum_name(k->kind, *(const int *)(const void *)field)) == 0;
             break;

@@ -20,6 +20,7 @@
 
 #include "common/common.h"
 #include "worker/backend.h"
+#include "worker/kernels.h"
 #include "worker/model.h"
 
 /* ---- the comparison context --------------------------------------------------------- */
@@ -268,27 +269,37 @@ static void check_matmul(compare_ctx *cx)
     buffer_pair *w = pair_random(cx, OUT * IN, -1.0f, 1.0f);
     buffer_pair *bias = pair_random(cx, OUT, -1.0f, 1.0f);
     buffer_pair *out = pair_random(cx, N * OUT, -9.0f, 9.0f);
-    for (int with_bias = 0; with_bias < 2; with_bias++) {
-        const char *op = with_bias ? "matmul_forward" : "matmul_forward(bias NULL)";
-        cx->ref->matmul_forward(F(out->ref), F(inp->ref), F(w->ref),
-                                with_bias ? F(bias->ref) : NULL, N, IN, OUT);
-        cx->dev->matmul_forward(F(out->dev), F(inp->dev), F(w->dev),
-                                with_bias ? F(bias->dev) : NULL, N, IN, OUT);
-        compare_floats(cx, op, "out", out, N * OUT, ATOL, RTOL);
-    }
     buffer_pair *dout = pair_random(cx, N * OUT, -1.0f, 1.0f);
     buffer_pair *dinp = pair_random(cx, N * IN, -9.0f, 9.0f); /* "=": overwritten */
     buffer_pair *dw = pair_random(cx, OUT * IN, -1.0f, 1.0f); /* "+=" */
     buffer_pair *db = pair_random(cx, OUT, -1.0f, 1.0f);      /* "+=" */
-    for (int full = 1; full >= 0; full--) {
-        const char *op = full ? "matmul_backward" : "matmul_backward(dinp, dbias NULL)";
-        cx->ref->matmul_backward(full ? F(dinp->ref) : NULL, F(dw->ref), full ? F(db->ref) : NULL,
-                                 F(dout->ref), F(inp->ref), F(w->ref), N, IN, OUT);
-        cx->dev->matmul_backward(full ? F(dinp->dev) : NULL, F(dw->dev), full ? F(db->dev) : NULL,
-                                 F(dout->dev), F(inp->dev), F(w->dev), N, IN, OUT);
-        compare_floats(cx, op, "dinp", dinp, N * IN, ATOL, RTOL);
-        compare_floats(cx, op, "dweight", dw, OUT * IN, ATOL, RTOL);
-        compare_floats(cx, op, "dbias", db, OUT, ATOL, RTOL);
+    /* fp32, then bf16 operands: both sides round them alike (kernels.h), so only the order of
+     * the fp32 sums differs, as in fp32 */
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const char *op = with_bias ? (bf16 ? "matmul_forward(bf16)" : "matmul_forward")
+                                       : (bf16 ? "matmul_forward(bf16, bias NULL)"
+                                               : "matmul_forward(bias NULL)");
+            cx->ref->matmul_forward(F(out->ref), F(inp->ref), F(w->ref),
+                                    with_bias ? F(bias->ref) : NULL, N, IN, OUT, bf16);
+            cx->dev->matmul_forward(F(out->dev), F(inp->dev), F(w->dev),
+                                    with_bias ? F(bias->dev) : NULL, N, IN, OUT, bf16);
+            compare_floats(cx, op, "out", out, N * OUT, ATOL, RTOL);
+        }
+        for (int full = 1; full >= 0; full--) {
+            const char *op = full ? (bf16 ? "matmul_backward(bf16)" : "matmul_backward")
+                                  : (bf16 ? "matmul_backward(bf16, dinp, dbias NULL)"
+                                          : "matmul_backward(dinp, dbias NULL)");
+            cx->ref->matmul_backward(full ? F(dinp->ref) : NULL, F(dw->ref),
+                                     full ? F(db->ref) : NULL, F(dout->ref), F(inp->ref),
+                                     F(w->ref), N, IN, OUT, bf16);
+            cx->dev->matmul_backward(full ? F(dinp->dev) : NULL, F(dw->dev),
+                                     full ? F(db->dev) : NULL, F(dout->dev), F(inp->dev),
+                                     F(w->dev), N, IN, OUT, bf16);
+            compare_floats(cx, op, "dinp", dinp, N * IN, ATOL, RTOL);
+            compare_floats(cx, op, "dweight", dw, OUT * IN, ATOL, RTOL);
+            compare_floats(cx, op, "dbias", db, OUT, ATOL, RTOL);
+        }
     }
 }
 
@@ -470,7 +481,8 @@ static int compare_backends(const atom_backend *ref, const atom_backend *dev, bo
  * AdamW step and a forward with the new weights. Catches what the op checks cannot: the model
  * calling an op with a pointer or shape the two backends read differently. Returns the number
  * of mismatches, or -1 when a model cannot be built or run. */
-static int compare_models(const atom_backend *ref, const atom_backend *dev, bool verbose)
+static int compare_models(const atom_backend *ref, const atom_backend *dev,
+                          atom_precision precision, bool verbose)
 {
     enum { MB = 2, MT = 16, MV = 200 };
     atom_model_opts opts;
@@ -479,6 +491,7 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
         (atom_model_cfg){.layers = 2, .channels = 32, .heads = 4, .vocab = MV, .context = MT};
     opts.max_batch = MB;
     opts.tp_size = 1;
+    opts.precision = precision;
     atom_model *models[2] = {NULL, NULL};
     const atom_backend *backends[2] = {ref, dev};
     atom_err err;
@@ -494,6 +507,12 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
     float loss[2][3];
     double norm[2];
     int mismatches = 0, rc = 0;
+    /* bf16 (x[0]: atol, x[1]: rtol, or the fp32 value times these): two backends that sum a
+     * product in another order may round an operand near a bf16 tie to its two neighbours,
+     * 2^-8 apart, where fp32 differs by 2^-24 (summing in another order with bf16 operands
+     * moved gradients by 0.15% and a weight by 5e-4 = lr/2 in --self-check) */
+    bool bf16 = precision == ATOM_PRECISION_BF16;
+    float loose = bf16 ? 10.0f : 1.0f;
     for (int s = 0; s < 2 && rc == 0; s++) {
         opts.backend = backends[s];
         if (atom_model_create(&opts, &models[s], &err) != 0 ||
@@ -516,12 +535,13 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
         if (atom_model_download(models[s], ATOM_BUF_GRADS, host[s], &err) != 0)
             rc = -1;
     if (rc == 0) {
-        mismatches += !arrays_match("model", "loss", loss[0], loss[1], 2, 1e-5f, 1e-5f, verbose);
-        mismatches +=
-            !arrays_match("model", "grads", host[0], host[1], (size_t)total, 1e-6f, 1e-3f, verbose);
+        mismatches += !arrays_match("model", "loss", loss[0], loss[1], 2, 1e-5f * loose,
+                                    1e-5f * loose, verbose);
+        mismatches += !arrays_match("model", "grads", host[0], host[1], (size_t)total,
+                                    1e-6f * loose, 1e-3f * loose, verbose);
         float norms[2] = {(float)norm[0], (float)norm[1]};
-        mismatches +=
-            !arrays_match("model", "gradnorm", &norms[0], &norms[1], 1, 0.0f, 1e-4f, verbose);
+        mismatches += !arrays_match("model", "gradnorm", &norms[0], &norms[1], 1, 0.0f,
+                                    1e-4f * loose, verbose);
     }
     /* one AdamW step (clipping factor 0.5), then a forward with the new weights */
     for (int s = 0; s < 2 && rc == 0; s++)
@@ -532,17 +552,19 @@ static int compare_models(const atom_backend *ref, const atom_backend *dev, bool
         /* atol lr/10: AdamW divides by sqrt(v), so a gradient near zero moves its weight by up to
          * lr in a direction that is rounding noise (summing the matmuls in another order moved
          * one by 1.1e-5 in --self-check); a wrong step moves most weights by about lr */
-        mismatches += !arrays_match("model", "params", host[0], host[1], (size_t)total, 1e-4f,
-                                    1e-4f, verbose);
+        mismatches += !arrays_match("model", "params", host[0], host[1], (size_t)total,
+                                    bf16 ? 1e-3f : 1e-4f, 1e-4f * loose, verbose);
     for (int s = 0; s < 2 && rc == 0; s++)
         if (atom_model_download(models[s], ATOM_BUF_ADAM_V, host[s], &err) != 0 ||
             atom_model_forward(models[s], tokens[0], MB, &loss[s][2], &err) != 0)
             rc = -1;
     if (rc == 0) {
-        mismatches += !arrays_match("model", "adam_v", host[0], host[1], (size_t)total, 1e-12f,
-                                    1e-3f, verbose);
-        mismatches +=
-            !arrays_match("model", "loss2", &loss[0][2], &loss[1][2], 1, 1e-5f, 1e-5f, verbose);
+        /* bf16: v = 0.05 g^2 moves by 0.1 g dg, 1e-9 for a gradient of 1e-3 off by 1e-5 (the
+         * gradients' atol) */
+        mismatches += !arrays_match("model", "adam_v", host[0], host[1], (size_t)total,
+                                    bf16 ? 1e-9f : 1e-12f, bf16 ? 2e-2f : 1e-3f, verbose);
+        mismatches += !arrays_match("model", "loss2", &loss[0][2], &loss[1][2], 1,
+                                    1e-5f * loose, 1e-5f * loose, verbose);
     }
     if (rc != 0)
         fprintf(stderr, "FAIL model: %s\n", err.msg);
@@ -583,6 +605,14 @@ static void broken_attention_forward(float *out, float *att, const float *qkv, i
     att[0] *= 0.5f;
 }
 
+/* Multiplies in fp32 when asked for bf16 operands. */
+static void broken_matmul_forward(float *out, const float *inp, const float *weight,
+                                  const float *bias, int N_, int IN, int OUT, bool bf16)
+{
+    (void)bf16;
+    cpu->matmul_forward(out, inp, weight, bias, N_, IN, OUT, false);
+}
+
 /* Forgets the gradient multiplier (the clipping factor). */
 static void broken_adamw(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
                          float beta1, float beta2, float eps, float wd, float bc1, float bc2,
@@ -594,35 +624,38 @@ static void broken_adamw(float *param, const float *grad, float *m, float *v, in
 
 /* Legitimately different rounding, as a GPU has: matmuls as plain loops that sum the inner
  * dimension backwards with fused multiply-adds (cuBLAS neither blocks nor orders its sums as
- * OpenBLAS does, and nvcc contracts a * b + c into one FMA). The tolerances must accept it. */
+ * OpenBLAS does, and nvcc contracts a * b + c into one FMA). The tolerances must accept it.
+ * With bf16 operands, each operand is rounded as it is read (OP). */
+#define OP(x) (bf16 ? atom_bf16_round(x) : (x))
+
 static void reordered_matmul_forward(float *out, const float *inp, const float *weight,
-                                     const float *bias, int N_, int IN, int OUT)
+                                     const float *bias, int N_, int IN, int OUT, bool bf16)
 {
     for (int n = 0; n < N_; n++)
         for (int o = 0; o < OUT; o++) {
             float s = 0.0f;
             for (int i = IN - 1; i >= 0; i--)
-                s = fmaf(inp[(size_t)n * IN + i], weight[(size_t)o * IN + i], s);
+                s = fmaf(OP(inp[(size_t)n * IN + i]), OP(weight[(size_t)o * IN + i]), s);
             out[(size_t)n * OUT + o] = s + (bias ? bias[o] : 0.0f);
         }
 }
 
 static void reordered_matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                                       const float *inp, const float *weight, int N_, int IN,
-                                      int OUT)
+                                      int OUT, bool bf16)
 {
     for (int n = 0; dinp && n < N_; n++)
         for (int i = 0; i < IN; i++) {
             float s = 0.0f;
             for (int o = OUT - 1; o >= 0; o--)
-                s = fmaf(dout[(size_t)n * OUT + o], weight[(size_t)o * IN + i], s);
+                s = fmaf(OP(dout[(size_t)n * OUT + o]), OP(weight[(size_t)o * IN + i]), s);
             dinp[(size_t)n * IN + i] = s;
         }
     for (int o = 0; o < OUT; o++)
         for (int i = 0; i < IN; i++) {
             float s = 0.0f;
             for (int n = N_ - 1; n >= 0; n--)
-                s = fmaf(dout[(size_t)n * OUT + o], inp[(size_t)n * IN + i], s);
+                s = fmaf(OP(dout[(size_t)n * OUT + o]), OP(inp[(size_t)n * IN + i]), s);
             dweight[(size_t)o * IN + i] += s;
         }
     for (int o = 0; dbias && o < OUT; o++) {
@@ -632,6 +665,7 @@ static void reordered_matmul_backward(float *dinp, float *dweight, float *dbias,
         dbias[o] += s;
     }
 }
+#undef OP
 
 static int self_check(void)
 {
@@ -646,8 +680,8 @@ static int self_check(void)
     struct {
         const char *broken_op;
         atom_backend table;
-    } cases[4];
-    for (int i = 0; i < 4; i++)
+    } cases[5];
+    for (int i = 0; i < 5; i++)
         cases[i].table = *cpu;
     cases[0].broken_op = "gelu_forward";
     cases[0].table.gelu_forward = broken_gelu_forward;
@@ -657,11 +691,14 @@ static int self_check(void)
     cases[2].table.attention_forward = broken_attention_forward;
     cases[3].broken_op = "adamw";
     cases[3].table.adamw = broken_adamw;
+    cases[4].broken_op = "matmul_forward(bf16"; /* with or without a bias */
+    cases[4].table.matmul_forward = broken_matmul_forward;
     atom_backend reordered = *cpu;
     reordered.matmul_forward = reordered_matmul_forward;
     reordered.matmul_backward = reordered_matmul_backward;
     failures = compare_backends(cpu, &reordered, true, first, sizeof first, &io_failed);
-    int model_failures = compare_models(cpu, &reordered, true);
+    int model_failures = compare_models(cpu, &reordered, ATOM_PRECISION_FP32, true) +
+                         compare_models(cpu, &reordered, ATOM_PRECISION_BF16, true);
     printf("%s matmuls summed in another order: %d op and %d model mismatches%s%s\n",
            failures == 0 && model_failures == 0 ? "accepted" : "REJECTED", failures, model_failures,
            failures ? ", first " : "", failures ? first : "");
@@ -669,16 +706,17 @@ static int self_check(void)
         return 1;
 
     int missed = 0;
-    model_failures = compare_models(cpu, cpu, true);
-    if (model_failures != 0) {
+    model_failures = compare_models(cpu, cpu, ATOM_PRECISION_FP32, true);
+    int bf16_failures = compare_models(cpu, cpu, ATOM_PRECISION_BF16, true);
+    if (model_failures != 0 || bf16_failures != 0) {
         fprintf(stderr, "self-check: the model on the CPU backend differs from itself\n");
         return 1;
     }
-    model_failures = compare_models(cpu, &cases[0].table, false);
+    model_failures = compare_models(cpu, &cases[0].table, ATOM_PRECISION_FP32, false);
     printf("%s broken gelu_forward in the whole model: %d mismatches\n",
            model_failures > 0 ? "caught" : "MISSED", model_failures);
     missed += model_failures <= 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         failures = compare_backends(cpu, &cases[i].table, false, first, sizeof first, &io_failed);
         bool caught =
             failures > 0 && strncmp(first, cases[i].broken_op, strlen(cases[i].broken_op)) == 0;
@@ -708,8 +746,12 @@ int main(int argc, char **argv)
            failures ? first : "");
     if (failures || io_failed)
         return 1;
-    int model_failures = compare_models(atom_backend_cpu(), atom_backend_cuda(), true);
-    printf("model: %d mismatches\n", model_failures);
+    int model_failures =
+        compare_models(atom_backend_cpu(), atom_backend_cuda(), ATOM_PRECISION_FP32, true);
+    int bf16_failures =
+        compare_models(atom_backend_cpu(), atom_backend_cuda(), ATOM_PRECISION_BF16, true);
+    printf("model: %d mismatches in fp32, %d in bf16\n", model_failures, bf16_failures);
+    model_failures += bf16_failures;
     return model_failures == 0 ? 0 : 1;
 #else
     fprintf(stderr, "built without CUDA\n");

@@ -97,6 +97,85 @@ static void test_kernel_tanh(void **state)
     assert_true(atom_exp_neg(1000.0f) > 0.0f && atom_exp_neg(1000.0f) < 1e-37f);
 }
 
+/* The causal softmax row (its exponentials are atom_exp_neg's) against double precision; a NaN
+ * score makes the row NaN, as libm's expf would. */
+static void test_kernel_softmax_row(void **state)
+{
+    (void)state;
+    enum { T = 40 };
+    float row[T];
+    double worst = 0;
+    uint64_t x = 12345; /* its own stream: the other tests' data stays as it was */
+    for (int t = 0; t < T; t++) {
+        for (int j = 0; j < T; j++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            /* scores in [-400, 400): differences past 87 take atom_exp_neg's clamp */
+            row[j] = (float)((double)(x >> 11) / 9007199254740992.0 * 800.0 - 400.0);
+        }
+        double want[T], maxv = -INFINITY, sum = 0;
+        for (int j = 0; j <= t; j++)
+            maxv = fmax(maxv, 0.125 * row[j]);
+        for (int j = 0; j <= t; j++)
+            sum += want[j] = exp(0.125 * row[j] - maxv);
+        atom_causal_softmax_row(row, t, T, 0.125f);
+        for (int j = 0; j < T; j++)
+            worst = fmax(worst, fabs(row[j] - (j <= t ? want[j] / sum : 0.0)));
+    }
+    if (worst > 1e-6)
+        fail_msg("softmax row: largest error %g", worst);
+    float with_nan[4] = {1.0f, NAN, 2.0f, 5.0f};
+    atom_causal_softmax_row(with_nan, 2, 4, 1.0f);
+    assert_true(isnan(with_nan[1]) && with_nan[3] == 0.0f);
+}
+
+/* Round to nearest, ties to even, on the bit patterns that decide it. */
+static void test_kernel_bf16_rounding(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t in;
+        uint16_t out;
+        const char *what;
+    } cases[] = {
+        {0x3F800000u, 0x3F80u, "1.0 exact"},
+        {0x3F807FFFu, 0x3F80u, "just below a tie: down"},
+        {0x3F808000u, 0x3F80u, "tie, even kept part: down"},
+        {0x3F808001u, 0x3F81u, "just above a tie: up"},
+        {0x3F818000u, 0x3F82u, "tie, odd kept part: up to even"},
+        {0xBF818000u, 0xBF82u, "negative tie, odd: away from zero to even"},
+        {0x3FFF8000u, 0x4000u, "tie carrying into the exponent"},
+        {0x7F7F7FFFu, 0x7F7Fu, "largest bf16, below the tie"},
+        {0x7F7F8000u, 0x7F80u, "tie above the largest bf16: infinity"},
+        {0x7F7FFFFFu, 0x7F80u, "largest float: infinity"},
+        {0x7F800000u, 0x7F80u, "+infinity"},
+        {0xFF800000u, 0xFF80u, "-infinity"},
+        {0x7FC00000u, 0x7FC0u, "quiet NaN"},
+        {0x7F800001u, 0x7FC0u, "NaN whose payload is all in the dropped half: still NaN"},
+        {0xFF800001u, 0xFFC0u, "negative NaN keeps its sign"},
+        {0x7FBFFFFFu, 0x7FFFu, "signalling NaN with the largest payload: no carry to +0"},
+        {0x00000000u, 0x0000u, "+0"},
+        {0x80000000u, 0x8000u, "-0"},
+        {0x00000001u, 0x0000u, "smallest subnormal: to +0"},
+        {0x00008000u, 0x0000u, "subnormal tie, even: down to 0"},
+        {0x00018000u, 0x0002u, "subnormal tie, odd: up"},
+        {0x00010000u, 0x0001u, "smallest bf16 subnormal exact"},
+        {0x007FFFFFu, 0x0080u, "largest subnormal: up to the smallest normal"},
+        {0x80018000u, 0x8002u, "negative subnormal tie, odd"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        float f;
+        memcpy(&f, &cases[i].in, sizeof f);
+        uint16_t got = atom_bf16_bits(f);
+        if (got != cases[i].out)
+            fail_msg("%s: 0x%08X -> 0x%04X, want 0x%04X", cases[i].what, (unsigned)cases[i].in,
+                     (unsigned)got, (unsigned)cases[i].out);
+    }
+    assert_true(atom_bf16_round(1.0f + 0x1p-8f) == 1.0f);
+    assert_true(atom_bf16_round(1.0f + 3 * 0x1p-8f) == 1.0f + 0x1p-6f);
+    assert_true(atom_bf16_to_float(0x3F82u) == 1.015625f);
+    assert_true(isnan(atom_bf16_round(NAN)) && isinf(atom_bf16_round(INFINITY)));
+}
+
 /* ---- the parameter table ---- */
 
 static void test_table_layout(void **state)
@@ -437,6 +516,17 @@ static void test_gradients_recomputed_attention(void **state)
     check_gradients(&c);
 }
 
+/* The CPU backend's attention multiplies only the causal half of q k^T, in tiles of 32 queries
+ * (and keys): T = 70 gives two whole tiles and a partial one, against the naive forward (which
+ * computes the whole square) and against finite differences. */
+static void test_attention_causal_tiles(void **state)
+{
+    (void)state;
+    const atom_model_cfg c = {.layers = 1, .channels = 8, .heads = 2, .vocab = 5, .context = 70};
+    check_against_naive(&c, 2, true);
+    check_gradients(&c);
+}
+
 /* ---- gpt-tiny at initialisation ---- */
 
 static void test_tiny_initial_loss(void **state)
@@ -577,6 +667,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernel_tanh),
+        cmocka_unit_test(test_kernel_bf16_rounding),
+        cmocka_unit_test(test_kernel_softmax_row),
         cmocka_unit_test(test_table_layout),
         cmocka_unit_test(test_init_independent_of_split),
         cmocka_unit_test(test_init_distribution),
@@ -584,6 +676,7 @@ int main(void)
         cmocka_unit_test(test_naive_wider),
         cmocka_unit_test(test_gradients_finite_differences),
         cmocka_unit_test(test_gradients_recomputed_attention),
+        cmocka_unit_test(test_attention_causal_tiles),
         cmocka_unit_test(test_tiny_initial_loss),
         cmocka_unit_test(test_adamw_and_norm),
         cmocka_unit_test(test_decay_only_2d),

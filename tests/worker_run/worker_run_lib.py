@@ -34,7 +34,7 @@ def workdir(name):
 
 
 def write_spec(folder, tensor, data, steps, global_batch, micro_batch, lr=3e-3, warmup=5,
-               ckpt_dir="", every=0, async_ckpt=False, seed=7, model=None):
+               ckpt_dir="", every=0, async_ckpt=False, seed=7, model=None, precision=None):
     model = model or TINY_MODEL
     lines = [
         "name: worker-test",
@@ -61,6 +61,8 @@ def write_spec(folder, tensor, data, steps, global_batch, micro_batch, lr=3e-3, 
         "  grad_clip: 1.0",
         "  seed: %d" % seed,
     ]
+    if precision:
+        lines += ["  precision: %s" % precision]
     if ckpt_dir:
         lines += ["checkpoint:", "  dir: %s" % ckpt_dir, "  every: %d" % every,
                   "  keep: 0", "  async: %s" % ("true" if async_ckpt else "false")]
