@@ -298,11 +298,14 @@ class Daemon:
         return wait_until(reached, timeout, "job %d to be %s" % (job_id, "/".join(states)))
 
 
-def run(test, args, **daemon_kw):
-    """Runs test(daemon) on a fresh atomd; keeps the folder and prints the log on failure."""
+def run(test, args, setup=None, **daemon_kw):
+    """Runs test(daemon) on a fresh atomd; keeps the folder and prints the log on failure.
+    setup(daemon), when given, runs before atomd starts (files that need the test's folder)."""
     d = Daemon(args, **daemon_kw)
     ok = False
     try:
+        if setup:
+            setup(d)
         d.start()
         test(d)
         ok = True

@@ -10,7 +10,6 @@ mpirun's daemon here, as the node's; otherwise it hands over to ssh, which canno
 Stand-in worker tests/atomd/fake_worker.c."""
 import json
 import os
-import socket
 import sys
 import time
 import urllib.request
@@ -45,14 +44,6 @@ fi
 """
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def nodes(d):
     rc, out, err = d.ctl("nodes", "--json")
     check(rc == 0, "nodes: %s" % err)
@@ -68,23 +59,14 @@ def write_script(d, name, text):
 
 
 def with_daemon(args, settings, test):
-    d = harness.Daemon(args, cluster=CLUSTER)
-    d.env["OMPI_MCA_plm_rsh_agent"] = write_script(d, "agent.sh", AGENT)
-    d.port = free_port()
-    conf = os.path.join(d.tmp, "atomd.conf")
-    with open(conf, "w") as f:
-        f.write("metrics_port = %d\n" % d.port + settings % {"health": write_script(d, "health.sh", HEALTH)})
-    d.extra += ["--config", conf]
-    ok = False
-    try:
-        d.start()
-        test(d)
-        ok = True
-        d.stop()
-    finally:
-        if not ok:
-            print("---- atomd log (%s) ----\n%s" % (d.tmp, d.log() if os.path.exists(d.log_path) else ""), file=sys.stderr)
-        d.cleanup(ok)
+    def setup(d):
+        d.env["OMPI_MCA_plm_rsh_agent"] = write_script(d, "agent.sh", AGENT)
+        d.port = harness.free_port()
+        conf = os.path.join(d.tmp, "atomd.conf")
+        with open(conf, "w") as f:
+            f.write("metrics_port = %d\n" % d.port + settings % {"health": write_script(d, "health.sh", HEALTH)})
+        d.extra += ["--config", conf]
+    harness.run(test, args, setup=setup, cluster=CLUSTER)
 
 
 def reachable(d, yes):

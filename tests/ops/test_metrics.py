@@ -26,14 +26,6 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[a-zA-Z_][a-zA-Z0-9_]*="(
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def scrape(port, path="/metrics"):
     with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=10) as r:
         check(r.headers["Content-Type"].startswith("text/plain; version=0.0.4"), "content type %s" % r.headers)
@@ -60,7 +52,7 @@ def get(samples, metric, **labels):
 
 def main():
     args = harness.parse_args()
-    port = free_port()
+    port = harness.free_port()
 
     def test(d):
         # A scraper that connects and sends nothing (or half a request) must not hold atomd: its
