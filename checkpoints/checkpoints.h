@@ -147,8 +147,10 @@ void atom_ckpt_async_destroy(atom_ckpt_async *a);
 /* ---- loading (collective over comm) -------------------------------------------------------- */
 
 /* Reads every tensor's selection (param and both moments) from FILE, whatever layout wrote it,
- * and the metadata (meta may be NULL). verify: first check every checksum of the file, the
- * work shared between the ranks of comm. Errors name the dataset. */
+ * and the metadata (meta may be NULL). verify: check, as it is read, the CRC32C of every written
+ * hyperslab that the rank's selections touch (each byte is read once; a hyperslab that a
+ * selection cuts is read again whole), so every loaded element is checked. Errors name the
+ * dataset (and hyperslab). After a failure the tensors hold whatever was read before it. */
 int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, int ntensors,
                    atom_ckpt_meta *meta, bool verify, atom_ckpt_err *err);
 
