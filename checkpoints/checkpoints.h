@@ -191,5 +191,8 @@ int atom_ckpt_export_safetensors(const char *path, const char *out_path, FILE *o
 /* CRC32C (Castagnoli, reflected, init and final xor 0xFFFFFFFF), as stored in the files;
  * crc = 0 to start, pass the previous result to continue. */
 uint32_t atom_ckpt_crc32c(uint32_t crc, const void *data, size_t len);
+/* The same CRC32C by the portable table loop, which atom_ckpt_crc32c uses on CPUs without
+ * SSE4.2's crc32 instruction; public so that tests check both give the same result. */
+uint32_t atom_ckpt_crc32c_portable(uint32_t crc, const void *data, size_t len);
 
 #endif /* ATOM_CHECKPOINTS_H */
