@@ -4,6 +4,7 @@
  *   mpirun -np N bench_ckpt --dir DIR --model gpt2-124m|gpt-tiny [--steps-ms 100]
  *                           [--async no] [--export no] [--cost-rounds 5]
  *
+ * Exits 1 if any save, load or export failed (the test suite's smoke run checks that).
  * Prints one line per figure ("key value unit"); run_bench.sh runs it at 1, 2 and 4 ranks beside
  * dd's write and direct-read bandwidth to the same disk in the same run (the limits).
  * Before each load the file is evicted from the page cache (posix_fadvise DONTNEED on a synced
@@ -146,6 +147,7 @@ int main(int argc, char **argv) {
     snprintf(meta.writer, sizeof meta.writer, "bench_ckpt");
     atom_ckpt_err err = {""};
     char path[4096];
+    int failures = 0; /* loads, export, async saves that failed: the exit status says so */
     if (rank == 0) {
         printf("model %s state_gb %.3f ranks %d layout TP%dxDP1\n", model, gb, nranks, nranks);
     }
@@ -176,6 +178,7 @@ int main(int argc, char **argv) {
         t0 = MPI_Wtime();
         rc = atom_ckpt_load(path, MPI_COMM_WORLD, t, 16, NULL, verify, &err);
         double load_s = MPI_Wtime() - t0;
+        failures += rc != 0;
         if (rc != 0 && rank == 0) {
             fprintf(stderr, "load failed: %s\n", err.msg);
         }
@@ -194,6 +197,7 @@ int main(int argc, char **argv) {
         double export_s = MPI_Wtime() - t0;
         struct stat es;
         stat(out, &es);
+        failures += rc != 0;
         printf("export_ok %d export_s %.3f safetensors_gb %.3f\n", rc == 0, export_s,
                rc == 0 ? (double)es.st_size / 1e9 : 0.0);
         unlink(out);
@@ -208,8 +212,9 @@ int main(int argc, char **argv) {
      * The first async save (which allocates and faults in the snapshot buffer) is reported
      * apart: every later checkpoint of a run reuses the buffer. */
     if (!async) {
+        MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
         MPI_Finalize();
-        return 0;
+        return failures ? 1 : 0;
     }
     work_buf = calloc(4096, sizeof(float));
     int64_t flops = 1;
@@ -230,12 +235,14 @@ int main(int argc, char **argv) {
     rc = atom_ckpt_async_start(a, dir, t, 16, &meta, 1, &err);
     double first_copy_s = MPI_Wtime() - t0;
     rc = rc == 0 ? atom_ckpt_async_wait(a, &err) : rc;
+    failures += rc != 0;
     if (rank == 0) {
         printf("async_first ok %d snapshot_copy_s %.3f (allocates the buffer) "
                "snapshot_buffer_mb_per_rank %.1f bound_mb_per_rank %.1f\n", rc == 0,
                first_copy_s, (double)atom_ckpt_async_bytes(a) / 1e6, (double)bound / 1e6);
     }
     int S = (int)(2 * save_s / (step_ms / 1e3)) + 1;
+    MPI_Bcast(&S, 1, MPI_INT, 0, MPI_COMM_WORLD); /* every rank's save_s differs a little */
     if (rank == 0) {
         printf("async_cost steps_per_window %d step_ms %.0f rounds %d\n", S, step_ms, cost_rounds);
     }
@@ -264,6 +271,7 @@ int main(int argc, char **argv) {
             }
             MPI_Barrier(MPI_COMM_WORLD);
             window[mode] = MPI_Wtime() - t0;
+            failures += rc != 0;
             if (rc != 0 && rank == 0) {
                 fprintf(stderr, "save failed: %s\n", err.msg);
             }
@@ -279,6 +287,7 @@ int main(int argc, char **argv) {
     atom_ckpt_async_destroy(a);
     free(work_buf);
     tm_free(&m);
+    MPI_Allreduce(MPI_IN_PLACE, &failures, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     MPI_Finalize();
-    return 0;
+    return failures ? 1 : 0;
 }

@@ -20,6 +20,10 @@
 # and 0.30 GB/s, measured 2026-11-23 17:23). Without the pause, a dd run right after atom's
 # file was deleted wrote into recycled pages while atom, which first allocates its 1.5 GB state,
 # wrote into fresh ones: the comparison measured the order of the runs.
+#
+# The async save's cost is measured apart (docs/checkpoint-format.md, "Async save"):
+#   mpirun -np N bench_ckpt --dir DIR --model gpt2-124m --export no --cost-rounds 5
+#   bench/ckpt/async_cost_worker.sh BUILD_DIR     (the real worker on gpt-tiny)
 set -eu
 build=$1
 scratch=${2:-/work/ckpt-bench-$$}
