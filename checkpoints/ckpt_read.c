@@ -155,13 +155,13 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
     }
     H5Sget_simple_extent_dims(fspace, dims, NULL);
     uint64_t *rows;
-    hsize_t adims[1];
-    int width = 1 + 4 * nd, rc = read_crc_rows(ds, dname, nd, dims, &rows, adims, err);
+    hsize_t nslabs;
+    int width = 1 + 4 * nd, rc = read_crc_rows(ds, dname, nd, dims, &rows, &nslabs, err);
     if (rc != 0) {
         H5Sclose(fspace);
         return rc;
     }
-    for (hsize_t s = 0; s < adims[0]; s++) { /* announce this rank's reads first */
+    for (hsize_t s = 0; s < nslabs; s++) { /* announce this rank's reads first */
         const uint64_t *row = rows + s * width;
         hsize_t st[ATOM_CKPT_MAX_DIMS], sr[ATOM_CKPT_MAX_DIMS], ct[ATOM_CKPT_MAX_DIMS],
             bl[ATOM_CKPT_MAX_DIMS];
@@ -173,7 +173,7 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
             prefetch(fd, ds, nd, dims, st, sr, ct, bl);
         }
     }
-    for (hsize_t s = 0; s < adims[0] && rc == 0; s++, (*k)++) {
+    for (hsize_t s = 0; s < nslabs && rc == 0; s++, (*k)++) {
         const uint64_t *row = rows + s * width;
         hsize_t start[ATOM_CKPT_MAX_DIMS], stride[ATOM_CKPT_MAX_DIMS], count[ATOM_CKPT_MAX_DIMS],
             block[ATOM_CKPT_MAX_DIMS];
@@ -220,7 +220,7 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
         }
         H5Sclose(mspace);
     }
-    *nslabs_out = (int)adims[0];
+    *nslabs_out = (int)nslabs;
     free(rows);
     H5Sclose(fspace);
     return rc;
