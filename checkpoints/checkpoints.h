@@ -147,8 +147,10 @@ void atom_ckpt_async_destroy(atom_ckpt_async *a);
 /* ---- loading (collective over comm) -------------------------------------------------------- */
 
 /* Reads every tensor's selection (param and both moments) from FILE, whatever layout wrote it,
- * and the metadata (meta may be NULL). verify: first check every checksum of the file, the
- * work shared between the ranks of comm. Errors name the dataset. */
+ * and the metadata (meta may be NULL). verify: check, as it is read, the CRC32C of every written
+ * hyperslab that the rank's selections touch (each byte is read once; a hyperslab that a
+ * selection cuts is read again whole), so every loaded element is checked. Errors name the
+ * dataset (and hyperslab). After a failure the tensors hold whatever was read before it. */
 int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, int ntensors,
                    atom_ckpt_meta *meta, bool verify, atom_ckpt_err *err);
 
@@ -189,5 +191,8 @@ int atom_ckpt_export_safetensors(const char *path, const char *out_path, FILE *o
 /* CRC32C (Castagnoli, reflected, init and final xor 0xFFFFFFFF), as stored in the files;
  * crc = 0 to start, pass the previous result to continue. */
 uint32_t atom_ckpt_crc32c(uint32_t crc, const void *data, size_t len);
+/* The same CRC32C by the portable table loop, which atom_ckpt_crc32c uses on CPUs without
+ * SSE4.2's crc32 instruction; public so that tests check both give the same result. */
+uint32_t atom_ckpt_crc32c_portable(uint32_t crc, const void *data, size_t len);
 
 #endif /* ATOM_CHECKPOINTS_H */

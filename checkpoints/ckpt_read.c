@@ -82,6 +82,66 @@ static void format_slab(char *buf, size_t size, const uint64_t *row, int nd) {
     }
 }
 
+/* Reads a dataset's checksum rows ([crc, start.., stride.., count.., block..] per slab, width
+ * 1 + 4 nd) into *rows (malloc'ed) and checks that each is a hyperslab inside the dataset and
+ * that together they hold as many elements as the dataset. */
+static int read_crc_rows(hid_t ds, const char *dname, int nd, const hsize_t *dims,
+                         uint64_t **rows_out, hsize_t *nslabs, atom_ckpt_err *err) {
+    hid_t attr = H5Aopen(ds, CKPT_CRC_ATTR, H5P_DEFAULT);
+    if (attr < 0) {
+        return ckpt_h5_errf(err, "dataset %s has no %s attribute", dname, CKPT_CRC_ATTR);
+    }
+    hid_t aspace = H5Aget_space(attr);
+    hsize_t adims[2] = {0, 0};
+    int arank = H5Sget_simple_extent_ndims(aspace);
+    H5Sget_simple_extent_dims(aspace, adims, NULL);
+    H5Sclose(aspace);
+    int width = 1 + 4 * nd;
+    if (arank != 2 || adims[1] != (hsize_t)width) {
+        H5Aclose(attr);
+        return ckpt_errf(err, "dataset %s: %s attribute is not (slabs, %d)", dname, CKPT_CRC_ATTR,
+                         width);
+    }
+    uint64_t *rows = malloc(sizeof(uint64_t) * (size_t)(adims[0] ? adims[0] : 1) * width);
+    if (!rows || H5Aread(attr, H5T_NATIVE_UINT64, rows) < 0) {
+        H5Aclose(attr);
+        free(rows);
+        return ckpt_h5_errf(err, "dataset %s: cannot read its checksums", dname);
+    }
+    H5Aclose(attr);
+    int64_t total = 1, covered = 0;
+    for (int d = 0; d < nd; d++) {
+        total *= (int64_t)dims[d];
+    }
+    for (hsize_t s = 0; s < adims[0]; s++) {
+        const uint64_t *row = rows + s * width;
+        int64_t n = 1;
+        for (int d = 0; d < nd; d++) {
+            uint64_t st = row[1 + d], sr = row[1 + nd + d], ct = row[1 + 2 * nd + d],
+                     bl = row[1 + 3 * nd + d];
+            if (ct < 1 || bl < 1 || bl > dims[d] || ct > dims[d] ||
+                (ct > 1 && (sr < bl || sr > dims[d])) ||
+                st + (ct - 1) * (ct > 1 ? sr : 0) + bl > dims[d]) {
+                char slab[256];
+                format_slab(slab, sizeof slab, row, nd);
+                free(rows);
+                return ckpt_errf(err, "dataset %s: hyperslab %s lies outside the dataset", dname,
+                                 slab);
+            }
+            n *= (int64_t)(ct * bl);
+        }
+        covered += n;
+    }
+    if (covered != total) {
+        free(rows);
+        return ckpt_errf(err, "dataset %s: its checksummed hyperslabs hold %lld elements of %lld",
+                         dname, (long long)covered, (long long)total);
+    }
+    *rows_out = rows;
+    *nslabs = adims[0];
+    return 0;
+}
+
 /* Checks one dataset's slabs; *k counts slabs over the whole file to share them among ranks. */
 static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid_t dxpl, int fd,
                           int64_t *k, float **buf, int64_t *buf_cap, int *nslabs_out,
@@ -94,50 +154,26 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
         return ckpt_errf(err, "dataset %s has %d dims", dname, nd);
     }
     H5Sget_simple_extent_dims(fspace, dims, NULL);
-    hid_t attr = H5Aopen(ds, CKPT_CRC_ATTR, H5P_DEFAULT);
-    if (attr < 0) {
+    uint64_t *rows;
+    hsize_t nslabs;
+    int width = 1 + 4 * nd, rc = read_crc_rows(ds, dname, nd, dims, &rows, &nslabs, err);
+    if (rc != 0) {
         H5Sclose(fspace);
-        return ckpt_h5_errf(err, "dataset %s has no %s attribute", dname, CKPT_CRC_ATTR);
+        return rc;
     }
-    hid_t aspace = H5Aget_space(attr);
-    hsize_t adims[2] = {0, 0};
-    int arank = H5Sget_simple_extent_ndims(aspace);
-    H5Sget_simple_extent_dims(aspace, adims, NULL);
-    H5Sclose(aspace);
-    int width = 1 + 4 * nd, rc = 0;
-    if (arank != 2 || adims[1] != (hsize_t)width) {
-        H5Aclose(attr);
-        H5Sclose(fspace);
-        return ckpt_errf(err, "dataset %s: %s attribute is not (slabs, %d)", dname, CKPT_CRC_ATTR,
-                         width);
-    }
-    uint64_t *rows = malloc(sizeof(uint64_t) * (size_t)(adims[0] ? adims[0] : 1) * width);
-    if (!rows || H5Aread(attr, H5T_NATIVE_UINT64, rows) < 0) {
-        H5Aclose(attr);
-        H5Sclose(fspace);
-        free(rows);
-        return ckpt_h5_errf(err, "dataset %s: cannot read its checksums", dname);
-    }
-    H5Aclose(attr);
-    int64_t total = 1, covered = 0;
-    for (int d = 0; d < nd; d++) {
-        total *= (int64_t)dims[d];
-    }
-    for (hsize_t s = 0; s < adims[0]; s++) { /* announce this rank's reads first */
+    for (hsize_t s = 0; s < nslabs; s++) { /* announce this rank's reads first */
         const uint64_t *row = rows + s * width;
         hsize_t st[ATOM_CKPT_MAX_DIMS], sr[ATOM_CKPT_MAX_DIMS], ct[ATOM_CKPT_MAX_DIMS],
             bl[ATOM_CKPT_MAX_DIMS];
-        bool valid = (*k + (int64_t)s) % nranks == rank;
         for (int d = 0; d < nd; d++) {
             st[d] = row[1 + d], sr[d] = row[1 + nd + d], ct[d] = row[1 + 2 * nd + d];
             bl[d] = row[1 + 3 * nd + d];
-            valid = valid && ct[d] > 0 && bl[d] > 0 && st[d] + (ct[d] - 1) * sr[d] + bl[d] <= dims[d];
         }
-        if (valid) {
+        if ((*k + (int64_t)s) % nranks == rank) {
             prefetch(fd, ds, nd, dims, st, sr, ct, bl);
         }
     }
-    for (hsize_t s = 0; s < adims[0] && rc == 0; s++, (*k)++) {
+    for (hsize_t s = 0; s < nslabs && rc == 0; s++, (*k)++) {
         const uint64_t *row = rows + s * width;
         hsize_t start[ATOM_CKPT_MAX_DIMS], stride[ATOM_CKPT_MAX_DIMS], count[ATOM_CKPT_MAX_DIMS],
             block[ATOM_CKPT_MAX_DIMS];
@@ -149,7 +185,6 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
             block[d] = row[1 + 3 * nd + d];
             n *= (int64_t)(count[d] * block[d]);
         }
-        covered += n;
         if (*k % nranks != rank) {
             continue;
         }
@@ -185,11 +220,7 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
         }
         H5Sclose(mspace);
     }
-    if (rc == 0 && covered != total) {
-        rc = ckpt_errf(err, "dataset %s: its checksummed hyperslabs hold %lld elements of %lld",
-                       dname, (long long)covered, (long long)total);
-    }
-    *nslabs_out = (int)adims[0];
+    *nslabs_out = (int)nslabs;
     free(rows);
     H5Sclose(fspace);
     return rc;
@@ -326,14 +357,164 @@ int ckpt_read_meta(hid_t file, atom_ckpt_meta *meta, atom_ckpt_err *err) {
 
 /* ---- loading ---- */
 
+/* ---- checking what was read ----
+ * A verified load reads each byte once: the checksum of a writer's hyperslab (a "slab") that
+ * lies wholly inside the rank's selection is computed from the elements just read into the
+ * shard; a slab that the selection cuts (a reshard to a finer layout) is read again on its own,
+ * only its part outside the shard being extra. Slabs the selection does not touch are not this
+ * rank's concern: every element a rank loads lies in a slab it has checked. */
+
+/* Where file index x of one dimension lies in the rank's selection sel: the shard's index along
+ * that dimension, or -1 when x is not selected. */
+static int64_t sel_index(const atom_ckpt_dimsel *sel, uint64_t x) {
+    if (x < (uint64_t)sel->start) {
+        return -1;
+    }
+    uint64_t rel = x - (uint64_t)sel->start;
+    uint64_t stride = sel->count > 1 ? (uint64_t)sel->stride : (uint64_t)sel->block;
+    uint64_t blk = rel / stride, in = rel % stride;
+    if (blk >= (uint64_t)sel->count || in >= (uint64_t)sel->block) {
+        return -1;
+    }
+    return (int64_t)(blk * (uint64_t)sel->block + in);
+}
+
+/* For one dimension: does the selection hold every index of the slab's pattern, and any? */
+static void slab_vs_sel(const atom_ckpt_dimsel *sel, uint64_t st, uint64_t sr, uint64_t ct,
+                        uint64_t bl, bool *all, bool *any) {
+    *all = true;
+    *any = false;
+    for (uint64_t c = 0; c < ct; c++) {
+        for (uint64_t b = 0; b < bl; b++) {
+            bool in = sel_index(sel, st + c * (ct > 1 ? sr : 0) + b) >= 0;
+            *all = *all && in;
+            *any = *any || in;
+        }
+    }
+}
+
+/* CRC32C of a slab's elements, in row-major order of their coordinates, taken from the shard
+ * (the slab lies wholly inside the selection). Consecutive selected file indices are
+ * consecutive in the shard, so each block of the last dimension is one run of memory. */
+static uint32_t slab_crc_from_shard(const atom_ckpt_tensor *t, const float *shard,
+                                    const uint64_t *row, int nd) {
+    const uint64_t *st = row + 1, *sr = row + 1 + nd, *ct = row + 1 + 2 * nd,
+                   *bl = row + 1 + 3 * nd;
+    int64_t shard_stride[ATOM_CKPT_MAX_DIMS];
+    int64_t step = 1;
+    for (int d = nd - 1; d >= 0; d--) {
+        shard_stride[d] = step;
+        step *= t->sel[d].count * t->sel[d].block;
+    }
+    uint64_t idx[ATOM_CKPT_MAX_DIMS] = {0}; /* odometer over the slab's outer dimensions */
+    uint32_t crc = 0;
+    const int last = nd - 1;
+    for (;;) {
+        int64_t base = 0;
+        for (int d = 0; d < last; d++) {
+            uint64_t x = st[d] + (idx[d] / bl[d]) * (ct[d] > 1 ? sr[d] : 0) + idx[d] % bl[d];
+            base += sel_index(&t->sel[d], x) * shard_stride[d];
+        }
+        for (uint64_t c = 0; c < ct[last]; c++) {
+            uint64_t x = st[last] + c * (ct[last] > 1 ? sr[last] : 0);
+            const float *run = shard + base + sel_index(&t->sel[last], x);
+            crc = atom_ckpt_crc32c(crc, run, sizeof(float) * bl[last]);
+        }
+        int d = last - 1;
+        while (d >= 0 && ++idx[d] == ct[d] * bl[d]) {
+            idx[d--] = 0;
+        }
+        if (d < 0) {
+            return crc;
+        }
+    }
+}
+
+/* Checks every slab of dataset ds that the selection of t touches; dst holds what was just read
+ * of it. dxpl: independent transfers (the slabs read again differ between ranks). */
+static int verify_read(hid_t ds, hid_t fspace, const char *dname, const atom_ckpt_tensor *t,
+                       const float *dst, hid_t dxpl, atom_ckpt_err *err) {
+    int nd = t->ndims;
+    hsize_t dims[ATOM_CKPT_MAX_DIMS];
+    for (int d = 0; d < nd; d++) {
+        dims[d] = (hsize_t)t->dims[d];
+    }
+    uint64_t *rows = NULL;
+    hsize_t nslabs = 0;
+    int rc = read_crc_rows(ds, dname, nd, dims, &rows, &nslabs, err);
+    const int width = 1 + 4 * nd;
+    float *buf = NULL;
+    int64_t buf_cap = 0;
+    for (hsize_t s = 0; s < nslabs && rc == 0; s++) {
+        const uint64_t *row = rows + s * width;
+        bool all = true, any = true;
+        for (int d = 0; d < nd && any; d++) {
+            bool all_d, any_d;
+            slab_vs_sel(&t->sel[d], row[1 + d], row[1 + nd + d], row[1 + 2 * nd + d],
+                        row[1 + 3 * nd + d], &all_d, &any_d);
+            all = all && all_d;
+            any = any && any_d;
+        }
+        if (!any) {
+            continue;
+        }
+        char slab[256];
+        format_slab(slab, sizeof slab, row, nd);
+        uint32_t crc;
+        if (all) {
+            crc = slab_crc_from_shard(t, dst, row, nd);
+        } else {
+            hsize_t start[ATOM_CKPT_MAX_DIMS], stride[ATOM_CKPT_MAX_DIMS],
+                count[ATOM_CKPT_MAX_DIMS], block[ATOM_CKPT_MAX_DIMS];
+            int64_t n = 1;
+            for (int d = 0; d < nd; d++) {
+                start[d] = row[1 + d];
+                stride[d] = row[1 + 2 * nd + d] > 1 ? row[1 + nd + d] : 1;
+                count[d] = row[1 + 2 * nd + d];
+                block[d] = row[1 + 3 * nd + d];
+                n *= (int64_t)(count[d] * block[d]);
+            }
+            if (n > buf_cap) {
+                float *grown = realloc(buf, sizeof(float) * (size_t)n);
+                if (!grown) {
+                    rc = ckpt_errf(err, "out of memory verifying %s", dname);
+                    break;
+                }
+                buf = grown;
+                buf_cap = n;
+            }
+            hsize_t hn = (hsize_t)n;
+            hid_t mspace = H5Screate_simple(1, &hn, NULL);
+            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block);
+            if (H5Dread(ds, H5T_IEEE_F32LE, mspace, fspace, dxpl, buf) < 0) {
+                rc = ckpt_h5_errf(err, "dataset %s: cannot read hyperslab %s (truncated file?)",
+                                  dname, slab);
+            }
+            H5Sclose(mspace);
+            crc = rc == 0 ? atom_ckpt_crc32c(0, buf, sizeof(float) * (size_t)n) : 0;
+        }
+        if (rc == 0 && crc != (uint32_t)row[0]) {
+            rc = ckpt_errf(err,
+                           "checksum mismatch in dataset %s, hyperslab %s: stored crc32c %08x, "
+                           "data gives %08x",
+                           dname, slab, (unsigned)row[0], (unsigned)crc);
+        }
+    }
+    free(buf);
+    free(rows);
+    return rc;
+}
+
 static int finish_read_tensor(hid_t ds, hid_t fspace) {
     H5Sclose(fspace);
     H5Dclose(ds);
     return 0;
 }
 
+/* Reads one kind of tensor t (the rank's selection) into its shard. fd >= 0: only announce the
+ * read (read-ahead hint). verify_dxpl >= 0: check the checksums of what was read. */
 static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dxpl,
-                       const char *path, int fd, atom_ckpt_err *err) {
+                       hid_t verify_dxpl, const char *path, int fd, atom_ckpt_err *err) {
     char dname[512];
     snprintf(dname, sizeof dname, "/%s/%s", ckpt_kind_names[kind], t->name);
     hid_t ds = H5Dopen2(file, dname, H5P_DEFAULT);
@@ -376,6 +557,8 @@ static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dx
         float *dst = kind == 0 ? t->param : kind == 1 ? t->adam_m : t->adam_v;
         if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, dst) < 0) {
             rc = ckpt_h5_errf(err, "%s: cannot read dataset %s (truncated file?)", path, dname);
+        } else if (verify_dxpl >= 0) {
+            rc = verify_read(ds, fspace, dname, t, dst, verify_dxpl, err);
         }
         H5Sclose(mspace);
     }
@@ -406,9 +589,7 @@ static void prefix_path(atom_ckpt_err *err, const char *path) {
 int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, int ntensors,
                    atom_ckpt_meta *meta, bool verify, atom_ckpt_err *err) {
     ckpt_h5_quiet();
-    int rank, size, rc = 0;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
+    int rc = 0;
     if (meta) {
         memset(meta, 0, sizeof *meta); /* freeing it after a failure must be safe */
     }
@@ -432,26 +613,27 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
         rc = ckpt_h5_errf(err, "cannot open checkpoint %s (missing, truncated or not HDF5)", path);
         return ckpt_agree(comm, rc, err);
     }
-    if (verify) {
-        hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-        H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_INDEPENDENT); /* each rank reads its own slabs */
-        rc = ckpt_verify_open(file, path, rank, size, dxpl, NULL, err);
-        H5Pclose(dxpl);
-        if (rc != 0) {
-            prefix_path(err, path); /* name the file as well as the dataset */
-        }
-        rc = ckpt_agree(comm, rc, err);
-    }
     if (rc == 0) {
         hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
         H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
+        hid_t verify_dxpl = -1;
+        if (verify) {
+            verify_dxpl = H5Pcreate(H5P_DATASET_XFER);
+            H5Pset_dxpl_mpio(verify_dxpl, H5FD_MPIO_INDEPENDENT);
+        }
         /* First pass: announce every range this rank will read (fd >= 0 only prefetches);
-         * second pass: read. */
+         * second pass: read. Collective reads are all made even after an error (the first is
+         * kept), so that no rank is left waiting in one. */
+        bool collective = ckpt_xfer_mode() == H5FD_MPIO_COLLECTIVE;
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         for (int pass = fd >= 0 ? 0 : 1; pass < 2; pass++) {
-            for (int i = 0; i < ntensors && rc == 0; i++) {
-                for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
-                    rc = read_tensor(file, &tensors[i], kind, dxpl, path, pass == 0 ? fd : -1, err);
+            for (int i = 0; i < ntensors && (rc == 0 || collective); i++) {
+                for (int kind = 0; kind < CKPT_KINDS && (rc == 0 || collective); kind++) {
+                    atom_ckpt_err later;
+                    int trc = read_tensor(file, &tensors[i], kind, dxpl,
+                                          rc == 0 ? verify_dxpl : -1, path, pass == 0 ? fd : -1,
+                                          rc == 0 ? err : &later);
+                    rc = rc != 0 ? rc : trc;
                 }
             }
         }
@@ -459,6 +641,12 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
             close(fd);
         }
         H5Pclose(dxpl);
+        if (verify_dxpl >= 0) {
+            H5Pclose(verify_dxpl);
+        }
+        if (rc != 0) {
+            prefix_path(err, path); /* name the file as well as the dataset */
+        }
         if (rc == 0 && meta) {
             rc = ckpt_read_meta(file, meta, err);
             if (rc != 0) {

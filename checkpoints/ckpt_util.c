@@ -2,6 +2,7 @@
  * module. */
 #include "checkpoints/ckpt_internal.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -119,10 +120,19 @@ static uint32_t crc32c_table(uint32_t c, const unsigned char *p, size_t n) {
 }
 
 #if defined(__x86_64__)
-/* SSE4.2's crc32 instruction computes exactly CRC32C; about 10x the table's speed, which keeps
- * checksumming far below the disk's time for a 1.5 GB checkpoint. */
-__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t c, const unsigned char *p,
-                                                               size_t n) {
+/* SSE4.2's crc32 instruction computes exactly CRC32C. One chain of them is bound by the
+ * instruction's latency (3 cycles per 8 bytes: 6 GB/s measured here), so blocks of 3 x
+ * CRC_STRIDE bytes run as three independent chains (one per third) that are then combined:
+ * the CRC register is linear, so crc(A B) = shift(crc(A), |B|) ^ crc_from_zero(B), where
+ * shift(r, n) (the register r carried through n zero bytes) is a fixed linear map, applied with
+ * four 256-entry tables. */
+#define CRC_STRIDE 8192
+static uint32_t crc_shift_table[4][256];
+static pthread_once_t crc_shift_once = PTHREAD_ONCE_INIT;
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42_chain(uint32_t c,
+                                                                     const unsigned char *p,
+                                                                     size_t n) {
     uint64_t c64 = c;
     while (n >= 8) {
         uint64_t v;
@@ -137,6 +147,51 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t c, const
     }
     return c;
 }
+
+__attribute__((target("sse4.2"))) static void crc_shift_init(void) {
+    static const unsigned char zeros[CRC_STRIDE];
+    uint32_t basis[32]; /* shift of each single-bit register */
+    for (int b = 0; b < 32; b++) {
+        basis[b] = crc32c_sse42_chain(1u << b, zeros, CRC_STRIDE);
+    }
+    for (int k = 0; k < 4; k++) {
+        for (int v = 0; v < 256; v++) {
+            uint32_t r = 0;
+            for (int j = 0; j < 8; j++) {
+                r ^= (v >> j & 1) ? basis[8 * k + j] : 0;
+            }
+            crc_shift_table[k][v] = r;
+        }
+    }
+}
+
+static uint32_t crc_shift(uint32_t c) {
+    return crc_shift_table[0][c & 0xFF] ^ crc_shift_table[1][(c >> 8) & 0xFF] ^
+           crc_shift_table[2][(c >> 16) & 0xFF] ^ crc_shift_table[3][c >> 24];
+}
+
+__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t c, const unsigned char *p,
+                                                               size_t n) {
+    if (n >= 3 * CRC_STRIDE) {
+        pthread_once(&crc_shift_once, crc_shift_init);
+    }
+    while (n >= 3 * CRC_STRIDE) {
+        uint64_t c0 = c, c1 = 0, c2 = 0;
+        for (size_t i = 0; i < CRC_STRIDE; i += 8) {
+            uint64_t v0, v1, v2;
+            memcpy(&v0, p + i, 8);
+            memcpy(&v1, p + CRC_STRIDE + i, 8);
+            memcpy(&v2, p + 2 * CRC_STRIDE + i, 8);
+            c0 = __builtin_ia32_crc32di(c0, v0);
+            c1 = __builtin_ia32_crc32di(c1, v1);
+            c2 = __builtin_ia32_crc32di(c2, v2);
+        }
+        c = crc_shift(crc_shift((uint32_t)c0) ^ (uint32_t)c1) ^ (uint32_t)c2;
+        p += 3 * CRC_STRIDE;
+        n -= 3 * CRC_STRIDE;
+    }
+    return crc32c_sse42_chain(c, p, n);
+}
 #endif
 
 uint32_t atom_ckpt_crc32c(uint32_t crc, const void *data, size_t len) {
@@ -147,6 +202,10 @@ uint32_t atom_ckpt_crc32c(uint32_t crc, const void *data, size_t len) {
     }
 #endif
     return ~crc32c_table(c, data, len);
+}
+
+uint32_t atom_ckpt_crc32c_portable(uint32_t crc, const void *data, size_t len) {
+    return ~crc32c_table(~crc, data, len);
 }
 
 /* ---- names ---- */

@@ -4,6 +4,9 @@
  *    previous committed checkpoint and gets its values bit for bit;
  *  - a truncated file: a clear error; restore falls back again;
  *  - every checkpoint bad: restore fails with the reason, never loads torn data;
+ *  - the same when the file is read at another layout: a corrupted hyperslab that the new
+ *    layout's shards cut (checked by reading it again) and one they hold whole (checked from
+ *    what was read) are both refused, naming the dataset;
  *  - an empty folder: "nothing to restore", not an error;
  *  - keep=N removes only older committed checkpoints, never a .tmp being written;
  *  - a model whose shape differs from the file's: an error naming the dataset.
@@ -134,6 +137,48 @@ static void test_fallback(const char *root) {
     tm_free(&m);
 }
 
+/* Written at TP=1 x DP=2 (each tensor's slabs split by layer between the two ranks), read at
+ * TP=2 (column/row shards: each rank's shard cuts every slab) and at TP=1 (each rank holds every
+ * slab whole). */
+static void test_reshard_corruption(const char *root) {
+    char dir[512], p30[1024], p40[1024], loaded[1024];
+    snprintf(dir, sizeof dir, "%s/reshard", root);
+    test_model full;
+    tm_init(&full, 0, 1);
+    atom_ckpt_group dp2 = {MPI_COMM_WORLD, rank, 2};
+    atom_ckpt_err err = {""};
+    for (int64_t s = 30; s <= 40; s += 10) {
+        tm_fill(&full, (uint32_t)s);
+        atom_ckpt_meta meta = tm_meta(&full, s);
+        CHECK(atom_ckpt_save(dir, dp2, full.t, TM_TENSORS, &meta, 0, &err) == 0, "save %lld: %s",
+              (long long)s, err.msg);
+    }
+    path_of(p30, sizeof p30, dir, 30);
+    path_of(p40, sizeof p40, dir, 40);
+    if (rank == 0) {
+        corrupt_dataset(p40, "/param/fcw");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+
+    test_model tp2;
+    tm_init(&tp2, rank, 2);
+    tm_poison(&tp2);
+    atom_ckpt_meta meta;
+    int rc = atom_ckpt_load_latest(dir, MPI_COMM_WORLD, tp2.t, TM_TENSORS, &meta, loaded,
+                                   sizeof loaded, &err);
+    CHECK(rc == 0 && strcmp(loaded, p30) == 0 && strstr(err.msg, "/param/fcw"),
+          "TP=2 restore of a corrupted TP=1 file: rc %d, loaded %s: %s", rc, loaded, err.msg);
+    if (rc == 0) {
+        CHECK(meta.step == 30 && tm_mismatches(&tp2, 30) == 0, "step 30 not restored exactly");
+        atom_ckpt_meta_free(&meta);
+    }
+    rc = atom_ckpt_load(p40, MPI_COMM_WORLD, full.t, TM_TENSORS, NULL, true, &err);
+    CHECK(rc != 0 && strstr(err.msg, "checksum mismatch in dataset /param/fcw"),
+          "TP=1 load of a corrupted file: rc %d: %s", rc, err.msg);
+    tm_free(&tp2);
+    tm_free(&full);
+}
+
 static void test_retention(const char *root) {
     char dir[512], decoy[1024], path[1024];
     snprintf(dir, sizeof dir, "%s/keep", root);
@@ -217,6 +262,7 @@ int main(int argc, char **argv) {
     }
     MPI_Barrier(MPI_COMM_WORLD);
     test_fallback(argv[1]);
+    test_reshard_corruption(argv[1]);
     test_retention(argv[1]);
     test_shape_mismatch(argv[1]);
     return tm_finish("ckpt_faults");
