@@ -80,7 +80,8 @@ def test(d):
     with open(os.path.join(a[0]["run_dir"], "rank-0.log"), errors="replace") as f:
         rank0 = f.read()
     crash = re.search(r"Segmentation fault|SEGV", rank1)
-    check(crash and (":%d]" % pid in rank1 or "==%d==" % pid in rank1),
+    # Open MPI's handler writes "[host:PID]" with the pid zero-padded to 5 digits ("[vm:05199]")
+    check(crash and (re.search(r":0*%d\]" % pid, rank1) or "==%d==" % pid in rank1),
           "rank 1's crash report (pid %d) in rank-1.log: %r" % (pid, rank1[-1500:]))
     check(not re.search(r"Segmentation fault|SEGV", rank0), "no crash report in rank-0.log: %r" % rank0[-800:])
     rc, out, err = d.ctl("logs", str(job), "--attempt", "1", "--rank", "1")
