@@ -64,12 +64,18 @@ def test(d):
     check(rc == 0, err)
     d.wait_state(job, "cancelled", timeout=60)
 
-    job = d.submit(spec(d, "slurm-adopt", 400))
+    # A job that outlives the restart whatever the machine's speed (400 steps ended before atomd
+    # was back on a quiet machine): re-adopted, followed, then cancelled through Slurm.
+    job = d.submit(spec(d, "slurm-adopt", 100000))
     harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0, 60, "the job to train")
     d.kill9()
     d.start()
     check("re-adopted (Slurm)" in d.log(), "atomd re-adopted the Slurm job")
-    info = d.wait_state(job, "done", timeout=120)
+    step = d.job(job)["job"].get("step", 0)
+    harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > step, 60, "the re-adopted job's progress")
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, err)
+    info = d.wait_state(job, "cancelled", timeout=60)
     check(len(info["attempts"]) == 1, "not submitted twice: %s" % info["attempts"])
 
     # atomd's TCP port: n1..n4 are not atomd's host, so the ranks send heartbeats over TCP, each
