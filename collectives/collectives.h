@@ -119,7 +119,8 @@ int coll_test(coll_req *req, int *done, coll_err *err);
 /* Waits (up to the hang timeout) and frees req, whatever the outcome. */
 int coll_wait(coll_req *req, coll_err *err);
 /* Moves every pending non-blocking operation of ctx a step forward; cheap when none is pending.
- * The worker calls it between layers. */
+ * The worker calls it between layers. With a progress thread (COLL_PROGRESS_THREAD) it does
+ * nothing: the thread moves them, and the caller's thread stays free for compute. */
 int coll_progress(coll_ctx *ctx, coll_err *err);
 
 /* ---- gradient buckets (data-parallel all-reduce overlapped with the backward pass) -------- */
