@@ -107,6 +107,11 @@ int coll_ring_start(coll_group *g, MPI_Comm comm, const char *op, float *buf, si
                          op, coll_group_name(g), g->rank, count / (size_t)g->size + 1);
     }
     *out = r;
+    /* With a progress thread, the first step's messages are posted by the first test (the
+     * thread's): a receive posted after the peer's send has arrived does the whole copy inside
+     * MPI_Irecv, and the caller's thread is the one that should be computing. */
+    if (g->ctx->progress_running)
+        return 0;
     if (post(r, err) != 0)
         return -1; /* the caller frees r */
     return 0;
@@ -115,6 +120,8 @@ int coll_ring_start(coll_group *g, MPI_Comm comm, const char *op, float *buf, si
 int coll_ring_test(coll_ring *r, bool *done, coll_err *err)
 {
     int last = 2 * (r->n - 1);
+    if (r->step == 0 && !r->posted && post(r, err) != 0)
+        return -1;
     /* Go as far as the messages that have arrived allow. */
     while (r->step < last) {
         int flag = 0;
