@@ -41,7 +41,10 @@ static int where(coll_group *g, const char *op, coll_err *err, const char *what,
             return where((g), (op), err, #call, ncclGetErrorString(n_));             \
     } while (0)
 
-static ncclDataType_t nccl_type(coll_dtype dt) { return dt == COLL_BF16 ? ncclBfloat16 : ncclFloat32; }
+static ncclDataType_t nccl_type(coll_dtype dt)
+{
+    return dt == COLL_BF16 ? ncclBfloat16 : dt == COLL_I32 ? ncclInt32 : ncclFloat32;
+}
 static ncclRedOp_t nccl_op(coll_redop op) { return op == COLL_AVG ? ncclAvg : ncclSum; }
 
 static int nccl_group_open(coll_group *g, coll_err *err)

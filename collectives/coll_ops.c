@@ -177,7 +177,7 @@ int coll_wait(coll_req *r, coll_err *err)
 
 /* Refusals come before the operation is counted as entered: a refused call never entered. */
 static int check_args(coll_group *g, coll_dtype dt, const char *op, size_t count, size_t blocks,
-                      coll_err *err)
+                      bool reduces, coll_err *err)
 {
     size_t max = g->ctx->ops->max_count;
     if (blocks && count > max / blocks)
@@ -185,6 +185,11 @@ static int check_args(coll_group *g, coll_dtype dt, const char *op, size_t count
                          op, coll_group_name(g), g->rank, blocks, count, g->ctx->ops->name, max);
     if (dt == COLL_F32)
         return 0;
+    if (dt == COLL_I32 && !reduces)
+        return 0;
+    if (dt == COLL_I32)
+        return coll_errf(err, "collectives: %s on group %s (rank %d): data type int32 is moved (all_gather, broadcast), never reduced",
+                         op, coll_group_name(g), g->rank);
     if (dt == COLL_BF16 && g->ctx->cfg.backend == COLL_BACKEND_NCCL)
         return 0;
     return coll_errf(err, "collectives: %s on group %s (rank %d): data type %s is not supported by the %s backend",
@@ -219,7 +224,7 @@ int coll_all_reduce_start(coll_group *g, void *buf, size_t count, coll_dtype dt,
                           coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_args(g, dt, "all_reduce", count, 1, err) != 0)
+    if (check_args(g, dt, "all_reduce", count, 1, true, err) != 0)
         return -1;
     coll_req *r = begin(g, "all_reduce", err);
     if (!r)
@@ -231,7 +236,7 @@ int coll_reduce_scatter_start(coll_group *g, const void *send, void *recv, size_
                               coll_dtype dt, coll_redop op, coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_args(g, dt, "reduce_scatter", recv_count, (size_t)g->size, err) != 0)
+    if (check_args(g, dt, "reduce_scatter", recv_count, (size_t)g->size, true, err) != 0)
         return -1;
     coll_req *r = begin(g, "reduce_scatter", err);
     if (!r)
@@ -243,7 +248,7 @@ int coll_all_gather_start(coll_group *g, const void *send, void *recv, size_t se
                           coll_dtype dt, coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_args(g, dt, "all_gather", send_count, (size_t)g->size, err) != 0)
+    if (check_args(g, dt, "all_gather", send_count, (size_t)g->size, false, err) != 0)
         return -1;
     coll_req *r = begin(g, "all_gather", err);
     if (!r)
@@ -255,7 +260,7 @@ int coll_broadcast_start(coll_group *g, void *buf, size_t count, coll_dtype dt, 
                          coll_req **req, coll_err *err)
 {
     *req = NULL;
-    if (check_args(g, dt, "broadcast", count, 1, err) != 0)
+    if (check_args(g, dt, "broadcast", count, 1, false, err) != 0)
         return -1;
     if (root < 0 || root >= g->size)
         return coll_errf(err, "collectives: broadcast on group %s (rank %d): root %d is not a rank of the group (size %d)",

@@ -25,5 +25,5 @@ double coll_now(void)
 
 const char *coll_dtype_name(coll_dtype dt)
 {
-    return dt == COLL_BF16 ? "bf16" : "float32";
+    return dt == COLL_BF16 ? "bf16" : dt == COLL_I32 ? "int32" : "float32";
 }

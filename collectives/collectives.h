@@ -29,7 +29,11 @@ typedef struct coll_err {
 
 typedef enum { COLL_BACKEND_MPI = 0, COLL_BACKEND_NCCL = 1 } coll_backend_kind;
 
-typedef enum { COLL_F32 = 0, COLL_BF16 = 1 /* NCCL backend only */ } coll_dtype;
+typedef enum {
+    COLL_F32 = 0,
+    COLL_BF16 = 1, /* NCCL backend only */
+    COLL_I32 = 2   /* all-gather and broadcast only: moved, never reduced (token ids) */
+} coll_dtype;
 
 typedef enum { COLL_SUM = 0, COLL_AVG = 1 /* sum divided by the group's size */ } coll_redop;
 

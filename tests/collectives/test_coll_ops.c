@@ -126,6 +126,27 @@ int main(int argc, char **argv)
         }
         CHECK_OK(coll_barrier(g, &err));
         expect_counts[id]++;
+        /* int32 (token ids) is moved bit for bit by all-gather and broadcast; values whose bits
+         * are NaNs as floats would not survive a float path that converts */
+        {
+            int32_t ids[5], all[5 * 4], want;
+            for (int i = 0; i < 5; i++)
+                ids[i] = (int32_t)0x7fc00001 + 1000 * wr + i;
+            CHECK_OK(coll_all_gather(g, ids, all, 5, COLL_I32, &err));
+            expect_counts[id]++;
+            for (int m = 0; m < n; m++)
+                for (int i = 0; i < 5; i++) {
+                    want = (int32_t)0x7fc00001 + 1000 * member(g, (coll_group_id)id, T, wr, m) + i;
+                    CHECK(all[m * 5 + i] == want, "all_gather int32 %s block %d [%d]: %d want %d",
+                          coll_group_name(g), m, i, all[m * 5 + i], want);
+                }
+            CHECK_OK(coll_broadcast(g, ids, 5, COLL_I32, n - 1, &err));
+            expect_counts[id]++;
+            want = (int32_t)0x7fc00001 + 1000 * member(g, (coll_group_id)id, T, wr, n - 1);
+            CHECK(ids[0] == want, "broadcast int32 %s: %d want %d", coll_group_name(g), ids[0], want);
+            CHECK(coll_all_reduce(g, ids, 5, COLL_I32, COLL_SUM, &err) == -1 && strstr(err.msg, "int32"),
+                  "int32 all_reduce: %s", err.msg);
+        }
         /* bf16 is NCCL's only; the MPI backend says so instead of computing garbage */
         CHECK(coll_all_reduce(g, buf, 4, COLL_BF16, COLL_SUM, &err) == -1 && strstr(err.msg, "bf16"),
               "bf16 on MPI: %s", err.msg);
