@@ -134,8 +134,56 @@ static void free_activations(atom_model *m)
     memset(a, 0, sizeof *a);
 }
 
-/* Registers the gradient pieces in forward order (wte, wpe, each layer's slices, lnfw, lnfb):
- * the bucket manager packs them in reverse, the order the backward makes them final. */
+/* The tied wte's gradient has two parts: the LM head's, complete as soon as the backward has
+ * begun, and the embedding's, complete only at its end but nonzero only on the rows of the
+ * micro-batch's tokens. With data parallelism the head's part is all-reduced in the first bucket,
+ * behind the layers' backward, and the embedding's part is exchanged at the end as rows: the
+ * data group's tokens are gathered when the backward begins, every rank lists the same touched
+ * rows U (in order of first appearance), and the group's average embedding gradient of U's rows
+ * (at most D * B * T of them, never more than wte's) is added to the averaged head part. A step
+ * all-reduces wte's floats once early and |U| rows late, instead of all of wte last. */
+static int setup_embedding_exchange(atom_model *m, atom_err *err)
+{
+    int64_t D = coll_group_size(m->opts.data_group);
+    int64_t N = (int64_t)m->opts.max_batch * m->opts.cfg.context, C = m->opts.cfg.channels;
+    int64_t umax = D * N < m->Vl ? D * N : m->Vl;
+    m->emb.umax = (int)umax;
+    const atom_backend *be = m->be;
+    m->emb.mine = be->alloc((size_t)N * sizeof(int));
+    m->emb.all = be->alloc((size_t)(D * N) * sizeof(int));
+    m->emb.rows = be->alloc((size_t)umax * sizeof(int) + 1);
+    m->emb.slots = be->alloc((size_t)N * sizeof(int));
+    m->emb.grad = be->alloc((size_t)(umax * C) * sizeof(float) + 1);
+    m->emb.wpe_sink = be->alloc((size_t)C * sizeof(float));
+    m->emb.host_all = malloc((size_t)(D * N) * sizeof(int));
+    m->emb.host_rows = malloc((size_t)umax * sizeof(int) + 1);
+    m->emb.host_slots = malloc((size_t)N * sizeof(int));
+    m->emb.host_index = malloc((size_t)m->Vl * sizeof(int) + 1);
+    if (!m->emb.mine || !m->emb.all || !m->emb.rows || !m->emb.slots || !m->emb.grad ||
+        !m->emb.wpe_sink || !m->emb.host_all || !m->emb.host_rows || !m->emb.host_slots ||
+        !m->emb.host_index)
+        return atom_errf(err, "model: out of memory for the embedding gradient exchange (%lld rows)",
+                         (long long)umax);
+    for (int i = 0; i < m->Vl; i++)
+        m->emb.host_index[i] = -1;
+    return 0;
+}
+
+static void free_embedding_exchange(atom_model *m)
+{
+    void *dev[] = {m->emb.mine, m->emb.all, m->emb.rows, m->emb.slots, m->emb.grad, m->emb.wpe_sink};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        m->be->release(dev[i]);
+    free(m->emb.host_all);
+    free(m->emb.host_rows);
+    free(m->emb.host_slots);
+    free(m->emb.host_index);
+    memset(&m->emb, 0, sizeof m->emb);
+}
+
+/* Registers the gradient pieces in the reverse of the order the backward completes them (wpe,
+ * each layer's slices, lnfw, lnfb, then wte, whose LM head part is complete first): the bucket
+ * manager packs them in reverse, so wte's head part opens the first bucket. */
 static int setup_buckets(atom_model *m, atom_err *err)
 {
     coll_group *g = m->opts.data_group;
@@ -158,7 +206,6 @@ static int setup_buckets(atom_model *m, atom_err *err)
             return atom_errf(err, "model: gradient bucket piece: %s", ce.msg);                     \
         (dst) = id;                                                                               \
     } while (0)
-    ADD_PIECE(m->piece_global[0], P[ATOM_P_WTE].offset, P[ATOM_P_WTE].numel);
     ADD_PIECE(m->piece_global[1], P[ATOM_P_WPE].offset, P[ATOM_P_WPE].numel);
     for (int l = 0; l < L; l++)
         for (int k = 0; k < LAYER_PIECES; k++) {
@@ -168,10 +215,11 @@ static int setup_buckets(atom_model *m, atom_err *err)
         }
     ADD_PIECE(m->piece_global[2], P[ATOM_P_LNFW].offset, P[ATOM_P_LNFW].numel);
     ADD_PIECE(m->piece_global[3], P[ATOM_P_LNFB].offset, P[ATOM_P_LNFB].numel);
+    ADD_PIECE(m->piece_global[0], P[ATOM_P_WTE].offset, P[ATOM_P_WTE].numel);
 #undef ADD_PIECE
     if (coll_buckets_seal(m->buckets, &ce) != 0)
         return atom_errf(err, "model: sealing gradient buckets: %s", ce.msg);
-    return 0;
+    return setup_embedding_exchange(m, err);
 }
 
 int atom_model_create(const atom_model_opts *opts, atom_model **out, atom_err *err)
@@ -235,6 +283,7 @@ void atom_model_free(atom_model *m)
         return;
     if (m->buckets)
         coll_buckets_free(m->buckets);
+    free_embedding_exchange(m);
     free(m->piece_layer);
     free_activations(m);
     m->be->release(m->params);
@@ -379,6 +428,82 @@ static int mark_ready(atom_model *m, int piece, atom_err *err)
     return 0;
 }
 
+/* When the backward begins (data parallelism): gathers the data group's tokens and lists U,
+ * the local wte rows they touch, in order of first appearance rank by rank, the same list on
+ * every rank; and for each of this rank's tokens its row's index in U (-1: another tensor rank's
+ * row). See setup_embedding_exchange. */
+static int list_touched_rows(atom_model *m, int N, atom_err *err)
+{
+    const atom_backend *be = m->be;
+    coll_group *g = m->opts.data_group;
+    int D = coll_group_size(g), me = coll_group_rank(g);
+    int Nmax = m->opts.max_batch * m->opts.cfg.context;
+    int *mine = m->emb.host_all + (size_t)me * Nmax, *index = m->emb.host_index;
+    coll_err ce;
+    if (be->to_host(mine, m->act.inputs, (size_t)N * sizeof(int)) != 0)
+        return atom_errf(err, "model: copying tokens from the %s backend failed", be->name);
+    for (int i = N; i < Nmax; i++)
+        mine[i] = -1; /* a shorter micro-batch: past its end, no token */
+    if (be->from_host(m->emb.mine, mine, (size_t)Nmax * sizeof(int)) != 0)
+        return atom_errf(err, "model: copying tokens to the %s backend failed", be->name);
+    if (coll_all_gather(g, m->emb.mine, m->emb.all, (size_t)Nmax, COLL_I32, &ce) != 0)
+        return atom_errf(err, "model: gathering the data group's tokens: %s", ce.msg);
+    if (be->to_host(m->emb.host_all, m->emb.all, (size_t)D * Nmax * sizeof(int)) != 0)
+        return atom_errf(err, "model: copying tokens from the %s backend failed", be->name);
+    int n = 0;
+    for (size_t i = 0; i < (size_t)D * Nmax; i++) {
+        int row = m->emb.host_all[i] - m->vocab_start;
+        if (m->emb.host_all[i] >= 0 && row >= 0 && row < m->Vl && index[row] < 0) {
+            index[row] = n;
+            m->emb.host_rows[n++] = row;
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        int row = mine[i] - m->vocab_start;
+        m->emb.host_slots[i] = row >= 0 && row < m->Vl ? index[row] : -1;
+    }
+    for (int k = 0; k < n; k++)
+        index[m->emb.host_rows[k]] = -1;
+    m->emb.nrows = n;
+    if (be->from_host(m->emb.rows, m->emb.host_rows, (size_t)n * sizeof(int)) != 0 ||
+        be->from_host(m->emb.slots, m->emb.host_slots, (size_t)N * sizeof(int)) != 0)
+        return atom_errf(err, "model: copying wte rows to the %s backend failed", be->name);
+    return 0;
+}
+
+/* The embedding's backward with data parallelism, after the layers': wpe's gradient as always,
+ * wte's as rows of U (list_touched_rows), averaged over the group and added to wte's head part
+ * once the buckets (which hold it) are done. Ends the step's gradient averaging. */
+static int embedding_backward_dp(atom_model *m, int B, atom_err *err)
+{
+    const atom_backend *be = m->be;
+    int T = m->opts.cfg.context, C = m->opts.cfg.channels;
+    float *G = m->grads;
+    coll_err ce;
+    be->zero(m->emb.grad, (int64_t)m->emb.nrows * C);
+    /* slots index U: the rows of emb.grad stand for wte's rows of U */
+    be->encoder_backward(m->emb.grad, atom_param_ptr(m, G, ATOM_P_WPE), m->act.dresidual,
+                         m->emb.slots, 0, m->emb.nrows, B, T, C);
+    if (mark_ready(m, m->piece_global[1], err) != 0)
+        return -1;
+    coll_req *rows_req;
+    if (coll_all_reduce_start(m->opts.data_group, m->emb.grad, (size_t)m->emb.nrows * C, COLL_F32,
+                              COLL_AVG, &rows_req, &ce) != 0)
+        return atom_errf(err, "model: embedding gradient all-reduce: %s", ce.msg);
+    int rc = coll_buckets_finish(m->buckets, &ce);
+    if (rc != 0)
+        atom_errf(err, "model: gradient all-reduce: %s", ce.msg);
+    if (coll_wait(rows_req, rc == 0 ? &ce : NULL) != 0 && rc == 0)
+        rc = atom_errf(err, "model: embedding gradient all-reduce: %s", ce.msg);
+    if (rc != 0)
+        return -1;
+    /* wte's rows of U += the group's average, one row per entry of U: each row is added to
+     * once, so the order does not matter */
+    be->encoder_backward(atom_param_ptr(m, G, ATOM_P_WTE), m->emb.wpe_sink, m->emb.grad,
+                         m->emb.rows, 0, m->Vl, m->emb.nrows, 1, C);
+    return 0;
+}
+
 static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err *err)
 {
     const atom_backend *be = m->be;
@@ -390,12 +515,17 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
     float *W = m->params, *G = m->grads;
     int64_t LNC = (int64_t)N * C, att_stride = (int64_t)B * m->NHl * T * T;
     bool dp = sync && m->buckets;
+    if (dp && list_touched_rows(m, N, err) != 0)
+        return -1;
 
     /* cross-entropy and the tied head: logits become dlogits in place */
     be->ce_backward(a->logits, a->logits, a->rowmax, a->ce_sums, a->targets, m->vocab_start,
                     grad_scale / (float)N, N, m->Vl, m->vocab_valid);
     be->matmul_backward(a->dln, atom_param_ptr(m, G, ATOM_P_WTE), NULL, a->logits, a->lnf,
                         atom_param_ptr(m, W, ATOM_P_WTE), N, C, m->Vl, bf16);
+    /* wte's head part is complete: the first bucket (setup_embedding_exchange) */
+    if (dp && mark_ready(m, m->piece_global[0], err) != 0)
+        return -1;
     if (atom_model_tp_sum(m, a->dln, (size_t)N * C, err) != 0)
         return -1;
     be->zero(a->dresidual, LNC);
@@ -452,16 +582,10 @@ static int backward(atom_model *m, int B, float grad_scale, bool sync, atom_err 
                     return -1;
     }
 
+    if (dp)
+        return embedding_backward_dp(m, B, err);
     be->encoder_backward(atom_param_ptr(m, G, ATOM_P_WTE), atom_param_ptr(m, G, ATOM_P_WPE),
                          a->dresidual, a->inputs, m->vocab_start, m->Vl, B, T, C);
-    if (dp) {
-        if (mark_ready(m, m->piece_global[1], err) != 0 ||
-            mark_ready(m, m->piece_global[0], err) != 0)
-            return -1;
-        coll_err ce;
-        if (coll_buckets_finish(m->buckets, &ce) != 0)
-            return atom_errf(err, "model: gradient all-reduce: %s", ce.msg);
-    }
     return 0;
 }
 

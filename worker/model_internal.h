@@ -61,6 +61,21 @@ struct atom_model {
     struct coll_buckets *buckets;         /* NULL without data parallelism */
     int piece_global[4];                  /* wte, wpe, lnfw, lnfb */
     int *piece_layer;                     /* (L, 12): the per-layer slices, in table order */
+    /* data parallelism: the tied wte's embedding part, exchanged as rows (setup_buckets) */
+    struct {
+        int umax;         /* the most rows one step can touch: min(D * max_batch * T, Vl) */
+        int nrows;        /* rows touched this step: |U| */
+        int *mine;        /* (max_batch * T) backend: this rank's inputs, -1 past the micro-batch */
+        int *all;         /* (D, max_batch * T) backend: every data rank's */
+        int *rows;        /* (umax) backend: U, the local wte rows the group's tokens touch */
+        int *slots;       /* (max_batch * T) backend: each of this rank's tokens' index in U, or -1 */
+        float *grad;      /* (umax, C) backend: the embedding's gradient of U's rows */
+        float *wpe_sink;  /* (C) backend: encoder_backward's dwpe when it only adds rows */
+        int *host_all;    /* (D, max_batch * T) */
+        int *host_rows;   /* (umax) */
+        int *host_slots;  /* (max_batch * T) */
+        int *host_index;  /* (Vl) a row's index in U, or -1; all -1 between steps */
+    } emb;
     /* host scratch */
     float *host_losses;                   /* (N) */
     float *scalars;                       /* (ATOM_MODEL_MAX_SCALARS) backend memory */
