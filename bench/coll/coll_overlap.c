@@ -1,7 +1,12 @@
 /* bench/coll/coll_overlap.c: atom-coll-overlap, how much of the data-parallel gradient
  * all-reduce the bucket manager hides behind the backward pass. The gradient set is gpt2-124m's
  * (124M floats, the reference's stacked layout, one piece per layer slice), or the same number
- * of floats spread evenly over the layers (--layout layers). A stand-in backward pass walks the
+ * of floats spread evenly over the layers (--layout layers). In the gpt2 layout the tied wte is
+ * split as the worker splits it (worker/model.c, setup_embedding_exchange): its LM head part
+ * opens the first bucket, and at the end the embedding's rows are all-reduced, min(D * tokens,
+ * V) rows of C floats (every token distinct: an upper bound), after an int32 all-gather of the
+ * tokens when the backward begins; --layout gpt2-tied all-reduces wte whole at the end, as
+ * before that split. A stand-in backward pass walks the
  * stages in reverse (final LayerNorm, layers L-1..0, embeddings), computing a fixed number of
  * work units per stage and marking the stage's pieces ready after it; the work is calibrated so
  * that compute alone takes as long as the all-reduces alone. Reported per bucket size:
@@ -40,12 +45,18 @@ typedef struct grad_set {
     int nstages;
     stage stages[L + 2];
     int *backward;    /* piece ids in the order the stages mark them */
+    size_t tokens;    /* per rank, gathered when the backward begins (gpt2 layout) */
+    size_t rows;      /* floats of embedding rows all-reduced after the last stage; 0: none */
 } grad_set;
 
+enum { LAYOUT_GPT2, LAYOUT_GPT2_TIED, LAYOUT_LAYERS };
+
 /* gpt2-124m, reference order: wte, wpe, then per parameter all L layers stacked, lnfw, lnfb.
- * Forward order of pieces: wte, wpe, layer 0's twelve slices, ..., layer 11's, lnfw, lnfb. */
-static void gpt2_set(grad_set *s, int uniform)
+ * Registered pieces: wte, wpe, layer 0's twelve slices, ..., layer 11's, lnfw, lnfb (tied); or
+ * wpe, the layers', lnfw, lnfb, wte (gpt2: wte's head part is the first complete). */
+static void gpt2_set(grad_set *s, int layout, size_t tokens, int ranks)
 {
+    int uniform = layout == LAYOUT_LAYERS, split = layout == LAYOUT_GPT2;
     static const size_t rows[12] = {C, C, 3 * C * C, 3 * C, C * C, C, C, C, 4 * C * C, 4 * C, C * 4 * C, C};
     size_t base = 0, stacked[12];
     size_t wte = (size_t)VP * C, wpe = (size_t)CTX * C;
@@ -67,14 +78,15 @@ static void gpt2_set(grad_set *s, int uniform)
         for (int l = 0; l < L; l++)
             s->stages[l] = (stage){(L - 1 - l) * 12, 12};
     } else {
-        s->off[0] = 0, s->len[0] = wte;
-        s->off[1] = wte, s->len[1] = wpe;
+        int w = split ? 1 + 12 * L + 2 : 0, p0 = split ? 0 : 1; /* ids of wte, wpe */
+        s->off[w] = 0, s->len[w] = wte;
+        s->off[p0] = wte, s->len[p0] = wpe;
         base = wte + wpe;
         for (int q = 0; q < 12; q++) {
             stacked[q] = base;
             base += L * rows[q];
         }
-        s->npieces = 2;
+        s->npieces = split ? 1 : 2;
         for (int l = 0; l < L; l++)
             for (int q = 0; q < 12; q++) {
                 s->off[s->npieces] = stacked[q] + (size_t)l * rows[q];
@@ -84,13 +96,27 @@ static void gpt2_set(grad_set *s, int uniform)
         s->off[s->npieces] = base, s->len[s->npieces++] = C;
         s->off[s->npieces] = base + C, s->len[s->npieces++] = C;
         s->count = base + 2 * C;
-        /* backward: final LayerNorm, then layers L-1..0, then the embeddings (wte's gradient is
-         * final only there: the LM head is tied to it) */
+        int first_layer = split ? 1 : 2;
         s->nstages = 0;
-        s->stages[s->nstages++] = (stage){2 + 12 * L, 2};
-        for (int l = L - 1; l >= 0; l--)
-            s->stages[s->nstages++] = (stage){2 + 12 * l, 12};
-        s->stages[s->nstages++] = (stage){0, 2};
+        if (split) {
+            /* backward: the head and the final LayerNorm (wte's head part, lnfb, lnfw), layers
+             * L-1..0, then the embeddings (wpe; wte's rows exchanged apart) */
+            s->npieces++; /* wte, registered last */
+            s->stages[s->nstages++] = (stage){first_layer + 12 * L, 3};
+            for (int l = L - 1; l >= 0; l--)
+                s->stages[s->nstages++] = (stage){first_layer + 12 * l, 12};
+            s->stages[s->nstages++] = (stage){0, 1};
+            s->tokens = tokens;
+            size_t touched = (size_t)ranks * tokens < VP ? (size_t)ranks * tokens : VP;
+            s->rows = touched * C;
+        } else {
+            /* backward: final LayerNorm, then layers L-1..0, then the embeddings (wte's
+             * gradient is final only there: the LM head is tied to it) */
+            s->stages[s->nstages++] = (stage){first_layer + 12 * L, 2};
+            for (int l = L - 1; l >= 0; l--)
+                s->stages[s->nstages++] = (stage){first_layer + 12 * l, 12};
+            s->stages[s->nstages++] = (stage){0, 2};
+        }
     }
     s->backward = malloc((size_t)s->npieces * sizeof *s->backward);
     int n = 0;
@@ -158,13 +184,21 @@ static void die(const char *what, const coll_err *err)
 
 /* One step of the stand-in backward: each stage computes, offering `points` progress calls
  * spread through its work, then marks its pieces; units_per_stage 0 means no compute. */
+static int *tokens_mine, *tokens_all;
+static float *rows_buf;
+
 static double backward(coll_ctx *ctx, coll_buckets *b, const grad_set *s, long units_per_stage,
                        int points, int with_comm, double *tail)
 {
     coll_err err;
+    coll_group *dg = coll_group_of(ctx, COLL_DATA);
+    coll_req *rows_req = NULL;
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = MPI_Wtime();
     int marked = 0;
+    if (with_comm && s->rows &&
+        coll_all_gather(dg, tokens_mine, tokens_all, s->tokens, COLL_I32, &err) != 0)
+        die("token all-gather", &err);
     for (int st = 0; st < s->nstages; st++) {
         for (int p = 0; p < points; p++) {
             work(units_per_stage / points);
@@ -175,9 +209,14 @@ static double backward(coll_ctx *ctx, coll_buckets *b, const grad_set *s, long u
             if (coll_buckets_mark_ready(b, s->backward[marked++], &err) != 0)
                 die("mark_ready", &err);
     }
+    if (with_comm && s->rows &&
+        coll_all_reduce_start(dg, rows_buf, s->rows, COLL_F32, COLL_AVG, &rows_req, &err) != 0)
+        die("rows all-reduce", &err);
     double t1 = MPI_Wtime();
     if (with_comm && coll_buckets_finish(b, &err) != 0)
         die("finish", &err);
+    if (rows_req && coll_wait(rows_req, &err) != 0)
+        die("rows all-reduce", &err);
     double t2 = MPI_Wtime();
     if (tail) /* the slowest rank's wait in finish, after its backward */
         *tail = slowest(t2 - t1);
@@ -190,7 +229,8 @@ int main(int argc, char **argv)
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &wr);
     MPI_Comm_size(MPI_COMM_WORLD, &ws);
-    int reps = 3, points = 1, uniform = 0, verbose = 0;
+    int reps = 3, points = 1, layout = LAYOUT_GPT2, verbose = 0;
+    long tokens = 8192; /* micro_batch 8 x context 1024, configs/examples/gpt2-124m-64gpu.yaml */
     coll_progress_mode progress = COLL_PROGRESS_POLL;
     int sleep_us = 100;
     char buckets_mib[64] = "1,2,4";
@@ -199,15 +239,25 @@ int main(int argc, char **argv)
         {"points", required_argument, 0, 'k'}, {"reps", required_argument, 0, 'r'},
         {"layout", required_argument, 0, 'l'}, {"sleep-us", required_argument, 0, 's'},
         {"compute", required_argument, 0, 'c'}, {"verbose", no_argument, 0, 'v'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+        {"tokens", required_argument, 0, 't'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
-    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:c:vh", longs, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "b:p:k:r:l:s:c:t:vh", longs, NULL)) != -1) {
         switch (c) {
         case 'b': snprintf(buckets_mib, sizeof buckets_mib, "%s", optarg); break;
         case 'p': progress = strcmp(optarg, "thread") == 0 ? COLL_PROGRESS_THREAD : COLL_PROGRESS_POLL; break;
         case 'k': points = atoi(optarg); break;
         case 'r': reps = atoi(optarg); break;
-        case 'l': uniform = strcmp(optarg, "layers") == 0; break;
+        case 'l':
+            if (strcmp(optarg, "gpt2") != 0 && strcmp(optarg, "gpt2-tied") != 0 &&
+                strcmp(optarg, "layers") != 0) {
+                if (wr == 0)
+                    fprintf(stderr, "atom-coll-overlap: --layout takes gpt2, gpt2-tied or layers, not %s\n", optarg);
+                MPI_Finalize();
+                return 2;
+            }
+            layout = strcmp(optarg, "gpt2") == 0 ? LAYOUT_GPT2 : strcmp(optarg, "layers") == 0 ? LAYOUT_LAYERS : LAYOUT_GPT2_TIED;
+            break;
+        case 't': tokens = atol(optarg); break;
         case 's': sleep_us = atoi(optarg); break;
         case 'c':
             if (strcmp(optarg, "cpu") != 0 && strcmp(optarg, "wait") != 0) {
@@ -222,8 +272,8 @@ int main(int argc, char **argv)
         case 'h':
             if (wr == 0)
                 printf("usage: mpirun -n N %s [--buckets-mib 1,2,4] [--progress poll|thread] "
-                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|layers] [--compute cpu|wait] "
-                       "[--verbose]\n",
+                       "[--sleep-us N] [--points K per stage] [--reps R] [--layout gpt2|gpt2-tied|layers] "
+                       "[--tokens N per rank] [--compute cpu|wait] [--verbose]\n",
                        argv[0]);
             MPI_Finalize();
             return 0;
@@ -232,7 +282,7 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (points < 1 || reps < 1) {
+    if (points < 1 || reps < 1 || tokens < 1) {
         MPI_Finalize();
         return 2;
     }
@@ -243,7 +293,15 @@ int main(int argc, char **argv)
     if (coll_open(&cfg, &ctx, &err) != 0)
         die("open", &err);
     static grad_set s;
-    gpt2_set(&s, uniform);
+    int dsize = coll_group_size(coll_group_of(ctx, COLL_DATA));
+    gpt2_set(&s, layout, (size_t)tokens, dsize);
+    tokens_mine = calloc((size_t)tokens, sizeof *tokens_mine);
+    tokens_all = calloc((size_t)tokens * (size_t)dsize, sizeof *tokens_all);
+    rows_buf = calloc(s.rows + 1, sizeof *rows_buf);
+    if (!tokens_mine || !tokens_all || !rows_buf) {
+        fprintf(stderr, "atom-coll-overlap: out of memory for the embedding rows\n");
+        MPI_Abort(MPI_COMM_WORLD, 3);
+    }
     float *grads = malloc(s.count * sizeof *grads);
     if (!grads) {
         fprintf(stderr, "atom-coll-overlap: cannot allocate %zu floats\n", s.count);
@@ -254,7 +312,11 @@ int main(int argc, char **argv)
     if (wr == 0)
         printf("# atom-coll-overlap: %d ranks, %zu floats (%s), %d stages, compute %s, progress %s%s, %d "
                "progress point(s) per stage, median of %d\n",
-               ws, s.count, uniform ? "evenly over the layers" : "gpt2-124m layout", s.nstages,
+               ws, s.count,
+               layout == LAYOUT_LAYERS ? "evenly over the layers"
+               : layout == LAYOUT_GPT2_TIED ? "gpt2-124m layout, wte whole at the end"
+                                            : "gpt2-124m layout, wte's head part first",
+               s.nstages,
                compute_waits ? "waits (host idle, as on a GPU)" : "on the CPU",
                progress == COLL_PROGRESS_THREAD ? "thread" : "poll",
                progress == COLL_PROGRESS_THREAD ? (sleep_us == 100 ? " (100 us sleeps)" : " (custom sleeps)") : "",
@@ -322,8 +384,14 @@ int main(int argc, char **argv)
         fflush(stdout);
         coll_buckets_free(b);
     }
+    if (wr == 0 && s.rows)
+        printf("# gpt2: %ld tokens per rank gathered; %zu floats of embedding rows all-reduced at the end\n",
+               tokens, s.rows);
     free(grads);
     free(s.backward);
+    free(tokens_mine);
+    free(tokens_all);
+    free(rows_buf);
     coll_close(ctx);
     MPI_Finalize();
     return 0;
