@@ -49,7 +49,9 @@ typedef enum {
 typedef enum {
     COLL_PROGRESS_POLL = 0,   /* non-blocking MPI operations move when the worker calls
                                  coll_progress() / coll_test() / coll_wait() */
-    COLL_PROGRESS_THREAD = 1  /* plus a thread that tests pending operations and sleeps between tests */
+    COLL_PROGRESS_THREAD = 1  /* plus a thread that tests pending operations and sleeps between
+                                 tests; large all-reduces started meanwhile post their first
+                                 messages from it, so the starting thread never copies */
 } coll_progress_mode;
 
 typedef struct coll_config {
@@ -136,9 +138,11 @@ typedef struct coll_buckets coll_buckets;
  * COLL_AVG over g (normally the data group). */
 int coll_buckets_create(coll_group *g, float *grads, size_t count, size_t bucket_bytes,
                         coll_buckets **out, coll_err *err);
-/* Registers one gradient region, in forward order: elements [offset, offset + length) of grads.
- * A stacked per-layer parameter is registered as L pieces, one per layer slice. Returns the
- * piece's id (0, 1, 2, ...) or -1. Regions must not overlap. */
+/* Registers one gradient region, in the reverse of the order the backward pass completes them
+ * (for most parameters, forward order; a tied weight whose first use in the backward completes
+ * a part of it goes last): elements [offset, offset + length) of grads. A stacked per-layer
+ * parameter is registered as L pieces, one per layer slice. Returns the piece's id (0, 1, 2,
+ * ...) or -1. Regions must not overlap. */
 int coll_buckets_add(coll_buckets *b, size_t offset, size_t length, coll_err *err);
 /* Packs the pieces into buckets in reverse forward order (the last piece first, as the backward
  * pass produces them). No add after this. */
