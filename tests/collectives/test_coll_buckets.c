@@ -6,12 +6,41 @@
  * piece is), with pieces marked ready in backward order on some steps and in an order that
  * differs on every rank on others (buckets must still start in the same order everywhere), and a
  * step where some pieces are never marked. The result must be the data-parallel average.
+ * With a progress thread, marking pieces ready posts no message from the marking thread (it
+ * should be computing): MPI's own MPI_Irecv and MPI_Isend are wrapped (PMPI) to count the calls
+ * made on the main thread inside coll_buckets_mark_ready.
  *   test_coll_buckets TENSOR_SIZE [thread] */
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "collectives/collectives.h"
 #include "tests/collectives/coll_check.h"
+
+static pthread_t main_thread;
+static int watching;          /* atomic: the main thread is inside coll_buckets_mark_ready */
+static long marking_p2p_calls; /* point-to-point calls made meanwhile on the main thread */
+
+static void count_if_marking(void)
+{
+    if (__atomic_load_n(&watching, __ATOMIC_RELAXED) && pthread_equal(pthread_self(), main_thread))
+        marking_p2p_calls++;
+}
+
+int MPI_Irecv(void *buf, int count, MPI_Datatype dt, int source, int tag, MPI_Comm comm,
+              MPI_Request *req)
+{
+    count_if_marking();
+    return PMPI_Irecv(buf, count, dt, source, tag, comm, req);
+}
+
+int MPI_Isend(const void *buf, int count, MPI_Datatype dt, int dest, int tag, MPI_Comm comm,
+              MPI_Request *req)
+{
+    count_if_marking();
+    return PMPI_Isend(buf, count, dt, dest, tag, comm, req);
+}
 
 static float grad_value(int wr, size_t i, int step) { return (float)((wr + 1) * 2 + (int)(i % 7) + step); }
 
@@ -119,7 +148,9 @@ static void run(coll_ctx *ctx, const layout *l, size_t bucket_bytes, const char 
         if (step == 2)
             marked = l->npieces / 2; /* the rest is left to finish */
         for (int p = 0; p < marked; p++) {
+            __atomic_store_n(&watching, 1, __ATOMIC_RELAXED);
             CHECK_OK(coll_buckets_mark_ready(b, order[p], &err));
+            __atomic_store_n(&watching, 0, __ATOMIC_RELAXED);
             /* after being marked a piece is the all-reduce's: the backward pass writes elsewhere */
         }
         if (step == 0 && l->npieces > 0)
@@ -153,7 +184,9 @@ int main(int argc, char **argv)
                        .progress = argc > 2 && strcmp(argv[2], "thread") == 0 ? COLL_PROGRESS_THREAD
                                                                               : COLL_PROGRESS_POLL};
     coll_ctx *ctx;
+    main_thread = pthread_self();
     CHECK_OK(coll_open(&cfg, &ctx, &err));
+    bool threaded = cfg.progress == COLL_PROGRESS_THREAD;
     static layout l;
     small_tensors(&l);
     run(ctx, &l, 256, "small tensors, 256-byte buckets");
@@ -162,6 +195,23 @@ int main(int argc, char **argv)
     run(ctx, &l, 1024, "layer slices, 1 KiB buckets");
     run(ctx, &l, 16384, "layer slices, 16 KiB buckets");
     run(ctx, &l, 1 << 20, "layer slices, one bucket");
+
+    /* Large buckets (atom's ring, 32 KiB and up): with a progress thread their messages are
+     * posted by the thread, none by the thread that marks; without one, by the marking call,
+     * so that they move before the next progress call. */
+    l.npieces = 8;
+    l.count = 0;
+    for (int p = 0; p < l.npieces; p++) {
+        l.off[p] = l.count;
+        l.len[p] = 16384 + (size_t)p;
+        l.count += l.len[p];
+    }
+    marking_p2p_calls = 0;
+    run(ctx, &l, 65600, "ring-sized buckets");
+    if (coll_group_size(coll_group_of(ctx, COLL_DATA)) > 1)
+        CHECK(threaded ? marking_p2p_calls == 0 : marking_p2p_calls > 0,
+              "%ld point-to-point calls on the marking thread (progress %s)", marking_p2p_calls,
+              threaded ? "thread" : "poll");
 
     /* Exact packing: pieces of 10, 20, 30, 40 floats (forward order) into 200-byte (50-float)
      * buckets, last piece first and greedy: {40}, {30, 20}, {10}. A 0-length piece rides along. */
