@@ -141,7 +141,10 @@ static void free_activations(atom_model *m)
  * data group's tokens are gathered when the backward begins, every rank lists the same touched
  * rows U (in order of first appearance), and the group's average embedding gradient of U's rows
  * (at most D * B * T of them, never more than wte's) is added to the averaged head part. A step
- * all-reduces wte's floats once early and |U| rows late, instead of all of wte last. */
+ * all-reduces wte's floats once early and |U| rows late, instead of all of wte last. When
+ * D * B * T approaches V (many replicas), U approaches all of wte: the late exchange is then as
+ * large as the whole-wte all-reduce it replaces, and the early one is extra traffic, hidden
+ * behind the backward; emb.grad costs up to one more wte-sized buffer. */
 static int setup_embedding_exchange(atom_model *m, atom_err *err)
 {
     int64_t D = coll_group_size(m->opts.data_group);
