@@ -141,8 +141,23 @@ CPU_WIDE static void cpu_layernorm_backward(float *dinp, float *dweight, float *
 #define CPU_BF16_SCRATCH ((int64_t)1 << 20)
 static uint16_t bf16_scratch[2][CPU_BF16_SCRATCH] __attribute__((aligned(64)));
 
+/* The block each scratch operand holds, valid inside one Linear op only (reset at its entry:
+ * between ops the sources change, the next layer's activations or updated weights): the
+ * backward's two products both read dout, and the second finds it rounded already (a quarter
+ * of the rounding, which reads fp32 activations from memory, gone). */
+static struct bf16_block {
+    const float *src;
+    int rows, cols, ld;
+} bf16_held[2];
+
+static void bf16_held_reset(void) { memset(bf16_held, 0, sizeof bf16_held); }
+
 CPU_WIDE static void cpu_bf16_round(int operand, const float *src, int rows, int cols, int ld)
 {
+    struct bf16_block *held = &bf16_held[operand];
+    if (held->src == src && held->rows == rows && held->cols == cols && held->ld == ld)
+        return;
+    *held = (struct bf16_block){src, rows, cols, ld};
     uint16_t *dst = bf16_scratch[operand];
     for (int r = 0; r < rows; r++) {
         const float *restrict s = src + (size_t)r * ld;
@@ -284,7 +299,8 @@ static void cpu_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K,
 static void cpu_matmul_forward(float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IN, int OUT, bool bf16)
 {
-    /* The bias goes in first and sgemm adds onto it (beta = 1): no second pass over out. */
+    /* The bias goes in first and the product adds onto it (beta = 1): no second pass. */
+    bf16_held_reset();
     float beta = 0.0f;
     if (bias) {
         for (int n = 0; n < N; n++)
@@ -298,6 +314,7 @@ CPU_WIDE static void cpu_matmul_backward(float *dinp, float *dweight, float *dbi
                                          const float *dout, const float *inp,
                                          const float *weight, int N, int IN, int OUT, bool bf16)
 {
+    bf16_held_reset();
     if (dinp)
         cpu_gemm(bf16, false, false, N, IN, OUT, dout, OUT, weight, IN, 0.0f, dinp, IN);
     cpu_gemm(bf16, true, false, OUT, IN, N, dout, OUT, inp, IN, 1.0f, dweight, IN);
