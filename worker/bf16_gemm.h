@@ -1,8 +1,9 @@
 /* worker/bf16_gemm.h: the blocking both backends use for a matmul under `training.precision:
  * bf16` (backend.h), so that its operands' bf16 copies fit a scratch buffer of a fixed size
- * whatever the shapes. Each backend supplies the scratch (scratch_elems per operand: fp32
- * values rounded to bf16 on the CPU, bf16 on the GPU) and two callbacks; this header walks the
- * blocks. Included by worker/cpu_backend.c and worker/cuda_backend.cu only.
+ * whatever the shapes. Each backend supplies the scratch (scratch_elems bf16 values per
+ * operand) and two callbacks (the product: a oneDNN primitive on the CPU, cublasGemmEx on the
+ * GPU); this header walks the blocks. Included by worker/cpu_backend.c and
+ * worker/cuda_backend.cu only.
  *
  * The row-major product C (M, N) = op(A) (M, K) op(B) (K, N) + beta C is cut along K into
  * chunks of kc (accumulated with beta 1 after the first), and along M and N only when a single
@@ -16,7 +17,8 @@
 #include <stdint.h>
 
 /* round: scratch `operand` (0: A, 1: B) = the rows x cols block of src (leading dim ld),
- *        rounded to bf16, stored densely (leading dim cols).
+ *        rounded to bf16, stored densely (leading dim cols). It may skip a block it knows the
+ *        scratch holds already.
  * gemm: C (m, n) (leading dim ldc) = op(scratch A) op(scratch B) + beta C, row-major, the
  *       scratch blocks dense: A (m, k) or, transposed, (k, m); B (k, n) or (n, k). */
 typedef struct atom_bf16_gemm_ops {

@@ -1,6 +1,7 @@
 /* worker/cpu_backend.c: the CPU implementation of the backend ops (worker/backend.h). Matmuls,
  * including attention's per-head products, go to OpenBLAS's cblas_sgemm (one thread per rank:
- * OPENBLAS_NUM_THREADS=1); everything else is a loop over the worker/kernels.h functions.
+ * OPENBLAS_NUM_THREADS=1), the Linear products under bf16 to oneDNN (as many OpenMP threads as
+ * OpenBLAS's); everything else is a loop over the worker/kernels.h functions.
  */
 #include <cblas.h>
 #include <math.h>
@@ -211,8 +212,8 @@ static void dnnl_start(void)
                "dnnl_stream_create", NULL);
 }
 
-static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, int k, bool accumulate,
-                                int ldc)
+static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, int k,
+                                    bool accumulate, int ldc)
 {
     for (int i = 0; i < g_dnnl.n_matmuls; i++) {
         bf16_matmul *g = &g_dnnl.matmuls[i];
@@ -223,7 +224,8 @@ static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, in
     if (!g_dnnl.engine)
         dnnl_start();
     static bf16_matmul overflow; /* past BF16_MATMULS shapes: made anew for each call */
-    bf16_matmul *g = g_dnnl.n_matmuls < BF16_MATMULS ? &g_dnnl.matmuls[g_dnnl.n_matmuls] : &overflow;
+    bf16_matmul *g =
+        g_dnnl.n_matmuls < BF16_MATMULS ? &g_dnnl.matmuls[g_dnnl.n_matmuls] : &overflow;
     if (g == &overflow && overflow.prim) {
         dnnl_primitive_destroy(overflow.prim);
         dnnl_memory_destroy(overflow.a);

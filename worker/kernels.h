@@ -1,7 +1,8 @@
 /* worker/kernels.h: the math of every model kernel, written once as per-element or per-row
  * functions. The CPU backend (worker/cpu_backend.c) calls them in loops; the CUDA backend calls
  * the same functions inside __global__ kernels, so every formula the GPU runs is tested on the
- * CPU. Matmuls are not here: they go to sgemm (OpenBLAS) or cuBLAS.
+ * CPU. Matmuls are not here: they go to sgemm (OpenBLAS) or oneDNN (bf16) on the CPU, and to
+ * cuBLAS on a GPU.
  *
  * Header-only, static inline, no libc beyond <math.h>: each function must compile under gcc
  * -Wall -Wextra -Werror and under nvcc as __host__ __device__.
@@ -72,8 +73,8 @@ static inline ATOM_HD float atom_bf16_to_float(uint16_t h)
     return atom_bits_float((int32_t)((uint32_t)h << 16));
 }
 
-/* f rounded to bf16 and held as a float: the CPU backend multiplies these with sgemm, which
- * equals a bf16 GEMM with fp32 accumulation (a product of two bf16 values is exact in fp32). */
+/* f rounded to bf16 and held as a float: the tests' reference products of bf16 operands (a
+ * product of two bf16 values is exact in fp32 and in double). */
 static inline ATOM_HD float atom_bf16_round(float f)
 {
     return atom_bf16_to_float(atom_bf16_bits(f));
