@@ -20,21 +20,24 @@
  *        rounded to bf16, stored densely (leading dim cols). It may skip a block it knows the
  *        scratch holds already.
  * gemm: C (m, n) (leading dim ldc) = op(scratch A) op(scratch B) + beta C, row-major, the
- *       scratch blocks dense: A (m, k) or, transposed, (k, m); B (k, n) or (n, k). */
+ *       scratch blocks dense: A (m, k) or, transposed, (k, m); B (k, n) or (n, k); plus bias
+ *       (n) on every row when not NULL (then beta is 0; only the CPU's callers pass one). */
 typedef struct atom_bf16_gemm_ops {
     int64_t scratch_elems; /* of each operand's scratch */
     void (*round)(int operand, const float *src, int rows, int cols, int ld);
-    void (*gemm)(bool trans_a, bool trans_b, int m, int n, int k, float beta, float *C, int ldc);
+    void (*gemm)(bool trans_a, bool trans_b, int m, int n, int k, float beta, const float *bias,
+                 float *C, int ldc);
 } atom_bf16_gemm_ops;
 
 static inline int atom_bf16_min(int64_t a, int64_t b) { return (int)(a < b ? a : b); }
 
-/* C (M, N) = op(A) op(B) + beta C with both operands rounded to bf16 and fp32 accumulation.
- * A is (M, K) row-major with leading dim lda, or (K, M) when trans_a; B is (K, N), or (N, K)
- * when trans_b. M, N, K >= 1 (the model's shapes are). */
+/* C (M, N) = op(A) op(B) + beta C (+ bias (N) on every row, when not NULL: then beta must be
+ * 0) with both operands rounded to bf16 and fp32 accumulation. A is
+ * (M, K) row-major with leading dim lda, or (K, M) when trans_a; B is (K, N), or (N, K) when
+ * trans_b. M, N, K >= 1 (the model's shapes are). */
 static inline void atom_bf16_gemm(const atom_bf16_gemm_ops *ops, bool trans_a, bool trans_b,
                                   int M, int N, int K, const float *A, int lda, const float *B,
-                                  int ldb, float beta, float *C, int ldc)
+                                  int ldb, float beta, const float *bias, float *C, int ldc)
 {
     if (M <= 0 || N <= 0 || K <= 0)
         return;
@@ -58,7 +61,9 @@ static inline void atom_bf16_gemm(const atom_bf16_gemm_ops *ops, bool trans_a, b
                     ops->round(1, B + (int64_t)n0 * ldb + k0, n, k, ldb);
                 else
                     ops->round(1, B + (int64_t)k0 * ldb + n0, k, n, ldb);
-                ops->gemm(trans_a, trans_b, m, n, k, chunk_beta, C + (int64_t)m0 * ldc + n0, ldc);
+                /* the bias goes in with the first K chunk; the later ones add onto it */
+                ops->gemm(trans_a, trans_b, m, n, k, chunk_beta,
+                          bias && k0 == 0 ? bias + n0 : NULL, C + (int64_t)m0 * ldc + n0, ldc);
             }
         }
     }

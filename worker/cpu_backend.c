@@ -171,12 +171,13 @@ CPU_WIDE static void cpu_bf16_round(int operand, const float *src, int rows, int
 /* One oneDNN primitive per block shape, created at its first use and kept for the process (a
  * primitive's creation costs far more than its run at these sizes: oneDNN JIT-compiles it).
  * The operands are the two scratch blocks, dense, transposed by their strides; only the output
- * pointer changes from call to call. beta 1 is a sum post-op (out += product). */
+ * (and bias) pointer changes from call to call. beta 1 is a sum post-op (out += product); a
+ * bias (fp32) is oneDNN's, added as the output is written (no pass of its own over out). */
 typedef struct bf16_matmul {
-    bool trans_a, trans_b, accumulate;
+    bool trans_a, trans_b, accumulate, bias;
     int m, n, k, ldc;
     dnnl_primitive_t prim;
-    dnnl_memory_t a, b, c;
+    dnnl_memory_t a, b, c, bias_mem;
 } bf16_matmul;
 
 #define BF16_MATMULS 128
@@ -213,12 +214,12 @@ static void dnnl_start(void)
 }
 
 static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, int k,
-                                    bool accumulate, int ldc)
+                                    bool accumulate, bool bias, int ldc)
 {
     for (int i = 0; i < g_dnnl.n_matmuls; i++) {
         bf16_matmul *g = &g_dnnl.matmuls[i];
         if (g->trans_a == trans_a && g->trans_b == trans_b && g->m == m && g->n == n &&
-            g->k == k && g->accumulate == accumulate && g->ldc == ldc)
+            g->k == k && g->accumulate == accumulate && g->bias == bias && g->ldc == ldc)
             return g;
     }
     if (!g_dnnl.engine)
@@ -231,23 +232,28 @@ static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, in
         dnnl_memory_destroy(overflow.a);
         dnnl_memory_destroy(overflow.b);
         dnnl_memory_destroy(overflow.c);
+        dnnl_memory_destroy(overflow.bias_mem);
     }
-    *g = (bf16_matmul){trans_a, trans_b, accumulate, m, n, k, ldc, NULL, NULL, NULL, NULL};
+    *g = (bf16_matmul){trans_a, trans_b, accumulate, bias, m, n, k, ldc,
+                       NULL, NULL, NULL, NULL, NULL};
     /* row-major A (m, k): dense (m, k), or (k, m) read transposed; B (k, n): (k, n) or (n, k) */
     dnnl_dims_t a_dims = {m, k}, b_dims = {k, n}, c_dims = {m, n};
     dnnl_dims_t a_strides = {trans_a ? 1 : k, trans_a ? m : 1};
     dnnl_dims_t b_strides = {trans_b ? 1 : n, trans_b ? k : 1};
     dnnl_dims_t c_strides = {ldc, 1};
-    dnnl_memory_desc_t a_md, b_md, c_md;
+    dnnl_dims_t bias_dims = {1, n}, bias_strides = {n, 1};
+    dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
     dnnl_check(dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides),
                "the A descriptor", g);
     dnnl_check(dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_strides),
                "the B descriptor", g);
     dnnl_check(dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides),
                "the C descriptor", g);
+    dnnl_check(dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_strides),
+               "the bias descriptor", g);
     dnnl_matmul_desc_t desc;
-    dnnl_check(dnnl_matmul_desc_init(&desc, &a_md, &b_md, NULL, &c_md), "dnnl_matmul_desc_init",
-               g);
+    dnnl_check(dnnl_matmul_desc_init(&desc, &a_md, &b_md, bias ? &bias_md : NULL, &c_md),
+               "dnnl_matmul_desc_init", g);
     dnnl_primitive_attr_t attr = NULL;
     dnnl_post_ops_t post_ops = NULL;
     if (accumulate) {
@@ -267,19 +273,26 @@ static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, in
     dnnl_check(dnnl_memory_create(&g->b, &b_md, g_dnnl.engine, bf16_scratch[1]), "B's memory", g);
     dnnl_check(dnnl_memory_create(&g->c, &c_md, g_dnnl.engine, DNNL_MEMORY_NONE), "C's memory",
                g);
+    if (bias)
+        dnnl_check(dnnl_memory_create(&g->bias_mem, &bias_md, g_dnnl.engine, DNNL_MEMORY_NONE),
+                   "the bias's memory", g);
     if (g != &overflow)
         g_dnnl.n_matmuls++;
     return g;
 }
 
 static void cpu_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
-                                float *C, int ldc)
+                                const float *bias, float *C, int ldc)
 {
-    bf16_matmul *g = bf16_matmul_get(trans_a, trans_b, m, n, k, beta != 0.0f, ldc);
+    bf16_matmul *g = bf16_matmul_get(trans_a, trans_b, m, n, k, beta != 0.0f, bias, ldc);
     dnnl_check(dnnl_memory_set_data_handle(g->c, C), "C's data handle", g);
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b}, {DNNL_ARG_DST, g->c}};
-    dnnl_check(dnnl_primitive_execute(g->prim, g_dnnl.stream, 3, args), "dnnl_primitive_execute",
-               g);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b},
+                               {DNNL_ARG_DST, g->c}, {DNNL_ARG_BIAS, g->bias_mem}};
+    if (bias)
+        dnnl_check(dnnl_memory_set_data_handle(g->bias_mem, (void *)bias), "the bias's handle",
+                   g);
+    dnnl_check(dnnl_primitive_execute(g->prim, g_dnnl.stream, bias ? 4 : 3, args),
+               "dnnl_primitive_execute", g);
     dnnl_check(dnnl_stream_wait(g_dnnl.stream), "dnnl_stream_wait", g);
 }
 
@@ -291,7 +304,8 @@ static void cpu_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (bf16) {
-        atom_bf16_gemm(&CPU_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        atom_bf16_gemm(&CPU_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, NULL, C,
+                       ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
@@ -301,8 +315,13 @@ static void cpu_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K,
 static void cpu_matmul_forward(float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IN, int OUT, bool bf16)
 {
-    /* The bias goes in first and the product adds onto it (beta = 1): no second pass. */
     bf16_held_reset();
+    if (bf16) { /* oneDNN adds the bias itself */
+        atom_bf16_gemm(&CPU_BF16_OPS, false, true, N, OUT, IN, inp, IN, weight, IN, 0.0f, bias,
+                       out, OUT);
+        return;
+    }
+    /* The bias goes in first and sgemm adds onto it (beta = 1): no second pass over out. */
     float beta = 0.0f;
     if (bias) {
         for (int n = 0; n < N; n++)

@@ -343,17 +343,22 @@ static size_t matrix_floats(int order, int trans, int rows, int cols, int ld)
     return (size_t)stored_major * (size_t)ld;
 }
 
-/* A recorded oneDNN primitive's operands, made anew: memory of the primitive's own descriptors,
- * filled with small values (0x3C3C: 0.0115 in bf16 and in fp32). */
-static void dnnl_replay_args(const_dnnl_primitive_t prim, dnnl_engine_t engine,
-                             dnnl_exec_arg_t args[3])
+/* A recorded oneDNN primitive's operands (source, weights, destination, and its bias if it has
+ * one), made anew: memory of the primitive's own descriptors, filled with small values (0x3C3C:
+ * 0.0115 in bf16 and in fp32). Returns how many. */
+static int dnnl_replay_args(const_dnnl_primitive_t prim, dnnl_engine_t engine,
+                            dnnl_exec_arg_t args[4])
 {
     const_dnnl_primitive_desc_t pd;
     dnnl_primitive_get_primitive_desc(prim, &pd);
-    const dnnl_query_t what[3] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_dst_md};
-    const int arg[3] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST};
-    for (int j = 0; j < 3; j++) {
-        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, what[j], 0);
+    const dnnl_query_t what[4] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_dst_md,
+                                  dnnl_query_weights_md};
+    const int arg[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    int n = 0;
+    for (int j = 0; j < 4; j++) {
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, what[j], j == 3);
+        if (!md || md->ndims == 0)
+            continue; /* no bias */
         dnnl_memory_t mem;
         if (dnnl_memory_create(&mem, md, engine, DNNL_MEMORY_ALLOCATE) != dnnl_success) {
             fprintf(stderr, "atom-bench-worker: cannot make a oneDNN replay buffer\n");
@@ -362,8 +367,9 @@ static void dnnl_replay_args(const_dnnl_primitive_t prim, dnnl_engine_t engine,
         void *data;
         dnnl_memory_get_data_handle(mem, &data);
         memset(data, 0x3C, dnnl_memory_desc_get_size(md));
-        args[j] = (dnnl_exec_arg_t){arg[j], mem};
+        args[n++] = (dnnl_exec_arg_t){arg[j], mem};
     }
+    return n;
 }
 
 /* Seconds that one step's matmul calls (sgemm and oneDNN) take when replayed alone (best of
@@ -375,14 +381,15 @@ static double replay_step(int64_t measured_steps, int repeats, double *per_op)
     float *bufs[MAX_SHAPES][3];
     dnnl_engine_t engine = NULL; /* the primitives' own: a stream runs its engine's only */
     dnnl_stream_t stream = NULL;
-    static dnnl_exec_arg_t dnnl_args[MAX_SHAPES][3];
+    static dnnl_exec_arg_t dnnl_args[MAX_SHAPES][4];
+    static int dnnl_nargs[MAX_SHAPES];
     if (g_dnnl.n > 0) {
         const_dnnl_primitive_desc_t pd;
         dnnl_primitive_get_primitive_desc(g_dnnl.calls[0].prim, &pd);
         dnnl_primitive_desc_query(pd, dnnl_query_engine, 0, &engine);
         dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
         for (int i = 0; i < g_dnnl.n; i++)
-            dnnl_replay_args(g_dnnl.calls[i].prim, engine, dnnl_args[i]);
+            dnnl_nargs[i] = dnnl_replay_args(g_dnnl.calls[i].prim, engine, dnnl_args[i]);
     }
     for (int i = 0; i < g_meter.n_shapes; i++) {
         sgemm_shape *s = &g_meter.shapes[i];
@@ -416,7 +423,7 @@ static double replay_step(int64_t measured_steps, int repeats, double *per_op)
             long per_step = (long)llround((double)d->calls / (double)measured_steps);
             double ts = now_s();
             for (long c = 0; c < per_step; c++) {
-                if (g_dnnl.real(d->prim, stream, 3, dnnl_args[i]) != dnnl_success) {
+                if (g_dnnl.real(d->prim, stream, dnnl_nargs[i], dnnl_args[i]) != dnnl_success) {
                     fprintf(stderr, "atom-bench-worker: a oneDNN replay failed\n");
                     abort();
                 }
@@ -435,7 +442,7 @@ static double replay_step(int64_t measured_steps, int repeats, double *per_op)
         for (int j = 0; j < 3; j++)
             free(bufs[i][j]);
     for (int i = 0; i < g_dnnl.n; i++)
-        for (int j = 0; j < 3; j++)
+        for (int j = 0; j < dnnl_nargs[i]; j++)
             dnnl_memory_destroy(dnnl_args[i][j].memory);
     if (stream)
         dnnl_stream_destroy(stream);
