@@ -30,40 +30,6 @@
 #define CPU_WIDE
 #endif
 
-/* ---- the rank's threads ---- */
-
-/* A rank of more than one thread (OPENBLAS_NUM_THREADS > 1: the job gave it several cores) runs
- * the long elementwise and per-row loops on all of them, in OpenMP chunks, as it runs sgemm and
- * oneDNN: otherwise every op but the matmuls ran on one core of the rank's. The chunks cut
- * between elements or rows, each computed alone, so the results do not depend on the thread
- * count. Each chunk calls a CPU_WIDE function (OpenMP's outlined loop bodies would not be
- * cloned for AVX-512). OpenMP's thread count is set once, on the training thread, to OpenBLAS's
- * (OpenMP's default, every core the rank may run on, would oversubscribe other ranks' cores). */
-static int cpu_threads(void)
-{
-    static int threads;
-    if (threads == 0) {
-        threads = openblas_get_num_threads();
-        if (threads < 1)
-            threads = 1;
-        omp_set_num_threads(threads);
-    }
-    return threads;
-}
-
-/* How many chunks n items of `grain` or more each make on the rank's threads (1: run inline). */
-static int cpu_chunks(int64_t n, int64_t grain)
-{
-    int64_t threads = cpu_threads(), most = n / grain;
-    return (int)(most < 1 ? 1 : most < threads ? most : threads);
-}
-
-/* Chunk c of `chunks` over [0, n): [start, end). */
-#define CHUNK_START(n, c, chunks) ((int64_t)(n) * (c) / (chunks))
-
-/* Items per chunk below which a loop stays on one thread (a fork costs a few microseconds). */
-#define ELEMENT_GRAIN ((int64_t)1 << 15)
-
 /* ---- memory ---- */
 
 /* Buffers of 2 MiB or more are aligned to 2 MiB and offered to transparent huge pages: with
@@ -144,23 +110,12 @@ CPU_WIDE static void cpu_encoder_backward(float *dwte, float *dwpe, const float 
 
 /* ---- LayerNorm ---- */
 
-CPU_WIDE static void layernorm_forward_rows(float *out, float *mean, float *rstd,
-                                            const float *inp, const float *weight,
-                                            const float *bias, int64_t n0, int64_t n1, int C)
-{
-    for (int64_t n = n0; n < n1; n++)
-        atom_layernorm_row(out + (size_t)n * C, &mean[n], &rstd[n], inp + (size_t)n * C, weight,
-                           bias, C);
-}
-
-static void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+CPU_WIDE static void cpu_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                                   const float *weight, const float *bias, int N, int C)
 {
-    int chunks = cpu_chunks((int64_t)N * C, ELEMENT_GRAIN);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; c++)
-        layernorm_forward_rows(out, mean, rstd, inp, weight, bias, CHUNK_START(N, c, chunks),
-                               CHUNK_START(N, c + 1, chunks), C);
+    for (int n = 0; n < N; n++)
+        atom_layernorm_row(out + (size_t)n * C, &mean[n], &rstd[n], inp + (size_t)n * C, weight,
+                           bias, C);
 }
 
 CPU_WIDE static void cpu_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
@@ -198,28 +153,19 @@ static struct bf16_block {
 
 static void bf16_held_reset(void) { memset(bf16_held, 0, sizeof bf16_held); }
 
-CPU_WIDE static void bf16_round_rows(uint16_t *dst, const float *src, int64_t r0, int64_t r1,
-                                     int cols, int ld)
-{
-    for (int64_t r = r0; r < r1; r++) {
-        const float *restrict s = src + (size_t)r * ld;
-        uint16_t *restrict d = dst + (size_t)r * cols;
-        for (int c = 0; c < cols; c++)
-            d[c] = atom_bf16_bits(s[c]);
-    }
-}
-
-static void cpu_bf16_round(int operand, const float *src, int rows, int cols, int ld)
+CPU_WIDE static void cpu_bf16_round(int operand, const float *src, int rows, int cols, int ld)
 {
     struct bf16_block *held = &bf16_held[operand];
     if (held->src == src && held->rows == rows && held->cols == cols && held->ld == ld)
         return;
     *held = (struct bf16_block){src, rows, cols, ld};
-    int chunks = cpu_chunks((int64_t)rows * cols, ELEMENT_GRAIN);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; c++)
-        bf16_round_rows(bf16_scratch[operand], src, CHUNK_START(rows, c, chunks),
-                        CHUNK_START(rows, c + 1, chunks), cols, ld);
+    uint16_t *dst = bf16_scratch[operand];
+    for (int r = 0; r < rows; r++) {
+        const float *restrict s = src + (size_t)r * ld;
+        uint16_t *restrict d = dst + (size_t)r * cols;
+        for (int c = 0; c < cols; c++)
+            d[c] = atom_bf16_bits(s[c]);
+    }
 }
 
 /* One oneDNN primitive per block shape, created at its first use and kept for the process (a
@@ -255,10 +201,13 @@ static void dnnl_check(dnnl_status_t st, const char *what, const bf16_matmul *g)
     abort();
 }
 
-/* oneDNN's threads are OpenMP's (Debian builds it so): cpu_threads sets their count. */
+/* oneDNN's threads are OpenMP's (Debian builds it so), as many as the rank's OpenBLAS threads:
+ * OPENBLAS_NUM_THREADS is the rank's thread count (1 unless the job gives a rank more cores),
+ * and OpenMP's default, every core the rank may run on, would oversubscribe the cores that
+ * other ranks use. Set on the training thread, whose calls the setting governs. */
 static void dnnl_start(void)
 {
-    cpu_threads(); /* oneDNN's threads are OpenMP's too */
+    omp_set_num_threads(openblas_get_num_threads());
     dnnl_check(dnnl_engine_create(&g_dnnl.engine, dnnl_cpu, 0), "dnnl_engine_create", NULL);
     dnnl_check(dnnl_stream_create(&g_dnnl.stream, g_dnnl.engine, dnnl_stream_default_flags),
                "dnnl_stream_create", NULL);
@@ -483,8 +432,7 @@ static void cpu_attention_backward(float *dqkv, float *datt, const float *dout, 
  * element by element. */
 #define GELU_BLOCK 16
 
-CPU_WIDE static void gelu_forward_range(float *restrict out, const float *restrict inp,
-                                        int64_t n)
+CPU_WIDE static void cpu_gelu_forward(float *restrict out, const float *restrict inp, int64_t n)
 {
     int64_t i = 0;
     for (; i + GELU_BLOCK <= n; i += GELU_BLOCK) {
@@ -497,8 +445,8 @@ CPU_WIDE static void gelu_forward_range(float *restrict out, const float *restri
         out[i] = atom_gelu(inp[i]);
 }
 
-CPU_WIDE static void gelu_backward_range(float *restrict dinp, const float *restrict inp,
-                                         const float *restrict dout, int64_t n)
+CPU_WIDE static void cpu_gelu_backward(float *restrict dinp, const float *restrict inp,
+                              const float *restrict dout, int64_t n)
 {
     int64_t i = 0;
     for (; i + GELU_BLOCK <= n; i += GELU_BLOCK) {
@@ -509,26 +457,6 @@ CPU_WIDE static void gelu_backward_range(float *restrict dinp, const float *rest
     }
     for (; i < n; i++)
         dinp[i] = atom_gelu_grad(inp[i]) * dout[i];
-}
-
-static void cpu_gelu_forward(float *out, const float *inp, int64_t n)
-{
-    int chunks = cpu_chunks(n, ELEMENT_GRAIN);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; c++) {
-        int64_t i0 = CHUNK_START(n, c, chunks);
-        gelu_forward_range(out + i0, inp + i0, CHUNK_START(n, c + 1, chunks) - i0);
-    }
-}
-
-static void cpu_gelu_backward(float *dinp, const float *inp, const float *dout, int64_t n)
-{
-    int chunks = cpu_chunks(n, ELEMENT_GRAIN);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; c++) {
-        int64_t i0 = CHUNK_START(n, c, chunks);
-        gelu_backward_range(dinp + i0, inp + i0, dout + i0, CHUNK_START(n, c + 1, chunks) - i0);
-    }
 }
 
 CPU_WIDE static void cpu_residual_forward(float *out, const float *x, const float *y, const float *bias,
@@ -619,29 +547,15 @@ CPU_WIDE static void cpu_sum_squares(double *host_result, const float *restrict 
     *host_result = s;
 }
 
-CPU_WIDE static void adamw_range(float *restrict param, const float *restrict grad,
-                                 float *restrict m, float *restrict v, int64_t n, float lr,
-                                 float beta1, float beta2, float eps, float weight_decay,
-                                 float beta1_correction, float beta2_correction,
-                                 float grad_multiplier)
+CPU_WIDE static void cpu_adamw(float *restrict param, const float *restrict grad,
+                               float *restrict m, float *restrict v, int64_t n, float lr,
+                               float beta1, float beta2, float eps, float weight_decay,
+                               float beta1_correction, float beta2_correction,
+                               float grad_multiplier)
 {
     for (int64_t i = 0; i < n; i++)
         atom_adamw_element(&param[i], &m[i], &v[i], grad[i] * grad_multiplier, lr, beta1, beta2,
                            eps, weight_decay, beta1_correction, beta2_correction);
-}
-
-static void cpu_adamw(float *param, const float *grad, float *m, float *v, int64_t n, float lr,
-                      float beta1, float beta2, float eps, float weight_decay,
-                      float beta1_correction, float beta2_correction, float grad_multiplier)
-{
-    int chunks = cpu_chunks(n, ELEMENT_GRAIN);
-#pragma omp parallel for schedule(static) if (chunks > 1)
-    for (int c = 0; c < chunks; c++) {
-        int64_t i0 = CHUNK_START(n, c, chunks);
-        adamw_range(param + i0, grad + i0, m + i0, v + i0, CHUNK_START(n, c + 1, chunks) - i0,
-                    lr, beta1, beta2, eps, weight_decay, beta1_correction, beta2_correction,
-                    grad_multiplier);
-    }
 }
 
 static const atom_backend CPU_BACKEND = {

@@ -1,8 +1,7 @@
-"""tests/worker_run/test_threads.py: a rank of two threads (OPENBLAS_NUM_THREADS=2: sgemm,
-oneDNN and the CPU backend's elementwise and per-row loops in OpenMP chunks) trains exactly as a
-rank of one: the same 6-step job (micro-batches of 16 x 64 tokens, so GELU, LayerNorm, AdamW
-and the bf16 rounding are cut into chunks) in fp32 and in bf16, every step's loss and gradient
-norm equal as written in train.jsonl."""
+"""tests/worker_run/test_threads.py: a rank of two threads (OPENBLAS_NUM_THREADS=2: sgemm on
+two OpenBLAS threads, the bf16 matmuls on two OpenMP threads of oneDNN's) trains exactly as a
+rank of one: the same 6-step job (micro-batches of 16 x 64 tokens) in fp32 and in bf16, every
+step's loss and gradient norm equal as written in train.jsonl."""
 import os
 
 from worker_run_lib import check, cleanup, raw_train_lines, run, workdir, write_spec
