@@ -227,7 +227,7 @@ static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, in
     static bf16_matmul overflow; /* past BF16_MATMULS shapes: made anew for each call */
     bf16_matmul *g =
         g_dnnl.n_matmuls < BF16_MATMULS ? &g_dnnl.matmuls[g_dnnl.n_matmuls] : &overflow;
-    if (g == &overflow && overflow.prim) {
+    if (g == &overflow && overflow.m) {
         dnnl_primitive_destroy(overflow.prim);
         dnnl_memory_destroy(overflow.a);
         dnnl_memory_destroy(overflow.b);
@@ -263,12 +263,19 @@ static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, in
         dnnl_check(dnnl_primitive_attr_set_post_ops(attr, post_ops), "the sum post-op", g);
     }
     dnnl_primitive_desc_t pd;
-    dnnl_check(dnnl_primitive_desc_create(&pd, &desc, attr, g_dnnl.engine, NULL),
-               "dnnl_primitive_desc_create", g);
-    dnnl_check(dnnl_primitive_create(&g->prim, pd), "dnnl_primitive_create", g);
-    dnnl_primitive_desc_destroy(pd);
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, g_dnnl.engine, NULL);
     dnnl_post_ops_destroy(post_ops);
     dnnl_primitive_attr_destroy(attr);
+    if (st == dnnl_unimplemented) {
+        /* no bf16 matmul on this CPU (oneDNN 2.6 has none below AVX-512): the shape is kept
+         * with no primitive, and cpu_bf16_block_gemm widens the blocks for sgemm */
+        if (g != &overflow)
+            g_dnnl.n_matmuls++;
+        return g;
+    }
+    dnnl_check(st, "dnnl_primitive_desc_create", g);
+    dnnl_check(dnnl_primitive_create(&g->prim, pd), "dnnl_primitive_create", g);
+    dnnl_primitive_desc_destroy(pd);
     dnnl_check(dnnl_memory_create(&g->a, &a_md, g_dnnl.engine, bf16_scratch[0]), "A's memory", g);
     dnnl_check(dnnl_memory_create(&g->b, &b_md, g_dnnl.engine, bf16_scratch[1]), "B's memory", g);
     dnnl_check(dnnl_memory_create(&g->c, &c_md, g_dnnl.engine, DNNL_MEMORY_NONE), "C's memory",
@@ -281,10 +288,40 @@ static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, in
     return g;
 }
 
+/* Where oneDNN has no bf16 matmul (a CPU without AVX-512), the blocks are widened back to fp32
+ * and multiplied by sgemm: the same product (two bf16 values multiply exactly in fp32), at
+ * sgemm's speed. The widened blocks are static as the scratch, and touched only here. */
+static float bf16_widened[2][CPU_BF16_SCRATCH];
+
+CPU_WIDE static void bf16_widen(float *restrict dst, const uint16_t *restrict src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = atom_bf16_to_float(src[i]);
+}
+
+static void bf16_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
+                       const float *bias, float *C, int ldc)
+{
+    bf16_widen(bf16_widened[0], bf16_scratch[0], (int64_t)m * k);
+    bf16_widen(bf16_widened[1], bf16_scratch[1], (int64_t)k * n);
+    if (bias) {
+        for (int r = 0; r < m; r++)
+            memcpy(C + (size_t)r * ldc, bias, (size_t)n * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, bf16_widened[0],
+                trans_a ? m : k, bf16_widened[1], trans_b ? k : n, beta, C, ldc);
+}
+
 static void cpu_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
                                 const float *bias, float *C, int ldc)
 {
     bf16_matmul *g = bf16_matmul_get(trans_a, trans_b, m, n, k, beta != 0.0f, bias, ldc);
+    if (!g->prim) {
+        bf16_sgemm(trans_a, trans_b, m, n, k, beta, bias, C, ldc);
+        return;
+    }
     dnnl_check(dnnl_memory_set_data_handle(g->c, C), "C's data handle", g);
     dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b},
                                {DNNL_ARG_DST, g->c}, {DNNL_ARG_BIAS, g->bias_mem}};
