@@ -11,6 +11,8 @@ packages=(
   openmpi-bin libopenmpi-dev libhdf5-openmpi-dev hdf5-tools
   # job specs, protocol, state store, matmuls, unit tests
   libyaml-dev libjansson-dev libsqlite3-dev sqlite3 libopenblas-dev libcmocka-dev
+  # bf16 matmuls on the CPU (oneDNN: AMX or AVX-512 bf16 where present)
+  libdnnl-dev
   # the spec fuzzer and the sanitizer build (clang's libFuzzer and ASan runtimes)
   clang libclang-rt-dev
   # TCP credentials between nodes, and a real Slurm for the Slurm tests

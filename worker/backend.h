@@ -1,8 +1,8 @@
 /* worker/backend.h: the operations the model runs on its tensors, as a small table of function
- * pointers with two real implementations: the CPU one (worker/cpu_backend.c: OpenBLAS sgemm and
- * loops over the worker/kernels.h functions) and the CUDA one (the worker/ .cu files: cuBLAS
- * and the same kernels.h functions inside __global__ kernels). The model chooses one at
- * creation and never looks at which.
+ * pointers with two real implementations: the CPU one (worker/cpu_backend.c: OpenBLAS sgemm,
+ * oneDNN for the bf16 matmuls, and loops over the worker/kernels.h functions) and the CUDA one
+ * (the worker/ .cu files: cuBLAS and the same kernels.h functions inside __global__ kernels).
+ * The model chooses one at creation and never looks at which.
  *
  * Every pointer argument is in the backend's memory (host for the CPU, device for CUDA), except
  * where a comment says "host". Shapes are row-major; N is the number of token positions (B*T).

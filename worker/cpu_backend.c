@@ -1,12 +1,17 @@
 /* worker/cpu_backend.c: the CPU implementation of the backend ops (worker/backend.h). Matmuls,
  * including attention's per-head products, go to OpenBLAS's cblas_sgemm (one thread per rank:
- * OPENBLAS_NUM_THREADS=1); everything else is a loop over the worker/kernels.h functions.
+ * OPENBLAS_NUM_THREADS=1), the Linear products under bf16 to oneDNN (as many OpenMP threads as
+ * OpenBLAS's); everything else is a loop over the worker/kernels.h functions.
  */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+
+#include <oneapi/dnnl/dnnl.h>
 
 #include "worker/backend.h"
 #include "worker/bf16_gemm.h"
@@ -126,31 +131,207 @@ CPU_WIDE static void cpu_layernorm_backward(float *dinp, float *dweight, float *
 
 /* ---- Linear ---- */
 
-/* bf16 operands (bf16_gemm.h): the blocks are rounded into fp32 scratch, then multiplied by
- * sgemm, which is a bf16 GEMM with fp32 accumulation (a product of two bf16 values is exact in
- * fp32). The scratch is static (zero-filled memory: no page is touched before a bf16 run, and
- * no allocation can fail inside an op), and the process's: the ops run on the training thread
- * only. 1 Mi elements per operand hold every product of gpt-tiny in one block. */
+/* bf16 operands (bf16_gemm.h): the blocks are rounded to bf16 (kernels.h atom_bf16_bits) into a
+ * scratch of bf16 values, then multiplied by a oneDNN matmul primitive with fp32 accumulation
+ * and fp32 output: AMX or AVX-512 bf16 instructions where the CPU has them (a gpt-tiny step's
+ * Linear products alone: 31 ms against fp32 sgemm's ~146 on a Sapphire Rapids core), sgemm on
+ * the bf16 values widened back where oneDNN has none (CPUs without AVX-512). The
+ * rounding is ours, not a oneDNN reorder, so both backends round alike (the tested
+ * atom_bf16_bits). The scratch is static (zero-filled memory: no page is touched before a bf16
+ * run, and no allocation can fail inside an op), and the process's: the ops run on the training
+ * thread only. 1 Mi elements per operand hold every product of gpt-tiny in one block. */
 #define CPU_BF16_SCRATCH ((int64_t)1 << 20)
-static float bf16_scratch[2][CPU_BF16_SCRATCH];
+static uint16_t bf16_scratch[2][CPU_BF16_SCRATCH] __attribute__((aligned(64)));
+
+/* The block each scratch operand holds, valid inside one Linear op only (reset at its entry:
+ * between ops the sources change, the next layer's activations or updated weights): the
+ * backward's two products both read dout, and the second finds it rounded already (about a
+ * quarter of the elements a step rounds). */
+static struct bf16_block {
+    const float *src;
+    int rows, cols, ld;
+} bf16_held[2];
+
+static void bf16_held_reset(void) { memset(bf16_held, 0, sizeof bf16_held); }
 
 CPU_WIDE static void cpu_bf16_round(int operand, const float *src, int rows, int cols, int ld)
 {
-    float *dst = bf16_scratch[operand];
+    struct bf16_block *held = &bf16_held[operand];
+    if (held->src == src && held->rows == rows && held->cols == cols && held->ld == ld)
+        return;
+    *held = (struct bf16_block){src, rows, cols, ld};
+    uint16_t *dst = bf16_scratch[operand];
     for (int r = 0; r < rows; r++) {
-        const float *s = src + (size_t)r * ld;
-        float *d = dst + (size_t)r * cols;
+        const float *restrict s = src + (size_t)r * ld;
+        uint16_t *restrict d = dst + (size_t)r * cols;
         for (int c = 0; c < cols; c++)
-            d[c] = atom_bf16_round(s[c]);
+            d[c] = atom_bf16_bits(s[c]);
     }
 }
 
-static void cpu_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
-                                float *C, int ldc)
+/* One oneDNN primitive per block shape, created at its first use and kept for the process (a
+ * primitive's creation costs far more than its run at these sizes: oneDNN JIT-compiles it).
+ * The operands are the two scratch blocks, dense, transposed by their strides; only the output
+ * (and bias) pointer changes from call to call. beta 1 is a sum post-op (out += product); a
+ * bias (fp32) is oneDNN's, added as the output is written (no pass of its own over out). */
+typedef struct bf16_matmul {
+    bool trans_a, trans_b, accumulate, bias;
+    int m, n, k, ldc;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c, bias_mem;
+} bf16_matmul;
+
+#define BF16_MATMULS 128
+static struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    bf16_matmul matmuls[BF16_MATMULS];
+    int n_matmuls;
+} g_dnnl;
+
+/* A oneDNN failure inside an op has no caller to return to (the ops return nothing, as a CUDA
+ * kernel launch does): it ends the process with what failed, which mpirun reports. */
+static void dnnl_check(dnnl_status_t st, const char *what, const bf16_matmul *g)
 {
+    if (st == dnnl_success)
+        return;
+    fprintf(stderr,
+            "atom-worker: oneDNN (bf16 matmul %d x %d x %d%s%s): %s failed with status %d\n",
+            g ? g->m : 0, g ? g->n : 0, g ? g->k : 0, g && g->trans_a ? ", A transposed" : "",
+            g && g->trans_b ? ", B transposed" : "", what, (int)st);
+    abort();
+}
+
+/* oneDNN's threads are OpenMP's (Debian builds it so), as many as the rank's OpenBLAS threads:
+ * OPENBLAS_NUM_THREADS is the rank's thread count (1 unless the job gives a rank more cores),
+ * and OpenMP's default, every core the rank may run on, would oversubscribe the cores that
+ * other ranks use. Set on the training thread, whose calls the setting governs. */
+static void dnnl_start(void)
+{
+    omp_set_num_threads(openblas_get_num_threads());
+    dnnl_check(dnnl_engine_create(&g_dnnl.engine, dnnl_cpu, 0), "dnnl_engine_create", NULL);
+    dnnl_check(dnnl_stream_create(&g_dnnl.stream, g_dnnl.engine, dnnl_stream_default_flags),
+               "dnnl_stream_create", NULL);
+}
+
+static bf16_matmul *bf16_matmul_get(bool trans_a, bool trans_b, int m, int n, int k,
+                                    bool accumulate, bool bias, int ldc)
+{
+    for (int i = 0; i < g_dnnl.n_matmuls; i++) {
+        bf16_matmul *g = &g_dnnl.matmuls[i];
+        if (g->trans_a == trans_a && g->trans_b == trans_b && g->m == m && g->n == n &&
+            g->k == k && g->accumulate == accumulate && g->bias == bias && g->ldc == ldc)
+            return g;
+    }
+    if (!g_dnnl.engine)
+        dnnl_start();
+    static bf16_matmul overflow; /* past BF16_MATMULS shapes: made anew for each call */
+    bf16_matmul *g =
+        g_dnnl.n_matmuls < BF16_MATMULS ? &g_dnnl.matmuls[g_dnnl.n_matmuls] : &overflow;
+    if (g == &overflow && overflow.m) {
+        dnnl_primitive_destroy(overflow.prim);
+        dnnl_memory_destroy(overflow.a);
+        dnnl_memory_destroy(overflow.b);
+        dnnl_memory_destroy(overflow.c);
+        dnnl_memory_destroy(overflow.bias_mem);
+    }
+    *g = (bf16_matmul){trans_a, trans_b, accumulate, bias, m, n, k, ldc,
+                       NULL, NULL, NULL, NULL, NULL};
+    /* row-major A (m, k): dense (m, k), or (k, m) read transposed; B (k, n): (k, n) or (n, k) */
+    dnnl_dims_t a_dims = {m, k}, b_dims = {k, n}, c_dims = {m, n};
+    dnnl_dims_t a_strides = {trans_a ? 1 : k, trans_a ? m : 1};
+    dnnl_dims_t b_strides = {trans_b ? 1 : n, trans_b ? k : 1};
+    dnnl_dims_t c_strides = {ldc, 1};
+    dnnl_dims_t bias_dims = {1, n}, bias_strides = {n, 1};
+    dnnl_memory_desc_t a_md, b_md, c_md, bias_md;
+    dnnl_check(dnnl_memory_desc_init_by_strides(&a_md, 2, a_dims, dnnl_bf16, a_strides),
+               "the A descriptor", g);
+    dnnl_check(dnnl_memory_desc_init_by_strides(&b_md, 2, b_dims, dnnl_bf16, b_strides),
+               "the B descriptor", g);
+    dnnl_check(dnnl_memory_desc_init_by_strides(&c_md, 2, c_dims, dnnl_f32, c_strides),
+               "the C descriptor", g);
+    dnnl_check(dnnl_memory_desc_init_by_strides(&bias_md, 2, bias_dims, dnnl_f32, bias_strides),
+               "the bias descriptor", g);
+    dnnl_matmul_desc_t desc;
+    dnnl_check(dnnl_matmul_desc_init(&desc, &a_md, &b_md, bias ? &bias_md : NULL, &c_md),
+               "dnnl_matmul_desc_init", g);
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t post_ops = NULL;
+    if (accumulate) {
+        dnnl_check(dnnl_primitive_attr_create(&attr), "dnnl_primitive_attr_create", g);
+        dnnl_check(dnnl_post_ops_create(&post_ops), "dnnl_post_ops_create", g);
+        dnnl_check(dnnl_post_ops_append_sum(post_ops, 1.0f), "dnnl_post_ops_append_sum", g);
+        dnnl_check(dnnl_primitive_attr_set_post_ops(attr, post_ops), "the sum post-op", g);
+    }
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &desc, attr, g_dnnl.engine, NULL);
+    dnnl_post_ops_destroy(post_ops);
+    dnnl_primitive_attr_destroy(attr);
+    if (st == dnnl_unimplemented) {
+        /* no bf16 matmul on this CPU (oneDNN 2.6 has none below AVX-512): the shape is kept
+         * with no primitive, and cpu_bf16_block_gemm widens the blocks for sgemm */
+        if (g != &overflow)
+            g_dnnl.n_matmuls++;
+        return g;
+    }
+    dnnl_check(st, "dnnl_primitive_desc_create", g);
+    dnnl_check(dnnl_primitive_create(&g->prim, pd), "dnnl_primitive_create", g);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_check(dnnl_memory_create(&g->a, &a_md, g_dnnl.engine, bf16_scratch[0]), "A's memory", g);
+    dnnl_check(dnnl_memory_create(&g->b, &b_md, g_dnnl.engine, bf16_scratch[1]), "B's memory", g);
+    dnnl_check(dnnl_memory_create(&g->c, &c_md, g_dnnl.engine, DNNL_MEMORY_NONE), "C's memory",
+               g);
+    if (bias)
+        dnnl_check(dnnl_memory_create(&g->bias_mem, &bias_md, g_dnnl.engine, DNNL_MEMORY_NONE),
+                   "the bias's memory", g);
+    if (g != &overflow)
+        g_dnnl.n_matmuls++;
+    return g;
+}
+
+/* Where oneDNN has no bf16 matmul (a CPU without AVX-512), the blocks are widened back to fp32
+ * and multiplied by sgemm: the same product (two bf16 values multiply exactly in fp32), at
+ * sgemm's speed. The widened blocks are static as the scratch, and touched only here. */
+static float bf16_widened[2][CPU_BF16_SCRATCH];
+
+CPU_WIDE static void bf16_widen(float *restrict dst, const uint16_t *restrict src, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = atom_bf16_to_float(src[i]);
+}
+
+static void bf16_sgemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
+                       const float *bias, float *C, int ldc)
+{
+    bf16_widen(bf16_widened[0], bf16_scratch[0], (int64_t)m * k);
+    bf16_widen(bf16_widened[1], bf16_scratch[1], (int64_t)k * n);
+    if (bias) {
+        for (int r = 0; r < m; r++)
+            memcpy(C + (size_t)r * ldc, bias, (size_t)n * sizeof(float));
+        beta = 1.0f;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, bf16_scratch[0],
-                trans_a ? m : k, bf16_scratch[1], trans_b ? k : n, beta, C, ldc);
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, 1.0f, bf16_widened[0],
+                trans_a ? m : k, bf16_widened[1], trans_b ? k : n, beta, C, ldc);
+}
+
+static void cpu_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
+                                const float *bias, float *C, int ldc)
+{
+    bf16_matmul *g = bf16_matmul_get(trans_a, trans_b, m, n, k, beta != 0.0f, bias, ldc);
+    if (!g->prim) {
+        bf16_sgemm(trans_a, trans_b, m, n, k, beta, bias, C, ldc);
+        return;
+    }
+    dnnl_check(dnnl_memory_set_data_handle(g->c, C), "C's data handle", g);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, g->a}, {DNNL_ARG_WEIGHTS, g->b},
+                               {DNNL_ARG_DST, g->c}, {DNNL_ARG_BIAS, g->bias_mem}};
+    if (bias)
+        dnnl_check(dnnl_memory_set_data_handle(g->bias_mem, (void *)bias), "the bias's handle",
+                   g);
+    dnnl_check(dnnl_primitive_execute(g->prim, g_dnnl.stream, bias ? 4 : 3, args),
+               "dnnl_primitive_execute", g);
+    dnnl_check(dnnl_stream_wait(g_dnnl.stream), "dnnl_stream_wait", g);
 }
 
 static const atom_bf16_gemm_ops CPU_BF16_OPS = {CPU_BF16_SCRATCH, cpu_bf16_round,
@@ -161,7 +342,8 @@ static void cpu_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc)
 {
     if (bf16) {
-        atom_bf16_gemm(&CPU_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+        atom_bf16_gemm(&CPU_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, NULL, C,
+                       ldc);
         return;
     }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
@@ -171,6 +353,12 @@ static void cpu_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K,
 static void cpu_matmul_forward(float *out, const float *inp, const float *weight,
                                const float *bias, int N, int IN, int OUT, bool bf16)
 {
+    bf16_held_reset();
+    if (bf16) { /* oneDNN adds the bias itself */
+        atom_bf16_gemm(&CPU_BF16_OPS, false, true, N, OUT, IN, inp, IN, weight, IN, 0.0f, bias,
+                       out, OUT);
+        return;
+    }
     /* The bias goes in first and sgemm adds onto it (beta = 1): no second pass over out. */
     float beta = 0.0f;
     if (bias) {
@@ -185,6 +373,7 @@ CPU_WIDE static void cpu_matmul_backward(float *dinp, float *dweight, float *dbi
                                          const float *dout, const float *inp,
                                          const float *weight, int N, int IN, int OUT, bool bf16)
 {
+    bf16_held_reset();
     if (dinp)
         cpu_gemm(bf16, false, false, N, IN, OUT, dout, OUT, weight, IN, 0.0f, dinp, IN);
     cpu_gemm(bf16, true, false, OUT, IN, N, dout, OUT, inp, IN, 1.0f, dweight, IN);

@@ -411,8 +411,9 @@ static void cuda_bf16_round(int operand, const float *src, int rows, int cols, i
 
 /* As gemm_rowmajor (operands swapped for column-major cuBLAS), on the two scratch blocks. */
 static void cuda_bf16_block_gemm(bool trans_a, bool trans_b, int m, int n, int k, float beta,
-                                 float *C, int ldc)
+                                 const float *bias, float *C, int ldc)
 {
+    (void)bias; /* always NULL: cuda_matmul_forward fills the bias in before the product */
     cublasHandle_t h = get_cublas();
     if (!h || !bf16_scratch[0] || !bf16_scratch[1])
         return;
@@ -442,7 +443,8 @@ static void cuda_gemm(bool bf16, bool trans_a, bool trans_b, int M, int N, int K
             bf16_scratch[i] = NULL;
             return;
         }
-    atom_bf16_gemm(&CUDA_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    atom_bf16_gemm(&CUDA_BF16_OPS, trans_a, trans_b, M, N, K, A, lda, B, ldb, beta, NULL, C,
+                   ldc);
 }
 
 static void cuda_matmul_forward(float *out, const float *inp, const float *weight,

@@ -1,7 +1,8 @@
 /* worker/kernels.h: the math of every model kernel, written once as per-element or per-row
  * functions. The CPU backend (worker/cpu_backend.c) calls them in loops; the CUDA backend calls
  * the same functions inside __global__ kernels, so every formula the GPU runs is tested on the
- * CPU. Matmuls are not here: they go to sgemm (OpenBLAS) or cuBLAS.
+ * CPU. Matmuls are not here: they go to sgemm (OpenBLAS) or oneDNN (bf16) on the CPU, and to
+ * cuBLAS on a GPU.
  *
  * Header-only, static inline, no libc beyond <math.h>: each function must compile under gcc
  * -Wall -Wextra -Werror and under nvcc as __host__ __device__.
@@ -72,8 +73,8 @@ static inline ATOM_HD float atom_bf16_to_float(uint16_t h)
     return atom_bits_float((int32_t)((uint32_t)h << 16));
 }
 
-/* f rounded to bf16 and held as a float: the CPU backend multiplies these with sgemm, which
- * equals a bf16 GEMM with fp32 accumulation (a product of two bf16 values is exact in fp32). */
+/* f rounded to bf16 and held as a float: the tests' reference products of bf16 operands (a
+ * product of two bf16 values is exact in fp32 and in double). */
 static inline ATOM_HD float atom_bf16_round(float f)
 {
     return atom_bf16_to_float(atom_bf16_bits(f));
@@ -122,17 +123,47 @@ static inline ATOM_HD float atom_gelu_grad(float x)
 
 /* ---- LayerNorm of one row of C --------------------------------------------------------- */
 
+/* The row sums run in ATOM_LANES interleaved partial sums, added together at the end: a single
+ * running sum is a chain the compiler must keep in order (it vectorizes no float reduction
+ * without -ffast-math), so the CPU loops were scalar; ATOM_LANES sums are a vector's lanes. The
+ * order is fixed by the code, not the machine: every device and every vector width sums alike. */
+#define ATOM_LANES 16
+
+/* The lanes' total, then the tail (the n < ATOM_LANES elements past the last full group). */
+static inline ATOM_HD float atom_lanes_total(const float *lane, const float *tail, int n)
+{
+    float s = 0.0f;
+    for (int j = 0; j < ATOM_LANES; j++)
+        s += lane[j];
+    for (int j = 0; j < n; j++)
+        s += tail[j];
+    return s;
+}
+
 /* out = (x - mean) * rstd * w + b; mean and rstd saved for the backward. */
 static inline ATOM_HD void atom_layernorm_row(float *out, float *mean_out, float *rstd_out,
                                               const float *x, const float *w, const float *b,
                                               int C)
 {
-    float mean = 0.0f;
-    for (int i = 0; i < C; i++)
-        mean += x[i];
-    mean /= (float)C;
+    int full = C / ATOM_LANES * ATOM_LANES;
+    float lane[ATOM_LANES];
+    for (int j = 0; j < ATOM_LANES; j++)
+        lane[j] = 0.0f;
+    for (int i = 0; i < full; i += ATOM_LANES)
+        for (int j = 0; j < ATOM_LANES; j++)
+            lane[j] += x[i + j];
+    float mean = atom_lanes_total(lane, x + full, C - full) / (float)C;
+    for (int j = 0; j < ATOM_LANES; j++)
+        lane[j] = 0.0f;
+    for (int i = 0; i < full; i += ATOM_LANES)
+        for (int j = 0; j < ATOM_LANES; j++) {
+            float d = x[i + j] - mean;
+            lane[j] += d * d;
+        }
     float var = 0.0f;
-    for (int i = 0; i < C; i++) {
+    for (int j = 0; j < ATOM_LANES; j++)
+        var += lane[j];
+    for (int i = full; i < C; i++) {
         float d = x[i] - mean;
         var += d * d;
     }
@@ -151,8 +182,23 @@ static inline ATOM_HD void atom_layernorm_row_backward(float *dx, const float *d
                                                        const float *x, const float *w,
                                                        float mean, float rstd, int C)
 {
+    int full = C / ATOM_LANES * ATOM_LANES;
+    float lane[ATOM_LANES], lane_n[ATOM_LANES];
+    for (int j = 0; j < ATOM_LANES; j++)
+        lane[j] = lane_n[j] = 0.0f;
+    for (int i = 0; i < full; i += ATOM_LANES)
+        for (int j = 0; j < ATOM_LANES; j++) {
+            float norm = (x[i + j] - mean) * rstd;
+            float dnorm = dout[i + j] * w[i + j];
+            lane[j] += dnorm;
+            lane_n[j] += dnorm * norm;
+        }
     float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-    for (int i = 0; i < C; i++) {
+    for (int j = 0; j < ATOM_LANES; j++) {
+        dnorm_mean += lane[j];
+        dnorm_norm_mean += lane_n[j];
+    }
+    for (int i = full; i < C; i++) {
         float norm = (x[i] - mean) * rstd;
         float dnorm = dout[i] * w[i];
         dnorm_mean += dnorm;
@@ -188,25 +234,40 @@ static inline ATOM_HD void atom_layernorm_param_grads(float *dw, float *db, cons
  * into a branch and vectorized nothing). */
 static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, float scale)
 {
+    /* the max and the sum in ATOM_LANES partial results (the max is exact in any order) */
+    int n = t + 1, full = n / ATOM_LANES * ATOM_LANES;
+    float lane[ATOM_LANES];
+    for (int j = 0; j < ATOM_LANES; j++)
+        lane[j] = -INFINITY;
+    for (int i = 0; i < full; i += ATOM_LANES)
+        for (int j = 0; j < ATOM_LANES; j++) {
+            float s = row[i + j] * scale;
+            lane[j] = s > lane[j] ? s : lane[j];
+        }
     float maxv = -INFINITY;
-    for (int j = 0; j <= t; j++) {
+    for (int j = 0; j < ATOM_LANES; j++)
+        if (lane[j] > maxv)
+            maxv = lane[j];
+    for (int j = full; j < n; j++) {
         float s = row[j] * scale;
         if (s > maxv)
             maxv = s;
     }
-    for (int j = 0; j <= t; j++) {
+    for (int j = 0; j < n; j++) {
         float d = maxv - row[j] * scale;
         int32_t di = atom_float_bits(d), ei = atom_float_bits(atom_exp_neg(d));
         int32_t nan = -(int32_t)((di & 0x7FFFFFFF) > 0x7F800000); /* all ones for a NaN */
         row[j] = atom_bits_float((di & nan) | (ei & ~nan));
     }
-    float sum = 0.0f;
-    for (int j = 0; j <= t; j++)
-        sum += row[j];
-    float inv = 1.0f / sum;
-    for (int j = 0; j <= t; j++)
+    for (int j = 0; j < ATOM_LANES; j++)
+        lane[j] = 0.0f;
+    for (int i = 0; i < full; i += ATOM_LANES)
+        for (int j = 0; j < ATOM_LANES; j++)
+            lane[j] += row[i + j];
+    float inv = 1.0f / atom_lanes_total(lane, row + full, n - full);
+    for (int j = 0; j < n; j++)
         row[j] *= inv;
-    for (int j = t + 1; j < T; j++)
+    for (int j = n; j < T; j++)
         row[j] = 0.0f;
 }
 
@@ -216,12 +277,21 @@ static inline ATOM_HD void atom_causal_softmax_row(float *row, int t, int T, flo
 static inline ATOM_HD void atom_causal_softmax_row_backward(float *drow, const float *datt,
                                                             const float *att, int t, int T)
 {
+    int n = t + 1, full = n / ATOM_LANES * ATOM_LANES;
+    float lane[ATOM_LANES];
+    for (int j = 0; j < ATOM_LANES; j++)
+        lane[j] = 0.0f;
+    for (int i = 0; i < full; i += ATOM_LANES)
+        for (int j = 0; j < ATOM_LANES; j++)
+            lane[j] += att[i + j] * datt[i + j];
     float dot = 0.0f;
-    for (int j = 0; j <= t; j++)
+    for (int j = 0; j < ATOM_LANES; j++)
+        dot += lane[j];
+    for (int j = full; j < n; j++)
         dot += att[j] * datt[j];
-    for (int j = 0; j <= t; j++)
+    for (int j = 0; j < n; j++)
         drow[j] = att[j] * (datt[j] - dot);
-    for (int j = t + 1; j < T; j++)
+    for (int j = n; j < T; j++)
         drow[j] = 0.0f;
 }
 

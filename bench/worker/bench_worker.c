@@ -2,17 +2,19 @@
  * the limit set by its own matrix multiplications, measured in the same run.
  *
  * Under mpirun -np R it trains gpt-tiny (B=8 per rank, T=128, C=256, L=4, NH=4, V=256) data-
- * parallel over R ranks through the real loop (atom_train_run) and reports tokens/s and ms/step
- * over the measured steps, and the share of that time spent in cblas_sgemm: this executable
- * defines cblas_sgemm itself, timing each call and passing it to OpenBLAS's (dlsym RTLD_NEXT),
- * so the model's code is measured unchanged. It then replays exactly the sgemm calls of one step
- * (shapes, leading dimensions, beta) with cblas_sgemm alone, on every rank at once: the step
- * time if nothing but sgemm ran, i.e. the ceiling in tokens/s.
+ * parallel over R ranks through the real loop (atom_train_run), in fp32 or (--bf16) under
+ * training.precision: bf16, and reports tokens/s and ms/step over the measured steps, and the
+ * share of that time spent in matrix multiplications: this executable defines cblas_sgemm and
+ * dnnl_primitive_execute (the bf16 matmuls' oneDNN primitives) itself, timing each call and
+ * passing it to the library's own (dlsym RTLD_NEXT), so the model's code is measured unchanged.
+ * It then replays exactly the matmul calls of one step (sgemm: shapes, leading dimensions, beta;
+ * oneDNN: the same primitives on buffers of their own) alone, on every rank at once: the step
+ * time if nothing but the matmuls ran, i.e. the ceiling in tokens/s.
  *
  * The backend table it trains with is the CPU one with every op wrapped in a timer (the same
  * functions, called through one more pointer): rank 0 also prints, per op, its milliseconds per
- * step, the sgemm time inside it, and that sgemm replayed alone, so the time outside sgemm and
- * the cost of calling sgemm from the loop (cold caches, another op's data) show per op.
+ * step, the matmul time inside it, and those matmuls replayed alone, so the time outside them and
+ * the cost of calling them from the loop (cold caches, another op's data) show per op.
  *
  * Output: one "key value" line per figure (rank 0), so run.sh and people can read it.
  */
@@ -27,6 +29,7 @@
 
 #include <cblas.h>
 #include <mpi.h>
+#include <oneapi/dnnl/dnnl.h>
 
 #include "common/common.h"
 #include "worker/backend.h"
@@ -50,7 +53,7 @@ typedef struct sgemm_shape {
 
 typedef struct sgemm_meter {
     sgemm_fn real;
-    double seconds;        /* inside sgemm since the last reset */
+    double seconds;        /* inside sgemm and oneDNN matmuls since the last reset */
     bool recording;        /* shapes are counted during the measured steps only */
     int current_op;        /* the wrapped backend op running now, or -1 */
     sgemm_shape shapes[MAX_SHAPES];
@@ -58,6 +61,21 @@ typedef struct sgemm_meter {
 } sgemm_meter;
 
 static sgemm_meter g_meter;
+
+/* The oneDNN primitives the bf16 matmuls run (the backend keeps each for the process). */
+typedef dnnl_status_t (*dnnl_exec_fn)(const_dnnl_primitive_t, dnnl_stream_t, int,
+                                      const dnnl_exec_arg_t *);
+typedef struct dnnl_call {
+    const_dnnl_primitive_t prim;
+    int op;
+    long calls; /* during the measured steps */
+} dnnl_call;
+
+static struct {
+    dnnl_exec_fn real;
+    dnnl_call calls[MAX_SHAPES];
+    int n;
+} g_dnnl;
 
 static double now_s(void)
 {
@@ -118,6 +136,33 @@ void cblas_sgemm(OPENBLAS_CONST enum CBLAS_ORDER Order, OPENBLAS_CONST enum CBLA
     }
 }
 
+dnnl_status_t dnnl_primitive_execute(const_dnnl_primitive_t primitive, dnnl_stream_t stream,
+                                     int nargs, const dnnl_exec_arg_t *args)
+{
+    if (!g_dnnl.real) {
+        void *sym = dlsym(RTLD_NEXT, "dnnl_primitive_execute");
+        if (!sym) {
+            fprintf(stderr, "atom-bench-worker: cannot find oneDNN's dnnl_primitive_execute\n");
+            abort();
+        }
+        memcpy(&g_dnnl.real, &sym, sizeof sym);
+    }
+    double t0 = now_s();
+    dnnl_status_t st = g_dnnl.real(primitive, stream, nargs, args);
+    g_meter.seconds += now_s() - t0; /* matmul time, as sgemm's */
+    if (g_meter.recording) {
+        int i = 0;
+        while (i < g_dnnl.n && !(g_dnnl.calls[i].prim == primitive &&
+                                 g_dnnl.calls[i].op == g_meter.current_op))
+            i++;
+        if (i == g_dnnl.n && g_dnnl.n < MAX_SHAPES)
+            g_dnnl.calls[g_dnnl.n++] = (dnnl_call){primitive, g_meter.current_op, 0};
+        if (i < g_dnnl.n)
+            g_dnnl.calls[i].calls++;
+    }
+    return st;
+}
+
 /* ---- the CPU backend with every op timed ------------------------------------------------ */
 
 static const atom_backend *cpu_ops;
@@ -138,7 +183,7 @@ typedef struct op_meter {
 } op_meter;
 static op_meter g_ops[N_OPS];
 
-/* Runs `call` as op `id`: its time, and the sgemm time inside it, go to g_ops[id]. */
+/* Runs `call` as op `id`: its time, and the matmul time inside it, go to g_ops[id]. */
 #define TIMED(id, call)                                                                            \
     do {                                                                                           \
         double t0_ = now_s(), s0_ = g_meter.seconds;                                               \
@@ -289,7 +334,7 @@ static void on_step(void *arg, int64_t done)
     }
 }
 
-/* ---- the sgemm ceiling: one step's calls, sgemm alone ------------------------------------ */
+/* ---- the matmul ceiling: one step's calls, matmuls alone ---------------------------------- */
 
 static size_t matrix_floats(int order, int trans, int rows, int cols, int ld)
 {
@@ -298,12 +343,54 @@ static size_t matrix_floats(int order, int trans, int rows, int cols, int ld)
     return (size_t)stored_major * (size_t)ld;
 }
 
-/* Seconds that one step's sgemm calls take when replayed alone (best of `repeats`); per_op
- * (N_OPS) gets the same for the calls of each backend op, from the best repeat. */
+/* A recorded oneDNN primitive's operands (source, weights, destination, and its bias if it has
+ * one), made anew: memory of the primitive's own descriptors, filled with small values (0x3C3C:
+ * 0.0115 in bf16 and in fp32). Returns how many. */
+static int dnnl_replay_args(const_dnnl_primitive_t prim, dnnl_engine_t engine,
+                            dnnl_exec_arg_t args[4])
+{
+    const_dnnl_primitive_desc_t pd;
+    dnnl_primitive_get_primitive_desc(prim, &pd);
+    const dnnl_query_t what[4] = {dnnl_query_src_md, dnnl_query_weights_md, dnnl_query_dst_md,
+                                  dnnl_query_weights_md};
+    const int arg[4] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_BIAS};
+    int n = 0;
+    for (int j = 0; j < 4; j++) {
+        const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md(pd, what[j], j == 3);
+        if (!md || md->ndims == 0)
+            continue; /* no bias */
+        dnnl_memory_t mem;
+        if (dnnl_memory_create(&mem, md, engine, DNNL_MEMORY_ALLOCATE) != dnnl_success) {
+            fprintf(stderr, "atom-bench-worker: cannot make a oneDNN replay buffer\n");
+            abort();
+        }
+        void *data;
+        dnnl_memory_get_data_handle(mem, &data);
+        memset(data, 0x3C, dnnl_memory_desc_get_size(md));
+        args[n++] = (dnnl_exec_arg_t){arg[j], mem};
+    }
+    return n;
+}
+
+/* Seconds that one step's matmul calls (sgemm and oneDNN) take when replayed alone (best of
+ * `repeats`); per_op (N_OPS) gets the same for the calls of each backend op, from the best
+ * repeat. */
 static double replay_step(int64_t measured_steps, int repeats, double *per_op)
 {
     double best = INFINITY, op_s[N_OPS];
     float *bufs[MAX_SHAPES][3];
+    dnnl_engine_t engine = NULL; /* the primitives' own: a stream runs its engine's only */
+    dnnl_stream_t stream = NULL;
+    static dnnl_exec_arg_t dnnl_args[MAX_SHAPES][4];
+    static int dnnl_nargs[MAX_SHAPES];
+    if (g_dnnl.n > 0) {
+        const_dnnl_primitive_desc_t pd;
+        dnnl_primitive_get_primitive_desc(g_dnnl.calls[0].prim, &pd);
+        dnnl_primitive_desc_query(pd, dnnl_query_engine, 0, &engine);
+        dnnl_stream_create(&stream, engine, dnnl_stream_default_flags);
+        for (int i = 0; i < g_dnnl.n; i++)
+            dnnl_nargs[i] = dnnl_replay_args(g_dnnl.calls[i].prim, engine, dnnl_args[i]);
+    }
     for (int i = 0; i < g_meter.n_shapes; i++) {
         sgemm_shape *s = &g_meter.shapes[i];
         size_t na = matrix_floats(s->order, s->ta, s->M, s->K, s->lda);
@@ -331,6 +418,20 @@ static double replay_step(int64_t measured_steps, int repeats, double *per_op)
             if (s->op >= 0)
                 op_s[s->op] += now_s() - ts;
         }
+        for (int i = 0; i < g_dnnl.n; i++) {
+            dnnl_call *d = &g_dnnl.calls[i];
+            long per_step = (long)llround((double)d->calls / (double)measured_steps);
+            double ts = now_s();
+            for (long c = 0; c < per_step; c++) {
+                if (g_dnnl.real(d->prim, stream, dnnl_nargs[i], dnnl_args[i]) != dnnl_success) {
+                    fprintf(stderr, "atom-bench-worker: a oneDNN replay failed\n");
+                    abort();
+                }
+                dnnl_stream_wait(stream);
+            }
+            if (d->op >= 0)
+                op_s[d->op] += now_s() - ts;
+        }
         double t = now_s() - t0;
         if (t < best) {
             best = t;
@@ -340,6 +441,11 @@ static double replay_step(int64_t measured_steps, int repeats, double *per_op)
     for (int i = 0; i < g_meter.n_shapes; i++)
         for (int j = 0; j < 3; j++)
             free(bufs[i][j]);
+    for (int i = 0; i < g_dnnl.n; i++)
+        for (int j = 0; j < dnnl_nargs[i]; j++)
+            dnnl_memory_destroy(dnnl_args[i][j].memory);
+    if (stream)
+        dnnl_stream_destroy(stream);
     return best;
 }
 
@@ -362,9 +468,11 @@ int main(int argc, char **argv)
     }
     const char *data_path = "/usr/share/common-licenses/GPL-3";
     int warmup = 3, steps = 10;
+    bool bf16 = false;
     static const struct option long_opts[] = {{"data", required_argument, NULL, 'd'},
                                               {"warmup", required_argument, NULL, 'w'},
                                               {"steps", required_argument, NULL, 's'},
+                                              {"bf16", no_argument, NULL, 'b'},
                                               {"help", no_argument, NULL, 'h'},
                                               {NULL, 0, NULL, 0}};
     int c;
@@ -373,9 +481,10 @@ int main(int argc, char **argv)
         case 'd': data_path = optarg; break;
         case 'w': warmup = atoi(optarg); break;
         case 's': steps = atoi(optarg); break;
+        case 'b': bf16 = true; break;
         case 'h':
             printf("usage: mpirun -np R atom-bench-worker [--steps N] [--warmup W] "
-                   "[--data FILE]\n");
+                   "[--data FILE] [--bf16]\n");
             return 0;
         default: return 2;
         }
@@ -404,6 +513,7 @@ int main(int argc, char **argv)
     spec->training.micro_batch = 8;
     spec->training.global_batch = 8 * world;
     spec->training.steps = warmup + steps;
+    spec->training.precision = bf16 ? ATOM_PRECISION_BF16 : ATOM_PRECISION_FP32;
     spec->checkpoint.dir[0] = '\0';
     plan.world = world;
     plan.ranks = calloc((size_t)world, sizeof *plan.ranks);
@@ -434,17 +544,17 @@ int main(int argc, char **argv)
         double t = replay_step(steps, 3, replay_ops[i]);
         MPI_Allreduce(&t, &replay[i], 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     }
-    double sgemm_step = median(replay, 3);
+    double matmul_step = median(replay, 3);
     if (rank == 0) {
         double tokens_per_step = (double)spec->training.global_batch * spec->model.context;
         double ms = 1000 * elapsed / steps;
         double tps = tokens_per_step * steps / elapsed;
-        double ceiling = tokens_per_step / sgemm_step;
+        double ceiling = tokens_per_step / matmul_step;
         long calls = 0;
         for (int i = 0; i < g_meter.n_shapes; i++)
             calls += g_meter.shapes[i].calls;
-        printf("config gpt-tiny B=8/rank T=128 C=256 L=4 NH=4 V=256 ranks=%d threads=%s\n", world,
-               getenv("OPENBLAS_NUM_THREADS"));
+        printf("config gpt-tiny B=8/rank T=128 C=256 L=4 NH=4 V=256 ranks=%d threads=%s "
+               "precision=%s\n", world, getenv("OPENBLAS_NUM_THREADS"), bf16 ? "bf16" : "fp32");
         printf("steps %d (after %d warm-up)\n", steps, warmup);
         printf("loss %.4f -> %.4f\n", result.first_loss, result.last_loss);
         double median_s = median(marks.step_s, steps);
@@ -453,19 +563,23 @@ int main(int argc, char **argv)
         printf("cpu_ms_per_step %.1f (rank 0's training thread)\n",
                1000 * (marks.cpu_end - marks.cpu_start) / steps);
         printf("tokens_per_s_median_step %.0f\n", tokens_per_step / median_s);
-        printf("sgemm_share %.1f%%\n", 100 * share_sum / world);
+        long dnnl_calls = 0;
+        for (int i = 0; i < g_dnnl.n; i++)
+            dnnl_calls += g_dnnl.calls[i].calls;
+        printf("matmul_share %.1f%%\n", 100 * share_sum / world);
         printf("sgemm_calls_per_step %ld (%d shapes)\n", calls / steps, g_meter.n_shapes);
-        printf("sgemm_alone_ms_per_step %.1f\n", 1000 * sgemm_step);
-        printf("sgemm_ceiling_tokens_per_s %.0f\n", ceiling);
+        printf("onednn_bf16_calls_per_step %ld (%d primitives)\n", dnnl_calls / steps, g_dnnl.n);
+        printf("matmul_alone_ms_per_step %.1f\n", 1000 * matmul_step);
+        printf("matmul_ceiling_tokens_per_s %.0f\n", ceiling);
         printf("of_ceiling %.0f%%\n", 100 * tps / ceiling);
-        /* rank 0's ops, by time; "alone": its sgemm calls replayed by themselves (the replay
+        /* rank 0's ops, by time; "alone": its matmul calls replayed by themselves (the replay
          * whose total was the median) */
         int mid = 0;
         for (int i = 0; i < 3; i++)
-            if (replay[i] == sgemm_step)
+            if (replay[i] == matmul_step)
                 mid = i;
         double ops_total = 0;
-        printf("ops per step on rank 0 (ms): total, sgemm inside, that sgemm alone, calls\n");
+        printf("ops per step on rank 0 (ms): total, matmuls inside, those matmuls alone, calls\n");
         for (int done = 0; done < N_OPS; done++) {
             int top = -1;
             for (int o = 0; o < N_OPS; o++)

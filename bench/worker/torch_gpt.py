@@ -3,7 +3,7 @@
 AdamW under DistributedDataParallel on gloo, on the same bytes, measured the same way (steps
 after a warm-up, tokens of all ranks per second).
 
-    python3 torch_gpt.py --ranks R --threads N [--steps 10 --warmup 3]
+    python3 torch_gpt.py --ranks R --threads N [--steps 10 --warmup 3] [--bf16]
 
 Prints "tokens_per_s X", "ms_per_step Y" and "cpu_ms_per_step Z" (rank 0; Z is its main
 thread's CPU time, which leaves out waits for a core, as atom-bench-worker's). Written for Debian's PyTorch 1.13: no
@@ -87,7 +87,10 @@ def worker(rank, args, port):
         t0, c0 = time.perf_counter(), time.thread_time()
         off = torch.randint(0, len(data) - T - 1, (B,), generator=gen)
         batch = torch.stack([data[o:o + T + 1] for o in off.tolist()])
-        loss = model(batch[:, :-1], batch[:, 1:])
+        # --bf16: PyTorch's autocast, what atom's training.precision: bf16 is (fp32 master
+        # weights and optimizer; matmul operands in bf16 with fp32 accumulation)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            loss = model(batch[:, :-1], batch[:, 1:])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -113,6 +116,7 @@ def main():
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--data", default="/usr/share/common-licenses/GPL-3")
+    p.add_argument("--bf16", action="store_true")
     args = p.parse_args()
     port = 29500 + os.getpid() % 2000
     if args.ranks == 1:

@@ -11,7 +11,7 @@ MODULES = {
     "common":      (set(),                                      {"yaml.h", "jansson.h", "munge.h"}),
     "collectives": (set(),                                      {"mpi.h", "nccl.h", "cuda_runtime.h", "cuda_runtime_api.h", "cuda_bf16.h"}),
     "checkpoints": (set(),                                      {"mpi.h", "hdf5.h"}),
-    "worker":      ({"common", "collectives", "checkpoints"},   {"mpi.h", "cblas.h", "cuda_runtime.h", "cublas_v2.h", "cublasLt.h", "cuda_bf16.h"}),
+    "worker":      ({"common", "collectives", "checkpoints"},   {"mpi.h", "cblas.h", "oneapi/dnnl/dnnl.h", "omp.h", "cuda_runtime.h", "cublas_v2.h", "cublasLt.h", "cuda_bf16.h"}),
     "scheduler":   ({"common", "checkpoints"},                  {"sqlite3.h", "jansson.h", "yaml.h"}),
 }
 PUBLIC = {

@@ -176,6 +176,97 @@ static void test_kernel_bf16_rounding(void **state)
     assert_true(isnan(atom_bf16_round(NAN)) && isinf(atom_bf16_round(INFINITY)));
 }
 
+/* ---- the CPU backend's Linear under bf16 (oneDNN) ---- */
+
+/* Linear forward and both backward products with bf16 operands, against a double-precision
+ * product of the same operands rounded to bf16 (kernels.h atom_bf16_round): only the fp32
+ * accumulation may differ, so the tolerance is fp32-sized, relative to the sum of |terms|;
+ * a wrong operand, transposition or block (a product too large for one scratch block is cut
+ * along its inner dimension) misses it by orders of magnitude. The fp32 path of the same call
+ * must agree within bf16's own rounding. Accumulating outputs (dweight, dbias) start non-zero. */
+static void check_bf16_linear(int N, int IN, int OUT)
+{
+    const atom_backend *be = atom_backend_cpu();
+    size_t ni = (size_t)N * IN, nw = (size_t)OUT * IN, no = (size_t)N * OUT;
+    float *inp = malloc(ni * 4), *w = malloc(nw * 4), *bias = malloc((size_t)OUT * 4);
+    float *dout = malloc(no * 4), *out = malloc(no * 4), *out32 = malloc(no * 4);
+    float *dinp = malloc(ni * 4), *dinp32 = malloc(ni * 4), *dw = malloc(nw * 4);
+    float *dw32 = malloc(nw * 4), *db = malloc((size_t)OUT * 4), *db32 = malloc((size_t)OUT * 4);
+    float *dw0 = malloc(nw * 4);
+    for (size_t i = 0; i < ni; i++)
+        inp[i] = (float)next_normal();
+    for (size_t i = 0; i < nw; i++) {
+        w[i] = (float)(0.02 * next_normal());
+        dw0[i] = dw[i] = dw32[i] = (float)next_normal();
+    }
+    for (size_t i = 0; i < no; i++)
+        dout[i] = (float)next_normal();
+    for (int o = 0; o < OUT; o++) {
+        bias[o] = (float)next_normal();
+        db[o] = db32[o] = 1.0f;
+    }
+    be->matmul_forward(out, inp, w, bias, N, IN, OUT, true);
+    be->matmul_forward(out32, inp, w, bias, N, IN, OUT, false);
+    be->matmul_backward(dinp, dw, db, dout, inp, w, N, IN, OUT, true);
+    be->matmul_backward(dinp32, dw32, db32, dout, inp, w, N, IN, OUT, false);
+#define R16(x) ((double)atom_bf16_round(x))
+    double worst = 0, worst32 = 0; /* |error| / sum |terms| */
+    for (int n = 0; n < N; n += 1 + N / 61)
+        for (int o = 0; o < OUT; o++) {
+            double want = bias[o], mag = fabs(bias[o]);
+            for (int i = 0; i < IN; i++) {
+                double t = R16(inp[(size_t)n * IN + i]) * R16(w[(size_t)o * IN + i]);
+                want += t;
+                mag += fabs(t);
+            }
+            worst = fmax(worst, fabs(out[(size_t)n * OUT + o] - want) / mag);
+            worst32 = fmax(worst32, fabs(out32[(size_t)n * OUT + o] - want) / mag);
+        }
+    for (int n = 0; n < N; n += 1 + N / 61)
+        for (int i = 0; i < IN; i++) {
+            double want = 0, mag = 1e-30;
+            for (int o = 0; o < OUT; o++) {
+                double t = R16(dout[(size_t)n * OUT + o]) * R16(w[(size_t)o * IN + i]);
+                want += t;
+                mag += fabs(t);
+            }
+            worst = fmax(worst, fabs(dinp[(size_t)n * IN + i] - want) / mag);
+            worst32 = fmax(worst32, fabs(dinp32[(size_t)n * IN + i] - want) / mag);
+        }
+    for (int o = 0; o < OUT; o++)
+        for (int i = 0; i < IN; i += 1 + IN / 61) {
+            double want = dw0[(size_t)o * IN + i], mag = fabs(want);
+            for (int n = 0; n < N; n++) {
+                double t = R16(dout[(size_t)n * OUT + o]) * R16(inp[(size_t)n * IN + i]);
+                want += t;
+                mag += fabs(t);
+            }
+            worst = fmax(worst, fabs(dw[(size_t)o * IN + i] - want) / mag);
+            worst32 = fmax(worst32, fabs(dw32[(size_t)o * IN + i] - want) / mag);
+        }
+#undef R16
+    for (int o = 0; o < OUT; o++)
+        assert_true(db[o] == db32[o]); /* the bias gradient is fp32 either way */
+    printf("bf16 Linear N=%d IN=%d OUT=%d: worst error / sum|terms| %.1e (the fp32 path: %.1e)\n",
+           N, IN, OUT, worst, worst32);
+    /* fp32 accumulation of up to 2048 terms: well under 1e-5 of their magnitude */
+    if (worst > 1e-5)
+        fail_msg("bf16 Linear N=%d IN=%d OUT=%d: error %.2e of the terms' magnitude", N, IN, OUT,
+                 worst);
+    /* the fp32 path multiplies unrounded operands: it differs by bf16's rounding, ~2^-8 */
+    assert_true(worst32 > 1e-5 && worst32 < 2e-2);
+    free(inp), free(w), free(bias), free(dout), free(out), free(out32), free(dinp);
+    free(dinp32), free(dw), free(dw32), free(db), free(db32), free(dw0);
+}
+
+static void test_cpu_bf16_linear(void **state)
+{
+    (void)state;
+    check_bf16_linear(37, 50, 29);     /* odd sizes, one block */
+    check_bf16_linear(1024, 256, 768); /* gpt-tiny's qkv */
+    check_bf16_linear(2048, 1024, 16); /* inp (2 Mi) is cut into two blocks along IN */
+}
+
 /* ---- the parameter table ---- */
 
 static void test_table_layout(void **state)
@@ -669,6 +760,7 @@ int main(void)
         cmocka_unit_test(test_kernel_tanh),
         cmocka_unit_test(test_kernel_bf16_rounding),
         cmocka_unit_test(test_kernel_softmax_row),
+        cmocka_unit_test(test_cpu_bf16_linear),
         cmocka_unit_test(test_table_layout),
         cmocka_unit_test(test_init_independent_of_split),
         cmocka_unit_test(test_init_distribution),
