@@ -10,6 +10,7 @@
 #include "checkpoints/ckpt_internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -40,12 +41,16 @@ struct atom_ckpt_async {
     atom_ckpt_err err;
 };
 
-/* The writer yields the CPU to training: on Linux a thread has its own nice value. Measured on
- * 2 cores with 2 compute-bound ranks, the writer at the training's priority slowed the steps it
- * overlapped by about as much as a synchronous save. ATOM_CKPT_WRITER_NICE overrides the
- * default of 10 (0: same priority as training). */
+/* The writer yields the CPU to training: on Linux a thread has its own nice value and its own
+ * scheduling policy. ATOM_CKPT_WRITER_NICE: a nice value (0: training's priority; default 10),
+ * or "idle" for SCHED_IDLE (the thread runs only on a core nothing else wants). */
 static void lower_priority(void) {
     const char *env = getenv("ATOM_CKPT_WRITER_NICE");
+    if (env && strcmp(env, "idle") == 0) {
+        struct sched_param none = {0};
+        pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+        return;
+    }
     int nice_value = env && *env ? atoi(env) : 10;
     if (nice_value > 0) {
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value);

@@ -83,9 +83,12 @@ static int agree_meta(MPI_Comm comm, const atom_ckpt_meta *in, atom_ckpt_meta *o
             out->rng_state_len = 0;
         }
     }
-    MPI_Bcast(out, (int)sizeof *out, MPI_BYTE, 0, comm);
+    MPI_Request req;
+    MPI_Ibcast(out, (int)sizeof *out, MPI_BYTE, 0, comm, &req);
+    ckpt_wait(&req);
     int len = rank == 0 && in->spec_json ? (int)strlen(in->spec_json) : 0;
-    MPI_Bcast(&len, 1, MPI_INT, 0, comm);
+    MPI_Ibcast(&len, 1, MPI_INT, 0, comm, &req);
+    ckpt_wait(&req);
     out->spec_json = malloc((size_t)len + 1);
     if (!out->spec_json) {
         return -1; /* every rank has the same len; the small malloc fails alike in practice */
@@ -93,7 +96,8 @@ static int agree_meta(MPI_Comm comm, const atom_ckpt_meta *in, atom_ckpt_meta *o
     if (rank == 0 && len > 0) {
         memcpy(out->spec_json, in->spec_json, (size_t)len);
     }
-    MPI_Bcast(out->spec_json, len, MPI_CHAR, 0, comm);
+    MPI_Ibcast(out->spec_json, len, MPI_CHAR, 0, comm, &req);
+    ckpt_wait(&req);
     out->spec_json[len] = '\0';
     return 0;
 }
@@ -138,47 +142,74 @@ static int write_crc_attr(hid_t ds, const uint64_t *rows, int nranks, int stride
     return rc;
 }
 
-static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
+/* Three phases, so that the ranks meet in HDF5's collective calls twice rather than at every
+ * dataset: create every dataset with its checksum attribute (collective), write (independent
+ * unless ATOM_CKPT_IO=collective: no rank waits for another), close them all. */
+static int write_datasets(hid_t file, const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
                           const uint64_t *all_rows, atom_ckpt_err *err) {
     int size;
     MPI_Comm_size(comm, &size);
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY); /* also: H5Dget_offset is known at once */
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero pass */
-    int rc = 0, written = 0;
-    float dummy = 0;
+    hid_t groups[CKPT_KINDS];
+    hid_t *ds = malloc(sizeof(hid_t) * CKPT_KINDS * (size_t)(n > 0 ? n : 1));
+    uint64_t *rows = malloc(sizeof(uint64_t) * ROW_WORDS * (size_t)size);
+    int rc = ds && rows ? 0 : ckpt_errf(err, "out of memory");
+    int created = 0; /* datasets created, in (kind, tensor) order */
+    for (int k = 0; k < CKPT_KINDS; k++) {
+        groups[k] = -1;
+    }
     for (int k = 0; k < CKPT_KINDS && rc == 0; k++) {
-        hid_t group = H5Gcreate2(file, ckpt_kind_names[k], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (group < 0) {
+        groups[k] = H5Gcreate2(file, ckpt_kind_names[k], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (groups[k] < 0) {
             rc = ckpt_h5_errf(err, "creating group /%s", ckpt_kind_names[k]);
             break;
         }
         for (int i = 0; i < n && rc == 0; i++) {
             ckpt_piece *p = &pieces[i];
             hid_t fspace = H5Screate_simple(p->ndims, p->dims, NULL);
-            hid_t ds = H5Dcreate2(group, p->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl,
-                                  H5P_DEFAULT);
-            if (ds < 0) {
+            hid_t d = H5Dcreate2(groups[k], p->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl,
+                                 H5P_DEFAULT);
+            H5Sclose(fspace);
+            if (d < 0) {
                 rc = ckpt_h5_errf(err, "creating dataset /%s/%s", ckpt_kind_names[k], p->name);
-                H5Sclose(fspace);
                 break;
             }
+            ds[created++] = d;
             /* rows of (tensor i, kind k) from every rank */
             const size_t per_rank = (size_t)n * CKPT_KINDS * ROW_WORDS;
             const uint64_t *rows0 = all_rows + ((size_t)i * CKPT_KINDS + k) * ROW_WORDS;
-            uint64_t *rows = malloc(sizeof(uint64_t) * ROW_WORDS * (size_t)size);
-            if (!rows) {
-                rc = ckpt_errf(err, "out of memory");
-            } else {
-                for (int r = 0; r < size; r++) {
-                    memcpy(rows + (size_t)r * ROW_WORDS, rows0 + per_rank * r,
-                           sizeof(uint64_t) * ROW_WORDS);
-                }
-                rc = write_crc_attr(ds, rows, size, ROW_WORDS, p->ndims, err);
-                free(rows);
+            for (int r = 0; r < size; r++) {
+                memcpy(rows + (size_t)r * ROW_WORDS, rows0 + per_rank * r,
+                       sizeof(uint64_t) * ROW_WORDS);
             }
+            rc = write_crc_attr(d, rows, size, ROW_WORDS, p->ndims, err);
+        }
+    }
+    /* Metadata failures are collective (every rank made the same calls): a failed creation
+     * leaves every rank here with rc != 0 and nothing to write. */
+    bool direct = ckpt_direct_enabled();
+    ckpt_direct w = {.fd = -1, .fd_direct = -1};
+    if (rc == 0 && direct) {
+        rc = ckpt_direct_open(&w, path, err);
+    }
+    float dummy = 0;
+    for (int j = 0; j < created && (rc == 0 || !direct); j++) {
+        int k = j / n, i = j % n;
+        ckpt_piece *p = &pieces[i];
+        int wrc;
+        if (direct) {
+            haddr_t addr = H5Dget_offset(ds[j]);
+            wrc = p->elems == 0 ? 0
+                  : addr == HADDR_UNDEF
+                      ? ckpt_h5_errf(err, "dataset /%s/%s has no file address", ckpt_kind_names[k],
+                                     p->name)
+                      : ckpt_direct_write(&w, addr, p, p->data[k], err);
+        } else {
+            hid_t fspace = H5Dget_space(ds[j]);
             hsize_t melems = p->elems > 0 ? (hsize_t)p->elems : 1;
             hid_t mspace = H5Screate_simple(1, &melems, NULL);
             if (p->elems > 0) {
@@ -187,21 +218,36 @@ static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
                 H5Sselect_none(fspace);
                 H5Sselect_none(mspace);
             }
-            /* The write is made even after an error above, so that the other ranks are not
-             * left waiting in it when it is collective. */
+            /* Made even after an error, so that the other ranks are not left waiting in a
+             * collective write. */
             const void *buf = p->elems > 0 ? (const void *)p->data[k] : (const void *)&dummy;
-            if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 && rc == 0) {
-                rc = ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name);
-            }
+            wrc = H5Dwrite(ds[j], H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0
+                      ? ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name)
+                      : 0;
             H5Sclose(mspace);
             H5Sclose(fspace);
-            H5Dclose(ds);
-            char point[32];
-            snprintf(point, sizeof point, "dataset-%d", ++written);
-            ckpt_fault_point(comm, point);
         }
-        H5Gclose(group);
+        if (wrc != 0 && rc == 0) {
+            rc = wrc;
+        }
+        char point[32];
+        snprintf(point, sizeof point, "dataset-%d", j + 1);
+        ckpt_fault_point(comm, point);
     }
+    if (direct && w.fd >= 0 && ckpt_direct_close(&w, path, err) != 0 && rc == 0) {
+        rc = -1;
+    }
+    ckpt_meet(comm); /* the ranks' writes take different times; what follows is collective */
+    for (int j = 0; j < created; j++) {
+        H5Dclose(ds[j]);
+    }
+    for (int k = 0; k < CKPT_KINDS; k++) {
+        if (groups[k] >= 0) {
+            H5Gclose(groups[k]);
+        }
+    }
+    free(rows);
+    free(ds);
     H5Pclose(dcpl);
     H5Pclose(dxpl);
     return rc;
@@ -239,7 +285,10 @@ int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
             }
         }
     }
-    MPI_Allgather(mine, (int)per_rank, MPI_UINT64_T, all_rows, (int)per_rank, MPI_UINT64_T, comm);
+    MPI_Request req;
+    MPI_Iallgather(mine, (int)per_rank, MPI_UINT64_T, all_rows, (int)per_rank, MPI_UINT64_T, comm,
+                   &req);
+    ckpt_wait(&req);
 
     atom_ckpt_meta m;
     int rc = agree_meta(comm, meta, &m) == 0 ? 0 : ckpt_errf(err, "out of memory for the spec");
@@ -257,12 +306,13 @@ int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
      * pack together. */
     H5Pset_alignment(fapl, 64 * 1024, 1024 * 1024);
     H5Pset_coll_metadata_write(fapl, 1);
+    ckpt_meet(comm);
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (file < 0) {
         rc = ckpt_h5_errf(err, "creating %s", path);
     } else {
-        rc = write_datasets(file, comm, pieces, n, all_rows, err);
+        rc = write_datasets(file, path, comm, pieces, n, all_rows, err);
         if (rc == 0) {
             rc = write_meta(file, &m, err);
         }
