@@ -121,7 +121,8 @@ int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tenso
  * group.comm while training goes on. At most one save is in flight: start waits for the one
  * before. Memory: the snapshot buffer (<= max_bytes, reported by atom_ckpt_async_bytes) plus the
  * spec. Needs MPI initialised with MPI_THREAD_MULTIPLE (create fails otherwise). The thread runs
- * at nice 10 (ATOM_CKPT_WRITER_NICE overrides; 0 keeps training's priority). */
+ * at nice 10 (ATOM_CKPT_WRITER_NICE overrides: 0 keeps training's priority, "idle" is
+ * SCHED_IDLE). */
 typedef struct atom_ckpt_async atom_ckpt_async;
 
 /* Collective over group.comm (it duplicates the communicator and starts the thread). */
@@ -140,6 +141,9 @@ int atom_ckpt_async_poll(atom_ckpt_async *a, bool *done, atom_ckpt_err *err);
 int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err);
 /* Bytes of the snapshot buffer allocated so far (0 before the first start). */
 size_t atom_ckpt_async_bytes(const atom_ckpt_async *a);
+/* CPU seconds the background thread has used for saves so far (its own user + system time):
+ * on a machine whose cores all train, about what the saves took from training. */
+double atom_ckpt_async_writer_cpu_s(atom_ckpt_async *a);
 /* Waits for a save in flight, stops the thread, frees everything. Collective (frees the
  * duplicated communicator). NULL is a no-op. */
 void atom_ckpt_async_destroy(atom_ckpt_async *a);

@@ -39,7 +39,15 @@ struct atom_ckpt_async {
     bool unreported;       /* the last save's status has not been returned by poll/wait */
     int status;
     atom_ckpt_err err;
+    double writer_cpu_s;   /* the thread's CPU time over all saves */
 };
+
+static double thread_cpu_s(void) {
+    struct rusage u;
+    getrusage(RUSAGE_THREAD, &u);
+    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
 
 /* The writer yields the CPU to training: on Linux a thread has its own nice value and its own
  * scheduling policy. ATOM_CKPT_WRITER_NICE: a nice value (0: training's priority; default 10),
@@ -71,6 +79,7 @@ static void *writer_thread(void *arg) {
         }
         a->job = false;
         pthread_mutex_unlock(&a->mu);
+        double cpu0 = thread_cpu_s();
 
         atom_ckpt_err e = {""};
         char path[4096];
@@ -80,7 +89,9 @@ static void *writer_thread(void *arg) {
             rc = atom_ckpt_commit(a->dir, a->meta.step, a->comm, a->keep, &e);
         }
 
+        double cpu = thread_cpu_s() - cpu0;
         pthread_mutex_lock(&a->mu);
+        a->writer_cpu_s += cpu;
         a->status = rc;
         a->err = e;
         a->busy = false;
@@ -262,6 +273,13 @@ int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err) {
 }
 
 size_t atom_ckpt_async_bytes(const atom_ckpt_async *a) { return a ? a->buf_bytes : 0; }
+
+double atom_ckpt_async_writer_cpu_s(atom_ckpt_async *a) {
+    pthread_mutex_lock(&a->mu);
+    double s = a->writer_cpu_s;
+    pthread_mutex_unlock(&a->mu);
+    return s;
+}
 
 void atom_ckpt_async_destroy(atom_ckpt_async *a) {
     if (!a) {
