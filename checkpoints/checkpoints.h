@@ -1,6 +1,7 @@
 /* checkpoints/checkpoints.h: atom's sharded HDF5 checkpoints (the public contract).
  *
- * One HDF5 file per checkpoint, written by all ranks together through parallel HDF5 (MPI-IO).
+ * One HDF5 file per checkpoint, written by all ranks together: rank 0 lays out its structure with
+ * HDF5, every rank writes its hyperslabs' bytes into the datasets (O_DIRECT for whole pages).
  * Every parameter and both AdamW moments is a global dataset of its full, unsplit shape:
  * /param/NAME, /adam_m/NAME, /adam_v/NAME (float32). Each tensor-parallel shard writes its
  * hyperslab once; the data-parallel replicas that hold the same shard split that writing between
@@ -16,8 +17,10 @@
  * May use: MPI and parallel HDF5 only (not common/, not worker/): errors go to atom_ckpt_err,
  * tensors come as plain descriptions.
  *
- * I/O: independent MPI-IO transfers without ROMIO data sieving by default (ATOM_CKPT_IO=collective
- * for two-phase collective ones); run with OMPI_MCA_io=romio321 (see the format document).
+ * I/O: saves as above by default; ATOM_CKPT_DIRECT=0 writes through parallel HDF5 instead, with
+ * independent MPI-IO transfers without ROMIO data sieving (ATOM_CKPT_IO=collective for two-phase
+ * collective ones). Loads read through parallel HDF5. Run with OMPI_MCA_io=romio321 (see the
+ * format document).
  *
  * Threads: Debian's HDF5 is not thread-safe. While an async save is in flight, its background
  * thread is the only one in HDF5: the caller must not call any other function of this header
