@@ -123,7 +123,8 @@ int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tenso
  * and returns; a background thread then writes and commits it through its own MPI_Comm_dup of
  * group.comm while training goes on. At most one save is in flight: start waits for the one
  * before. Memory: the snapshot buffer (<= max_bytes, reported by atom_ckpt_async_bytes) plus the
- * spec. Needs MPI initialised with MPI_THREAD_MULTIPLE (create fails otherwise). The thread runs
+ * spec. When max_bytes leaves room, the buffer takes up to 4 KiB per dataset (3 per tensor) more
+ * than the floats, to place each piece page-aligned for O_DIRECT: the writer then needs no copy. Needs MPI initialised with MPI_THREAD_MULTIPLE (create fails otherwise). The thread runs
  * at nice 10 (ATOM_CKPT_WRITER_NICE overrides: 0 keeps training's priority, "idle" is
  * SCHED_IDLE). */
 typedef struct atom_ckpt_async atom_ckpt_async;

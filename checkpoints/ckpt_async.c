@@ -176,13 +176,21 @@ static int snapshot(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor 
         rc = ckpt_errf(err, "async checkpoint snapshot needs %zu bytes on this rank, more than its "
                        "bound of %zu", need, a->max_bytes);
     }
-    if (rc == 0 && need > a->buf_bytes) {
-        float *grown = realloc(a->buf, need);
-        if (!grown) {
-            rc = ckpt_errf(err, "out of memory for a %zu-byte snapshot", need);
+    /* Placed for O_DIRECT (each piece page-aligned where the file is: no bounce copy in the
+     * writer) when the bound leaves room for the padding, else packed. */
+    size_t padded = need + CKPT_DIRECT_PAD * (CKPT_KINDS * (size_t)n + 1);
+    bool place = padded <= a->max_bytes;
+    size_t want = place ? padded : need;
+    if (rc == 0 && want > a->buf_bytes) {
+        void *grown = NULL;
+        free(a->buf); /* the old snapshot is written already: nothing to keep */
+        a->buf = NULL;
+        a->buf_bytes = 0;
+        if (posix_memalign(&grown, CKPT_DIRECT_PAD, want) != 0) {
+            rc = ckpt_errf(err, "out of memory for a %zu-byte snapshot", want);
         } else {
             a->buf = grown;
-            a->buf_bytes = need;
+            a->buf_bytes = want;
         }
     }
     a->names = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
@@ -195,18 +203,22 @@ static int snapshot(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor 
         return -1;
     }
     a->npieces = n;
-    float *next = a->buf;
+    size_t at = 0; /* bytes into the buffer */
     for (int i = 0; i < n; i++) {
         ckpt_piece *p = &a->pieces[i];
         a->names[i] = strdup(tensors[i].name);
         p->name = a->names[i] ? a->names[i] : "?";
         const float *src[CKPT_KINDS] = {tensors[i].param, tensors[i].adam_m, tensors[i].adam_v};
         for (int k = 0; k < CKPT_KINDS; k++) {
+            if (place) {
+                at = ckpt_direct_place(p, at);
+            }
+            float *next = (float *)((char *)a->buf + at);
             if (p->elems > 0) {
                 ckpt_piece_gather(p, src[k], next);
             }
             p->data[k] = next;
-            next += p->elems;
+            at += sizeof(float) * (size_t)p->elems;
         }
     }
     ckpt_meta_defaults(&a->meta, a->user);

@@ -24,12 +24,25 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #define DIRECT_ALIGN 4096
 #define BOUNCE_BYTES (4u << 20)
+#define DIRECT_CHUNK_BYTES (64u << 20)
+
+size_t ckpt_direct_place(const ckpt_piece *p, size_t at) {
+    /* the byte offset of the piece's first element in its dataset */
+    hsize_t first = 0, stride = 1;
+    for (int d = p->ndims - 1; d >= 0; d--) {
+        first += p->start[d] * stride;
+        stride *= p->dims[d];
+    }
+    size_t want = (size_t)(first * sizeof(float)) % DIRECT_ALIGN;
+    return at + (want + DIRECT_ALIGN - at % DIRECT_ALIGN) % DIRECT_ALIGN;
+}
 
 size_t ckpt_direct_min(void) {
     const char *env = getenv("ATOM_CKPT_DIRECT_MIN");
@@ -90,9 +103,17 @@ static int write_run(ckpt_direct *w, const char *src, size_t n, off_t at, atom_c
                          (long long)at, strerror(errno));
     }
     for (off_t o = a; o < b;) {
-        size_t len = (size_t)(b - o) < BOUNCE_BYTES ? (size_t)(b - o) : BOUNCE_BYTES;
-        memcpy(w->bounce, src + (o - at), len);
-        if (pwrite_all(w->fd_direct, w->bounce, len, o) != 0) {
+        /* From the caller's floats when they sit page-aligned (the async snapshot lays them out
+         * so), else through the bounce buffer. */
+        const char *from = src + (o - at);
+        bool aligned = (uintptr_t)from % DIRECT_ALIGN == 0;
+        size_t cap = aligned ? DIRECT_CHUNK_BYTES : BOUNCE_BYTES;
+        size_t len = (size_t)(b - o) < cap ? (size_t)(b - o) : cap;
+        if (!aligned) {
+            memcpy(w->bounce, from, len);
+            from = w->bounce;
+        }
+        if (pwrite_all(w->fd_direct, from, len, o) != 0) {
             if (errno != EINVAL) {
                 return ckpt_errf(err, "writing %zu bytes at offset %lld (O_DIRECT): %s", len,
                                  (long long)o, strerror(errno));

@@ -95,6 +95,11 @@ typedef struct ckpt_direct {
     size_t min_run;  /* runs shorter than this go through the page cache */
 } ckpt_direct;
 bool ckpt_direct_enabled(void);
+/* The first byte offset >= at (from a page-aligned base) at which to place piece p's packed
+ * floats so that they sit page-aligned where the file is (datasets of 64 KiB or more start on
+ * 1 MiB boundaries): then O_DIRECT writes them without a bounce copy. Adds < 4 KiB. */
+size_t ckpt_direct_place(const ckpt_piece *p, size_t at);
+#define CKPT_DIRECT_PAD 4096
 /* Runs of at least this many bytes are written with O_DIRECT: 256 KiB, or
  * ATOM_CKPT_DIRECT_MIN (the tests lower it to drive the aligned path with small tensors). */
 size_t ckpt_direct_min(void);

@@ -288,7 +288,9 @@ static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const
             return atom_errf(err, "checkpoint folder %s: cannot create: %s",
                              plan->spec.checkpoint.dir, strerror(mk));
         if (plan->spec.checkpoint.async) {
-            size_t bytes = 3 * (size_t)table->total * sizeof(float);
+            /* the whole shard (a rank writes 1/DP of it), plus room for the snapshot to place
+             * its pieces page-aligned for O_DIRECT (checkpoints.h) */
+            size_t bytes = 3 * (size_t)table->total * sizeof(float) + (1u << 20);
             atom_ckpt_err cerr;
             if (atom_ckpt_async_create(&c->async, c->group, bytes, &cerr) != 0)
                 return atom_errf(err, "rank %d: async checkpoints: %s", rank, cerr.msg);
