@@ -2,7 +2,7 @@
  * async save adds to a training loop, for a GPT state sharded over the ranks (TP = ranks).
  *
  *   mpirun -np N bench_ckpt --dir DIR --model gpt2-124m|gpt-tiny [--steps-ms 100]
- *                           [--async no] [--export no] [--cost-rounds 5]
+ *                           [--async no] [--export no] [--cost-rounds 5] [--window-saves 2]
  *
  * Exits 1 if any save, load or export failed (the test suite's smoke run checks that).
  * Prints one line per figure ("key value unit"); run_bench.sh runs it at 1, 2 and 4 ranks beside
@@ -107,7 +107,7 @@ int main(int argc, char **argv) {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &nranks);
     const char *dir = NULL, *model = "gpt2-124m";
-    double step_ms = 100;
+    double step_ms = 100, window_saves = 2;
     int cost_rounds = 5;
     bool async = true, export = true;
     for (int i = 1; i + 1 < argc; i += 2) {
@@ -121,6 +121,8 @@ int main(int argc, char **argv) {
             export = strcmp(argv[i + 1], "no") != 0;
         } else if (strcmp(argv[i], "--cost-rounds") == 0) {
             cost_rounds = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--window-saves") == 0) {
+            window_saves = atof(argv[i + 1]);
         } else if (strcmp(argv[i], "--steps-ms") == 0) {
             step_ms = atof(argv[i + 1]);
         }
@@ -223,8 +225,8 @@ int main(int argc, char **argv) {
     /* async cost: the same S stand-in steps run three ways, in an order rotating each round:
      * none (no save), sync (atom_ckpt_save, then the steps), async (atom_ckpt_async_start, the
      * steps polling it as the worker does, then atom_ckpt_async_wait: a write not done by then
-     * counts). S covers about twice a synchronous save's time, so the background write overlaps
-     * the steps. Each variant starts after settle() (dirty pages synced, a pause). added =
+     * counts: end_wait_s). S covers --window-saves (default 2) times a synchronous save's time,
+     * so the background write overlaps the steps. Each variant starts after settle() (dirty pages synced, a pause). added =
      * window - none's window, per round; the ratio async/sync, then its median and range. A
      * second figure that the noise of the windows does not reach: (the snapshot copy + the
      * writer thread's CPU time) / the sync save call's time, i.e. what the async save takes
@@ -261,7 +263,7 @@ int main(int argc, char **argv) {
                "snapshot_buffer_mb_per_rank %.1f bound_mb_per_rank %.1f\n", rc == 0,
                first_copy_s, (double)atom_ckpt_async_bytes(a) / 1e6, (double)bound / 1e6);
     }
-    int S = (int)(2 * save_s / (step_ms / 1e3)) + 1;
+    int S = (int)(window_saves * save_s / (step_ms / 1e3)) + 1;
     MPI_Bcast(&S, 1, MPI_INT, 0, MPI_COMM_WORLD); /* every rank's save_s differs a little */
     if (rank == 0) {
         printf("async_cost steps_per_window %d step_ms %.0f rounds %d\n", S, step_ms, cost_rounds);
@@ -269,7 +271,7 @@ int main(int argc, char **argv) {
     double *ratio = calloc((size_t)cost_rounds, sizeof(double));
     double *ratio_cpu = calloc((size_t)cost_rounds, sizeof(double));
     for (int round = 0; round < cost_rounds; round++) {
-        double window[3] = {0, 0, 0}, copy_s = 0, sync_call_s = 0, writer_s = 0;
+        double window[3] = {0, 0, 0}, copy_s = 0, sync_call_s = 0, writer_s = 0, end_wait_s = 0;
         for (int o = 0; o < 3; o++) {
             int mode = (o + round) % 3; /* none, sync, async */
             meta.step = 3 + 3 * round + o;
@@ -291,7 +293,9 @@ int main(int argc, char **argv) {
                 }
             }
             if (mode == 2) {
+                double w0 = MPI_Wtime();
                 rc = rc == 0 ? atom_ckpt_async_wait(a, &err) : rc;
+                end_wait_s = MPI_Wtime() - w0;
                 writer_s = atom_ckpt_async_writer_cpu_s(a) - writer_s;
             }
             MPI_Barrier(MPI_COMM_WORLD);
@@ -309,9 +313,11 @@ int main(int argc, char **argv) {
         ratio_cpu[round] = (copy_s + writer_s) / sync_call_s;
         if (rank == 0) {
             printf("async_cost_round %d none_s %.3f sync_s %.3f async_s %.3f sync_call_s %.3f "
-                   "snapshot_copy_s %.3f writer_cpu_s %.3f added_sync_s %.3f added_async_s %.3f "
-                   "async_vs_sync %.1f%% snapshot_plus_writer_cpu_vs_sync_call %.1f%%\n",
+                   "snapshot_copy_s %.3f writer_cpu_s %.3f end_wait_s %.3f added_sync_s %.3f "
+                   "added_async_s %.3f async_vs_sync %.1f%% "
+                   "snapshot_plus_writer_cpu_vs_sync_call %.1f%%\n",
                    round + 1, window[0], window[1], window[2], sync_call_s, copy_s, writer_s,
+                   end_wait_s,
                    added_sync, added_async, 100 * ratio[round], 100 * ratio_cpu[round]);
         }
     }
