@@ -328,8 +328,10 @@ static int write_direct(const char *path, MPI_Comm comm, ckpt_piece *pieces, int
     rc = ckpt_direct_open(&w, path, err);
     for (int j = 0; j < nds && rc == 0; j++) {
         ckpt_piece *p = &pieces[j % n];
-        if (p->elems > 0) {
-            rc = ckpt_direct_write(&w, (haddr_t)addr[j], p, p->data[j / n], err);
+        atom_ckpt_err why = {""};
+        if (p->elems > 0 && ckpt_direct_write(&w, (haddr_t)addr[j], p, p->data[j / n], &why) != 0) {
+            rc = ckpt_errf(err, "writing dataset /%s/%s of %s: %s", ckpt_kind_names[j / n],
+                           p->name, path, why.msg);
         }
         char point[32];
         snprintf(point, sizeof point, "dataset-%d", j + 1);
