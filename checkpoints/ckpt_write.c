@@ -291,6 +291,9 @@ static int write_direct(const char *path, MPI_Comm comm, ckpt_piece *pieces, int
     if (rank == 0 && rc == 0) {
         hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
         set_alignment(fapl);
+        /* No flock: the .tmp file is this save's alone, and cluster file systems mounted
+         * without flock support would refuse it (the MPI-IO driver never locked either). */
+        H5Pset_file_locking(fapl, false, true);
         hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
         H5Pclose(fapl);
         if (file < 0) {
