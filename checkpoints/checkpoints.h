@@ -1,6 +1,7 @@
 /* checkpoints/checkpoints.h: atom's sharded HDF5 checkpoints (the public contract).
  *
- * One HDF5 file per checkpoint, written by all ranks together through parallel HDF5 (MPI-IO).
+ * One HDF5 file per checkpoint, written by all ranks together: rank 0 lays out its structure with
+ * HDF5, every rank writes its hyperslabs' bytes into the datasets (O_DIRECT for whole pages).
  * Every parameter and both AdamW moments is a global dataset of its full, unsplit shape:
  * /param/NAME, /adam_m/NAME, /adam_v/NAME (float32). Each tensor-parallel shard writes its
  * hyperslab once; the data-parallel replicas that hold the same shard split that writing between
@@ -16,8 +17,10 @@
  * May use: MPI and parallel HDF5 only (not common/, not worker/): errors go to atom_ckpt_err,
  * tensors come as plain descriptions.
  *
- * I/O: independent MPI-IO transfers without ROMIO data sieving by default (ATOM_CKPT_IO=collective
- * for two-phase collective ones); run with OMPI_MCA_io=romio321 (see the format document).
+ * I/O: saves as above by default; ATOM_CKPT_DIRECT=0 writes through parallel HDF5 instead, with
+ * independent MPI-IO transfers without ROMIO data sieving (ATOM_CKPT_IO=collective for two-phase
+ * collective ones). Loads read through parallel HDF5. Run with OMPI_MCA_io=romio321 (see the
+ * format document).
  *
  * Threads: Debian's HDF5 is not thread-safe. While an async save is in flight, its background
  * thread is the only one in HDF5: the caller must not call any other function of this header
@@ -120,8 +123,10 @@ int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tenso
  * and returns; a background thread then writes and commits it through its own MPI_Comm_dup of
  * group.comm while training goes on. At most one save is in flight: start waits for the one
  * before. Memory: the snapshot buffer (<= max_bytes, reported by atom_ckpt_async_bytes) plus the
- * spec. Needs MPI initialised with MPI_THREAD_MULTIPLE (create fails otherwise). The thread runs
- * at nice 10 (ATOM_CKPT_WRITER_NICE overrides; 0 keeps training's priority). */
+ * spec. When max_bytes leaves room, the buffer takes up to 4 KiB per dataset (3 per tensor) more
+ * than the floats, to place each piece page-aligned for O_DIRECT: the writer then needs no copy. Needs MPI initialised with MPI_THREAD_MULTIPLE (create fails otherwise). The thread runs
+ * at nice 10 (ATOM_CKPT_WRITER_NICE overrides: 0 keeps training's priority, "idle" is
+ * SCHED_IDLE). */
 typedef struct atom_ckpt_async atom_ckpt_async;
 
 /* Collective over group.comm (it duplicates the communicator and starts the thread). */
@@ -140,6 +145,9 @@ int atom_ckpt_async_poll(atom_ckpt_async *a, bool *done, atom_ckpt_err *err);
 int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err);
 /* Bytes of the snapshot buffer allocated so far (0 before the first start). */
 size_t atom_ckpt_async_bytes(const atom_ckpt_async *a);
+/* CPU seconds the background thread has used for saves so far (its own user + system time):
+ * on a machine whose cores all train, about what the saves took from training. */
+double atom_ckpt_async_writer_cpu_s(atom_ckpt_async *a);
 /* Waits for a save in flight, stops the thread, frees everything. Collective (frees the
  * duplicated communicator). NULL is a no-op. */
 void atom_ckpt_async_destroy(atom_ckpt_async *a);

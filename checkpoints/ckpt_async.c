@@ -10,6 +10,7 @@
 #include "checkpoints/ckpt_internal.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -38,14 +39,26 @@ struct atom_ckpt_async {
     bool unreported;       /* the last save's status has not been returned by poll/wait */
     int status;
     atom_ckpt_err err;
+    double writer_cpu_s;   /* the thread's CPU time over all saves */
 };
 
-/* The writer yields the CPU to training: on Linux a thread has its own nice value. Measured on
- * 2 cores with 2 compute-bound ranks, the writer at the training's priority slowed the steps it
- * overlapped by about as much as a synchronous save. ATOM_CKPT_WRITER_NICE overrides the
- * default of 10 (0: same priority as training). */
+static double thread_cpu_s(void) {
+    struct rusage u;
+    getrusage(RUSAGE_THREAD, &u);
+    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
+/* The writer yields the CPU to training: on Linux a thread has its own nice value and its own
+ * scheduling policy. ATOM_CKPT_WRITER_NICE: a nice value (0: training's priority; default 10),
+ * or "idle" for SCHED_IDLE (the thread runs only on a core nothing else wants). */
 static void lower_priority(void) {
     const char *env = getenv("ATOM_CKPT_WRITER_NICE");
+    if (env && strcmp(env, "idle") == 0) {
+        struct sched_param none = {0};
+        pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
+        return;
+    }
     int nice_value = env && *env ? atoi(env) : 10;
     if (nice_value > 0) {
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value);
@@ -66,6 +79,7 @@ static void *writer_thread(void *arg) {
         }
         a->job = false;
         pthread_mutex_unlock(&a->mu);
+        double cpu0 = thread_cpu_s();
 
         atom_ckpt_err e = {""};
         char path[4096];
@@ -75,7 +89,9 @@ static void *writer_thread(void *arg) {
             rc = atom_ckpt_commit(a->dir, a->meta.step, a->comm, a->keep, &e);
         }
 
+        double cpu = thread_cpu_s() - cpu0;
         pthread_mutex_lock(&a->mu);
+        a->writer_cpu_s += cpu;
         a->status = rc;
         a->err = e;
         a->busy = false;
@@ -160,13 +176,21 @@ static int snapshot(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor 
         rc = ckpt_errf(err, "async checkpoint snapshot needs %zu bytes on this rank, more than its "
                        "bound of %zu", need, a->max_bytes);
     }
-    if (rc == 0 && need > a->buf_bytes) {
-        float *grown = realloc(a->buf, need);
-        if (!grown) {
-            rc = ckpt_errf(err, "out of memory for a %zu-byte snapshot", need);
+    /* Placed for O_DIRECT (each piece page-aligned where the file is: no bounce copy in the
+     * writer) when the bound leaves room for the padding, else packed. */
+    size_t padded = need + CKPT_DIRECT_PAD * (CKPT_KINDS * (size_t)n + 1);
+    bool place = padded <= a->max_bytes;
+    size_t want = place ? padded : need;
+    if (rc == 0 && want > a->buf_bytes) {
+        void *grown = NULL;
+        free(a->buf); /* the old snapshot is written already: nothing to keep */
+        a->buf = NULL;
+        a->buf_bytes = 0;
+        if (posix_memalign(&grown, CKPT_DIRECT_PAD, want) != 0) {
+            rc = ckpt_errf(err, "out of memory for a %zu-byte snapshot", want);
         } else {
             a->buf = grown;
-            a->buf_bytes = need;
+            a->buf_bytes = want;
         }
     }
     a->names = calloc((size_t)(n > 0 ? n : 1), sizeof(char *));
@@ -179,18 +203,22 @@ static int snapshot(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor 
         return -1;
     }
     a->npieces = n;
-    float *next = a->buf;
+    size_t at = 0; /* bytes into the buffer */
     for (int i = 0; i < n; i++) {
         ckpt_piece *p = &a->pieces[i];
         a->names[i] = strdup(tensors[i].name);
         p->name = a->names[i] ? a->names[i] : "?";
         const float *src[CKPT_KINDS] = {tensors[i].param, tensors[i].adam_m, tensors[i].adam_v};
         for (int k = 0; k < CKPT_KINDS; k++) {
+            if (place) {
+                at = ckpt_direct_place(p, at);
+            }
+            float *next = (float *)((char *)a->buf + at);
             if (p->elems > 0) {
                 ckpt_piece_gather(p, src[k], next);
             }
             p->data[k] = next;
-            next += p->elems;
+            at += sizeof(float) * (size_t)p->elems;
         }
     }
     ckpt_meta_defaults(&a->meta, a->user);
@@ -257,6 +285,13 @@ int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err) {
 }
 
 size_t atom_ckpt_async_bytes(const atom_ckpt_async *a) { return a ? a->buf_bytes : 0; }
+
+double atom_ckpt_async_writer_cpu_s(atom_ckpt_async *a) {
+    pthread_mutex_lock(&a->mu);
+    double s = a->writer_cpu_s;
+    pthread_mutex_unlock(&a->mu);
+    return s;
+}
 
 void atom_ckpt_async_destroy(atom_ckpt_async *a) {
     if (!a) {

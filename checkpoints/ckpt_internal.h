@@ -25,6 +25,15 @@ int ckpt_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(pr
 int ckpt_h5_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Turns off HDF5's automatic error printing (library calls print nothing themselves). */
 void ckpt_h5_quiet(void);
+/* Waits for a nonblocking MPI operation by testing it between growing sleeps (20 us to 1 ms)
+ * instead of in MPI's own wait, which polls: the async writer's partners arrive late when
+ * training has the cores, and a writer polling for them took that CPU from training (measured:
+ * 10-25 ms of CPU per save in waits of 0.1-0.7 s, on a save whose own work was ~10 ms). */
+void ckpt_wait(MPI_Request *req);
+/* A barrier waited for as ckpt_wait does: the writer calls it before HDF5's collective calls
+ * (file create, flush, close), so that the ranks enter them together and MPI's polling inside
+ * them is short. */
+void ckpt_meet(MPI_Comm comm);
 /* Makes rc and err agree on every rank of comm: -1 everywhere if any rank failed, with the
  * message of the lowest failing rank. */
 int ckpt_agree(MPI_Comm comm, int rc, atom_ckpt_err *err);
@@ -76,6 +85,31 @@ void ckpt_piece_gather(const ckpt_piece *p, const float *shard, float *dst);
 bool ckpt_piece_contiguous(const ckpt_piece *p);
 /* Checks a tensor description (rank, selection inside the shape). */
 int ckpt_check_tensor(const atom_ckpt_tensor *t, atom_ckpt_err *err);
+
+/* Writing a piece into its dataset's bytes in the file, O_DIRECT where whole pages allow
+ * (ckpt_direct.c says why and how). Used in independent mode unless ATOM_CKPT_DIRECT=0. */
+typedef struct ckpt_direct {
+    int fd;          /* page-cache writes (partial pages, small runs) */
+    int fd_direct;   /* O_DIRECT, or -1 */
+    char *bounce;    /* page-aligned staging for the O_DIRECT writes */
+    size_t min_run;  /* runs shorter than this go through the page cache */
+} ckpt_direct;
+bool ckpt_direct_enabled(void);
+/* The first byte offset >= at (from a page-aligned base) at which to place piece p's packed
+ * floats so that they sit page-aligned where the file is (datasets of 64 KiB or more start on
+ * 1 MiB boundaries): then O_DIRECT writes them without a bounce copy. Adds < 4 KiB. */
+size_t ckpt_direct_place(const ckpt_piece *p, size_t at);
+#define CKPT_DIRECT_PAD 4096
+/* Runs of at least this many bytes are written with O_DIRECT: 256 KiB, or
+ * ATOM_CKPT_DIRECT_MIN (the tests lower it to drive the aligned path with small tensors). */
+size_t ckpt_direct_min(void);
+int ckpt_direct_open(ckpt_direct *w, const char *path, atom_ckpt_err *err);
+/* Writes piece p's packed floats (data) into the contiguous dataset whose raw data starts at
+ * file byte addr. */
+int ckpt_direct_write(ckpt_direct *w, haddr_t addr, const ckpt_piece *p, const float *data,
+                      atom_ckpt_err *err);
+/* fdatasync, close. */
+int ckpt_direct_close(ckpt_direct *w, const char *path, atom_ckpt_err *err);
 
 /* Writes path (created or truncated) from pieces whose data[] are set; collective. meta: the
  * values of rank 0 are written. */

@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 const char *const ckpt_kind_names[CKPT_KINDS] = {"param", "adam_m", "adam_v"};
 
@@ -46,12 +47,36 @@ int ckpt_h5_errf(atom_ckpt_err *err, const char *fmt, ...) {
 
 void ckpt_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
+void ckpt_wait(MPI_Request *req) {
+    long pause_ns = 20000;
+    for (;;) {
+        int done = 0;
+        MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (done) {
+            return;
+        }
+        struct timespec pause = {0, pause_ns};
+        nanosleep(&pause, NULL);
+        if (pause_ns < 1000000) {
+            pause_ns *= 2;
+        }
+    }
+}
+
+void ckpt_meet(MPI_Comm comm) {
+    MPI_Request req;
+    MPI_Ibarrier(comm, &req);
+    ckpt_wait(&req);
+}
+
 int ckpt_agree(MPI_Comm comm, int rc, atom_ckpt_err *err) {
     int rank, size;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &size);
     int mine = rc != 0 ? rank : size, first;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+    MPI_Request req;
+    MPI_Iallreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm, &req);
+    ckpt_wait(&req);
     if (first == size) {
         return 0;
     }
@@ -59,7 +84,8 @@ int ckpt_agree(MPI_Comm comm, int rc, atom_ckpt_err *err) {
     if (!err) {
         err = &local;
     }
-    MPI_Bcast(err->msg, (int)sizeof err->msg, MPI_CHAR, first, comm);
+    MPI_Ibcast(err->msg, (int)sizeof err->msg, MPI_CHAR, first, comm, &req);
+    ckpt_wait(&req);
     return -1;
 }
 

@@ -83,9 +83,12 @@ static int agree_meta(MPI_Comm comm, const atom_ckpt_meta *in, atom_ckpt_meta *o
             out->rng_state_len = 0;
         }
     }
-    MPI_Bcast(out, (int)sizeof *out, MPI_BYTE, 0, comm);
+    MPI_Request req;
+    MPI_Ibcast(out, (int)sizeof *out, MPI_BYTE, 0, comm, &req);
+    ckpt_wait(&req);
     int len = rank == 0 && in->spec_json ? (int)strlen(in->spec_json) : 0;
-    MPI_Bcast(&len, 1, MPI_INT, 0, comm);
+    MPI_Ibcast(&len, 1, MPI_INT, 0, comm, &req);
+    ckpt_wait(&req);
     out->spec_json = malloc((size_t)len + 1);
     if (!out->spec_json) {
         return -1; /* every rank has the same len; the small malloc fails alike in practice */
@@ -93,7 +96,8 @@ static int agree_meta(MPI_Comm comm, const atom_ckpt_meta *in, atom_ckpt_meta *o
     if (rank == 0 && len > 0) {
         memcpy(out->spec_json, in->spec_json, (size_t)len);
     }
-    MPI_Bcast(out->spec_json, len, MPI_CHAR, 0, comm);
+    MPI_Ibcast(out->spec_json, len, MPI_CHAR, 0, comm, &req);
+    ckpt_wait(&req);
     out->spec_json[len] = '\0';
     return 0;
 }
@@ -138,72 +142,209 @@ static int write_crc_attr(hid_t ds, const uint64_t *rows, int nranks, int stride
     return rc;
 }
 
-static int write_datasets(hid_t file, MPI_Comm comm, ckpt_piece *pieces, int n,
-                          const uint64_t *all_rows, atom_ckpt_err *err) {
-    int size;
-    MPI_Comm_size(comm, &size);
-    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
-    H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
+/* The file's structure: groups, every dataset (contiguous, its space allocated at creation, so
+ * H5Dget_offset is known at once) with its checksum attribute, and the root attributes. ds[]
+ * gets the 3n datasets in (kind, tensor) order, left open; groups[] the three groups. Called by
+ * every rank together on a parallel file, or by rank 0 alone on a serial one. */
+static int create_structure(hid_t file, ckpt_piece *pieces, int n, int nranks,
+                            const uint64_t *all_rows, const atom_ckpt_meta *m, hid_t *ds,
+                            int *created, hid_t groups[CKPT_KINDS], atom_ckpt_err *err) {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero pass */
-    int rc = 0, written = 0;
-    float dummy = 0;
+    uint64_t *rows = malloc(sizeof(uint64_t) * ROW_WORDS * (size_t)nranks);
+    int rc = rows ? 0 : ckpt_errf(err, "out of memory");
+    *created = 0;
+    for (int k = 0; k < CKPT_KINDS; k++) {
+        groups[k] = -1;
+    }
     for (int k = 0; k < CKPT_KINDS && rc == 0; k++) {
-        hid_t group = H5Gcreate2(file, ckpt_kind_names[k], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (group < 0) {
+        groups[k] = H5Gcreate2(file, ckpt_kind_names[k], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (groups[k] < 0) {
             rc = ckpt_h5_errf(err, "creating group /%s", ckpt_kind_names[k]);
             break;
         }
         for (int i = 0; i < n && rc == 0; i++) {
             ckpt_piece *p = &pieces[i];
             hid_t fspace = H5Screate_simple(p->ndims, p->dims, NULL);
-            hid_t ds = H5Dcreate2(group, p->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl,
-                                  H5P_DEFAULT);
-            if (ds < 0) {
+            hid_t d = H5Dcreate2(groups[k], p->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl,
+                                 H5P_DEFAULT);
+            H5Sclose(fspace);
+            if (d < 0) {
                 rc = ckpt_h5_errf(err, "creating dataset /%s/%s", ckpt_kind_names[k], p->name);
-                H5Sclose(fspace);
                 break;
             }
+            ds[(*created)++] = d;
             /* rows of (tensor i, kind k) from every rank */
             const size_t per_rank = (size_t)n * CKPT_KINDS * ROW_WORDS;
             const uint64_t *rows0 = all_rows + ((size_t)i * CKPT_KINDS + k) * ROW_WORDS;
-            uint64_t *rows = malloc(sizeof(uint64_t) * ROW_WORDS * (size_t)size);
-            if (!rows) {
-                rc = ckpt_errf(err, "out of memory");
-            } else {
-                for (int r = 0; r < size; r++) {
-                    memcpy(rows + (size_t)r * ROW_WORDS, rows0 + per_rank * r,
-                           sizeof(uint64_t) * ROW_WORDS);
-                }
-                rc = write_crc_attr(ds, rows, size, ROW_WORDS, p->ndims, err);
-                free(rows);
+            for (int r = 0; r < nranks; r++) {
+                memcpy(rows + (size_t)r * ROW_WORDS, rows0 + per_rank * r,
+                       sizeof(uint64_t) * ROW_WORDS);
             }
-            hsize_t melems = p->elems > 0 ? (hsize_t)p->elems : 1;
-            hid_t mspace = H5Screate_simple(1, &melems, NULL);
-            if (p->elems > 0) {
-                H5Sselect_hyperslab(fspace, H5S_SELECT_SET, p->start, p->stride, p->count, p->block);
-            } else {
-                H5Sselect_none(fspace);
-                H5Sselect_none(mspace);
-            }
-            /* The write is made even after an error above, so that the other ranks are not
-             * left waiting in it when it is collective. */
-            const void *buf = p->elems > 0 ? (const void *)p->data[k] : (const void *)&dummy;
-            if (H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 && rc == 0) {
-                rc = ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name);
-            }
-            H5Sclose(mspace);
-            H5Sclose(fspace);
-            H5Dclose(ds);
-            char point[32];
-            snprintf(point, sizeof point, "dataset-%d", ++written);
-            ckpt_fault_point(comm, point);
+            rc = write_crc_attr(d, rows, nranks, ROW_WORDS, p->ndims, err);
         }
-        H5Gclose(group);
     }
+    if (rc == 0) {
+        rc = write_meta(file, m, err);
+    }
+    free(rows);
     H5Pclose(dcpl);
+    return rc;
+}
+
+static void close_structure(hid_t *ds, int created, hid_t groups[CKPT_KINDS]) {
+    for (int j = 0; j < created; j++) {
+        H5Dclose(ds[j]);
+    }
+    for (int k = 0; k < CKPT_KINDS; k++) {
+        if (groups[k] >= 0) {
+            H5Gclose(groups[k]);
+        }
+    }
+}
+
+/* Large datasets start on 1 MiB boundaries (file-system stripes and pages, and whole pages
+ * for O_DIRECT); small ones pack together. */
+static void set_alignment(hid_t fapl) { H5Pset_alignment(fapl, 64 * 1024, 1024 * 1024); }
+
+/* Through parallel HDF5 (ATOM_CKPT_IO=collective or ATOM_CKPT_DIRECT=0): every rank opens the
+ * file over MPI-IO, the structure is created collectively, then each rank's H5Dwrite of each
+ * dataset (collective or independent), flush (MPI_File_sync on every rank) and close. */
+static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
+                          const uint64_t *all_rows, const atom_ckpt_meta *m, atom_ckpt_err *err) {
+    int size;
+    MPI_Comm_size(comm, &size);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    MPI_Info info = ckpt_mpi_info();
+    H5Pset_fapl_mpio(fapl, comm, info); /* HDF5 keeps its own copies of comm and info */
+    MPI_Info_free(&info);
+    set_alignment(fapl);
+    H5Pset_coll_metadata_write(fapl, 1);
+    ckpt_meet(comm);
+    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    if (file < 0) {
+        return ckpt_h5_errf(err, "creating %s", path);
+    }
+    hid_t groups[CKPT_KINDS];
+    hid_t *ds = malloc(sizeof(hid_t) * CKPT_KINDS * (size_t)(n > 0 ? n : 1));
+    int created = 0;
+    int rc = ds ? create_structure(file, pieces, n, size, all_rows, m, ds, &created, groups, err)
+                : ckpt_errf(err, "out of memory");
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
+    float dummy = 0;
+    /* Metadata failures are collective (every rank made the same calls); a write is made even
+     * after an error, so that no rank is left waiting in a collective one. */
+    for (int j = 0; j < created; j++) {
+        int k = j / n, i = j % n;
+        ckpt_piece *p = &pieces[i];
+        hid_t fspace = H5Dget_space(ds[j]);
+        hsize_t melems = p->elems > 0 ? (hsize_t)p->elems : 1;
+        hid_t mspace = H5Screate_simple(1, &melems, NULL);
+        if (p->elems > 0) {
+            H5Sselect_hyperslab(fspace, H5S_SELECT_SET, p->start, p->stride, p->count, p->block);
+        } else {
+            H5Sselect_none(fspace);
+            H5Sselect_none(mspace);
+        }
+        const void *buf = p->elems > 0 ? (const void *)p->data[k] : (const void *)&dummy;
+        if (H5Dwrite(ds[j], H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 && rc == 0) {
+            rc = ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name);
+        }
+        H5Sclose(mspace);
+        H5Sclose(fspace);
+        char point[32];
+        snprintf(point, sizeof point, "dataset-%d", j + 1);
+        ckpt_fault_point(comm, point);
+    }
     H5Pclose(dxpl);
+    close_structure(ds, created, groups);
+    free(ds);
+    ckpt_meet(comm); /* the ranks' writes took different times; flush and close are collective */
+    /* Flush through MPI_File_sync so the data is durable on every node's view of the file
+     * before the commit renames it (rank 0's fsync covers only its own node). */
+    if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 && rc == 0) {
+        rc = ckpt_h5_errf(err, "flushing %s", path);
+    }
+    if (H5Fclose(file) < 0 && rc == 0) {
+        rc = ckpt_h5_errf(err, "closing %s", path);
+    }
+    return rc;
+}
+
+/* The default: rank 0 alone creates the file and its whole structure with serial HDF5 and
+ * closes it; it sends every dataset's file address; then every rank writes its pieces' bytes
+ * there itself (ckpt_direct.c: O_DIRECT for whole pages) and syncs them. The ranks meet only in
+ * ckpt_wait's sleeping waits, never inside HDF5 or MPI-IO, whose collective calls poll: an
+ * async writer whose partner was descheduled by training spent 20-30 ms of CPU per save there
+ * (measured), more than its own work. The file is the same as write_parallel's. */
+static int write_direct(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
+                        const uint64_t *all_rows, const atom_ckpt_meta *m, atom_ckpt_err *err) {
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int nds = CKPT_KINDS * n;
+    uint64_t *addr = malloc(sizeof(uint64_t) * (size_t)(nds > 0 ? nds : 1));
+    int rc = addr ? 0 : ckpt_errf(err, "out of memory");
+    if (rank == 0 && rc == 0) {
+        hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+        set_alignment(fapl);
+        /* No flock: the .tmp file is this save's alone, and cluster file systems mounted
+         * without flock support would refuse it (the MPI-IO driver never locked either). */
+        H5Pset_file_locking(fapl, false, true);
+        hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        H5Pclose(fapl);
+        if (file < 0) {
+            rc = ckpt_h5_errf(err, "creating %s", path);
+        } else {
+            hid_t groups[CKPT_KINDS];
+            hid_t *ds = malloc(sizeof(hid_t) * (size_t)(nds > 0 ? nds : 1));
+            int created = 0;
+            rc = ds ? create_structure(file, pieces, n, size, all_rows, m, ds, &created, groups,
+                                       err)
+                    : ckpt_errf(err, "out of memory");
+            for (int j = 0; j < created && rc == 0; j++) {
+                haddr_t a = H5Dget_offset(ds[j]);
+                addr[j] = (uint64_t)a;
+                if (a == HADDR_UNDEF) {
+                    rc = ckpt_errf(err, "dataset /%s/%s has no file address",
+                                   ckpt_kind_names[j / n], pieces[j % n].name);
+                }
+            }
+            close_structure(ds, created, groups);
+            free(ds);
+            if (H5Fclose(file) < 0 && rc == 0) {
+                rc = ckpt_h5_errf(err, "closing %s", path);
+            }
+        }
+    }
+    if (ckpt_agree(comm, rc, err) != 0) {
+        free(addr);
+        return -1;
+    }
+    MPI_Request req;
+    MPI_Ibcast(addr, nds, MPI_UINT64_T, 0, comm, &req);
+    ckpt_wait(&req);
+    ckpt_direct w;
+    rc = ckpt_direct_open(&w, path, err);
+    for (int j = 0; j < nds && rc == 0; j++) {
+        ckpt_piece *p = &pieces[j % n];
+        atom_ckpt_err why = {""};
+        if (p->elems > 0 && ckpt_direct_write(&w, (haddr_t)addr[j], p, p->data[j / n], &why) != 0) {
+            rc = ckpt_errf(err, "writing dataset /%s/%s of %s: %s", ckpt_kind_names[j / n],
+                           p->name, path, why.msg);
+        }
+        char point[32];
+        snprintf(point, sizeof point, "dataset-%d", j + 1);
+        ckpt_fault_point(comm, point);
+    }
+    /* Each rank makes its own writes durable (the commit's fsync runs on rank 0's node only). */
+    if (w.fd >= 0 && ckpt_direct_close(&w, path, err) != 0 && rc == 0) {
+        rc = -1;
+    }
+    free(addr);
     return rc;
 }
 
@@ -239,41 +380,17 @@ int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
             }
         }
     }
-    MPI_Allgather(mine, (int)per_rank, MPI_UINT64_T, all_rows, (int)per_rank, MPI_UINT64_T, comm);
+    MPI_Request req;
+    MPI_Iallgather(mine, (int)per_rank, MPI_UINT64_T, all_rows, (int)per_rank, MPI_UINT64_T, comm,
+                   &req);
+    ckpt_wait(&req);
 
     atom_ckpt_meta m;
     int rc = agree_meta(comm, meta, &m) == 0 ? 0 : ckpt_errf(err, "out of memory for the spec");
     rc = ckpt_agree(comm, rc, err);
-    if (rc != 0) {
-        free(all_rows);
-        free(m.spec_json);
-        return -1;
-    }
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    MPI_Info info = ckpt_mpi_info();
-    H5Pset_fapl_mpio(fapl, comm, info); /* HDF5 keeps its own copies of comm and info */
-    MPI_Info_free(&info);
-    /* Large datasets start on 1 MiB boundaries (file-system stripes and pages); small ones
-     * pack together. */
-    H5Pset_alignment(fapl, 64 * 1024, 1024 * 1024);
-    H5Pset_coll_metadata_write(fapl, 1);
-    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    H5Pclose(fapl);
-    if (file < 0) {
-        rc = ckpt_h5_errf(err, "creating %s", path);
-    } else {
-        rc = write_datasets(file, comm, pieces, n, all_rows, err);
-        if (rc == 0) {
-            rc = write_meta(file, &m, err);
-        }
-        /* Flush through MPI_File_sync so the data is durable on every node's view of the file
-         * before the commit renames it (rank 0's fsync covers only its own node). */
-        if (H5Fflush(file, H5F_SCOPE_GLOBAL) < 0 && rc == 0) {
-            rc = ckpt_h5_errf(err, "flushing %s", path);
-        }
-        if (H5Fclose(file) < 0 && rc == 0) {
-            rc = ckpt_h5_errf(err, "closing %s", path);
-        }
+    if (rc == 0) {
+        rc = ckpt_direct_enabled() ? write_direct(path, comm, pieces, n, all_rows, &m, err)
+                                   : write_parallel(path, comm, pieces, n, all_rows, &m, err);
     }
     free(all_rows);
     free(m.spec_json);

@@ -288,7 +288,9 @@ static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const
             return atom_errf(err, "checkpoint folder %s: cannot create: %s",
                              plan->spec.checkpoint.dir, strerror(mk));
         if (plan->spec.checkpoint.async) {
-            size_t bytes = 3 * (size_t)table->total * sizeof(float);
+            /* the whole shard (a rank writes 1/DP of it), plus room for the snapshot to place
+             * its pieces page-aligned for O_DIRECT (checkpoints.h) */
+            size_t bytes = 3 * (size_t)table->total * sizeof(float) + (1u << 20);
             atom_ckpt_err cerr;
             if (atom_ckpt_async_create(&c->async, c->group, bytes, &cerr) != 0)
                 return atom_errf(err, "rank %d: async checkpoints: %s", rank, cerr.msg);
@@ -432,6 +434,7 @@ typedef struct step_report {
     int64_t step, steps;      /* step is 1-based here: steps done after it */
     double loss, lr, grad_norm, tokens_per_s, ms;
     double mfu;               /* < 0: not shown (CPU) */
+    double ckpt_writer_cpu_s; /* async checkpoints' writer thread CPU so far; < 0: none */
 } step_report;
 
 static void report_step(FILE *progress, FILE *log, const step_report *r)
@@ -453,6 +456,8 @@ static void report_step(FILE *progress, FILE *log, const step_report *r)
                 r->tokens_per_s, r->ms, atom_now());
         if (r->mfu >= 0)
             fprintf(log, ",\"mfu\":%.6g", r->mfu);
+        if (r->ckpt_writer_cpu_s >= 0)
+            fprintf(log, ",\"ckpt_writer_cpu_s\":%.6f", r->ckpt_writer_cpu_s);
         fputs("}\n", log);
         fflush(log);
     }
@@ -688,7 +693,9 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
 
         if (t.rank == 0) {
             step_report r = {step, spec->training.steps, shared[0], lr, norm,
-                             tokens_per_step / dt, 1000 * dt, -1};
+                             tokens_per_step / dt, 1000 * dt, -1, -1};
+            if (t.ckpt.async)
+                r.ckpt_writer_cpu_s = atom_ckpt_async_writer_cpu_s(t.ckpt.async);
             if (peak > 0)
                 r.mfu = flops_per_token(&spec->model) * r.tokens_per_s / peak;
             report_step(opts->progress, t.log, &r);

@@ -1,12 +1,14 @@
 #!/bin/sh
 # bench/ckpt/run_bench.sh BUILD_DIR [SCRATCH_DIR] [ROUNDS]: the checkpoint benchmark of issue 5.
+# NPS="1 2" limits the rank counts (default 1 2 4).
 #
 # Saves and loads a gpt2-124m-sized state (124M parameters + two AdamW moments, 1.49 GB) at 1, 2
 # and 4 ranks, ROUNDS times (default 3), each round running, in an order that rotates from round
 # to round (the disk drifts within a minute, so only what runs side by side compares):
 #   atom  bench_ckpt: save (write + commit, fsynced), cold load, cold verified load
 #   dd    the disk's limits for the same bytes on the same disk: dd conv=fsync of random bytes (a
-#         source in /dev/shm) and of zeros (the virtual disk writes zeros faster), and
+#         source in /dev/shm) and of zeros (the virtual disk writes zeros faster), dd
+#         oflag=direct of the random bytes (past the page cache, as atom's saves write), and
 #         dd iflag=direct reading the file back
 #   dcp   PyTorch's distributed checkpoint (dcp_bench.py) at the same ranks, when torch imports
 # Every load starts cold (the file evicted from the page cache). summarize.py then prints, per
@@ -29,6 +31,7 @@ build=$1
 scratch=${2:-/work/ckpt-bench-$$}
 rounds=${3:-3}
 settle=${SETTLE:-6}
+nps=${NPS:-1 2 4} # rank counts to run, e.g. NPS=1
 here=$(cd "$(dirname "$0")" && pwd)
 exe=$build/bench/ckpt/bench_ckpt
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_pml=ob1 \
@@ -47,6 +50,9 @@ run_dd() {
     sleep "$settle"
     echo "dd_write_random_GBps $(dd if="$random_src" of="$scratch/dd.bin" bs=1M conv=fsync 2>&1 | dd_gbps)"
     echo "dd_read_direct_GBps $(dd if="$scratch/dd.bin" of=/dev/null bs=1M iflag=direct 2>&1 | dd_gbps)"
+    rm -f "$scratch/dd.bin"
+    sleep "$settle"
+    echo "dd_write_direct_GBps $(dd if="$random_src" of="$scratch/dd.bin" bs=4M oflag=direct conv=fsync 2>&1 | dd_gbps)"
     rm -f "$scratch/dd.bin"
     sleep "$settle"
     echo "dd_write_zeros_GBps $(dd if=/dev/zero of="$scratch/dd.bin" bs=1M count=$mb conv=fsync 2>&1 | dd_gbps)"
@@ -68,7 +74,7 @@ run_dcp() {
 }
 
 echo "== $(date -u) on $(hostname), $(getconf _NPROCESSORS_ONLN) cores, disk of $scratch: $(df -h "$scratch" | tail -1)"
-for np in 1 2 4; do
+for np in $nps; do
     for r in $(seq 1 "$rounds"); do
         echo "== np $np round $r load $(cut -d' ' -f1-3 /proc/loadavg)"
         case $((r % 3)) in

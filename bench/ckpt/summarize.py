@@ -22,13 +22,15 @@ for line in open(sys.argv[1]):
 RATIOS = [  # (label, numerator, denominator)
     ("save / dd random", "save_GBps", "dd_write_random_GBps"),
     ("save / dd zeros", "save_GBps", "dd_write_zeros_GBps"),
+    ("save / dd direct", "save_GBps", "dd_write_direct_GBps"),
     ("save / DCP save", "save_GBps", "dcp_save_GBps"),
     ("load / dd direct", "load_GBps", "dd_read_direct_GBps"),
     ("verified load / dd direct", "load_verified_GBps", "dd_read_direct_GBps"),
     ("load / DCP load", "load_GBps", "dcp_load_GBps"),
     ("verified load / DCP load", "load_verified_GBps", "dcp_load_GBps"),
 ]
-FIGS = ["save_GBps", "dd_write_random_GBps", "dd_write_zeros_GBps", "dcp_save_GBps",
+FIGS = ["save_GBps", "dd_write_random_GBps", "dd_write_zeros_GBps", "dd_write_direct_GBps",
+        "dcp_save_GBps",
         "load_GBps", "load_verified_GBps", "dd_read_direct_GBps", "dcp_load_GBps"]
 for np_ in sorted({n for n, _ in rounds}):
     mine = [f for n, f in rounds if n == np_]
