@@ -184,6 +184,21 @@ static void test_kernel_bf16_rounding(void **state)
  * a wrong operand, transposition or block (a product too large for one scratch block is cut
  * along its inner dimension) misses it by orders of magnitude. The fp32 path of the same call
  * must agree within bf16's own rounding. Accumulating outputs (dweight, dbias) start non-zero. */
+/* init + sum over k of a[k*sa] * b[k*sb], both rounded to bf16, in double; *mag = |init| +
+ * sum of |terms| (at least 1e-30), the scale an fp32 accumulation's error is measured against */
+static double bf16_dot(double init, const float *a, size_t sa, const float *b, size_t sb, int n,
+                       double *mag)
+{
+    double sum = init, m = fabs(init) + 1e-30;
+    for (int k = 0; k < n; k++) {
+        double t = (double)atom_bf16_round(a[k * sa]) * (double)atom_bf16_round(b[k * sb]);
+        sum += t;
+        m += fabs(t);
+    }
+    *mag = m;
+    return sum;
+}
+
 static void check_bf16_linear(int N, int IN, int OUT)
 {
     const atom_backend *be = atom_backend_cpu();
@@ -209,42 +224,27 @@ static void check_bf16_linear(int N, int IN, int OUT)
     be->matmul_forward(out32, inp, w, bias, N, IN, OUT, false);
     be->matmul_backward(dinp, dw, db, dout, inp, w, N, IN, OUT, true);
     be->matmul_backward(dinp32, dw32, db32, dout, inp, w, N, IN, OUT, false);
-#define R16(x) ((double)atom_bf16_round(x))
     double worst = 0, worst32 = 0; /* |error| / sum |terms| */
     for (int n = 0; n < N; n += 1 + N / 61)
         for (int o = 0; o < OUT; o++) {
-            double want = bias[o], mag = fabs(bias[o]);
-            for (int i = 0; i < IN; i++) {
-                double t = R16(inp[(size_t)n * IN + i]) * R16(w[(size_t)o * IN + i]);
-                want += t;
-                mag += fabs(t);
-            }
+            double mag, want = bf16_dot(bias[o], inp + (size_t)n * IN, 1, w + (size_t)o * IN, 1,
+                                        IN, &mag);
             worst = fmax(worst, fabs(out[(size_t)n * OUT + o] - want) / mag);
             worst32 = fmax(worst32, fabs(out32[(size_t)n * OUT + o] - want) / mag);
         }
     for (int n = 0; n < N; n += 1 + N / 61)
         for (int i = 0; i < IN; i++) {
-            double want = 0, mag = 1e-30;
-            for (int o = 0; o < OUT; o++) {
-                double t = R16(dout[(size_t)n * OUT + o]) * R16(w[(size_t)o * IN + i]);
-                want += t;
-                mag += fabs(t);
-            }
+            double mag, want = bf16_dot(0, dout + (size_t)n * OUT, 1, w + i, IN, OUT, &mag);
             worst = fmax(worst, fabs(dinp[(size_t)n * IN + i] - want) / mag);
             worst32 = fmax(worst32, fabs(dinp32[(size_t)n * IN + i] - want) / mag);
         }
     for (int o = 0; o < OUT; o++)
         for (int i = 0; i < IN; i += 1 + IN / 61) {
-            double want = dw0[(size_t)o * IN + i], mag = fabs(want);
-            for (int n = 0; n < N; n++) {
-                double t = R16(dout[(size_t)n * OUT + o]) * R16(inp[(size_t)n * IN + i]);
-                want += t;
-                mag += fabs(t);
-            }
+            double mag, want = bf16_dot(dw0[(size_t)o * IN + i], dout + o, OUT, inp + i, IN, N,
+                                        &mag);
             worst = fmax(worst, fabs(dw[(size_t)o * IN + i] - want) / mag);
             worst32 = fmax(worst32, fabs(dw32[(size_t)o * IN + i] - want) / mag);
         }
-#undef R16
     for (int o = 0; o < OUT; o++)
         assert_true(db[o] == db32[o]); /* the bias gradient is fp32 either way */
     printf("bf16 Linear N=%d IN=%d OUT=%d: worst error / sum|terms| %.1e (the fp32 path: %.1e)\n",
