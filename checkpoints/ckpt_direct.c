@@ -8,8 +8,9 @@
  * spends a bounce-buffer memcpy (GB/s from hot pages) and otherwise waits on the disk, which
  * costs training nothing.
  *
- * How: parallel HDF5 still creates the file, every dataset (contiguous, allocated at creation)
- * and every attribute; H5Dget_offset gives where a dataset's raw data starts, and the rank
+ * How: HDF5 still creates the file, every dataset (contiguous, allocated at creation) and every
+ * attribute (rank 0 alone with serial HDF5 by default, ckpt_write.c's write_direct; or all ranks
+ * with parallel HDF5); H5Dget_offset gives where a dataset's raw data starts, and the rank
  * writes the runs of its hyperslab there itself, in the order H5Dwrite would map a packed
  * 1-D buffer onto the selection (row-major). That is the same bytes at the same places as an
  * independent H5Dwrite through ROMIO (which also ends in pwrite), so readers see a normal HDF5
