@@ -59,7 +59,8 @@ static void lower_priority(void) {
         pthread_setschedparam(pthread_self(), SCHED_IDLE, &none);
         return;
     }
-    int nice_value = env && *env ? atoi(env) : 10;
+    env = ckpt_env_choice("ATOM_CKPT_WRITER_NICE", NULL, "10");
+    int nice_value = env ? atoi(env) : 10;
     if (nice_value > 0) {
         setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice_value);
     }

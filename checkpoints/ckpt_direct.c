@@ -46,8 +46,8 @@ size_t ckpt_direct_place(const ckpt_piece *p, size_t at) {
 }
 
 size_t ckpt_direct_min(void) {
-    const char *env = getenv("ATOM_CKPT_DIRECT_MIN");
-    if (env && *env) {
+    const char *env = ckpt_env_choice("ATOM_CKPT_DIRECT_MIN", NULL, "262144");
+    if (env) {
         long long v = atoll(env);
         return v < DIRECT_ALIGN ? DIRECT_ALIGN : (size_t)v;
     }
@@ -55,7 +55,8 @@ size_t ckpt_direct_min(void) {
 }
 
 bool ckpt_direct_enabled(void) {
-    const char *env = getenv("ATOM_CKPT_DIRECT");
+    static const char *const onoff[] = {"0", "1", NULL};
+    const char *env = ckpt_env_choice("ATOM_CKPT_DIRECT", onoff, "1");
     return ckpt_xfer_mode() == H5FD_MPIO_INDEPENDENT && !(env && strcmp(env, "0") == 0);
 }
 

@@ -50,6 +50,10 @@ void ckpt_fault_point(MPI_Comm comm, const char *point);
  * 5x slower (docs/checkpoint-format.md). ATOM_CKPT_IO=collective selects them; ATOM_CKPT_SIEVE=1
  * keeps data sieving. */
 H5FD_mpio_xfer_t ckpt_xfer_mode(void);
+/* A checkpoint tuning variable's value, or NULL when unset or empty. A value that is not one
+ * of `allowed` (a NULL-terminated list; NULL list: an integer >= 0) is named on stderr with
+ * what is used instead, and NULL is returned: a typo is told, never silently taken. */
+const char *ckpt_env_choice(const char *name, const char *const *allowed, const char *fallback);
 /* MPI_Info hints for opening a checkpoint file; free with MPI_Info_free. */
 MPI_Info ckpt_mpi_info(void);
 

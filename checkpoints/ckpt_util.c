@@ -103,8 +103,44 @@ void ckpt_fault_point(MPI_Comm comm, const char *point) {
     }
 }
 
+const char *ckpt_env_choice(const char *name, const char *const *allowed, const char *fallback) {
+    const char *v = getenv(name);
+    if (!v || !*v) {
+        return NULL;
+    }
+    if (allowed) {
+        for (int i = 0; allowed[i]; i++) {
+            if (strcmp(v, allowed[i]) == 0) {
+                return v;
+            }
+        }
+    } else {
+        char *end;
+        long long n = strtoll(v, &end, 10);
+        if (*end == '\0' && n >= 0) {
+            return v;
+        }
+    }
+    /* said once per variable: these are read at every save */
+    static const char *warned[8];
+    static pthread_mutex_t warned_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&warned_lock);
+    int i = 0;
+    while (i < 8 && warned[i] && warned[i] != name) {
+        i++;
+    }
+    if (i < 8 && !warned[i]) {
+        warned[i] = name;
+        fprintf(stderr, "atom checkpoints: %s=\"%s\" is not %s; using %s\n", name, v,
+                allowed ? "a known value" : "an integer >= 0", fallback);
+    }
+    pthread_mutex_unlock(&warned_lock);
+    return NULL;
+}
+
 H5FD_mpio_xfer_t ckpt_xfer_mode(void) {
-    const char *io = getenv("ATOM_CKPT_IO");
+    static const char *const modes[] = {"collective", "independent", NULL};
+    const char *io = ckpt_env_choice("ATOM_CKPT_IO", modes, "independent");
     return io && strcmp(io, "collective") == 0 ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT;
 }
 
