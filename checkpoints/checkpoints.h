@@ -132,10 +132,17 @@ typedef struct atom_ckpt_async atom_ckpt_async;
 /* Collective over group.comm (it duplicates the communicator and starts the thread). */
 int atom_ckpt_async_create(atom_ckpt_async **out, atom_ckpt_group group, size_t max_bytes,
                            atom_ckpt_err *err);
-/* Collective over group.comm (every rank, same step: the ranks agree on who writes what).
- * If a save is still in flight it first waits for it (at most one in flight). Fails, without
- * starting, if the previous save failed and poll/wait has not reported it yet, or if the snapshot
- * would exceed max_bytes (the message gives the size needed). Returns once the copy is done. */
+/* Collective over group.comm, optional: creates dir if missing, plans who writes what for these
+ * tensors and allocates the snapshot buffer with its pages touched, so that none of it happens
+ * inside a training step. Fails as start does for a snapshot over max_bytes. */
+int atom_ckpt_async_prepare(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor *tensors,
+                            int ntensors, atom_ckpt_err *err);
+/* Collective over group.comm (every rank, same step). If a save is still in flight it first
+ * waits for it (at most one in flight). The plan of prepare or of the last start is kept while
+ * every rank passes tensors of the same names, shapes and selections and the same dir (the
+ * floats may move); else the ranks plan again. Fails, without starting, if the previous save
+ * failed and poll/wait has not reported it yet, or if the snapshot would exceed max_bytes (the
+ * message gives the size needed). Returns once the copy (and its checksums) is done. */
 int atom_ckpt_async_start(atom_ckpt_async *a, const char *dir, const atom_ckpt_tensor *tensors,
                           int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err);
 /* *done = true when no save is in flight; then returns the last save's status (-1 and its
@@ -143,7 +150,7 @@ int atom_ckpt_async_start(atom_ckpt_async *a, const char *dir, const atom_ckpt_t
 int atom_ckpt_async_poll(atom_ckpt_async *a, bool *done, atom_ckpt_err *err);
 /* Blocks until no save is in flight; returns the last save's status. */
 int atom_ckpt_async_wait(atom_ckpt_async *a, atom_ckpt_err *err);
-/* Bytes of the snapshot buffer allocated so far (0 before the first start). */
+/* Bytes of the snapshot buffer allocated so far (0 before the first prepare or start). */
 size_t atom_ckpt_async_bytes(const atom_ckpt_async *a);
 /* CPU seconds the background thread has used for saves so far (its own user + system time):
  * on a machine whose cores all train, about what the saves took from training. */

@@ -77,6 +77,7 @@ typedef struct ckpt_piece {
     int64_t outer, row, off, len;
     const float *data[CKPT_KINDS]; /* the packed piece (elems floats) per kind */
     uint32_t crc[CKPT_KINDS];
+    bool crc_ready;                /* crc[] already hold the data's checksums */
 } ckpt_piece;
 
 /* Decides, for every tensor, the piece this rank writes (collective over comm: the ranks compare
@@ -85,6 +86,10 @@ int ckpt_plan(MPI_Comm comm, const atom_ckpt_tensor *tensors, int ntensors, ckpt
               atom_ckpt_err *err);
 /* Copies the piece's floats out of a shard into dst (elems floats). */
 void ckpt_piece_gather(const ckpt_piece *p, const float *shard, float *dst);
+/* The same, returning the CRC32C of the packed floats, each chunk checksummed right after its
+ * copy while it is still in cache: an async save's writer thread then never reads the snapshot
+ * but to write it (the CRC there, on cores busy training, cost it 40% of its CPU time). */
+uint32_t ckpt_piece_gather_crc(const ckpt_piece *p, const float *shard, float *dst);
 /* True when the piece is one contiguous run of the shard (no copy needed). */
 bool ckpt_piece_contiguous(const ckpt_piece *p);
 /* Checks a tensor description (rank, selection inside the shape). */
@@ -99,6 +104,15 @@ typedef struct ckpt_direct {
     size_t min_run;  /* runs shorter than this go through the page cache */
 } ckpt_direct;
 bool ckpt_direct_enabled(void);
+/* The chunk width of a dataset whose written pieces have this selection (ckpt_direct.c): > 0
+ * when the tensor is split along its last dimension into blocks of w columns, each then stored
+ * as one chunk of every leading dimension x w columns; 0 for a contiguous dataset. A dataset is
+ * chunked only when every written piece gives the same w. */
+hsize_t ckpt_chunk_width(int nd, const hsize_t *dims, const hsize_t *start, const hsize_t *count,
+                         const hsize_t *block);
+/* Piece p as seen inside its chunk of width w: *view with the chunk's dims and the start within
+ * it; *chunk is the chunk's index along the last dimension. */
+void ckpt_piece_in_chunk(const ckpt_piece *p, hsize_t w, ckpt_piece *view, hsize_t *chunk);
 /* The first byte offset >= at (from a page-aligned base) at which to place piece p's packed
  * floats so that they sit page-aligned where the file is (datasets of 64 KiB or more start on
  * 1 MiB boundaries): then O_DIRECT writes them without a bounce copy. Adds < 4 KiB. */

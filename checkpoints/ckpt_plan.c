@@ -172,3 +172,29 @@ void ckpt_piece_gather(const ckpt_piece *p, const float *shard, float *dst) {
         memcpy(dst + o * p->len, shard + o * p->row + p->off, sizeof(float) * (size_t)p->len);
     }
 }
+
+/* 96 KiB: a multiple of the CRC's three-chain block (3 x 8 KiB, ckpt_util.c), small enough to be
+ * read back from L2 right after its copy. */
+#define GATHER_CRC_CHUNK (3u * 8192u * 4u)
+
+static uint32_t copy_crc(char *dst, const char *src, size_t n, uint32_t crc) {
+    for (size_t at = 0; at < n; at += GATHER_CRC_CHUNK) {
+        size_t len = n - at < GATHER_CRC_CHUNK ? n - at : GATHER_CRC_CHUNK;
+        memcpy(dst + at, src + at, len);
+        crc = atom_ckpt_crc32c(crc, dst + at, len);
+    }
+    return crc;
+}
+
+uint32_t ckpt_piece_gather_crc(const ckpt_piece *p, const float *shard, float *dst) {
+    if (ckpt_piece_contiguous(p)) {
+        return copy_crc((char *)dst, (const char *)(shard + p->off),
+                        sizeof(float) * (size_t)p->elems, 0);
+    }
+    uint32_t crc = 0;
+    for (int64_t o = 0; o < p->outer; o++) {
+        crc = copy_crc((char *)(dst + o * p->len), (const char *)(shard + o * p->row + p->off),
+                       sizeof(float) * (size_t)p->len, crc);
+    }
+    return crc;
+}

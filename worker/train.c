@@ -292,7 +292,9 @@ static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const
              * its pieces page-aligned for O_DIRECT (checkpoints.h) */
             size_t bytes = 3 * (size_t)table->total * sizeof(float) + (1u << 20);
             atom_ckpt_err cerr;
-            if (atom_ckpt_async_create(&c->async, c->group, bytes, &cerr) != 0)
+            if (atom_ckpt_async_create(&c->async, c->group, bytes, &cerr) != 0 ||
+                atom_ckpt_async_prepare(c->async, plan->spec.checkpoint.dir, c->tensors,
+                                        ATOM_N_PARAMS, &cerr) != 0)
                 return atom_errf(err, "rank %d: async checkpoints: %s", rank, cerr.msg);
         }
     }
