@@ -24,6 +24,27 @@ static void prefetch(int fd, hid_t ds, int nd, const hsize_t *dims, const hsize_
     }
     haddr_t base = H5Dget_offset(ds);
     if (base == HADDR_UNDEF) {
+        /* column-block chunks (ckpt_chunk_width): every chunk the selection's columns reach */
+        const int l = nd - 1;
+        hsize_t lo = start[l], hi = start[l] + (count[l] - 1) * stride[l] + block[l];
+        hsize_t shape[ATOM_CKPT_MAX_DIMS] = {0}, chunks = 0;
+        hid_t plist = H5Dget_create_plist(ds);
+        int got = plist < 0 ? -1 : H5Pget_chunk(plist, nd, shape);
+        if (plist >= 0) {
+            H5Pclose(plist);
+        }
+        if (got != nd || H5Dget_num_chunks(ds, H5S_ALL, &chunks) < 0) {
+            return;
+        }
+        for (hsize_t c = 0; c < chunks; c++) {
+            hsize_t origin[ATOM_CKPT_MAX_DIMS] = {0}, bytes = 0;
+            unsigned filters = 0;
+            haddr_t at = HADDR_UNDEF;
+            if (H5Dget_chunk_info(ds, H5S_ALL, c, origin, &filters, &at, &bytes) >= 0 &&
+                at != HADDR_UNDEF && origin[l] < hi && origin[l] + shape[l] > lo) {
+                posix_fadvise(fd, (off_t)at, (off_t)bytes, POSIX_FADV_WILLNEED);
+            }
+        }
         return;
     }
     hsize_t first = 0, last = 0;
