@@ -155,8 +155,7 @@ static int read_item(hid_t file, const export_item *e, float *buf, atom_ckpt_err
     if (have != want || (e->layer >= 0 && (hsize_t)e->layer >= dims[0])) {
         rc = ckpt_errf(err, "dataset %s does not have the shape GPT-2's %s needs", dname, e->name);
     } else {
-        hsize_t n = (hsize_t)want;
-        hid_t mspace = H5Screate_simple(1, &n, NULL);
+        hid_t mspace = ckpt_mem_space(nd, count, NULL);
         H5Sselect_hyperslab(space, H5S_SELECT_SET, start, NULL, count, NULL);
         if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, space, H5P_DEFAULT, buf) < 0) {
             rc = ckpt_h5_errf(err, "cannot read dataset %s", dname);

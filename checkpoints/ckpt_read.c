@@ -33,17 +33,20 @@ static void prefetch(int fd, hid_t ds, int nd, const hsize_t *dims, const hsize_
         if (plist >= 0) {
             H5Pclose(plist);
         }
-        if (got != nd || H5Dget_num_chunks(ds, H5S_ALL, &chunks) < 0) {
-            return;
-        }
-        for (hsize_t c = 0; c < chunks; c++) {
-            hsize_t origin[ATOM_CKPT_MAX_DIMS] = {0}, bytes = 0;
-            unsigned filters = 0;
-            haddr_t at = HADDR_UNDEF;
-            if (H5Dget_chunk_info(ds, H5S_ALL, c, origin, &filters, &at, &bytes) >= 0 &&
-                at != HADDR_UNDEF && origin[l] < hi && origin[l] + shape[l] > lo) {
-                posix_fadvise(fd, (off_t)at, (off_t)bytes, POSIX_FADV_WILLNEED);
+        hid_t all = H5Dget_space(ds); /* HDF5 1.10 takes no H5S_ALL here */
+        if (got == nd && all >= 0 && H5Dget_num_chunks(ds, all, &chunks) >= 0) {
+            for (hsize_t c = 0; c < chunks; c++) {
+                hsize_t origin[ATOM_CKPT_MAX_DIMS] = {0}, bytes = 0;
+                unsigned filters = 0;
+                haddr_t at = HADDR_UNDEF;
+                if (H5Dget_chunk_info(ds, all, c, origin, &filters, &at, &bytes) >= 0 &&
+                    at != HADDR_UNDEF && origin[l] < hi && origin[l] + shape[l] > lo) {
+                    posix_fadvise(fd, (off_t)at, (off_t)bytes, POSIX_FADV_WILLNEED);
+                }
             }
+        }
+        if (all >= 0) {
+            H5Sclose(all);
         }
         return;
     }
@@ -225,8 +228,7 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
             *buf = grown;
             *buf_cap = n;
         }
-        hsize_t hn = (hsize_t)n;
-        hid_t mspace = H5Screate_simple(1, &hn, NULL);
+        hid_t mspace = ckpt_mem_space(nd, count, block);
         if (H5Dread(ds, H5T_IEEE_F32LE, mspace, fspace, dxpl, *buf) < 0) {
             rc = ckpt_h5_errf(err, "dataset %s: cannot read hyperslab %s (truncated file?)", dname,
                               slab);
@@ -504,8 +506,7 @@ static int verify_read(hid_t ds, hid_t fspace, const char *dname, const atom_ckp
                 buf = grown;
                 buf_cap = n;
             }
-            hsize_t hn = (hsize_t)n;
-            hid_t mspace = H5Screate_simple(1, &hn, NULL);
+            hid_t mspace = ckpt_mem_space(nd, count, block);
             H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block);
             if (H5Dread(ds, H5T_IEEE_F32LE, mspace, fspace, dxpl, buf) < 0) {
                 rc = ckpt_h5_errf(err, "dataset %s: cannot read hyperslab %s (truncated file?)",
@@ -573,8 +574,7 @@ static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dx
             return finish_read_tensor(ds, fspace);
         }
         H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block);
-        hsize_t n = (hsize_t)atom_ckpt_shard_elems(t);
-        hid_t mspace = H5Screate_simple(1, &n, NULL);
+        hid_t mspace = ckpt_mem_space(nd, count, block);
         float *dst = kind == 0 ? t->param : kind == 1 ? t->adam_m : t->adam_v;
         if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, dst) < 0) {
             rc = ckpt_h5_errf(err, "%s: cannot read dataset %s (truncated file?)", path, dname);

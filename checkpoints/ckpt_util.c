@@ -354,3 +354,11 @@ void ckpt_meta_defaults(atom_ckpt_meta *meta, atom_ckpt_group group) {
         meta->tp = size / meta->dp > 0 ? size / meta->dp : 1;
     }
 }
+
+hid_t ckpt_mem_space(int nd, const hsize_t *count, const hsize_t *block) {
+    hsize_t extent[ATOM_CKPT_MAX_DIMS];
+    for (int d = 0; d < nd; d++) {
+        extent[d] = count[d] * (block ? block[d] : 1);
+    }
+    return H5Screate_simple(nd, extent, NULL);
+}
