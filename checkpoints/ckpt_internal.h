@@ -119,6 +119,10 @@ int ckpt_direct_close(ckpt_direct *w, const char *path, atom_ckpt_err *err);
  * values of rank 0 are written. */
 int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int npieces,
                     const atom_ckpt_meta *meta, atom_ckpt_err *err);
+/* After a save of path (a .tmp file) failed on every rank (the ranks agreed, so none writes it
+ * any more): rank 0 removes it, so that a full disk gets back the space it took, and adds to err
+ * whether it did; every rank gets rank 0's message. Collective. */
+void ckpt_discard_tmp(const char *path, MPI_Comm comm, atom_ckpt_err *err);
 /* Creates dir (one level) on rank 0 of comm if missing; collective. */
 int ckpt_ensure_dir(const char *dir, MPI_Comm comm, atom_ckpt_err *err);
 /* Fills layout defaults of meta from the group (see atom_ckpt_group). */

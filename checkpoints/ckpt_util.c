@@ -21,9 +21,23 @@ int ckpt_errf(atom_ckpt_err *err, const char *fmt, ...) {
     return -1;
 }
 
-/* H5Ewalk2 visits the most specific error first when walking upward: that one says why. */
+/* H5Ewalk2 visits the most specific error first when walking upward: that one says why. A
+ * failed system call's description (HDF5's file drivers) runs "file write failed: time = ...,
+ * filename = ..., errno = 28, error message = 'No space left on device', buf = ..." and would
+ * not fit: it is cut to what failed and the system's reason ("file write failed: No space left
+ * on device"); the caller's message names the file. */
 static herr_t innermost_error(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) {
+    if (n != 0 || !e->desc) {
+        return 0;
+    }
+    const char *reason = strstr(e->desc, "error message = '");
+    const char *colon = strchr(e->desc, ':');
+    if (reason && colon && colon < reason) {
+        reason += strlen("error message = '");
+        const char *end = strchr(reason, '\'');
+        snprintf((char *)data, 256, "%.*s: %.*s", (int)(colon - e->desc), e->desc,
+                 (int)(end ? end - reason : 128), reason);
+    } else {
         snprintf((char *)data, 256, "%s", e->desc);
     }
     return 0;
