@@ -266,7 +266,8 @@ int main(int argc, char **argv) {
     MPI_Bcast(&need, 1, MPI_INT64_T, 0, MPI_COMM_WORLD);
 
     /* From nothing free (HDF5's create and close fail) to one page short (a data write fails). */
-    const int64_t levels[] = {0, PAGE, need / 2 / PAGE * PAGE, need - PAGE};
+    const int64_t levels[] = {0, PAGE, need / 2 / PAGE * PAGE, (need - need / 16) / PAGE * PAGE,
+                              need - PAGE};
     for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
         fail_at_level(&m, a, levels[i]);
     }
