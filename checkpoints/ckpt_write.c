@@ -229,8 +229,8 @@ static int check_room(const char *path, const ckpt_piece *pieces, int n, atom_ck
     char folder[4096];
     snprintf(folder, sizeof folder, "%s", path);
     struct statvfs fs;
-    if (statvfs(dirname(folder), &fs) != 0) {
-        return 0; /* nothing known: the writes will tell */
+    if (statvfs(dirname(folder), &fs) != 0 || fs.f_blocks == 0) {
+        return 0; /* nothing known (some network and FUSE file systems): the writes will tell */
     }
     /* root may use the blocks the file system reserves for it */
     uint64_t room = (uint64_t)(geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * fs.f_frsize;
