@@ -128,9 +128,12 @@ static int commit_local(const char *dir, int64_t step, int keep, MPI_Comm comm,
         rc = ckpt_errf(err, "rename %s -> %s: %s", tmp, final, strerror(errno));
     }
     if (rc != 0) {
-        size_t used = strlen(err->msg);
-        snprintf(err->msg + used, sizeof err->msg - used, unlink(tmp) == 0
-                     ? " (the partial file was removed)" : " (the partial file was not removed)");
+        bool removed = unlink(tmp) == 0;
+        if (err) {
+            size_t used = strlen(err->msg);
+            snprintf(err->msg + used, sizeof err->msg - used, removed
+                         ? " (the partial file was removed)" : " (the partial file was not removed)");
+        }
         return -1;
     }
     if (fsync_path(dir, O_RDONLY | O_DIRECTORY, err) != 0) {
