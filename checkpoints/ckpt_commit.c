@@ -131,8 +131,8 @@ static int commit_local(const char *dir, int64_t step, int keep, MPI_Comm comm,
         bool removed = unlink(tmp) == 0;
         if (err) {
             size_t used = strlen(err->msg);
-            snprintf(err->msg + used, sizeof err->msg - used, removed
-                         ? " (the partial file was removed)" : " (the partial file was not removed)");
+            snprintf(err->msg + used, sizeof err->msg - used, " (the partial file was %sremoved)",
+                     removed ? "" : "not ");
         }
         return -1;
     }

@@ -504,8 +504,8 @@ void ckpt_discard_tmp(const char *path, MPI_Comm comm, atom_ckpt_err *err) {
         if (unlink(path) == 0) {
             snprintf(err->msg + used, sizeof err->msg - used, " (the partial file was removed)");
         } else if (errno != ENOENT) {
-            snprintf(err->msg + used, sizeof err->msg - used, " (the partial file was not removed: %s)",
-                     strerror(errno));
+            snprintf(err->msg + used, sizeof err->msg - used,
+                     " (the partial file was not removed: %s)", strerror(errno));
         }
     }
     MPI_Request req;

@@ -216,7 +216,8 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     if (argc < 2 || size != 2) {
         if (rank == 0) {
-            fprintf(stderr, "usage: mpirun -np 2 %s DIR (DIR: a small tmpfs of its own)\n", argv[0]);
+            fprintf(stderr, "usage: mpirun -np 2 %s DIR (DIR: a small tmpfs of its own)\n",
+                    argv[0]);
         }
         MPI_Finalize();
         return 2;
@@ -224,7 +225,8 @@ int main(int argc, char **argv) {
     dir = argv[1];
     snprintf(ballast, sizeof ballast, "%s/ballast", dir);
     struct statvfs fs;
-    int usable = statvfs(dir, &fs) == 0 && (int64_t)fs.f_blocks * (int64_t)fs.f_frsize <= MAX_FS_BYTES;
+    bool usable = statvfs(dir, &fs) == 0 &&
+                  (int64_t)fs.f_blocks * (int64_t)fs.f_frsize <= MAX_FS_BYTES;
     if (!usable) {
         if (rank == 0) {
             fprintf(stderr, "%s is not a file system of at most %lld bytes: not filling it\n", dir,
