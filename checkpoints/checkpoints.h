@@ -113,7 +113,9 @@ int atom_ckpt_write(const char *dir, atom_ckpt_group group, const atom_ckpt_tens
  * the file-system work; every rank gets its status. */
 int atom_ckpt_commit(const char *dir, int64_t step, MPI_Comm comm, int keep, atom_ckpt_err *err);
 
-/* atom_ckpt_write then atom_ckpt_commit: a synchronous save. */
+/* atom_ckpt_write then atom_ckpt_commit: a synchronous save. A save that fails (write or
+ * commit, before the rename) removes its .tmp file (a full disk gets its space back); the
+ * message names the file and the system's reason. */
 int atom_ckpt_save(const char *dir, atom_ckpt_group group, const atom_ckpt_tensor *tensors,
                    int ntensors, const atom_ckpt_meta *meta, int keep, atom_ckpt_err *err);
 

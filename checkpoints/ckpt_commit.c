@@ -120,11 +120,21 @@ static int commit_local(const char *dir, int64_t step, int keep, MPI_Comm comm,
     ckpt_file_name(final, sizeof final, dir, step, false);
     snprintf(link_tmp, sizeof link_tmp, "%s/latest.tmp", dir);
     snprintf(link, sizeof link, "%s/latest", dir);
-    if (fsync_path(tmp, O_RDONLY, err) != 0) {
-        return -1;
+    /* Until the rename, the file is this save's alone and every rank is done writing it: if
+     * it cannot be made durable or put in place, it is removed, so that a full disk gets its
+     * space back (a .tmp is never loaded anyway). */
+    int rc = fsync_path(tmp, O_RDONLY, err);
+    if (rc == 0 && rename(tmp, final) != 0) {
+        rc = ckpt_errf(err, "rename %s -> %s: %s", tmp, final, strerror(errno));
     }
-    if (rename(tmp, final) != 0) {
-        return ckpt_errf(err, "rename %s -> %s: %s", tmp, final, strerror(errno));
+    if (rc != 0) {
+        bool removed = unlink(tmp) == 0;
+        if (err) {
+            size_t used = strlen(err->msg);
+            snprintf(err->msg + used, sizeof err->msg - used, " (the partial file was %sremoved)",
+                     removed ? "" : "not ");
+        }
+        return -1;
     }
     if (fsync_path(dir, O_RDONLY | O_DIRECTORY, err) != 0) {
         return -1;

@@ -28,6 +28,11 @@ int ckpt_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(pr
  * (H5S_select_iterate: a gpt2-124m load at TP 2 took 2.7-4.2 s instead of 1.5-1.7 s, measured);
  * with the same shape it maps whole blocks. */
 hid_t ckpt_mem_space(int nd, const hsize_t *count, const hsize_t *block);
+/* Calls fn for every allocated chunk of a chunked dataset (its file address, bytes and first
+ * element); returns how many (0 for a contiguous dataset). */
+int ckpt_each_chunk(hid_t ds, void (*fn)(haddr_t at, hsize_t bytes, const hsize_t *origin,
+                                         void *arg),
+                    void *arg);
 int ckpt_h5_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Turns off HDF5's automatic error printing (library calls print nothing themselves). */
 void ckpt_h5_quiet(void);
@@ -139,6 +144,10 @@ int ckpt_direct_close(ckpt_direct *w, const char *path, atom_ckpt_err *err);
  * values of rank 0 are written. */
 int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int npieces,
                     const atom_ckpt_meta *meta, atom_ckpt_err *err);
+/* After a save of path (a .tmp file) failed on every rank (the ranks agreed, so none writes it
+ * any more): rank 0 removes it, so that a full disk gets back the space it took, and adds to err
+ * whether it did; every rank gets rank 0's message. Collective. */
+void ckpt_discard_tmp(const char *path, MPI_Comm comm, atom_ckpt_err *err);
 /* Creates dir (one level) on rank 0 of comm if missing; collective. */
 int ckpt_ensure_dir(const char *dir, MPI_Comm comm, atom_ckpt_err *err);
 /* Fills layout defaults of meta from the group (see atom_ckpt_group). */

@@ -16,7 +16,19 @@
  * without iflag=direct, 1.8 GB/s with it). Telling the kernel the whole byte range a rank will
  * read (POSIX_FADV_WILLNEED) lets it issue large reads at once (1.27 GB/s measured for the same
  * file). The range is from the selection's first to its last element in the dataset's contiguous
- * storage. */
+ * storage, or every column-block chunk the selection reaches. */
+typedef struct chunk_reach {
+    int fd, dim;
+    hsize_t lo, hi, width; /* the selection's columns [lo, hi) along dim; a chunk's width */
+} chunk_reach;
+
+static void prefetch_chunk(haddr_t at, hsize_t bytes, const hsize_t *origin, void *arg) {
+    const chunk_reach *r = arg;
+    if (origin[r->dim] < r->hi && origin[r->dim] + r->width > r->lo) {
+        posix_fadvise(r->fd, (off_t)at, (off_t)bytes, POSIX_FADV_WILLNEED);
+    }
+}
+
 static void prefetch(int fd, hid_t ds, int nd, const hsize_t *dims, const hsize_t *start,
                      const hsize_t *stride, const hsize_t *count, const hsize_t *block) {
     if (fd < 0) {
@@ -26,27 +38,15 @@ static void prefetch(int fd, hid_t ds, int nd, const hsize_t *dims, const hsize_
     if (base == HADDR_UNDEF) {
         /* column-block chunks (ckpt_chunk_width): every chunk the selection's columns reach */
         const int l = nd - 1;
-        hsize_t lo = start[l], hi = start[l] + (count[l] - 1) * stride[l] + block[l];
-        hsize_t shape[ATOM_CKPT_MAX_DIMS] = {0}, chunks = 0;
+        chunk_reach reach = {fd, l, start[l], start[l] + (count[l] - 1) * stride[l] + block[l], 0};
         hid_t plist = H5Dget_create_plist(ds);
-        int got = plist < 0 ? -1 : H5Pget_chunk(plist, nd, shape);
+        hsize_t shape[ATOM_CKPT_MAX_DIMS] = {0};
+        if (plist >= 0 && H5Pget_chunk(plist, nd, shape) == nd) {
+            reach.width = shape[l];
+            ckpt_each_chunk(ds, prefetch_chunk, &reach);
+        }
         if (plist >= 0) {
             H5Pclose(plist);
-        }
-        hid_t all = H5Dget_space(ds); /* HDF5 1.10 takes no H5S_ALL here */
-        if (got == nd && all >= 0 && H5Dget_num_chunks(ds, all, &chunks) >= 0) {
-            for (hsize_t c = 0; c < chunks; c++) {
-                hsize_t origin[ATOM_CKPT_MAX_DIMS] = {0}, bytes = 0;
-                unsigned filters = 0;
-                haddr_t at = HADDR_UNDEF;
-                if (H5Dget_chunk_info(ds, all, c, origin, &filters, &at, &bytes) >= 0 &&
-                    at != HADDR_UNDEF && origin[l] < hi && origin[l] + shape[l] > lo) {
-                    posix_fadvise(fd, (off_t)at, (off_t)bytes, POSIX_FADV_WILLNEED);
-                }
-            }
-        }
-        if (all >= 0) {
-            H5Sclose(all);
         }
         return;
     }

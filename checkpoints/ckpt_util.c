@@ -21,9 +21,23 @@ int ckpt_errf(atom_ckpt_err *err, const char *fmt, ...) {
     return -1;
 }
 
-/* H5Ewalk2 visits the most specific error first when walking upward: that one says why. */
+/* H5Ewalk2 visits the most specific error first when walking upward: that one says why. A
+ * failed system call's description (HDF5's file drivers) runs "file write failed: time = ...,
+ * filename = ..., errno = 28, error message = 'No space left on device', buf = ..." and would
+ * not fit: it is cut to what failed and the system's reason ("file write failed: No space left
+ * on device"); the caller's message names the file. */
 static herr_t innermost_error(unsigned n, const H5E_error2_t *e, void *data) {
-    if (n == 0 && e->desc) {
+    if (n != 0 || !e->desc) {
+        return 0;
+    }
+    const char *reason = strstr(e->desc, "error message = '");
+    const char *colon = strchr(e->desc, ':');
+    if (reason && colon && colon < reason) {
+        reason += strlen("error message = '");
+        const char *end = strchr(reason, '\'');
+        snprintf((char *)data, 256, "%.*s: %.*s", (int)(colon - e->desc), e->desc,
+                 (int)(end ? end - reason : 128), reason);
+    } else {
         snprintf((char *)data, 256, "%s", e->desc);
     }
     return 0;
@@ -361,4 +375,28 @@ hid_t ckpt_mem_space(int nd, const hsize_t *count, const hsize_t *block) {
         extent[d] = count[d] * (block ? block[d] : 1);
     }
     return H5Screate_simple(nd, extent, NULL);
+}
+
+int ckpt_each_chunk(hid_t ds, void (*fn)(haddr_t at, hsize_t bytes, const hsize_t *origin,
+                                         void *arg),
+                    void *arg) {
+    hsize_t chunks = 0;
+    hid_t all = H5Dget_space(ds); /* HDF5 1.10 takes no H5S_ALL here */
+    int visited = 0;
+    if (all >= 0 && H5Dget_num_chunks(ds, all, &chunks) >= 0) {
+        for (hsize_t c = 0; c < chunks; c++) {
+            hsize_t origin[ATOM_CKPT_MAX_DIMS] = {0}, bytes = 0;
+            unsigned filters = 0;
+            haddr_t at = HADDR_UNDEF;
+            if (H5Dget_chunk_info(ds, all, c, origin, &filters, &at, &bytes) >= 0 &&
+                at != HADDR_UNDEF) {
+                fn(at, bytes, origin, arg);
+                visited++;
+            }
+        }
+    }
+    if (all >= 0) {
+        H5Sclose(all);
+    }
+    return visited;
 }

@@ -9,9 +9,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -248,6 +251,81 @@ static void close_structure(hid_t *ds, int created, hid_t groups[CKPT_KINDS]) {
  * for O_DIRECT); small ones pack together. */
 static void set_alignment(hid_t fapl) { H5Pset_alignment(fapl, 64 * 1024, 1024 * 1024); }
 
+/* Rank 0, before HDF5 writes anything: a file system without room for the datasets' bytes fails
+ * the save here, naming the file and the reason, instead of inside HDF5. HDF5 1.10 does not
+ * recover from a metadata write that fails in H5Fclose: the file's id stays behind, dangling,
+ * and the library crashes when it shuts down at MPI_Finalize (seen with test_ckpt_full on a
+ * full tmpfs). The datasets' bytes are a lower bound of the file; a disk that fills up after
+ * this check still fails the save in the writes (after rank 0 has written HDF5's metadata).
+ * A leftover .tmp of the same step counts as free: creating the file truncates it. */
+static int check_room(const char *path, const ckpt_piece *pieces, int n, atom_ckpt_err *err) {
+    uint64_t need = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t elems = 1;
+        for (int d = 0; d < pieces[i].ndims; d++) {
+            elems *= pieces[i].dims[d];
+        }
+        need += CKPT_KINDS * sizeof(float) * elems;
+    }
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", path);
+    struct statvfs fs;
+    if (statvfs(dirname(folder), &fs) != 0 || fs.f_blocks == 0) {
+        return 0; /* nothing known (some network and FUSE file systems): the writes will tell */
+    }
+    /* root may use the blocks the file system reserves for it */
+    uint64_t room = (uint64_t)(geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * fs.f_frsize;
+    struct stat old;
+    if (stat(path, &old) == 0) {
+        room += (uint64_t)old.st_blocks * 512;
+    }
+    if (room < need) {
+        return ckpt_errf(err, "no room for %s: its datasets take %llu bytes, %llu are free: %s",
+                         path, (unsigned long long)need, (unsigned long long)room,
+                         strerror(ENOSPC));
+    }
+    return 0;
+}
+
+static void chunk_end(haddr_t at, hsize_t bytes, const hsize_t *origin, void *arg) {
+    (void)origin;
+    hsize_t *end = arg;
+    *end = at + bytes > *end ? at + bytes : *end;
+}
+
+/* The byte after a dataset's last allocated byte: contiguous, or its column-block chunks. */
+static hsize_t dataset_end(hid_t ds) {
+    haddr_t at = H5Dget_offset(ds);
+    if (at != HADDR_UNDEF) {
+        return at + H5Dget_storage_size(ds);
+    }
+    hsize_t end = 0;
+    ckpt_each_chunk(ds, chunk_end, &end);
+    return end;
+}
+
+/* MPI-IO reports a write into a full file system only as MPI_ERR_IO ("input/output error"):
+ * ROMIO's errno does not reach HDF5's message. When the file system of path has no room left
+ * for the rest of the file (its free bytes plus what the file holds already are less than its
+ * size), that is said. */
+static void explain_no_room(const char *path, hsize_t file_size, atom_ckpt_err *err) {
+    char folder[4096];
+    snprintf(folder, sizeof folder, "%s", path);
+    struct statvfs fs;
+    struct stat st;
+    if (file_size == 0 || statvfs(dirname(folder), &fs) != 0 || stat(path, &st) != 0) {
+        return;
+    }
+    uint64_t room = (uint64_t)(geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * fs.f_frsize +
+                    (uint64_t)st.st_blocks * 512;
+    if (room < file_size) {
+        size_t used = strlen(err->msg);
+        snprintf(err->msg + used, sizeof err->msg - used,
+                 " (the file takes %llu bytes, its file system has room for %llu: %s)",
+                 (unsigned long long)file_size, (unsigned long long)room, strerror(ENOSPC));
+    }
+}
+
 /* Through parallel HDF5 (ATOM_CKPT_IO=collective or ATOM_CKPT_DIRECT=0): every rank opens the
  * file over MPI-IO, the structure is created collectively, then each rank's H5Dwrite of each
  * dataset (collective or independent), flush (MPI_File_sync on every rank) and close. */
@@ -261,17 +339,37 @@ static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, i
     MPI_Info_free(&info);
     set_alignment(fapl);
     H5Pset_coll_metadata_write(fapl, 1);
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (ckpt_agree(comm, rank == 0 ? check_room(path, pieces, n, err) : 0, err) != 0) {
+        H5Pclose(fapl);
+        return -1;
+    }
     ckpt_meet(comm);
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    /* the error first: any HDF5 call (H5Pclose too) clears the error stack that says why */
+    int rc = file < 0 ? ckpt_h5_errf(err, "creating %s", path) : 0;
     H5Pclose(fapl);
     if (file < 0) {
-        return ckpt_h5_errf(err, "creating %s", path);
+        return rc;
     }
     hid_t groups[CKPT_KINDS];
     hid_t *ds = malloc(sizeof(hid_t) * CKPT_KINDS * (size_t)(n > 0 ? n : 1));
     int created = 0;
-    int rc = ds ? create_structure(file, pieces, n, size, all_rows, m, ds, &created, groups, err)
-                : ckpt_errf(err, "out of memory");
+    rc = ds ? create_structure(file, pieces, n, size, all_rows, m, ds, &created, groups, err)
+            : ckpt_errf(err, "out of memory");
+    /* HDF5's metadata goes to disk before the data, as on the default path: if the disk fills
+     * during the data, the final flush and close have nothing left to write and succeed (a
+     * failed H5Fclose leaves a dangling file id behind; see check_room). */
+    if (rc == 0 && H5Fflush(file, H5F_SCOPE_GLOBAL) < 0) {
+        rc = ckpt_h5_errf(err, "writing the structure of %s", path);
+    }
+    /* where the file ends at least: its last dataset's end (all are allocated at creation) */
+    hsize_t file_size = 0;
+    for (int j = 0; j < created; j++) {
+        hsize_t end = dataset_end(ds[j]);
+        file_size = end > file_size ? end : file_size;
+    }
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
     H5Pset_dxpl_mpio(dxpl, ckpt_xfer_mode());
     float dummy = 0;
@@ -281,8 +379,9 @@ static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, i
         int k = j / n, i = j % n;
         ckpt_piece *p = &pieces[i];
         hid_t fspace = H5Dget_space(ds[j]);
-        hsize_t melems = p->elems > 0 ? (hsize_t)p->elems : 1;
-        hid_t mspace = H5Screate_simple(1, &melems, NULL);
+        hsize_t one = 1;
+        hid_t mspace = p->elems > 0 ? ckpt_mem_space(p->ndims, p->count, p->block)
+                                    : H5Screate_simple(1, &one, NULL);
         if (p->elems > 0) {
             H5Sselect_hyperslab(fspace, H5S_SELECT_SET, p->start, p->stride, p->count, p->block);
         } else {
@@ -291,7 +390,8 @@ static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, i
         }
         const void *buf = p->elems > 0 ? (const void *)p->data[k] : (const void *)&dummy;
         if (H5Dwrite(ds[j], H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 && rc == 0) {
-            rc = ckpt_h5_errf(err, "writing dataset /%s/%s", ckpt_kind_names[k], p->name);
+            rc = ckpt_h5_errf(err, "writing dataset /%s/%s of %s", ckpt_kind_names[k], p->name,
+                              path);
         }
         H5Sclose(mspace);
         H5Sclose(fspace);
@@ -310,6 +410,9 @@ static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, i
     }
     if (H5Fclose(file) < 0 && rc == 0) {
         rc = ckpt_h5_errf(err, "closing %s", path);
+    }
+    if (rc != 0 && err) {
+        explain_no_room(path, file_size, err);
     }
     return rc;
 }
@@ -364,16 +467,21 @@ static int write_direct(const char *path, MPI_Comm comm, ckpt_piece *pieces, int
     uint64_t *addr = malloc(sizeof(uint64_t) * (size_t)(nds > 0 ? nds : 1) * slots);
     int rc = addr && width ? 0 : ckpt_errf(err, "out of memory");
     if (rank == 0 && rc == 0) {
+        rc = check_room(path, pieces, n, err);
+    }
+    if (rank == 0 && rc == 0) {
         hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
         set_alignment(fapl);
         /* No flock: the .tmp file is this save's alone, and cluster file systems mounted
          * without flock support would refuse it (the MPI-IO driver never locked either). */
         H5Pset_file_locking(fapl, false, true);
         hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-        H5Pclose(fapl);
+        /* the error first: any HDF5 call (H5Pclose too) clears the error stack that says why */
         if (file < 0) {
             rc = ckpt_h5_errf(err, "creating %s", path);
-        } else {
+        }
+        H5Pclose(fapl);
+        if (file >= 0) {
             hid_t groups[CKPT_KINDS];
             hid_t *ds = malloc(sizeof(hid_t) * (size_t)(nds > 0 ? nds : 1));
             int created = 0;
@@ -493,13 +601,39 @@ int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
     atom_ckpt_meta m;
     int rc = agree_meta(comm, meta, &m) == 0 ? 0 : ckpt_errf(err, "out of memory for the spec");
     rc = ckpt_agree(comm, rc, err);
-    if (rc == 0) {
+    bool wrote = rc == 0;
+    if (wrote) {
         rc = ckpt_direct_enabled() ? write_direct(path, comm, pieces, n, all_rows, &m, err)
                                    : write_parallel(path, comm, pieces, n, all_rows, &m, err);
     }
     free(all_rows);
     free(m.spec_json);
-    return ckpt_agree(comm, rc, err);
+    rc = ckpt_agree(comm, rc, err);
+    if (rc != 0 && wrote) {
+        ckpt_discard_tmp(path, comm, err);
+    }
+    return rc;
+}
+
+void ckpt_discard_tmp(const char *path, MPI_Comm comm, atom_ckpt_err *err) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    atom_ckpt_err local = {""};
+    if (!err) {
+        err = &local;
+    }
+    if (rank == 0) {
+        size_t used = strlen(err->msg);
+        if (unlink(path) == 0) {
+            snprintf(err->msg + used, sizeof err->msg - used, " (the partial file was removed)");
+        } else if (errno != ENOENT) {
+            snprintf(err->msg + used, sizeof err->msg - used,
+                     " (the partial file was not removed: %s)", strerror(errno));
+        }
+    }
+    MPI_Request req;
+    MPI_Ibcast(err->msg, (int)sizeof err->msg, MPI_CHAR, 0, comm, &req);
+    ckpt_wait(&req);
 }
 
 /* Creates dir (one level) on rank 0 if missing; every rank gets the status. */
