@@ -42,6 +42,7 @@ struct atom_ckpt_async {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool job;              /* a snapshot is ready for the thread */
+    bool rehearse;         /* the job is prepare's rehearsal (ckpt_rehearse), not a save */
     bool busy;             /* a save is in flight (job given, not finished) */
     bool stop;
     bool unreported;       /* the last save's status has not been returned by poll/wait */
@@ -90,6 +91,21 @@ static void *writer_thread(void *arg) {
         }
         a->job = false;
         pthread_mutex_unlock(&a->mu);
+        if (a->rehearse) {
+            int nranks;
+            MPI_Comm_size(a->comm, &nranks);
+            ckpt_rehearse(a->pieces, a->npieces, nranks, &a->meta);
+            /* and the first nonblocking collectives on the thread's communicator */
+            atom_ckpt_err ignored;
+            ckpt_agree(a->comm, 0, &ignored);
+            ckpt_meet(a->comm);
+            pthread_mutex_lock(&a->mu);
+            a->rehearse = false;
+            a->busy = false;
+            pthread_cond_broadcast(&a->cv);
+            pthread_mutex_unlock(&a->mu);
+            continue;
+        }
         double cpu0 = thread_cpu_s();
 
         atom_ckpt_err e = {""};
@@ -309,6 +325,17 @@ int atom_ckpt_async_prepare(atom_ckpt_async *a, const char *dir, const atom_ckpt
         return -1;
     }
     snprintf(a->dir, sizeof a->dir, "%s", dir);
+    /* The thread builds a checkpoint's structure once in memory, now rather than in the first
+     * save: that save's writer took 17 ms of CPU against 6-8 ms later (gpt-tiny, measured). */
+    pthread_mutex_lock(&a->mu);
+    a->rehearse = true;
+    a->job = true;
+    a->busy = true;
+    pthread_cond_signal(&a->cv);
+    while (a->busy) {
+        pthread_cond_wait(&a->cv, &a->mu);
+    }
+    pthread_mutex_unlock(&a->mu);
     return 0;
 }
 

@@ -140,6 +140,11 @@ int ckpt_direct_write(ckpt_direct *w, haddr_t addr, const ckpt_piece *p, const f
 /* fdatasync, close. */
 int ckpt_direct_close(ckpt_direct *w, const char *path, atom_ckpt_err *err);
 
+/* Builds a checkpoint's structure for these pieces in an in-memory file (HDF5's core driver,
+ * no data space, nothing on disk) and drops it: the async writer thread runs it once at
+ * prepare, so that its first save does not pay for the thread's first HDF5 objects and fresh
+ * malloc pages. */
+void ckpt_rehearse(ckpt_piece *pieces, int n, int nranks, const atom_ckpt_meta *meta);
 /* Writes path (created or truncated) from pieces whose data[] are set; collective. meta: the
  * values of rank 0 are written. */
 int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int npieces,

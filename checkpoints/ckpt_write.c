@@ -181,7 +181,9 @@ static int create_structure(hid_t file, ckpt_piece *pieces, int n, int nranks,
                             const uint64_t *all_rows, const atom_ckpt_meta *m, hid_t *ds,
                             int *created, hid_t groups[CKPT_KINDS], atom_ckpt_err *err) {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY);
+    /* no space for the data in a rehearsal (ckpt_rehearse): only the structure is made */
+    bool rehearsal = all_rows == NULL;
+    H5Pset_alloc_time(dcpl, rehearsal ? H5D_ALLOC_TIME_LATE : H5D_ALLOC_TIME_EARLY);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero pass */
     uint64_t *rows = malloc(sizeof(uint64_t) * ROW_WORDS * (size_t)nranks);
     int rc = rows ? 0 : ckpt_errf(err, "out of memory");
@@ -198,7 +200,7 @@ static int create_structure(hid_t file, ckpt_piece *pieces, int n, int nranks,
         for (int i = 0; i < n && rc == 0; i++) {
             ckpt_piece *p = &pieces[i];
             hid_t fspace = H5Screate_simple(p->ndims, p->dims, NULL);
-            hsize_t w = dataset_chunk_width(all_rows, i, n, nranks, p);
+            hsize_t w = rehearsal ? 0 : dataset_chunk_width(all_rows, i, n, nranks, p);
             hid_t layout = dcpl;
             if (w > 0) {
                 hsize_t chunk[ATOM_CKPT_MAX_DIMS];
@@ -220,10 +222,15 @@ static int create_structure(hid_t file, ckpt_piece *pieces, int n, int nranks,
             ds[(*created)++] = d;
             /* rows of (tensor i, kind k) from every rank */
             const size_t per_rank = (size_t)n * CKPT_KINDS * ROW_WORDS;
-            const uint64_t *rows0 = all_rows + ((size_t)i * CKPT_KINDS + k) * ROW_WORDS;
             for (int r = 0; r < nranks; r++) {
-                memcpy(rows + (size_t)r * ROW_WORDS, rows0 + per_rank * r,
-                       sizeof(uint64_t) * ROW_WORDS);
+                uint64_t *to = rows + (size_t)r * ROW_WORDS;
+                if (rehearsal) {
+                    memset(to, 0, sizeof(uint64_t) * ROW_WORDS);
+                    to[0] = 1; /* one slab per rank, as a save has */
+                } else {
+                    memcpy(to, all_rows + per_rank * r + ((size_t)i * CKPT_KINDS + k) * ROW_WORDS,
+                           sizeof(uint64_t) * ROW_WORDS);
+                }
             }
             rc = write_crc_attr(d, rows, nranks, ROW_WORDS, p->ndims, err);
         }
@@ -557,6 +564,26 @@ static int write_direct(const char *path, MPI_Comm comm, ckpt_piece *pieces, int
     free(addr);
     free(width);
     return rc;
+}
+
+void ckpt_rehearse(ckpt_piece *pieces, int n, int nranks, const atom_ckpt_meta *meta) {
+    ckpt_h5_quiet();
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, 1u << 20, false); /* in memory, never written anywhere */
+    hid_t file = H5Fcreate("atom-ckpt-rehearsal", H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    hid_t *ds = malloc(sizeof(hid_t) * CKPT_KINDS * (size_t)(n > 0 ? n : 1));
+    if (file >= 0 && ds) {
+        hid_t groups[CKPT_KINDS];
+        int created = 0;
+        atom_ckpt_err ignored;
+        create_structure(file, pieces, n, nranks, NULL, meta, ds, &created, groups, &ignored);
+        close_structure(ds, created, groups);
+    }
+    free(ds);
+    if (file >= 0) {
+        H5Fclose(file);
+    }
 }
 
 int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,

@@ -89,6 +89,10 @@ int main(int argc, char **argv) {
      * the snapshot to place its pieces page-aligned for O_DIRECT (ckpt_async_direct) */
     size_t bound = (size_t)shard_bytes + (argc > 2 ? (size_t)atol(argv[2]) : 0);
     CHECK(atom_ckpt_async_create(&a, g, bound, &err) == 0, "create: %s", err.msg);
+    /* prepare, as the worker does before training: the buffer exists before the first start */
+    CHECK(atom_ckpt_async_bytes(a) == 0, "a snapshot buffer before prepare");
+    CHECK(atom_ckpt_async_prepare(a, dir, m.t, TM_TENSORS, &err) == 0, "prepare: %s", err.msg);
+    CHECK(atom_ckpt_async_bytes(a) > 0, "prepare allocated no snapshot buffer");
 
     /* the snapshot holds the values of start time */
     tm_fill(&m, 1);
@@ -148,6 +152,8 @@ int main(int argc, char **argv) {
     /* a bound below the snapshot: every rank fails, none hangs */
     atom_ckpt_async *small = NULL;
     CHECK(atom_ckpt_async_create(&small, g, 1000, &err) == 0, "create small: %s", err.msg);
+    rc = atom_ckpt_async_prepare(small, dir, m.t, TM_TENSORS, &err);
+    CHECK(rc != 0 && strstr(err.msg, "bound"), "prepare over the bound: rc %d '%s'", rc, err.msg);
     meta = tm_meta(&m, 6);
     rc = atom_ckpt_async_start(small, dir, m.t, TM_TENSORS, &meta, 2, &err);
     CHECK(rc != 0 && strstr(err.msg, "bound"), "over the bound: rc %d '%s'", rc, err.msg);
