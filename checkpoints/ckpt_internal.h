@@ -139,6 +139,18 @@ int ckpt_direct_write(ckpt_direct *w, haddr_t addr, const ckpt_piece *p, const f
                       atom_ckpt_err *err);
 /* fdatasync, close. */
 int ckpt_direct_close(ckpt_direct *w, const char *path, atom_ckpt_err *err);
+/* Reads (loads): opens path twice (plain and O_DIRECT); -1 if either fails (then HDF5 reads). */
+int ckpt_direct_open_read(ckpt_direct *r, const char *path);
+void ckpt_direct_close_read(ckpt_direct *r);
+/* 1 when selection sel (a piece: dims, start, stride, count, block, elems) of dataset ds is
+ * read directly: the dataset is contiguous, or a column-block chunk holds all of sel, and its
+ * runs average at least the O_DIRECT threshold. Then *view is sel as placed at file byte *addr
+ * (the dataset's or the chunk's start). */
+int ckpt_direct_locate(ckpt_direct *r, hid_t ds, const ckpt_piece *sel, ckpt_piece *view,
+                       haddr_t *addr);
+/* Reads the runs of view at addr into dst (packed, elems floats). */
+int ckpt_direct_read(ckpt_direct *r, haddr_t addr, const ckpt_piece *view, float *dst,
+                     atom_ckpt_err *err);
 
 /* Builds a checkpoint's structure for these pieces in an in-memory file (HDF5's core driver,
  * no data space, nothing on disk) and drops it: the async writer thread runs it once at

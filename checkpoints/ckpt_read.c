@@ -536,7 +536,8 @@ static int finish_read_tensor(hid_t ds, hid_t fspace) {
 /* Reads one kind of tensor t (the rank's selection) into its shard. fd >= 0: only announce the
  * read (read-ahead hint). verify_dxpl >= 0: check the checksums of what was read. */
 static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dxpl,
-                       hid_t verify_dxpl, const char *path, int fd, atom_ckpt_err *err) {
+                       hid_t verify_dxpl, const char *path, int fd, ckpt_direct *direct,
+                       atom_ckpt_err *err) {
     char dname[512];
     snprintf(dname, sizeof dname, "/%s/%s", ckpt_kind_names[kind], t->name);
     hid_t ds = H5Dopen2(file, dname, H5P_DEFAULT);
@@ -569,14 +570,30 @@ static int read_tensor(hid_t file, const atom_ckpt_tensor *t, int kind, hid_t dx
             count[d] = (hsize_t)t->sel[d].count;
             block[d] = (hsize_t)t->sel[d].block;
         }
+        /* read past the page cache (ckpt_direct.c) where the runs are long */
+        ckpt_piece sel = {.name = t->name, .ndims = nd, .elems = atom_ckpt_shard_elems(t)};
+        memcpy(sel.dims, dims, sizeof dims);
+        memcpy(sel.start, start, sizeof start);
+        memcpy(sel.stride, stride, sizeof stride);
+        memcpy(sel.count, count, sizeof count);
+        memcpy(sel.block, block, sizeof block);
+        ckpt_piece view;
+        haddr_t at = HADDR_UNDEF;
+        bool direct_read = ckpt_direct_locate(direct, ds, &sel, &view, &at) == 1;
         if (fd >= 0) {
-            prefetch(fd, ds, nd, dims, start, stride, count, block);
+            if (!direct_read) {
+                prefetch(fd, ds, nd, dims, start, stride, count, block);
+            }
             return finish_read_tensor(ds, fspace);
         }
         H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, stride, count, block);
         hid_t mspace = ckpt_mem_space(nd, count, block);
         float *dst = kind == 0 ? t->param : kind == 1 ? t->adam_m : t->adam_v;
-        if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, dst) < 0) {
+        atom_ckpt_err why = {""};
+        if (direct_read && ckpt_direct_read(direct, at, &view, dst, &why) != 0) {
+            rc = ckpt_errf(err, "%s: cannot read dataset %s (truncated file?): %s", path, dname,
+                           why.msg);
+        } else if (!direct_read && H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, dst) < 0) {
             rc = ckpt_h5_errf(err, "%s: cannot read dataset %s (truncated file?)", path, dname);
         } else if (verify_dxpl >= 0) {
             rc = verify_read(ds, fspace, dname, t, dst, verify_dxpl, err);
@@ -647,19 +664,24 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
          * kept), so that no rank is left waiting in one. */
         bool collective = ckpt_xfer_mode() == H5FD_MPIO_COLLECTIVE;
         int fd = open(path, O_RDONLY | O_CLOEXEC);
+        ckpt_direct reader;
+        bool direct = ckpt_direct_enabled() && ckpt_direct_open_read(&reader, path) == 0;
         for (int pass = fd >= 0 ? 0 : 1; pass < 2; pass++) {
             for (int i = 0; i < ntensors && (rc == 0 || collective); i++) {
                 for (int kind = 0; kind < CKPT_KINDS && (rc == 0 || collective); kind++) {
                     atom_ckpt_err later;
                     int trc = read_tensor(file, &tensors[i], kind, dxpl,
                                           rc == 0 ? verify_dxpl : -1, path, pass == 0 ? fd : -1,
-                                          rc == 0 ? err : &later);
+                                          direct ? &reader : NULL, rc == 0 ? err : &later);
                     rc = rc != 0 ? rc : trc;
                 }
             }
         }
         if (fd >= 0) {
             close(fd);
+        }
+        if (direct) {
+            ckpt_direct_close_read(&reader);
         }
         H5Pclose(dxpl);
         if (verify_dxpl >= 0) {
