@@ -378,18 +378,10 @@ int ckpt_direct_read(ckpt_direct *r, haddr_t addr, const ckpt_piece *view, float
 
 int ckpt_direct_close(ckpt_direct *w, const char *path, atom_ckpt_err *err) {
     int rc = 0;
-    if (w->fd >= 0) {
-        /* The commit fsyncs the file on rank 0 only; each rank makes its own writes durable. */
-        if (fdatasync(w->fd) != 0) {
-            rc = ckpt_errf(err, "fdatasync %s: %s", path, strerror(errno));
-        }
-        close(w->fd);
+    /* The commit fsyncs the file on rank 0 only; each rank makes its own writes durable. */
+    if (w->fd >= 0 && fdatasync(w->fd) != 0) {
+        rc = ckpt_errf(err, "fdatasync %s: %s", path, strerror(errno));
     }
-    if (w->fd_direct >= 0) {
-        close(w->fd_direct);
-    }
-    free(w->bounce);
-    memset(w, 0, sizeof *w);
-    w->fd = w->fd_direct = -1;
+    ckpt_direct_close_read(w); /* the descriptors and the bounce buffer, as after a load */
     return rc;
 }
