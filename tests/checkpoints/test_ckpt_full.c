@@ -136,6 +136,15 @@ static void check_failed(const char *what, int rc, const atom_ckpt_err *err, int
 }
 
 /* One fill level: the sync save and the three ways the async API reports a failure. */
+/* Starts an async save of step 2 (the snapshot is taken; the write fails later). */
+static void start_async(test_model *m, atom_ckpt_async *a, const atom_ckpt_meta *meta,
+                        int64_t level, atom_ckpt_err *err) {
+    tm_fill(m, 2);
+    err->msg[0] = '\0';
+    int rc = atom_ckpt_async_start(a, dir, m->t, TM_TENSORS, meta, 0, err);
+    CHECK(rc == 0, "async start with %lld bytes free: %s", (long long)level, err->msg);
+}
+
 static void fail_at_level(test_model *m, atom_ckpt_async *a, int64_t level) {
     atom_ckpt_group g = {MPI_COMM_WORLD, 0, 1};
     char what[128];
@@ -149,19 +158,13 @@ static void fail_at_level(test_model *m, atom_ckpt_async *a, int64_t level) {
     check_failed(what, rc, &err, 2, level, m);
 
     /* reported by wait */
-    tm_fill(m, 2);
-    err.msg[0] = '\0';
-    rc = atom_ckpt_async_start(a, dir, m->t, TM_TENSORS, &meta, 0, &err);
-    CHECK(rc == 0, "async start with %lld bytes free: %s", (long long)level, err.msg);
+    start_async(m, a, &meta, level, &err);
     rc = atom_ckpt_async_wait(a, &err);
     snprintf(what, sizeof what, "async save (wait) with %lld bytes free", (long long)level);
     check_failed(what, rc, &err, 2, level, m);
 
     /* reported by poll */
-    tm_fill(m, 2);
-    err.msg[0] = '\0';
-    rc = atom_ckpt_async_start(a, dir, m->t, TM_TENSORS, &meta, 0, &err);
-    CHECK(rc == 0, "async start with %lld bytes free: %s", (long long)level, err.msg);
+    start_async(m, a, &meta, level, &err);
     bool done = false;
     while (!done) {
         rc = atom_ckpt_async_poll(a, &done, &err);
@@ -173,10 +176,7 @@ static void fail_at_level(test_model *m, atom_ckpt_async *a, int64_t level) {
     check_failed(what, rc, &err, 2, level, m);
 
     /* neither waited for nor polled: the next start reports it and starts nothing */
-    tm_fill(m, 2);
-    err.msg[0] = '\0';
-    rc = atom_ckpt_async_start(a, dir, m->t, TM_TENSORS, &meta, 0, &err);
-    CHECK(rc == 0, "async start with %lld bytes free: %s", (long long)level, err.msg);
+    start_async(m, a, &meta, level, &err);
     rc = atom_ckpt_async_start(a, dir, m->t, TM_TENSORS, &meta, 0, &err);
     CHECK(rc != 0 && strstr(err.msg, "previous checkpoint save failed"),
           "start after an unreported failure: rc %d '%s'", rc, err.msg);
