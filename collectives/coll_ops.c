@@ -133,11 +133,13 @@ int coll_test(coll_req *r, int *done, coll_err *err)
     coll_ctx *ctx = r->group->ctx;
     pthread_mutex_lock(&ctx->lock);
     int rc = test_locked(r, err, NULL);
-    pthread_mutex_unlock(&ctx->lock);
+    /* Read under the lock: the progress thread sets r->done under it (a race ThreadSanitizer
+     * found when this read came after the unlock). */
     *done = r->done;
+    pthread_mutex_unlock(&ctx->lock);
     if (rc != 0)
         return -1;
-    if (!r->done && coll_now() - r->started > ctx->cfg.hang_timeout_s)
+    if (!*done && coll_now() - r->started > ctx->cfg.hang_timeout_s)
         return coll_hang(r, err);
     return 0;
 }
