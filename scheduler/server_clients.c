@@ -50,6 +50,10 @@
 #define READ_CHUNK 4096          /* the smallest room a read is given */
 #define KEEP_BUFFER 65536        /* larger buffers are freed once empty */
 #define WARN_EVERY 10.0          /* seconds between two warnings of one kind of refusal */
+/* A client's turn in an iteration ends after client_requests_per_iteration lines or this much
+ * time, whichever comes first: cheap requests (submissions) still share a COMMIT, and expensive
+ * ones (queue --all over thousands of jobs) go one per iteration. */
+#define TURN_SECONDS 0.005
 
 struct atomd_client {
     atomd_client *prev, *next;
@@ -67,7 +71,9 @@ struct atomd_client {
     size_t out_len, out_cap, out_sent;
     double over_soft_since; /* monotonic: unsent answers above client_output_soft since (0: not) */
     long budget_iteration;  /* the iteration budget_used counts for */
-    int budget_used;
+    int budget_used;        /* lines served in it (client_requests_per_iteration when its turn
+                             * is over: TURN_SECONDS used) */
+    double turn_used;       /* seconds spent serving it in that iteration */
     bool queued;       /* in the server's pending list */
     bool close_after;  /* after the pending answer: an oversized request, or the peer hung up */
     bool dead;         /* close now, unsent answers or not */
@@ -273,6 +279,7 @@ static void serve_lines(atomd *d, atomd_client *c)
     if (c->budget_iteration != d->server.iteration) {
         c->budget_iteration = d->server.iteration;
         c->budget_used = 0;
+        c->turn_used = 0;
     }
     bool served = false;
     while (may_serve(d, c) && c->budget_used < d->cfg.client_requests_per_iteration && lines_waiting(c)) {
@@ -293,9 +300,13 @@ static void serve_lines(atomd *d, atomd_client *c)
             return;
         }
         c->budget_used++;
+        double t0 = atom_monotonic();
         json_t *ans = c->tcp ? serve_tcp_line(d, c, line, len) : atomd_protocol_handle(d, &c->who, line, len);
         if (ans)
             answer(d, c, ans);
+        c->turn_used += atom_monotonic() - t0;
+        if (c->turn_used >= TURN_SECONDS)
+            c->budget_used = d->cfg.client_requests_per_iteration;
     }
     if (c->close_after || c->dead)
         return;
@@ -623,6 +634,8 @@ static bool admit(atomd *d, int fd, bool tcp, const struct ucred *cred)
     s->clients = c;
     s->n_clients++;
     s->n_tcp += tcp;
+    /* Its first request is often there already: served in this iteration, not the next. */
+    read_client(d, c);
     return true;
 }
 
