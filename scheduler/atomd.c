@@ -121,7 +121,7 @@ static void defaults(atomd_config *cfg)
     cfg->tcp_request_timeout = 30;
     cfg->max_clients = 0;          /* the descriptor limit decides (server_clients.c) */
     cfg->max_clients_per_user = 0; /* a quarter of max_clients, at most 256 */
-    cfg->max_tcp_clients = 16384;  /* a heartbeat connection per rank off atomd's node, 10,000 GPUs */
+    cfg->max_tcp_clients = 16384;  /* a heartbeat connection per rank off atomd's node */
     cfg->client_requests_per_iteration = 4;
     cfg->client_output_soft = 256u << 10;
     cfg->client_output_soft_seconds = 5;
@@ -178,15 +178,17 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
     int *count = strcmp(key, "max_clients") == 0            ? &cfg->max_clients
                  : strcmp(key, "max_clients_per_user") == 0 ? &cfg->max_clients_per_user
                  : strcmp(key, "max_tcp_clients") == 0      ? &cfg->max_tcp_clients
-                 : strcmp(key, "client_requests_per_iteration") == 0 ? &cfg->client_requests_per_iteration
-                                                            : NULL;
+                 : strcmp(key, "client_requests_per_iteration") == 0
+                     ? &cfg->client_requests_per_iteration
+                     : NULL;
     if (count) {
         /* 0 is "from the descriptor limit" for the first two, and never makes sense elsewhere. */
         bool zero_ok = count == &cfg->max_clients || count == &cfg->max_clients_per_user;
         int v = -1;
         if (!whole_number(value, 1000000, &v) || (v == 0 && !zero_ok))
             return atom_errf(err, "%s: \"%s\" is not a number %s", key, value,
-                             zero_ok ? "of connections (0: from the descriptor limit)" : "of at least 1");
+                             zero_ok ? "of connections (0: from the descriptor limit)"
+                                     : "of at least 1");
         *count = v;
         return 0;
     }
@@ -198,7 +200,8 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
     if (bytes) {
         size_t max = bytes == &cfg->tcp_preauth_line ? ATOMD_MAX_MESSAGE : (size_t)1 << 40;
         if (!byte_size(value, max, bytes))
-            return atom_errf(err, "%s: \"%s\" is not a size from 1 byte to %zu (e.g. 64k, 16m)", key, value, max);
+            return atom_errf(err, "%s: \"%s\" is not a size from 1 byte to %zu (e.g. 64k, 16m)",
+                             key, value, max);
         return 0;
     }
     if (strcmp(key, "keep_finished") == 0) {
@@ -214,7 +217,8 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
                   : strcmp(key, "health_fresh") == 0   ? &cfg->health_fresh
                   : strcmp(key, "health_timeout") == 0 ? &cfg->health_timeout
                   : strcmp(key, "tcp_request_timeout") == 0 ? &cfg->tcp_request_timeout
-                  : strcmp(key, "client_output_soft_seconds") == 0 ? &cfg->client_output_soft_seconds
+                  : strcmp(key, "client_output_soft_seconds") == 0
+                      ? &cfg->client_output_soft_seconds
                                                        : NULL;
     if (!dur)
         return atom_errf(err, "unknown setting \"%s\"", key);

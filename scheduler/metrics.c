@@ -195,17 +195,21 @@ char *atomd_metrics_text(atomd *d)
     help(f, "atom_clients", "gauge", "Client connections open, by transport");
     fprintf(f, "atom_clients{transport=\"unix\"} %d\natom_clients{transport=\"tcp\"} %d\n",
             d->server.n_clients - d->server.n_tcp, d->server.n_tcp);
-    static const char *const rejected[ATOMD_REJECT_N] = {"max_clients", "max_clients_per_user", "max_tcp_clients",
-                                                         "descriptors"};
-    help(f, "atom_clients_rejected_total", "counter", "Connections refused at accept with an error line: over "
-         "a cap, or atomd out of descriptors");
+    static const char *const rejected[ATOMD_REJECT_N] = {"max_clients", "max_clients_per_user",
+                                                         "max_tcp_clients", "descriptors"};
+    help(f, "atom_clients_rejected_total", "counter", "Connections refused at accept with an error "
+         "line: over a cap, or atomd out of descriptors");
     for (int i = 0; i < ATOMD_REJECT_N; i++)
-        fprintf(f, "atom_clients_rejected_total{reason=\"%s\"} %ld\n", rejected[i], d->metrics.clients_rejected[i]);
-    static const char *const closed[ATOMD_CLOSE_N] = {"output_hard", "output_soft", "preauth_line", "preauth_budget"};
-    help(f, "atom_clients_closed_total", "counter", "Connections closed by atomd's governor: answers left unread "
-         "(hard, or soft for a while), a TCP line too long or too much held before a valid credential");
+        fprintf(f, "atom_clients_rejected_total{reason=\"%s\"} %ld\n", rejected[i],
+                d->metrics.clients_rejected[i]);
+    static const char *const closed[ATOMD_CLOSE_N] = {"output_hard", "output_soft", "preauth_line",
+                                                      "preauth_budget"};
+    help(f, "atom_clients_closed_total", "counter", "Connections closed by atomd's governor: answers "
+         "left unread (hard, or soft for a while), a TCP line too long or too much held before a "
+         "valid credential");
     for (int i = 0; i < ATOMD_CLOSE_N; i++)
-        fprintf(f, "atom_clients_closed_total{reason=\"%s\"} %ld\n", closed[i], d->metrics.clients_closed[i]);
+        fprintf(f, "atom_clients_closed_total{reason=\"%s\"} %ld\n", closed[i],
+                d->metrics.clients_closed[i]);
     if (fclose(f) != 0) {
         free(text);
         return NULL;
@@ -310,7 +314,8 @@ static void accept_conns(atomd *d, int fd, unsigned ready, void *arg)
         if (cfd < 0)
             return;
         atomd_metrics_conn *c = calloc(1, sizeof *c);
-        atomd_metrics_conn **conns = c ? realloc(m->conns, (size_t)(m->n_conns + 1) * sizeof *conns) : NULL;
+        size_t size = (size_t)(m->n_conns + 1) * sizeof *m->conns;
+        atomd_metrics_conn **conns = c ? realloc(m->conns, size) : NULL;
         if (!conns || atomd_loop_add(&d->loop, cfd, ATOMD_READABLE, conn_event, c, &err)) {
             free(c);
             close(cfd);

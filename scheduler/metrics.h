@@ -18,8 +18,8 @@
  *   atom_tcp_messages_total{kind=request|heartbeat|refused}          (the TCP port: refused =
  *                                                                     no, a bad or a stale credential)
  *   atom_clients{transport=unix|tcp}                                 (connections open now)
- *   atom_clients_rejected_total{reason=max_clients|max_clients_per_user|max_tcp_clients|descriptors}
- *                                                                    (refused at accept: a cap, or
+ *   atom_clients_rejected_total{reason=max_clients|max_clients_per_user|max_tcp_clients|
+ *                               descriptors}                         (refused at accept: a cap, or
  *                                                                     no descriptor left)
  *   atom_clients_closed_total{reason=output_hard|output_soft|preauth_line|preauth_budget}
  *                                                                    (closed by the governor)

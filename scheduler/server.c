@@ -245,7 +245,8 @@ int atomd_server_open(atomd *d, atom_err *err)
         atomd_loop_add(&d->loop, d->hb_fd, ATOMD_READABLE, on_heartbeats, NULL, err) ||
         atomd_loop_add(&d->loop, d->listen_fd, ATOMD_READABLE, atomd_clients_accept, NULL, err))
         return -1;
-    if (d->tcp_fd >= 0 && atomd_loop_add(&d->loop, d->tcp_fd, ATOMD_READABLE, atomd_clients_accept, NULL, err))
+    if (d->tcp_fd >= 0 &&
+        atomd_loop_add(&d->loop, d->tcp_fd, ATOMD_READABLE, atomd_clients_accept, NULL, err))
         return -1;
     return 0;
 }

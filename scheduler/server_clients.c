@@ -181,8 +181,8 @@ static void answer(atomd *d, atomd_client *c, json_t *ans)
      * limit it is closed (a single large answer, to a client that reads, always goes out). */
     if (unsent(c) > d->cfg.client_output_hard && !c->dead) {
         char who[64];
-        atom_log(ATOM_LOG_WARN, "closing %s: %zu bytes of answers unread (client_output_hard = %zu)",
-                 client_name(c, who, sizeof who), unsent(c), d->cfg.client_output_hard);
+        atom_log(ATOM_LOG_WARN, "closing %s: %zu bytes of answers unread (client_output_hard = "
+                 "%zu)", client_name(c, who, sizeof who), unsent(c), d->cfg.client_output_hard);
         d->metrics.clients_closed[ATOMD_CLOSE_OUTPUT_HARD]++;
         c->dead = true;
     }
@@ -222,8 +222,9 @@ static json_t *serve_tcp_line(atomd *d, atomd_client *c, char *line, size_t len)
 {
     if (len < 6 || memcmp(line, "MUNGE:", 6) != 0) {
         d->metrics.tcp_refused++;
-        return atomd_protocol_error("no MUNGE credential: every line on atomd's TCP port is a MUNGE "
-                                    "credential (\"MUNGE:...\") whose payload is the request");
+        return atomd_protocol_error("no MUNGE credential: every line on atomd's TCP port is a "
+                                    "MUNGE credential (\"MUNGE:...\") whose payload is the "
+                                    "request");
     }
     line[len] = '\0';
     char *payload = NULL;
@@ -265,8 +266,9 @@ static void refuse_oversized(atomd *d, atomd_client *c)
     if (c->tcp && !c->authed) {
         d->metrics.tcp_refused++;
         d->metrics.clients_closed[ATOMD_CLOSE_PREAUTH_LINE]++;
-        refuse_and_close(d, c, atomd_protocol_error("request larger than %zu bytes before a valid MUNGE "
-                                                    "credential (tcp_preauth_line)", line_limit(d, c)));
+        refuse_and_close(d, c, atomd_protocol_error("request larger than %zu bytes before a valid "
+                                                    "MUNGE credential (tcp_preauth_line)",
+                                                    line_limit(d, c)));
         return;
     }
     d->metrics.tcp_refused += c->tcp;
@@ -282,7 +284,8 @@ static void serve_lines(atomd *d, atomd_client *c)
         c->turn_used = 0;
     }
     bool served = false;
-    while (may_serve(d, c) && c->budget_used < d->cfg.client_requests_per_iteration && lines_waiting(c)) {
+    int budget = d->cfg.client_requests_per_iteration;
+    while (may_serve(d, c) && c->budget_used < budget && lines_waiting(c)) {
         char *nl = memchr(c->in + c->in_scanned, '\n', c->in_len - c->in_scanned);
         if (!nl) {
             c->in_scanned = c->in_len;
@@ -301,12 +304,13 @@ static void serve_lines(atomd *d, atomd_client *c)
         }
         c->budget_used++;
         double t0 = atom_monotonic();
-        json_t *ans = c->tcp ? serve_tcp_line(d, c, line, len) : atomd_protocol_handle(d, &c->who, line, len);
+        json_t *ans = c->tcp ? serve_tcp_line(d, c, line, len)
+                             : atomd_protocol_handle(d, &c->who, line, len);
         if (ans)
             answer(d, c, ans);
         c->turn_used += atom_monotonic() - t0;
         if (c->turn_used >= TURN_SECONDS)
-            c->budget_used = d->cfg.client_requests_per_iteration;
+            c->budget_used = budget;
     }
     if (c->close_after || c->dead)
         return;
@@ -338,12 +342,14 @@ static void enforce_preauth_budget(atomd *d)
                 big = c;
         if (!big)
             return;
-        atom_log(ATOM_LOG_WARN, "TCP port: unauthenticated peers hold more than %zu bytes (tcp_preauth_budget): "
-                 "closing the one holding %zu", d->cfg.tcp_preauth_budget, big->preauth_held);
+        atom_log(ATOM_LOG_WARN, "TCP port: unauthenticated peers hold more than %zu bytes "
+                 "(tcp_preauth_budget): closing the one holding %zu", d->cfg.tcp_preauth_budget,
+                 big->preauth_held);
         d->metrics.tcp_refused++;
         d->metrics.clients_closed[ATOMD_CLOSE_PREAUTH_BUDGET]++;
-        refuse_and_close(d, big, atomd_protocol_error("atomd holds too many unfinished requests from peers "
-                                                      "without a valid MUNGE credential; try again"));
+        refuse_and_close(d, big, atomd_protocol_error("atomd holds too many unfinished requests "
+                                                      "from peers without a valid MUNGE "
+                                                      "credential; try again"));
     }
 }
 
@@ -379,7 +385,8 @@ static void read_client(atomd *d, atomd_client *c)
     /* A peer not known yet may hold one line over its limit (to be refused), others a limit's
      * worth and the next reads. */
     size_t max_cap = line_limit(d, c) + (c->tcp && !c->authed ? 1 : 65536);
-    while (may_serve(d, c) && !lines_waiting(c) && c->budget_used < d->cfg.client_requests_per_iteration) {
+    int budget = d->cfg.client_requests_per_iteration;
+    while (may_serve(d, c) && !lines_waiting(c) && c->budget_used < budget) {
         if (!make_room(c, max_cap)) {
             c->dead = true; /* out of memory: within the limit, there is always room */
             break;
@@ -440,7 +447,7 @@ static void write_client(atomd_client *c)
     }
 }
 
-/* ---- connections and their caps ---------------------------------------------------------------- */
+/* ---- connections and their caps ------------------------------------------------------------ */
 
 static atomd_uid_count *uid_count(atomd_server *s, uid_t uid)
 {
@@ -563,8 +570,8 @@ static bool refuse_without_descriptor(atomd *d, int listen_fd)
     s->reserve_fd = -1;
     int fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd >= 0)
-        refuse_fd(d, fd, ATOMD_REJECT_DESCRIPTORS, "atomd is out of file descriptors (%s); try again later",
-                  strerror(EMFILE));
+        refuse_fd(d, fd, ATOMD_REJECT_DESCRIPTORS, "atomd is out of file descriptors (%s); "
+                  "try again later", strerror(EMFILE));
     take_reserve(d);
     if (s->reserve_fd < 0) {
         s->accept_paused = true;
@@ -592,8 +599,8 @@ static bool admit(atomd *d, int fd, bool tcp, const struct ucred *cred)
     atomd_server *s = &d->server;
     const atomd_config *cfg = &d->cfg;
     if (s->n_clients >= cfg->max_clients) {
-        refuse_fd(d, fd, ATOMD_REJECT_MAX_CLIENTS, "atomd serves %d connections already (max_clients); "
-                  "try again later", s->n_clients);
+        refuse_fd(d, fd, ATOMD_REJECT_MAX_CLIENTS, "atomd serves %d connections already "
+                  "(max_clients); try again later", s->n_clients);
         return false;
     }
     if (tcp && s->n_tcp >= cfg->max_tcp_clients) {
@@ -604,8 +611,9 @@ static bool admit(atomd *d, int fd, bool tcp, const struct ucred *cred)
     if (!tcp) {
         atomd_uid_count *u = uid_count(s, cred->uid);
         if (u && u->n >= cfg->max_clients_per_user) {
-            refuse_fd(d, fd, ATOMD_REJECT_PER_USER, "uid %u has %d connections to atomd open already "
-                      "(max_clients_per_user); close some and try again", (unsigned)cred->uid, u->n);
+            refuse_fd(d, fd, ATOMD_REJECT_PER_USER, "uid %u has %d connections to atomd open "
+                      "already (max_clients_per_user); close some and try again",
+                      (unsigned)cred->uid, u->n);
             return false;
         }
     }
@@ -619,7 +627,8 @@ static bool admit(atomd *d, int fd, bool tcp, const struct ucred *cred)
     c->fd = fd;
     c->tcp = tcp;
     if (!tcp)
-        c->who = (atomd_caller){.uid = cred->uid, .pid = cred->pid, .admin = atomd_is_admin(d, cred->uid)};
+        c->who = (atomd_caller){.uid = cred->uid, .pid = cred->pid,
+                                .admin = atomd_is_admin(d, cred->uid)};
     if (atomd_loop_add(&d->loop, fd, ATOMD_READABLE, on_client, c, &err)) {
         atom_log(ATOM_LOG_ERROR, "client: %s", err.msg);
         if (!tcp)
@@ -667,7 +676,7 @@ void atomd_clients_accept(atomd *d, int listen_fd, unsigned ready, void *arg)
     }
 }
 
-/* ---- the loop's phases ------------------------------------------------------------------------- */
+/* ---- the loop's phases --------------------------------------------------------------------- */
 
 /* Settles the caps against the descriptor limit (raised to its hard limit first, as Redis does)
  * and takes the reserve descriptor. */
@@ -687,20 +696,24 @@ int atomd_clients_open(atomd *d, atom_err *err)
             if (raised.rlim_cur > rl.rlim_cur && setrlimit(RLIMIT_NOFILE, &raised) == 0)
                 rl.rlim_cur = raised.rlim_cur;
         }
-        limit = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 20) ? (1L << 20) : (long)rl.rlim_cur;
+        bool huge = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 20);
+        limit = huge ? (1L << 20) : (long)rl.rlim_cur;
     }
     int room = limit > ATOMD_RESERVED_FDS + 1 ? (int)(limit - ATOMD_RESERVED_FDS) : 1;
     if (cfg->max_clients == 0)
         cfg->max_clients = room;
     else if (cfg->max_clients > room)
-        atom_log(ATOM_LOG_WARN, "max_clients = %d, but the descriptor limit (%ld) leaves room for %d: "
-                 "connections beyond that are refused as they come", cfg->max_clients, limit, room);
-    if (cfg->max_clients_per_user == 0)
-        cfg->max_clients_per_user = cfg->max_clients / 4 > 256 ? 256 : cfg->max_clients / 4 > 0 ? cfg->max_clients / 4 : 1;
+        atom_log(ATOM_LOG_WARN, "max_clients = %d, but the descriptor limit (%ld) leaves room "
+                 "for %d: connections beyond that are refused as they come", cfg->max_clients,
+                 limit, room);
+    if (cfg->max_clients_per_user == 0) {
+        int quarter = cfg->max_clients / 4;
+        cfg->max_clients_per_user = quarter > 256 ? 256 : quarter > 0 ? quarter : 1;
+    }
     if (cfg->max_tcp_clients > cfg->max_clients)
         cfg->max_tcp_clients = cfg->max_clients;
-    atom_log(ATOM_LOG_INFO, "clients: at most %d connections, %d per user on the local socket, %d on TCP",
-             cfg->max_clients, cfg->max_clients_per_user, cfg->max_tcp_clients);
+    atom_log(ATOM_LOG_INFO, "clients: at most %d connections, %d per user on the local socket, "
+             "%d on TCP", cfg->max_clients, cfg->max_clients_per_user, cfg->max_tcp_clients);
     return 0;
 }
 
@@ -762,14 +775,15 @@ void atomd_clients_tick(atomd *d, double now)
         if (c->tcp && !c->close_after && c->partial_since > 0 && cfg->tcp_request_timeout > 0 &&
             now - c->partial_since >= cfg->tcp_request_timeout) {
             d->metrics.tcp_refused++;
-            refuse_and_close(d, c, atomd_protocol_error("incomplete request: no end of line within %.0f s "
-                                                        "(tcp_request_timeout)", cfg->tcp_request_timeout));
+            refuse_and_close(d, c, atomd_protocol_error("incomplete request: no end of line "
+                                                        "within %.0f s (tcp_request_timeout)",
+                                                        cfg->tcp_request_timeout));
         }
         if (c->over_soft_since > 0 && now - c->over_soft_since >= cfg->client_output_soft_seconds) {
             char who[64];
-            atom_log(ATOM_LOG_WARN, "closing %s: more than %zu bytes of answers unread for %.0f s "
-                     "(client_output_soft)", client_name(c, who, sizeof who), cfg->client_output_soft,
-                     cfg->client_output_soft_seconds);
+            atom_log(ATOM_LOG_WARN, "closing %s: more than %zu bytes of answers unread for "
+                     "%.0f s (client_output_soft)", client_name(c, who, sizeof who),
+                     cfg->client_output_soft, cfg->client_output_soft_seconds);
             d->metrics.clients_closed[ATOMD_CLOSE_OUTPUT_SOFT]++;
             c->dead = true;
             queue(d, c);

@@ -5,7 +5,7 @@ bounded, and afterwards a job still runs.
   - 200 idle connections from uid 65534 with atomd's descriptor limit at 64: the per-user cap
     refuses the extra ones with an error line (before: EMFILE, and the loop spun at 100% CPU);
     with caps set above what the limit allows, the reserve descriptor refuses them instead;
-  - a client of uid 65534 that pipelines `queue --all` and `status` and never reads: it is not
+  - a client of uid 65534 that pipelines 2000 `queue --all` and `status` and never reads: it is not
     read past the soft output limit, then closed; atomd's RSS stays bounded;
   - 100 TCP peers sending up to 1 MiB each without a newline or a credential: each is closed at
     tcp_preauth_line; atomd's RSS stays bounded.
@@ -15,6 +15,7 @@ import json
 import os
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -106,9 +107,12 @@ def status_rtt(d):
     connect to the answer, the answer), or (None, why) when none came within 2 s."""
     t0 = time.monotonic()
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(2)
+    # A blocking connect, as atomctl's: it waits while the listen backlog is full (SO_SNDTIMEO
+    # bounds the wait), where a non-blocking one would fail at once
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack("ll", 2, 0))
     try:
         s.connect(d.socket)
+        s.settimeout(2)
         try:
             s.sendall(b'{"op": "status"}\n')
         except (BrokenPipeError, ConnectionResetError):
@@ -228,25 +232,26 @@ def test_reserve_descriptor(args):
 
 def test_never_reading_client(args):
     def test(d):
-        # 200 pending jobs (the node drained) make each `queue --all` and `status` answer large
+        # 100 pending jobs (the node drained) make each `queue --all` and `status` answer large
+        # (45 kB): 2000 of them unread would be 90 MB
         node = d.request({"op": "status"})["node_list"][0]["name"]
         check(d.request({"op": "drain", "node": node, "reason": "flood test"})["ok"], "drain")
         spec = json.dumps(d.job(d.submit(d.spec("sleep-queued", gpus=1)))["spec"])  # as atomctl sends it
         s = d.connect()
         try:
-            s.sendall(b"".join((json.dumps({"op": "submit", "spec": spec}) + "\n").encode() for _ in range(199)))
+            s.sendall(b"".join((json.dumps({"op": "submit", "spec": spec}) + "\n").encode() for _ in range(99)))
             buf = b""
-            while buf.count(b"\n") < 199:
+            while buf.count(b"\n") < 99:
                 chunk = s.recv(1 << 20)
                 check(chunk, "atomd closed the submitting connection")
                 buf += chunk
         finally:
             s.close()
         answers = [json.loads(x) for x in buf.split(b"\n") if x]
-        check(all(a["ok"] for a in answers), "200 submissions: %s" % [a for a in answers if not a["ok"]][:1])
+        check(all(a["ok"] for a in answers), "100 submissions: %s" % [a for a in answers if not a["ok"]][:1])
         pid = d.proc.pid
         rss0 = rss_kib(pid)
-        proc = attacker(d, DEAF_ATTACKER, d.socket, 1000, 15)
+        proc = attacker(d, DEAF_ATTACKER, d.socket, 2000, 15)
         try:
             check(proc.stdout.readline().strip() == "sent", "the attacker sent its requests")
             probes, rss_max, verdict = [], rss0, None
