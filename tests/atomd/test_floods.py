@@ -9,6 +9,11 @@ bounded, and afterwards a job still runs.
     read past the soft output limit, then closed; atomd's RSS stays bounded;
   - 100 TCP peers sending up to 1 MiB each without a newline or a credential: each is closed at
     tcp_preauth_line; atomd's RSS stays bounded.
+Under AddressSanitizer (build-sanitize) atomd's every answer is several times slower (a status
+over 100 pending jobs takes 50-200 ms there with no attack at all, and one request is never cut
+short), so when atomd is sanitized the bound on the answer time is five times larger and the
+never-reading client's queue is 25 jobs instead of 100; ASan's quarantine keeps freed memory, so
+it is held to 8 MB for these daemons, leaving RSS growth meaningful.
 """
 import errno
 import json
@@ -26,6 +31,7 @@ from harness import check
 
 NOBODY = 65534
 ANSWER_WITHIN = 0.100  # seconds: what "atomd keeps answering" means in the issue
+SANITIZED_SLOWER = 5   # ... times this when atomd runs under AddressSanitizer
 RSS_GROWTH_MAX = 32 << 10  # KiB: far below what the attacks made atomd hold before (40-110 MiB)
 
 # The attacker, run as uid 65534: opens N connections to atomd's socket without a word, says how
@@ -132,18 +138,32 @@ def status_rtt(d):
         s.close()
 
 
+def small_quarantine(d):
+    """harness.run's setup: ASan (when atomd is built with it) keeps at most 8 MB freed."""
+    d.env["ASAN_OPTIONS"] = d.env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=8"
+
+
+def sanitized(d):
+    with open("/proc/%d/maps" % d.proc.pid) as f:
+        return "libasan" in f.read()
+
+
+def answer_within(d):
+    return ANSWER_WITHIN * (SANITIZED_SLOWER if sanitized(d) else 1)
+
+
 def probe(d):
     """status_rtt, asked again at once when over ANSWER_WITHIN: on a shared 2-core machine any
     process may lose the CPU for 100 ms to others now and then, whereas an attack that holds atomd
     delays both (the floods here last seconds). The faster of the two counts."""
     first = status_rtt(d)
-    if first[0] is not None and first[0] < ANSWER_WITHIN:
+    if first[0] is not None and first[0] < answer_within(d):
         return first
     second = status_rtt(d)
     return second if second[0] is not None and (first[0] is None or second[0] < first[0]) else first
 
 
-def check_probes(probes, what, ok_only=True):
+def check_probes(d, probes, what, ok_only=True):
     check(probes, "no status probe ran during %s" % what)
     for rtt, ans in probes:
         check(rtt is not None, "status during %s: %s" % (what, ans))
@@ -152,8 +172,8 @@ def check_probes(probes, what, ok_only=True):
     worst = max(rtt for rtt, _ in probes)
     print("%s: %d status answers, slowest %.1f ms (%s)" % (what, len(probes), worst * 1000,
                                                          " ".join("%.0f" % (r * 1000) for r, _ in probes)))
-    check(worst < ANSWER_WITHIN, "status during %s took %.0f ms (at most %.0f ms asked)"
-          % (what, worst * 1000, ANSWER_WITHIN * 1000))
+    check(worst < answer_within(d), "status during %s took %.0f ms (at most %.0f ms asked)"
+          % (what, worst * 1000, answer_within(d) * 1000))
 
 
 def attacker(d, script, *argv):
@@ -211,10 +231,10 @@ def test_idle_connections(args):
     # The caps from the descriptor limit: 64 - 32 kept back = 32 connections, 8 per user.
     def test(d):
         probes, report = idle_flood(d, "max_clients_per_user")
-        check_probes(probes, "200 idle connections of another user")
+        check_probes(d, probes, "200 idle connections of another user")
         check(report["silent"] <= 8, "uid 65534 holds at most its 8 connections: %s" % report)
         job_runs(d)
-    harness.run(test, args, nofile=64)
+    harness.run(test, args, setup=small_quarantine, nofile=64)
 
 
 def test_reserve_descriptor(args):
@@ -222,33 +242,35 @@ def test_reserve_descriptor(args):
     # refuses each connection with an error line instead of leaving it in the backlog.
     def test(d):
         probes, report = idle_flood(d, "out of file descriptors")
-        check_probes(probes, "descriptor exhaustion", ok_only=False)
+        check_probes(d, probes, "descriptor exhaustion", ok_only=False)
         check(any("out of file descriptors" in ans.get("error", "") for _, ans in probes) or
               all(ans.get("ok") for _, ans in probes), "the other user: served or told why: %s" % probes)
         check("out of file descriptors" in d.log(), "atomd logs the refusals")
         job_runs(d)
-    harness.run(test, args, nofile=64, config="max_clients = 1000\nmax_clients_per_user = 1000\n")
+    harness.run(test, args, setup=small_quarantine, nofile=64,
+                config="max_clients = 1000\nmax_clients_per_user = 1000\n")
 
 
 def test_never_reading_client(args):
     def test(d):
         # 100 pending jobs (the node drained) make each `queue --all` and `status` answer large
         # (45 kB): 2000 of them unread would be 90 MB
+        jobs = 25 if sanitized(d) else 100
         node = d.request({"op": "status"})["node_list"][0]["name"]
         check(d.request({"op": "drain", "node": node, "reason": "flood test"})["ok"], "drain")
         spec = json.dumps(d.job(d.submit(d.spec("sleep-queued", gpus=1)))["spec"])  # as atomctl sends it
         s = d.connect()
         try:
-            s.sendall(b"".join((json.dumps({"op": "submit", "spec": spec}) + "\n").encode() for _ in range(99)))
+            s.sendall(b"".join((json.dumps({"op": "submit", "spec": spec}) + "\n").encode() for _ in range(jobs - 1)))
             buf = b""
-            while buf.count(b"\n") < 99:
+            while buf.count(b"\n") < jobs - 1:
                 chunk = s.recv(1 << 20)
                 check(chunk, "atomd closed the submitting connection")
                 buf += chunk
         finally:
             s.close()
         answers = [json.loads(x) for x in buf.split(b"\n") if x]
-        check(all(a["ok"] for a in answers), "100 submissions: %s" % [a for a in answers if not a["ok"]][:1])
+        check(all(a["ok"] for a in answers), "the submissions: %s" % [a for a in answers if not a["ok"]][:1])
         pid = d.proc.pid
         rss0 = rss_kib(pid)
         proc = attacker(d, DEAF_ATTACKER, d.socket, 2000, 15)
@@ -263,13 +285,13 @@ def test_never_reading_client(args):
         finally:
             finish(proc)
         print("never-reading client: RSS %d -> at most %d KiB; attacker: %s" % (rss0, rss_max, verdict))
-        check_probes(probes, "a client that never reads its answers")
+        check_probes(d, probes, "a client that never reads its answers")
         check(rss_max - rss0 < RSS_GROWTH_MAX, "atomd's RSS grew by %d KiB for a client that never reads"
               % (rss_max - rss0))
         check(verdict.startswith("closed"), "the client that never reads is closed: %s" % verdict)
         check("(client_output_soft)" in d.log(), "atomd says why it closed the client")
         check(d.request({"op": "resume", "node": node})["ok"], "resume")
-    harness.run(test, args)
+    harness.run(test, args, setup=small_quarantine)
 
 
 def closed_by_governor(port):
@@ -317,7 +339,7 @@ def test_preauth_tcp_peers(args):
         for s in peers:
             s.close()
         print("pre-auth TCP peers: RSS %d -> at most %d KiB; %d of 100 closed by atomd" % (rss0, rss_max, closed))
-        check_probes(probes, "100 TCP peers sending 1 MiB without a credential")
+        check_probes(d, probes, "100 TCP peers sending 1 MiB without a credential")
         check(rss_max - rss0 < RSS_GROWTH_MAX, "atomd's RSS grew by %d KiB for peers without a credential"
               % (rss_max - rss0))
         check(closed == 100, "every peer is closed before it sent 1 MiB: %d of 100" % closed)
@@ -325,7 +347,7 @@ def test_preauth_tcp_peers(args):
         check(counts.get("preauth_line") == 100, "closed for tcp_preauth_line, counted: %s" % counts)
         a = d.tcp_lines([d.munge.cred(json.dumps({"op": "ping"})).encode()])
         check(a and a[0]["ok"], "the TCP port still answers a credential: %s" % a)
-    harness.run(test, args, tcp=True, config="metrics_port = %d\n" % metrics_port)
+    harness.run(test, args, setup=small_quarantine, tcp=True, config="metrics_port = %d\n" % metrics_port)
 
 
 if __name__ == "__main__":
