@@ -8,7 +8,8 @@ bounded, and afterwards a job still runs.
   - a client of uid 65534 that pipelines 2000 `queue --all` and `status` and never reads: it is not
     read past the soft output limit, then closed; atomd's RSS stays bounded;
   - 100 TCP peers sending up to 1 MiB each without a newline or a credential: each is closed at
-    tcp_preauth_line; atomd's RSS stays bounded.
+    tcp_preauth_line; atomd's RSS stays bounded; with tcp_preauth_budget at 1 MiB, 100 peers
+    holding 60 kB each: those beyond the budget are closed.
 Under AddressSanitizer (build-sanitize) atomd's every answer is several times slower (a status
 over 100 pending jobs takes 50-200 ms there with no attack at all, and one request is never cut
 short), so when atomd is sanitized the bound on the answer time is five times larger and the
@@ -303,45 +304,55 @@ def closed_by_governor(port):
             for line in text.splitlines() if line.startswith(prefix)}
 
 
+def tcp_flood(d, peers_n, line_len, on_sent=lambda: None, max_seconds=20):
+    """peers_n TCP peers each sending line_len bytes with no newline and no credential, the
+    other user's status probed every 20 ms and atomd's RSS sampled meanwhile; then on_sent(),
+    while the peers that sent everything are still open. Returns (probes, RSS growth in KiB, how
+    many peers atomd hung up on while they sent, how many sent everything)."""
+    pid = d.proc.pid
+    rss0 = rss_kib(pid)
+    line = memoryview(b"MUNGE:" + b"A" * (line_len - 6))
+    peers = {}
+    for _ in range(peers_n):
+        s = socket.create_connection(("127.0.0.1", d.tcp_port))
+        s.setblocking(False)
+        peers[s] = 0  # bytes of line sent
+    probes, rss_max, closed, done = [], rss0, 0, []
+    t0 = last_probe = time.monotonic()
+    while peers and time.monotonic() - t0 < max_seconds:
+        _, writable, _ = select.select([], list(peers), [], 0.05)
+        for s in writable:
+            try:
+                peers[s] += s.send(line[peers[s]:peers[s] + (64 << 10)])
+                if peers[s] < len(line):
+                    continue
+                done.append(s)  # all sent: kept open, as an attacker would
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
+                    continue
+                closed += 1  # atomd hung up (EPIPE, ECONNRESET)
+                s.close()
+            del peers[s]
+        if time.monotonic() - last_probe >= 0.02:
+            last_probe = time.monotonic()
+            probes.append(probe(d))
+            rss_max = max(rss_max, rss_kib(pid))
+    on_sent()
+    probes.append(probe(d))
+    rss_max = max(rss_max, rss_kib(pid))
+    for s in list(peers) + done:
+        s.close()
+    return probes, rss_max - rss0, closed, len(done)
+
+
 def test_preauth_tcp_peers(args):
     metrics_port = harness.free_port()
 
     def test(d):
-        pid = d.proc.pid
-        rss0 = rss_kib(pid)
-        line = memoryview(b"MUNGE:" + b"A" * ((1 << 20) - 6))  # 1 MiB: no newline, no credential
-        peers = {}
-        for _ in range(100):
-            s = socket.create_connection(("127.0.0.1", d.tcp_port))
-            s.setblocking(False)
-            peers[s] = 0  # bytes of line sent
-        probes, rss_max, closed = [], rss0, 0
-        t0 = last_probe = time.monotonic()
-        while peers and time.monotonic() - t0 < 20:
-            _, writable, _ = select.select([], list(peers), [], 0.05)
-            for s in writable:
-                try:
-                    peers[s] += s.send(line[peers[s]:peers[s] + (64 << 10)])
-                    if peers[s] < len(line):
-                        continue
-                except OSError as e:
-                    if e.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
-                        continue
-                    closed += 1  # atomd hung up (EPIPE, ECONNRESET)
-                del peers[s]
-                s.close()
-            if time.monotonic() - last_probe >= 0.02:
-                last_probe = time.monotonic()
-                probes.append(probe(d))
-                rss_max = max(rss_max, rss_kib(pid))
-        probes.append(probe(d))
-        rss_max = max(rss_max, rss_kib(pid))
-        for s in peers:
-            s.close()
-        print("pre-auth TCP peers: RSS %d -> at most %d KiB; %d of 100 closed by atomd" % (rss0, rss_max, closed))
+        probes, growth, closed, _ = tcp_flood(d, 100, 1 << 20)
+        print("pre-auth TCP peers: RSS +%d KiB; %d of 100 closed by atomd" % (growth, closed))
         check_probes(d, probes, "100 TCP peers sending 1 MiB without a credential")
-        check(rss_max - rss0 < RSS_GROWTH_MAX, "atomd's RSS grew by %d KiB for peers without a credential"
-              % (rss_max - rss0))
+        check(growth < RSS_GROWTH_MAX, "atomd's RSS grew by %d KiB for peers without a credential" % growth)
         check(closed == 100, "every peer is closed before it sent 1 MiB: %d of 100" % closed)
         counts = closed_by_governor(metrics_port)
         check(counts.get("preauth_line") == 100, "closed for tcp_preauth_line, counted: %s" % counts)
@@ -350,10 +361,35 @@ def test_preauth_tcp_peers(args):
     harness.run(test, args, setup=small_quarantine, tcp=True, config="metrics_port = %d\n" % metrics_port)
 
 
+def test_preauth_budget(args):
+    """Lines under tcp_preauth_line (60 kB) from 100 peers, with tcp_preauth_budget at 1 MiB:
+    atomd closes the peers holding most until the rest fit, and a credential still gets in."""
+    metrics_port = harness.free_port()
+
+    def test(d):
+        evicted = 100 - (1 << 20) // (60 << 10)  # 83: the budget holds 17 such lines
+
+        def budget_enforced():
+            harness.wait_until(lambda: closed_by_governor(metrics_port).get("preauth_budget", 0) >= evicted,
+                               10, "atomd to close the peers beyond tcp_preauth_budget")
+
+        probes, growth, _, sent = tcp_flood(d, 100, 60 << 10, on_sent=budget_enforced)
+        counts = closed_by_governor(metrics_port)
+        print("pre-auth budget: RSS +%d KiB; %d of 100 sent their 60 kB; closed: %s" % (growth, sent, counts))
+        check_probes(d, probes, "100 TCP peers holding 60 kB each without a credential")
+        check(counts.get("preauth_budget") == evicted and counts.get("preauth_line") == 0,
+              "the peers beyond the 1 MiB budget are closed, the others kept: %s" % counts)
+        a = d.tcp_lines([d.munge.cred(json.dumps({"op": "ping"})).encode()])
+        check(a and a[0]["ok"], "a credential gets in beside the peers held: %s" % a)
+    harness.run(test, args, setup=small_quarantine, tcp=True,
+                config="metrics_port = %d\ntcp_preauth_budget = 1m\n" % metrics_port)
+
+
 if __name__ == "__main__":
     args = harness.parse_args()
     test_idle_connections(args)
     test_reserve_descriptor(args)
     test_never_reading_client(args)
     test_preauth_tcp_peers(args)
+    test_preauth_budget(args)
     print("ok")
