@@ -112,7 +112,8 @@ typedef struct atomd_server {
     size_t preauth_bytes;      /* held for TCP peers that sent no valid credential yet */
     int reserve_fd;            /* /dev/null, given up to accept and refuse at EMFILE (-1: none) */
     bool accept_paused;        /* out of descriptors without a reserve: listening stopped */
-    double last_refusal_log[ATOMD_REJECT_N]; /* monotonic: warnings of refusals are spaced */
+    /* monotonic: the governor's warnings are spaced (a flood must not flood the log too) */
+    double last_refusal_log[ATOMD_REJECT_N], last_close_log[ATOMD_CLOSE_N];
 } atomd_server;
 
 typedef struct atomd {

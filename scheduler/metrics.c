@@ -302,6 +302,12 @@ void atomd_metrics_expire(atomd *d)
     for (int i = m->n_conns - 1; i >= 0; i--)
         if (now - m->conns[i]->opened >= CONN_TIMEOUT)
             conn_drop(d, i);
+    /* Listening stopped at EMFILE (below): tried again once a tick, rather than spinning. */
+    atom_err err = {{0}};
+    if (m->listen_fd >= 0 && m->n_conns < MAX_CONNS &&
+        atomd_loop_mask(&d->loop, m->listen_fd) == 0 &&
+        atomd_loop_mod(&d->loop, m->listen_fd, ATOMD_READABLE, &err))
+        atom_log(ATOM_LOG_ERROR, "metrics: %s", err.msg);
 }
 
 static void accept_conns(atomd *d, int fd, unsigned ready, void *arg)
@@ -311,6 +317,8 @@ static void accept_conns(atomd *d, int fd, unsigned ready, void *arg)
     atom_err err = {{0}};
     while (m->n_conns < MAX_CONNS) {
         int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0 && (errno == EMFILE || errno == ENFILE))
+            break; /* out of descriptors: the socket would stay readable; stop until the tick */
         if (cfd < 0)
             return;
         atomd_metrics_conn *c = calloc(1, sizeof *c);

@@ -175,15 +175,47 @@ static const char *client_name(const atomd_client *c, char *buf, size_t len)
     return buf;
 }
 
+/* A warning of the governor, at most one per WARN_EVERY for each kind (*last), with how many of
+ * its kind there were so far. */
+static void warn_spaced(double *last, long so_far, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void warn_spaced(double *last, long so_far, const char *fmt, ...)
+{
+    double now = atom_monotonic();
+    if (*last > 0 && now - *last < WARN_EVERY)
+        return;
+    *last = now;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    atom_log(ATOM_LOG_WARN, "%s (%ld so far)", msg, so_far);
+}
+
+/* Counts a closing by the governor and says why (spaced). */
+static void closing(atomd *d, atomd_close_reason why, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void closing(atomd *d, atomd_close_reason why, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    d->metrics.clients_closed[why]++;
+    warn_spaced(&d->server.last_close_log[why], d->metrics.clients_closed[why], "%s", msg);
+}
+
 static void answer(atomd *d, atomd_client *c, json_t *ans)
 {
     /* A client that asks and asks without reading holds its answers in atomd: past the hard
      * limit it is closed (a single large answer, to a client that reads, always goes out). */
     if (unsent(c) > d->cfg.client_output_hard && !c->dead) {
         char who[64];
-        atom_log(ATOM_LOG_WARN, "closing %s: %zu bytes of answers unread (client_output_hard = "
-                 "%zu)", client_name(c, who, sizeof who), unsent(c), d->cfg.client_output_hard);
-        d->metrics.clients_closed[ATOMD_CLOSE_OUTPUT_HARD]++;
+        closing(d, ATOMD_CLOSE_OUTPUT_HARD, "closing %s: %zu bytes of answers unread "
+                "(client_output_hard = %zu)", client_name(c, who, sizeof who), unsent(c),
+                d->cfg.client_output_hard);
         c->dead = true;
     }
     if (c->dead) {
@@ -265,7 +297,8 @@ static void refuse_oversized(atomd *d, atomd_client *c)
 {
     if (c->tcp && !c->authed) {
         d->metrics.tcp_refused++;
-        d->metrics.clients_closed[ATOMD_CLOSE_PREAUTH_LINE]++;
+        closing(d, ATOMD_CLOSE_PREAUTH_LINE, "TCP port: closing a peer whose line passed %zu bytes "
+                "before a valid MUNGE credential (tcp_preauth_line)", line_limit(d, c));
         refuse_and_close(d, c, atomd_protocol_error("request larger than %zu bytes before a valid "
                                                     "MUNGE credential (tcp_preauth_line)",
                                                     line_limit(d, c)));
@@ -342,11 +375,10 @@ static void enforce_preauth_budget(atomd *d)
                 big = c;
         if (!big)
             return;
-        atom_log(ATOM_LOG_WARN, "TCP port: unauthenticated peers hold more than %zu bytes "
-                 "(tcp_preauth_budget): closing the one holding %zu", d->cfg.tcp_preauth_budget,
-                 big->preauth_held);
+        closing(d, ATOMD_CLOSE_PREAUTH_BUDGET, "TCP port: unauthenticated peers hold more than %zu "
+                "bytes (tcp_preauth_budget): closing the one holding %zu",
+                d->cfg.tcp_preauth_budget, big->preauth_held);
         d->metrics.tcp_refused++;
-        d->metrics.clients_closed[ATOMD_CLOSE_PREAUTH_BUDGET]++;
         refuse_and_close(d, big, atomd_protocol_error("atomd holds too many unfinished requests "
                                                       "from peers without a valid MUNGE "
                                                       "credential; try again"));
@@ -546,12 +578,8 @@ static void refuse_fd(atomd *d, int fd, atomd_reject_reason why, const char *fmt
     }
     close(fd);
     d->metrics.clients_rejected[why]++;
-    double now = atom_monotonic();
-    if (now - d->server.last_refusal_log[why] >= WARN_EVERY) {
-        d->server.last_refusal_log[why] = now;
-        atom_log(ATOM_LOG_WARN, "connection refused: %s (%ld refused so far for this reason)", msg,
-                 d->metrics.clients_rejected[why]);
-    }
+    warn_spaced(&d->server.last_refusal_log[why], d->metrics.clients_rejected[why],
+                "connection refused: %s", msg);
 }
 
 /* Out of descriptors: the reserve one is given up to take the connection and refuse it. Returns
@@ -767,6 +795,8 @@ void atomd_clients_flush(atomd *d)
 void atomd_clients_tick(atomd *d, double now)
 {
     const atomd_config *cfg = &d->cfg;
+    if (d->server.accept_paused)
+        take_reserve(d); /* descriptors may have been freed by something else than a client */
     for (atomd_client *c = d->server.clients; c; c = c->next) {
         if (c->dead)
             continue;
@@ -781,10 +811,9 @@ void atomd_clients_tick(atomd *d, double now)
         }
         if (c->over_soft_since > 0 && now - c->over_soft_since >= cfg->client_output_soft_seconds) {
             char who[64];
-            atom_log(ATOM_LOG_WARN, "closing %s: more than %zu bytes of answers unread for "
-                     "%.0f s (client_output_soft)", client_name(c, who, sizeof who),
-                     cfg->client_output_soft, cfg->client_output_soft_seconds);
-            d->metrics.clients_closed[ATOMD_CLOSE_OUTPUT_SOFT]++;
+            closing(d, ATOMD_CLOSE_OUTPUT_SOFT, "closing %s: more than %zu bytes of answers unread "
+                    "for %.0f s (client_output_soft)", client_name(c, who, sizeof who),
+                    cfg->client_output_soft, cfg->client_output_soft_seconds);
             c->dead = true;
             queue(d, c);
         }
