@@ -198,7 +198,7 @@ def job_runs(d):
     d.wait_state(job, "done", timeout=60)
 
 
-def idle_flood(d, expect_error):
+def idle_flood(d, expect_error, while_held=lambda: None):
     """200 connections of uid 65534 that say nothing. While they are held: atomd's CPU time over
     2 s (a loop spinning on a listening socket it cannot accept from burns most of
     it), and the other user's status every 100 ms."""
@@ -214,6 +214,7 @@ def idle_flood(d, expect_error):
             time.sleep(0.1)
         cpu = cpu_seconds(pid) - cpu0
         window = time.monotonic() - t0
+        while_held()
         proc.stdin.write("report\n")
         proc.stdin.flush()
         report = json.loads(proc.stdout.readline())
@@ -231,7 +232,12 @@ def idle_flood(d, expect_error):
 def test_idle_connections(args):
     # The caps from the descriptor limit: 64 - 32 kept back = 32 connections, 8 per user.
     def test(d):
-        probes, report = idle_flood(d, "max_clients_per_user")
+        def refused_by_name():  # while the attacker holds its 8
+            rc, out, err = d.ctl("status", user=NOBODY)
+            check(rc == 1 and "max_clients_per_user" in err,
+                  "uid 65534's own atomctl at its cap is told which limit: %d %r" % (rc, err))
+
+        probes, report = idle_flood(d, "max_clients_per_user", while_held=refused_by_name)
         check_probes(d, probes, "200 idle connections of another user")
         check(report["silent"] <= 8, "uid 65534 holds at most its 8 connections: %s" % report)
         job_runs(d)
