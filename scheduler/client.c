@@ -130,11 +130,10 @@ json_t *atom_client_call(atom_client *c, json_t *req, atom_err *err)
         text = cred;
     }
     int rc = send_all(c->fd, text, strlen(text)) || send_all(c->fd, "\n", 1);
+    /* A connection atomd refused (a cap on connections, no descriptor left) was closed after one
+     * error line: the write fails, and that line, already here, says why. */
+    int send_errno = rc ? errno : 0;
     free(text);
-    if (rc) {
-        atom_errf(err, "atomd closed the connection: %s", strerror(errno));
-        return NULL;
-    }
     for (;;) {
         char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
         if (nl) {
@@ -173,7 +172,10 @@ json_t *atom_client_call(atom_client *c, json_t *req, atom_err *err)
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            atom_errf(err, "atomd closed the connection before answering");
+            if (send_errno)
+                atom_errf(err, "atomd closed the connection: %s", strerror(send_errno));
+            else
+                atom_errf(err, "atomd closed the connection before answering");
             return NULL;
         }
         c->len += (size_t)n;

@@ -9,6 +9,7 @@ test's folder). Nothing is mocked.
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -94,8 +95,9 @@ class Munged:
 
 
 class Daemon:
-    def __init__(self, args, config=None, cluster=None, tcp=False):
+    def __init__(self, args, config=None, cluster=None, tcp=False, nofile=None):
         self.args = args
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) for atomd, set before exec
         self.tmp = tempfile.mkdtemp(prefix="atomd-test-")
         os.chmod(self.tmp, 0o755)  # other users' clients must reach the socket
         self.munge = Munged(os.path.join(self.tmp, "munge")) if tcp else None
@@ -136,8 +138,12 @@ class Daemon:
         if self.munge and not self.munge.proc:
             self.munge.start()
         log = open(self.log_path, "a")
+        limit = None
+        if self.nofile:
+            def limit():
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         self.proc = subprocess.Popen([self.args.atomd, "--socket", self.socket, "--state-dir", self.state] + self.extra,
-                                     stdout=log, stderr=log, env=self.env)
+                                     stdout=log, stderr=log, env=self.env, preexec_fn=limit)
         log.close()
         wait_until(self.answers, 10, "atomd to listen")
 
