@@ -70,6 +70,32 @@ static bool whole_number(const char *value, long max, int *out)
     return true;
 }
 
+/* A size in bytes: a whole number with an optional k, m or g (KiB, MiB, GiB; "b" or "iB" may
+ * follow), at least 1 and at most max. */
+static bool byte_size(const char *value, size_t max, size_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (!end || end == value || errno || value[0] == '-')
+        return false;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    default: break;
+    }
+    if (shift && (*end == 'i' || *end == 'I'))
+        end++;
+    if (*end == 'b' || *end == 'B')
+        end++;
+    if (*end || v == 0 || v > (unsigned long long)max >> shift)
+        return false;
+    *out = (size_t)(v << shift);
+    return true;
+}
+
 static void defaults(atomd_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -93,6 +119,15 @@ static void defaults(atomd_config *cfg)
     cfg->limit_warning = 60;
     cfg->keep_finished = 10000;
     cfg->tcp_request_timeout = 30;
+    cfg->max_clients = 0;          /* the descriptor limit decides (server_clients.c) */
+    cfg->max_clients_per_user = 0; /* a quarter of max_clients, at most 256 */
+    cfg->max_tcp_clients = 16384;  /* a heartbeat connection per rank off atomd's node, 10,000 GPUs */
+    cfg->client_requests_per_iteration = 4;
+    cfg->client_output_soft = 256u << 10;
+    cfg->client_output_soft_seconds = 5;
+    cfg->client_output_hard = 16u << 20;
+    cfg->tcp_preauth_line = 64u << 10;
+    cfg->tcp_preauth_budget = 16u << 20;
 }
 
 static int set_key(atomd_config *cfg, const char *key, const char *value, atom_err *err)
@@ -140,6 +175,32 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
             return atom_errf(err, "metrics_port: \"%s\" is not a TCP port (0: off)", value);
         return 0;
     }
+    int *count = strcmp(key, "max_clients") == 0            ? &cfg->max_clients
+                 : strcmp(key, "max_clients_per_user") == 0 ? &cfg->max_clients_per_user
+                 : strcmp(key, "max_tcp_clients") == 0      ? &cfg->max_tcp_clients
+                 : strcmp(key, "client_requests_per_iteration") == 0 ? &cfg->client_requests_per_iteration
+                                                            : NULL;
+    if (count) {
+        /* 0 is "from the descriptor limit" for the first two, and never makes sense elsewhere. */
+        bool zero_ok = count == &cfg->max_clients || count == &cfg->max_clients_per_user;
+        int v = -1;
+        if (!whole_number(value, 1000000, &v) || (v == 0 && !zero_ok))
+            return atom_errf(err, "%s: \"%s\" is not a number %s", key, value,
+                             zero_ok ? "of connections (0: from the descriptor limit)" : "of at least 1");
+        *count = v;
+        return 0;
+    }
+    size_t *bytes = strcmp(key, "client_output_soft") == 0   ? &cfg->client_output_soft
+                    : strcmp(key, "client_output_hard") == 0 ? &cfg->client_output_hard
+                    : strcmp(key, "tcp_preauth_line") == 0   ? &cfg->tcp_preauth_line
+                    : strcmp(key, "tcp_preauth_budget") == 0 ? &cfg->tcp_preauth_budget
+                                                             : NULL;
+    if (bytes) {
+        size_t max = bytes == &cfg->tcp_preauth_line ? ATOMD_MAX_MESSAGE : (size_t)1 << 40;
+        if (!byte_size(value, max, bytes))
+            return atom_errf(err, "%s: \"%s\" is not a size from 1 byte to %zu (e.g. 64k, 16m)", key, value, max);
+        return 0;
+    }
     if (strcmp(key, "keep_finished") == 0) {
         if (!whole_number(value, 100000000, &cfg->keep_finished))
             return atom_errf(err, "keep_finished: \"%s\" is not a number of jobs", value);
@@ -153,6 +214,7 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
                   : strcmp(key, "health_fresh") == 0   ? &cfg->health_fresh
                   : strcmp(key, "health_timeout") == 0 ? &cfg->health_timeout
                   : strcmp(key, "tcp_request_timeout") == 0 ? &cfg->tcp_request_timeout
+                  : strcmp(key, "client_output_soft_seconds") == 0 ? &cfg->client_output_soft_seconds
                                                        : NULL;
     if (!dur)
         return atom_errf(err, "unknown setting \"%s\"", key);
@@ -213,6 +275,7 @@ int main(int argc, char **argv)
     memset(&d, 0, sizeof d);
     d.listen_fd = d.hb_fd = d.signal_fd = d.tcp_fd = -1;
     d.metrics.listen_fd = -1;
+    d.loop.epoll_fd = d.server.reserve_fd = -1;
     defaults(&d.cfg);
     atom_err err = {{0}};
 

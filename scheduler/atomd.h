@@ -15,6 +15,7 @@
 #include "scheduler/health.h"
 #include "scheduler/jobs.h"
 #include "scheduler/launchers.h"
+#include "scheduler/loop.h"
 #include "scheduler/metrics.h"
 #include "scheduler/planner.h"
 #include "scheduler/store.h"
@@ -48,7 +49,22 @@ typedef struct atomd_config {
     char munge_socket[ATOM_PATH_MAX]; /* munged's socket ("" : libmunge's default), here and on
                                      * every node the workers run on */
     double tcp_request_timeout;     /* seconds a TCP peer may take to finish a request line */
+    /* The governor (server.c): what one client, one user, or everyone together may hold. */
+    int max_clients;                /* connections at once, both transports (0: the descriptor
+                                     * limit less ATOMD_RESERVED_FDS) */
+    int max_clients_per_user;       /* Unix socket connections of one uid (0: a quarter of
+                                     * max_clients, at most 256) */
+    int max_tcp_clients;            /* connections on the TCP port (at most max_clients) */
+    int client_requests_per_iteration; /* request lines of one client per loop iteration */
+    size_t client_output_soft;      /* unsent answer bytes above which a client is not read */
+    double client_output_soft_seconds; /* ... and after which, still above, it is closed */
+    size_t client_output_hard;      /* unsent bytes at which a client is closed at once */
+    size_t tcp_preauth_line;        /* longest line from a TCP peer before a valid credential */
+    size_t tcp_preauth_budget;      /* bytes held for all TCP peers without a valid credential */
 } atomd_config;
+
+/* Descriptors kept back from max_clients for atomd's own files, launches and metrics. */
+#define ATOMD_RESERVED_FDS 32
 
 /* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so
  * that the simulation (simulate.h) can compare them on the same trace with the same code. */
@@ -79,6 +95,26 @@ typedef struct atomd_usage {
 
 typedef struct atomd_client atomd_client;
 
+/* The server's clients and the governor's accounts (server.c). */
+typedef struct atomd_uid_count {
+    uid_t uid;
+    int n;
+} atomd_uid_count;
+
+typedef struct atomd_server {
+    atomd_client *clients;     /* every connection, a list (clients stay where they are) */
+    int n_clients, n_tcp;
+    atomd_uid_count *per_uid;  /* Unix socket connections by uid (uids with none are dropped) */
+    int n_uids;
+    atomd_client **pending;    /* clients to serve or flush before the next wait */
+    int n_pending, cap_pending;
+    long iteration;            /* loop iterations so far: the read budget's clock */
+    size_t preauth_bytes;      /* held for TCP peers that sent no valid credential yet */
+    int reserve_fd;            /* /dev/null, given up to accept and refuse at EMFILE (-1: none) */
+    bool accept_paused;        /* out of descriptors without a reserve: listening stopped */
+    double last_refusal_log[ATOMD_REJECT_N]; /* monotonic: warnings of refusals are spaced */
+} atomd_server;
+
 typedef struct atomd {
     atomd_config cfg;
     char hostname[256];    /* this machine, as workers name it in heartbeats */
@@ -97,8 +133,8 @@ typedef struct atomd {
     int listen_fd, hb_fd, signal_fd;
     int tcp_fd;                /* -1: no TCP port (not configured, or munged did not answer) */
     char heartbeat_tcp[300];   /* where workers on other nodes reach tcp_fd ("" : nowhere) */
-    atomd_client *clients;
-    int n_clients;
+    atomd_loop loop;           /* every descriptor above, the clients' and metrics' (loop.h) */
+    atomd_server server;
 
     bool changed;          /* something happened that may let a job start */
     bool stopping;
@@ -137,6 +173,19 @@ void atomd_usage_add(atomd *d, const char *project, double gpu_seconds, double n
 int atomd_server_open(atomd *d, atom_err *err);
 int atomd_server_run(atomd *d);
 void atomd_server_close(atomd *d);
+
+/* The clients and the governor (server_clients.c), as the server's loop drives them. _open takes
+ * the reserve descriptor and settles the caps against the descriptor limit; _accept is the
+ * handler of both listening sockets; _waiting says whether requests are left over from a read
+ * budget, which _serve_waiting serves (before the COMMIT); _flush writes answers and closes
+ * what is done (after it); _tick expires unfinished TCP lines and clients that do not read. */
+int atomd_clients_open(atomd *d, atom_err *err);
+void atomd_clients_accept(atomd *d, int fd, unsigned ready, void *arg);
+bool atomd_clients_waiting(const atomd *d);
+void atomd_clients_serve_waiting(atomd *d);
+void atomd_clients_flush(atomd *d);
+void atomd_clients_tick(atomd *d, double now);
+void atomd_clients_close(atomd *d);
 
 /* Fills the plan's ways to reach atomd: the heartbeat socket, and for ranks on other nodes the
  * TCP port with the munged socket to sign with. */

@@ -16,6 +16,8 @@
 #define MAX_CONNS 16
 #define CONN_TIMEOUT 5.0  /* seconds a scraper may take to send its request and read the answer */
 
+static void accept_conns(atomd *d, int fd, unsigned ready, void *arg);
+
 int atomd_metrics_open(atomd *d, atom_err *err)
 {
     atomd_metrics *m = &d->metrics;
@@ -34,6 +36,10 @@ int atomd_metrics_open(atomd *d, atom_err *err)
             close(fd);
         return -1;
     }
+    if (atomd_loop_add(&d->loop, fd, ATOMD_READABLE, accept_conns, NULL, err)) {
+        close(fd);
+        return -1;
+    }
     m->listen_fd = fd;
     atom_log(ATOM_LOG_INFO, "metrics on http://%s:%d/metrics", d->cfg.metrics_address, d->cfg.metrics_port);
     return 0;
@@ -50,32 +56,19 @@ static void conn_close(atomd_metrics_conn *c)
 void atomd_metrics_close(atomd *d)
 {
     atomd_metrics *m = &d->metrics;
-    for (int i = 0; i < m->n_conns; i++)
-        conn_close(&m->conns[i]);
+    for (int i = 0; i < m->n_conns; i++) {
+        atomd_loop_del(&d->loop, m->conns[i]->fd);
+        conn_close(m->conns[i]);
+        free(m->conns[i]);
+    }
     free(m->conns);
     m->conns = NULL;
     m->n_conns = 0;
-    if (m->listen_fd >= 0)
+    if (m->listen_fd >= 0) {
+        atomd_loop_del(&d->loop, m->listen_fd);
         close(m->listen_fd);
+    }
     m->listen_fd = -1;
-}
-
-int atomd_metrics_max_pollfds(const atomd *d)
-{
-    return d->metrics.listen_fd >= 0 ? 1 + d->metrics.n_conns : 0;
-}
-
-int atomd_metrics_pollfds(atomd *d, struct pollfd *pfd)
-{
-    atomd_metrics *m = &d->metrics;
-    if (m->listen_fd < 0)
-        return 0;
-    int n = 0;
-    /* At the connection cap, stop accepting until one closes (the backlog keeps the rest). */
-    pfd[n++] = (struct pollfd){.fd = m->listen_fd, .events = m->n_conns < MAX_CONNS ? POLLIN : 0};
-    for (int i = 0; i < m->n_conns; i++)
-        pfd[n++] = (struct pollfd){.fd = m->conns[i].fd, .events = m->conns[i].out ? POLLOUT : POLLIN};
-    return n;
 }
 
 /* ---- the exposition ---------------------------------------------------------------------------- */
@@ -199,6 +192,20 @@ char *atomd_metrics_text(atomd *d)
     fprintf(f, "atom_tcp_messages_total{kind=\"request\"} %ld\n", d->metrics.tcp_requests);
     fprintf(f, "atom_tcp_messages_total{kind=\"heartbeat\"} %ld\n", d->metrics.tcp_heartbeats);
     fprintf(f, "atom_tcp_messages_total{kind=\"refused\"} %ld\n", d->metrics.tcp_refused);
+    help(f, "atom_clients", "gauge", "Client connections open, by transport");
+    fprintf(f, "atom_clients{transport=\"unix\"} %d\natom_clients{transport=\"tcp\"} %d\n",
+            d->server.n_clients - d->server.n_tcp, d->server.n_tcp);
+    static const char *const rejected[ATOMD_REJECT_N] = {"max_clients", "max_clients_per_user", "max_tcp_clients",
+                                                         "descriptors"};
+    help(f, "atom_clients_rejected_total", "counter", "Connections refused at accept with an error line: over "
+         "a cap, or atomd out of descriptors");
+    for (int i = 0; i < ATOMD_REJECT_N; i++)
+        fprintf(f, "atom_clients_rejected_total{reason=\"%s\"} %ld\n", rejected[i], d->metrics.clients_rejected[i]);
+    static const char *const closed[ATOMD_CLOSE_N] = {"output_hard", "output_soft", "preauth_line", "preauth_budget"};
+    help(f, "atom_clients_closed_total", "counter", "Connections closed by atomd's governor: answers left unread "
+         "(hard, or soft for a while), a TCP line too long or too much held before a valid credential");
+    for (int i = 0; i < ATOMD_CLOSE_N; i++)
+        fprintf(f, "atom_clients_closed_total{reason=\"%s\"} %ld\n", closed[i], d->metrics.clients_closed[i]);
     if (fclose(f) != 0) {
         free(text);
         return NULL;
@@ -230,11 +237,9 @@ static void respond(atomd *d, atomd_metrics_conn *c)
 }
 
 /* Reads or writes one connection; returns false once it is to be closed. */
-static bool conn_step(atomd *d, atomd_metrics_conn *c, short revents)
+static bool conn_step(atomd *d, atomd_metrics_conn *c, unsigned ready)
 {
-    if (revents & (POLLERR | POLLNVAL))
-        return false;
-    if (!c->out && (revents & (POLLIN | POLLHUP))) {
+    if (!c->out && (ready & ATOMD_READABLE)) {
         ssize_t n = read(c->fd, c->in + c->in_len, sizeof c->in - 1 - c->in_len);
         if (n <= 0)
             return n < 0 && (errno == EAGAIN || errno == EINTR);
@@ -244,6 +249,9 @@ static bool conn_step(atomd *d, atomd_metrics_conn *c, short revents)
             return c->in_len < sizeof c->in - 1; /* an oversized request is dropped */
         respond(d, c);
         if (!c->out)
+            return false;
+        atom_err err = {{0}};
+        if (atomd_loop_mod(&d->loop, c->fd, ATOMD_WRITABLE, &err))
             return false;
     }
     if (c->out) {
@@ -256,41 +264,64 @@ static bool conn_step(atomd *d, atomd_metrics_conn *c, short revents)
     return true;
 }
 
-void atomd_metrics_serve(atomd *d, const struct pollfd *pfd, int n)
+/* Drops connection i (the last one takes its place); listening resumes below the cap. */
+static void conn_drop(atomd *d, int i)
 {
     atomd_metrics *m = &d->metrics;
-    if (n <= 0)
+    atomd_loop_del(&d->loop, m->conns[i]->fd);
+    conn_close(m->conns[i]);
+    free(m->conns[i]);
+    m->conns[i] = m->conns[--m->n_conns];
+    atom_err err = {{0}};
+    if (m->listen_fd >= 0 && atomd_loop_mask(&d->loop, m->listen_fd) == 0 &&
+        atomd_loop_mod(&d->loop, m->listen_fd, ATOMD_READABLE, &err))
+        atom_log(ATOM_LOG_ERROR, "metrics: %s", err.msg);
+}
+
+static void conn_event(atomd *d, int fd, unsigned ready, void *arg)
+{
+    (void)fd;
+    atomd_metrics_conn *c = arg;
+    if (conn_step(d, c, ready))
         return;
-    double now = atom_monotonic();
-    /* pfd[1..] are the connections as they were when polled (new ones are added after). */
-    int kept = 0, polled = n - 1;
-    for (int i = 0; i < m->n_conns; i++) {
-        atomd_metrics_conn *c = &m->conns[i];
-        bool keep = now - c->opened < CONN_TIMEOUT;
-        if (keep && i < polled && pfd[1 + i].revents)
-            keep = conn_step(d, c, pfd[1 + i].revents);
-        if (!keep) {
-            conn_close(c);
-            continue;
-        }
-        m->conns[kept++] = *c;
-    }
-    m->n_conns = kept;
-    if (!(pfd[0].revents & POLLIN))
-        return;
-    while (m->n_conns < MAX_CONNS) {
-        int fd = accept4(m->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+    for (int i = 0; i < d->metrics.n_conns; i++)
+        if (d->metrics.conns[i] == c) {
+            conn_drop(d, i);
             return;
-        atomd_metrics_conn *conns = realloc(m->conns, (size_t)(m->n_conns + 1) * sizeof *conns);
-        if (!conns) {
-            close(fd);
+        }
+}
+
+void atomd_metrics_expire(atomd *d)
+{
+    atomd_metrics *m = &d->metrics;
+    double now = atom_monotonic();
+    for (int i = m->n_conns - 1; i >= 0; i--)
+        if (now - m->conns[i]->opened >= CONN_TIMEOUT)
+            conn_drop(d, i);
+}
+
+static void accept_conns(atomd *d, int fd, unsigned ready, void *arg)
+{
+    (void)ready, (void)arg;
+    atomd_metrics *m = &d->metrics;
+    atom_err err = {{0}};
+    while (m->n_conns < MAX_CONNS) {
+        int cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (cfd < 0)
+            return;
+        atomd_metrics_conn *c = calloc(1, sizeof *c);
+        atomd_metrics_conn **conns = c ? realloc(m->conns, (size_t)(m->n_conns + 1) * sizeof *conns) : NULL;
+        if (!conns || atomd_loop_add(&d->loop, cfd, ATOMD_READABLE, conn_event, c, &err)) {
+            free(c);
+            close(cfd);
             return;
         }
         m->conns = conns;
-        atomd_metrics_conn *c = &m->conns[m->n_conns++];
-        memset(c, 0, sizeof *c);
-        c->fd = fd;
-        c->opened = now;
+        c->fd = cfd;
+        c->opened = atom_monotonic();
+        m->conns[m->n_conns++] = c;
     }
+    /* At the connection cap, stop accepting until one closes (the backlog keeps the rest). */
+    if (atomd_loop_mod(&d->loop, fd, 0, &err))
+        atom_log(ATOM_LOG_ERROR, "metrics: %s", err.msg);
 }

@@ -1,23 +1,15 @@
-/* scheduler/server.c: atomd's event loop, its sockets and its clients.
+/* scheduler/server.c: atomd's event loop and its sockets.
  *
- * One poll loop serves: the client socket (newline-delimited JSON requests, answers in order),
- * the heartbeat socket (one JSON heartbeat per datagram, as worker/train.c sends them), the TCP
- * port when configured, a signalfd (SIGCHLD for ended attempts; SIGTERM/SIGINT to stop) and a
- * timer (time limits, hang checks, usage). Each iteration: read everything that is ready, run the
- * scheduling pass if anything changed, COMMIT once, and only then write answers. That is what
- * makes an answer mean "durable", and what lets all the submissions of one iteration share one
- * sync.
+ * One epoll loop (loop.h) serves: the client socket (newline-delimited JSON requests, answers in
+ * order), the heartbeat socket (one JSON heartbeat per datagram, as worker/train.c sends them),
+ * the TCP port when configured, a signalfd (SIGCHLD for ended attempts; SIGTERM/SIGINT to stop),
+ * the metrics endpoint, and a tick (time limits, hang checks, usage). Each iteration: handle what
+ * is ready, run the scheduling pass if anything changed, COMMIT once, and only then write
+ * answers. That is what makes an answer mean "durable", and what lets all the submissions of one
+ * iteration share one sync.
  *
- * The transports differ only in how the caller is known. On the Unix socket it is the peer's
- * SO_PEERCRED, once per connection. On the TCP port every line is a MUNGE credential whose
- * payload is the request (common/munge_tcp.c), and the caller is the uid munged decoded from it,
- * line by line; the request then goes through the same protocol table. A line that is not a
- * valid, fresh credential (missing, garbage, expired, replayed) gets an error answer naming why
- * and the connection stays open; a line over the size bound is refused before it is decoded and
- * the connection is closed, as on the Unix socket, and so is a line left unfinished for
- * tcp_request_timeout; TCP keepalive closes connections of peers that vanished. A credential
- * whose payload is a heartbeat (worker ranks on other nodes) is taken as one, and answered only
- * when it is refused.
+ * The clients themselves, and the governor that bounds what they may hold (caps on connections,
+ * a read budget per iteration, output and pre-authentication limits), are server_clients.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,7 +18,6 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,27 +35,6 @@
 
 #define TICK_SECONDS 0.5
 #define USAGE_SAVE_SECONDS 30.0
-/* Connections on the TCP port are open to anyone who can reach it, before any credential:
- * bounded in number (each holds at most one bounded request). Every rank on another node than
- * atomd's keeps one open for its heartbeats (10,000 at 10,000 GPUs), well within the unit's
- * LimitNOFILE=65536. */
-#define MAX_TCP_CLIENTS 16384
-/* The fixed entries of the poll array; clients follow. */
-enum { POLL_SIGNALS, POLL_LISTEN, POLL_HEARTBEATS, POLL_TCP, POLL_FIXED };
-
-struct atomd_client {
-    int fd;
-    bool tcp;          /* the TCP port: who is decoded from each line's credential */
-    bool who_known;    /* tcp: who holds the last decoded caller (admin looked up once per uid) */
-    double partial_since; /* tcp: monotonic time the incomplete line in `in` began (0: none) */
-    atomd_caller who;
-    char *in;
-    size_t in_len, in_cap;
-    char *out;
-    size_t out_len, out_cap, out_sent;
-    bool close_after;  /* after the pending answer: an oversized request, or the peer hung up */
-    bool dead;
-};
 
 bool atomd_is_admin(const atomd *d, uid_t uid)
 {
@@ -183,299 +153,6 @@ void atomd_server_plan_addrs(const atomd *d, atom_plan *plan)
     snprintf(plan->munge_socket, sizeof plan->munge_socket, "%s", d->cfg.munge_socket);
 }
 
-int atomd_server_open(atomd *d, atom_err *err)
-{
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGCHLD);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigprocmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-    d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-    if (d->signal_fd < 0)
-        return atom_errf(err, "signalfd: %s", strerror(errno));
-    d->listen_fd = bind_unix(d->cfg.socket_path, SOCK_STREAM, err);
-    if (d->listen_fd < 0)
-        return -1;
-    d->hb_fd = bind_unix(d->cfg.hb_path, SOCK_DGRAM, err);
-    if (d->hb_fd < 0)
-        return -1;
-    /* Heartbeats arrive in bursts from every rank: a larger buffer drops fewer. */
-    int size = 1 << 20, on = 1;
-    setsockopt(d->hb_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    if (setsockopt(d->hb_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
-        return atom_errf(err, "SO_PASSCRED on the heartbeat socket: %s", strerror(errno));
-    if (d->cfg.tcp_listen[0] && bind_tcp(d, err))
-        return -1;
-    return 0;
-}
-
-void atomd_server_close(atomd *d)
-{
-    for (int i = 0; i < d->n_clients; i++) {
-        close(d->clients[i].fd);
-        free(d->clients[i].in);
-        free(d->clients[i].out);
-    }
-    free(d->clients);
-    d->clients = NULL;
-    d->n_clients = 0;
-    if (d->listen_fd >= 0) {
-        close(d->listen_fd);
-        unlink(d->cfg.socket_path);
-    }
-    if (d->hb_fd >= 0) {
-        close(d->hb_fd);
-        unlink(d->cfg.hb_path);
-    }
-    if (d->signal_fd >= 0)
-        close(d->signal_fd);
-    if (d->tcp_fd >= 0)
-        close(d->tcp_fd);
-    d->listen_fd = d->hb_fd = d->signal_fd = d->tcp_fd = -1;
-}
-
-static atomd_client *add_client(atomd *d, int fd)
-{
-    atomd_client *c = realloc(d->clients, (size_t)(d->n_clients + 1) * sizeof *c);
-    if (!c) {
-        close(fd);
-        return NULL;
-    }
-    d->clients = c;
-    c = &d->clients[d->n_clients++];
-    memset(c, 0, sizeof *c);
-    c->fd = fd;
-    return c;
-}
-
-static void accept_clients(atomd *d)
-{
-    for (;;) {
-        int fd = accept4(d->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        struct ucred cred;
-        socklen_t len = sizeof cred;
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
-            close(fd);
-            continue;
-        }
-        atomd_client *c = add_client(d, fd);
-        if (!c)
-            continue;
-        c->who.uid = cred.uid;
-        c->who.pid = cred.pid;
-        c->who.admin = atomd_is_admin(d, cred.uid);
-    }
-}
-
-static void accept_tcp_clients(atomd *d)
-{
-    for (;;) {
-        int fd = accept4(d->tcp_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        int n_tcp = 0;
-        for (int i = 0; i < d->n_clients; i++)
-            n_tcp += d->clients[i].tcp;
-        if (n_tcp >= MAX_TCP_CLIENTS) {
-            atom_log(ATOM_LOG_WARN, "TCP port: %d connections open already; one refused", n_tcp);
-            close(fd);
-            continue;
-        }
-        int on = 1; /* answers are single lines: send each at once */
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-        /* A node that died holds its ranks' heartbeat connections open: keepalive probes close
-         * them after about two minutes of silence instead of never. */
-        int idle = 60, interval = 10, count = 6;
-        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
-        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
-        atomd_client *c = add_client(d, fd);
-        if (c)
-            c->tcp = true;
-    }
-}
-
-static int out_append(atomd_client *c, const char *text, size_t len)
-{
-    if (c->out_len + len > c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap : 4096;
-        while (cap < c->out_len + len)
-            cap *= 2;
-        char *out = realloc(c->out, cap);
-        if (!out)
-            return -1;
-        c->out = out;
-        c->out_cap = cap;
-    }
-    memcpy(c->out + c->out_len, text, len);
-    c->out_len += len;
-    return 0;
-}
-
-static void answer(atomd_client *c, json_t *ans)
-{
-    char *text = json_dumps(ans, JSON_COMPACT);
-    json_decref(ans);
-    if (!text || out_append(c, text, strlen(text)) || out_append(c, "\n", 1))
-        c->dead = true;
-    free(text);
-}
-
-static bool is_heartbeat(const char *payload, size_t len)
-{
-    json_t *root = json_loadb(payload, len, 0, NULL);
-    const char *type = json_string_value(json_object_get(root, "type"));
-    bool yes = type && strcmp(type, "heartbeat") == 0;
-    json_decref(root);
-    return yes;
-}
-
-/* One line from the TCP port (line[len] may be overwritten): the caller from its credential,
- * then the protocol table or the heartbeat. NULL: nothing to answer (an accepted heartbeat). */
-static json_t *serve_tcp_line(atomd *d, atomd_client *c, char *line, size_t len)
-{
-    if (len > ATOMD_MAX_MESSAGE) {
-        d->metrics.tcp_refused++;
-        c->close_after = true;
-        return atomd_protocol_error("request larger than %u bytes", ATOMD_MAX_MESSAGE);
-    }
-    if (len < 6 || memcmp(line, "MUNGE:", 6) != 0) {
-        d->metrics.tcp_refused++;
-        return atomd_protocol_error("no MUNGE credential: every line on atomd's TCP port is a MUNGE "
-                                    "credential (\"MUNGE:...\") whose payload is the request");
-    }
-    line[len] = '\0';
-    char *payload = NULL;
-    size_t plen = 0;
-    uid_t uid;
-    gid_t gid;
-    atom_err err = {{0}};
-    /* A round trip to the local munged inside the loop (about 0.1 ms: bench/sched's
-     * atom-bench-munge), cheaper than the COMMIT each submission waits for anyway. */
-    if (atom_munge_decode(d->cfg.munge_socket, line, &payload, &plen, &uid, &gid, &err)) {
-        atom_log(ATOM_LOG_DEBUG, "TCP request refused: MUNGE credential: %s", err.msg);
-        d->metrics.tcp_refused++;
-        return atomd_protocol_error("MUNGE credential refused: %s", err.msg);
-    }
-    if (!c->who_known || c->who.uid != uid) {
-        c->who = (atomd_caller){.uid = uid, .pid = 0, .admin = atomd_is_admin(d, uid)};
-        c->who_known = true;
-    }
-    json_t *ans = NULL;
-    if (is_heartbeat(payload, plen)) {
-        d->metrics.tcp_heartbeats++;
-        atom_heartbeat hb;
-        if (atom_heartbeat_from_json(payload, &hb, &err) == 0)
-            atomd_job_heartbeat(d, &hb, uid);
-        else
-            ans = atomd_protocol_error("%s", err.msg);
-    } else {
-        d->metrics.tcp_requests++;
-        ans = atomd_protocol_handle(d, &c->who, payload, plen);
-    }
-    free(payload);
-    return ans;
-}
-
-/* Handles every complete line in the client's buffer. */
-static void serve_lines(atomd *d, atomd_client *c)
-{
-    size_t start = 0;
-    for (;;) {
-        char *nl = memchr(c->in + start, '\n', c->in_len - start);
-        if (!nl)
-            break;
-        size_t len = (size_t)(nl - (c->in + start));
-        if (len > 0) {
-            json_t *ans = c->tcp ? serve_tcp_line(d, c, c->in + start, len)
-                                 : atomd_protocol_handle(d, &c->who, c->in + start, len);
-            if (ans)
-                answer(c, ans);
-        }
-        start += len + 1;
-        if (c->close_after)
-            break;
-    }
-    if (c->close_after) {
-        c->in_len = 0;
-        return;
-    }
-    memmove(c->in, c->in + start, c->in_len - start);
-    c->in_len -= start;
-    if (c->in_len == 0)
-        c->partial_since = 0;
-    else if (start > 0 || c->partial_since == 0)
-        c->partial_since = atom_monotonic();
-    if (c->in_len > ATOMD_MAX_MESSAGE) {
-        d->metrics.tcp_refused += c->tcp;
-        answer(c, atomd_protocol_error("request larger than %u bytes", ATOMD_MAX_MESSAGE));
-        c->in_len = 0;
-        c->close_after = true;
-    }
-}
-
-static void read_client(atomd *d, atomd_client *c)
-{
-    for (;;) {
-        if (c->in_cap - c->in_len < 65536) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : 65536;
-            if (cap > ATOMD_MAX_MESSAGE + 131072)
-                cap = ATOMD_MAX_MESSAGE + 131072;
-            if (cap - c->in_len == 0) {
-                serve_lines(d, c);
-                if (c->close_after)
-                    return;
-                continue;
-            }
-            char *in = realloc(c->in, cap);
-            if (!in) {
-                c->dead = true;
-                return;
-            }
-            c->in = in;
-            c->in_cap = cap;
-        }
-        ssize_t n = read(c->fd, c->in + c->in_len, c->in_cap - c->in_len);
-        if (n > 0) {
-            c->in_len += (size_t)n;
-            serve_lines(d, c);
-            if (c->close_after)
-                return;
-            continue;
-        }
-        if (n == 0) {
-            c->close_after = true; /* answer what was asked, then close */
-            return;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-            c->dead = true;
-        return;
-    }
-}
-
-static void write_client(atomd_client *c)
-{
-    while (c->out_sent < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_sent, c->out_len - c->out_sent, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_sent += (size_t)n;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return;
-        if (n < 0 && errno == EINTR)
-            continue;
-        c->dead = true;
-        return;
-    }
-    c->out_len = c->out_sent = 0;
-}
 
 /* Heartbeats come from the workers atomd launched, which run as their job's owner: the sender's
  * uid (SCM_CREDENTIALS) goes with every heartbeat, and one from anyone else is dropped, so nobody
@@ -510,10 +187,20 @@ static void read_heartbeats(atomd *d)
     }
 }
 
-static void read_signals(atomd *d)
+static void on_heartbeats(atomd *d, int fd, unsigned ready, void *arg)
 {
+    (void)fd, (void)ready, (void)arg;
+    read_heartbeats(d);
+}
+
+static void on_signals(atomd *d, int fd, unsigned ready, void *arg)
+{
+    (void)ready, (void)arg;
+    /* Heartbeats before SIGCHLD: a worker's last heartbeat is queued before its mpirun ends,
+     * and it must count while the attempt still runs, whatever order epoll reports them in. */
+    read_heartbeats(d);
     struct signalfd_siginfo si;
-    while (read(d->signal_fd, &si, sizeof si) == (ssize_t)sizeof si) {
+    while (read(fd, &si, sizeof si) == (ssize_t)sizeof si) {
         if (si.ssi_signo == SIGCHLD)
             atomd_jobs_reap(d);
         else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
@@ -524,22 +211,64 @@ static void read_signals(atomd *d)
     }
 }
 
-/* A TCP peer that starts a request and does not finish it within tcp_request_timeout (a client
- * gone mid-line, or one holding a connection slot on purpose) gets an error and is closed. */
-static void expire_partial_requests(atomd *d, double now)
+int atomd_server_open(atomd *d, atom_err *err)
 {
-    for (int i = 0; i < d->n_clients; i++) {
-        atomd_client *c = &d->clients[i];
-        if (!c->tcp || c->close_after || c->partial_since == 0 || d->cfg.tcp_request_timeout <= 0 ||
-            now - c->partial_since < d->cfg.tcp_request_timeout)
-            continue;
-        d->metrics.tcp_refused++;
-        answer(c, atomd_protocol_error("incomplete request: no end of line within %.0f s "
-                                       "(tcp_request_timeout)", d->cfg.tcp_request_timeout));
-        c->in_len = 0;
-        c->partial_since = 0;
-        c->close_after = true;
-    }
+    if (atomd_loop_open(&d->loop, err))
+        return -1;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    d->signal_fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (d->signal_fd < 0)
+        return atom_errf(err, "signalfd: %s", strerror(errno));
+    if (atomd_clients_open(d, err))
+        return -1;
+    d->listen_fd = bind_unix(d->cfg.socket_path, SOCK_STREAM, err);
+    if (d->listen_fd < 0)
+        return -1;
+    d->hb_fd = bind_unix(d->cfg.hb_path, SOCK_DGRAM, err);
+    if (d->hb_fd < 0)
+        return -1;
+    /* Heartbeats arrive in bursts from every rank: a larger buffer drops fewer. */
+    int size = 1 << 20, on = 1;
+    setsockopt(d->hb_fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    if (setsockopt(d->hb_fd, SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0)
+        return atom_errf(err, "SO_PASSCRED on the heartbeat socket: %s", strerror(errno));
+    if (d->cfg.tcp_listen[0] && bind_tcp(d, err))
+        return -1;
+    if (atomd_loop_add(&d->loop, d->signal_fd, ATOMD_READABLE, on_signals, NULL, err) ||
+        atomd_loop_add(&d->loop, d->hb_fd, ATOMD_READABLE, on_heartbeats, NULL, err) ||
+        atomd_loop_add(&d->loop, d->listen_fd, ATOMD_READABLE, atomd_clients_accept, NULL, err))
+        return -1;
+    if (d->tcp_fd >= 0 && atomd_loop_add(&d->loop, d->tcp_fd, ATOMD_READABLE, atomd_clients_accept, NULL, err))
+        return -1;
+    return 0;
+}
+
+static void close_socket(atomd *d, int *fd, const char *path)
+{
+    if (*fd < 0)
+        return;
+    atomd_loop_del(&d->loop, *fd);
+    close(*fd);
+    if (path)
+        unlink(path);
+    *fd = -1;
+}
+
+void atomd_server_close(atomd *d)
+{
+    atomd_clients_close(d);
+    close_socket(d, &d->listen_fd, d->cfg.socket_path);
+    close_socket(d, &d->hb_fd, d->cfg.hb_path);
+    close_socket(d, &d->signal_fd, NULL);
+    close_socket(d, &d->tcp_fd, NULL);
+    atomd_loop_close(&d->loop);
 }
 
 static bool has_live_jobs(const atomd *d)
@@ -556,58 +285,27 @@ int atomd_server_run(atomd *d)
     d->last_busy = last_tick;
     d->last_usage_save = last_tick;
     d->changed = true;
-    struct pollfd *pfd = NULL;
     int rc = 0;
     while (!d->stopping) {
-        pfd = realloc(pfd, (size_t)(d->n_clients + POLL_FIXED + atomd_metrics_max_pollfds(d)) * sizeof *pfd);
-        if (!pfd) {
-            atom_log(ATOM_LOG_ERROR, "out of memory");
-            return -1;
-        }
-        pfd[POLL_SIGNALS] = (struct pollfd){.fd = d->signal_fd, .events = POLLIN};
-        pfd[POLL_LISTEN] = (struct pollfd){.fd = d->listen_fd, .events = POLLIN};
-        pfd[POLL_HEARTBEATS] = (struct pollfd){.fd = d->hb_fd, .events = POLLIN};
-        pfd[POLL_TCP] = (struct pollfd){.fd = d->tcp_fd, .events = POLLIN}; /* -1: ignored */
-        for (int i = 0; i < d->n_clients; i++) {
-            atomd_client *c = &d->clients[i];
-            short ev = c->close_after ? 0 : POLLIN;
-            if (c->out_len > c->out_sent)
-                ev |= POLLOUT;
-            pfd[POLL_FIXED + i] = (struct pollfd){.fd = c->fd, .events = ev};
-        }
         double now = atom_monotonic();
-        int timeout_ms = (int)((last_tick + TICK_SECONDS - now) * 1000.0);
-        if (timeout_ms < 0)
-            timeout_ms = 0;
-        int n_clients_polled = d->n_clients;
-        struct pollfd *metrics_pfd = pfd + POLL_FIXED + n_clients_polled;
-        int n_metrics = atomd_metrics_pollfds(d, metrics_pfd);
-        if (poll(pfd, (nfds_t)(n_clients_polled + POLL_FIXED + n_metrics), timeout_ms) < 0 && errno != EINTR) {
-            atom_log(ATOM_LOG_ERROR, "poll: %s", strerror(errno));
+        /* Clients with requests left over from their read budget are served without waiting. */
+        double timeout = atomd_clients_waiting(d) ? 0 : last_tick + TICK_SECONDS - now;
+        atom_err err = {{0}};
+        d->server.iteration++;
+        if (atomd_loop_wait(&d->loop, d, timeout, &err) < 0) {
+            atom_log(ATOM_LOG_ERROR, "%s", err.msg);
             rc = -1;
             break;
         }
-        /* Heartbeats before SIGCHLD: a worker's last heartbeat is queued before its mpirun ends,
-         * and it must count while the attempt still runs. */
-        if (pfd[POLL_HEARTBEATS].revents)
-            read_heartbeats(d);
-        if (pfd[POLL_SIGNALS].revents)
-            read_signals(d);
-        for (int i = 0; i < n_clients_polled; i++)
-            if (pfd[POLL_FIXED + i].revents & (POLLIN | POLLHUP | POLLERR))
-                read_client(d, &d->clients[i]);
-        if (pfd[POLL_LISTEN].revents)
-            accept_clients(d);
-        if (pfd[POLL_TCP].revents)
-            accept_tcp_clients(d);
-        atomd_metrics_serve(d, metrics_pfd, n_metrics);
+        atomd_clients_serve_waiting(d);
 
         now = atom_monotonic();
         if (now - last_tick >= TICK_SECONDS) {
             atomd_sched_account(d, now - last_tick);
             last_tick = now;
             atomd_jobs_tick(d);
-            expire_partial_requests(d, now);
+            atomd_clients_tick(d, now);
+            atomd_metrics_expire(d);
             atomd_health_tick(d);
             d->changed = true; /* time passing may open a backfill window */
             atomd_jobs_evict(d);
@@ -621,7 +319,6 @@ int atomd_server_run(atomd *d)
             atomd_sched_pass(d);
             d->metrics.passes++;
         }
-        atom_err err = {{0}};
         if (atomd_store_commit(&d->store, &err)) {
             /* Nothing of this iteration may be acknowledged: stop without answering. */
             atom_log(ATOM_LOG_ERROR, "the state store failed: %s; stopping", err.msg);
@@ -629,29 +326,14 @@ int atomd_server_run(atomd *d)
             break;
         }
         /* Answers go out only now, after the COMMIT. */
-        int kept = 0;
-        for (int i = 0; i < d->n_clients; i++) {
-            atomd_client *c = &d->clients[i];
-            if (!c->dead)
-                write_client(c);
-            bool done = c->dead || (c->close_after && c->out_len == c->out_sent);
-            if (done) {
-                close(c->fd);
-                free(c->in);
-                free(c->out);
-                continue;
-            }
-            d->clients[kept++] = *c;
-        }
-        d->n_clients = kept;
-        if (d->n_clients > 0 || has_live_jobs(d))
+        atomd_clients_flush(d);
+        if (d->server.n_clients > 0 || has_live_jobs(d))
             d->last_busy = now;
         if (d->cfg.idle_exit > 0 && now - d->last_busy > d->cfg.idle_exit) {
             atom_log(ATOM_LOG_INFO, "idle for %.0f s: stopping", d->cfg.idle_exit);
             break;
         }
     }
-    free(pfd);
     atomd_sched_save_usage(d);
     atom_err err = {{0}};
     if (atomd_store_commit(&d->store, &err))
