@@ -230,9 +230,12 @@ static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_laun
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        int defaults[] = {SIGPIPE, SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
+        int defaults[] = {SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
         for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
             signal(defaults[i], SIG_DFL);
+        /* mpirun's output is a pipe to atomd: a restarted atomd no longer reads it, and mpirun
+         * must not die of SIGPIPE for a message then (Open MPI gives its ranks the default). */
+        signal(SIGPIPE, SIG_IGN);
         exec_failure f = {0, 0};
         if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0 ||
             setgroups((size_t)n_groups, groups) != 0 || setgid(pw.pw_gid) != 0 || setuid(pw.pw_uid) != 0 ||
@@ -278,6 +281,95 @@ static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_laun
     free(argv);
     launch->pid = pid;
     return 0;
+}
+
+/* mpirun's output is copied into launcher.log up to this; what is beyond is read and dropped. */
+#define LAUNCHER_LOG_MAX ((size_t)16 << 20)
+/* What one call of the pipe's handler copies at most: one chatty mpirun does not hold the loop. */
+#define LAUNCHER_READ_BUDGET ((size_t)64 << 10)
+
+/* Copies what the pipe holds now into launcher.log, at most budget bytes. Returns true at the
+ * pipe's end (every writer gone) or on an error, false when it would block or the budget is
+ * spent. */
+static bool copy_launcher_output(atomd_attempt *a, size_t budget)
+{
+    char buf[8192];
+    for (size_t done = 0; done < budget;) {
+        ssize_t n = read(a->pipe_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return false;
+        if (n <= 0)
+            return true;
+        done += (size_t)n;
+        size_t room = a->log_bytes < LAUNCHER_LOG_MAX ? LAUNCHER_LOG_MAX - a->log_bytes : 0;
+        size_t keep = (size_t)n < room ? (size_t)n : room;
+        for (size_t w = 0; w < keep;) {
+            ssize_t r = write(a->log_fd, buf + w, keep - w);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break; /* a full disk: the record stops here, the pipe is still drained */
+            w += (size_t)r;
+        }
+        if (keep < (size_t)n && room > 0) {
+            static const char note[] = "\n[atomd: launcher output beyond 16 MiB not kept]\n";
+            (void)!write(a->log_fd, note, sizeof note - 1);
+        }
+        a->log_bytes += (size_t)n;
+    }
+    return false;
+}
+
+static void close_launcher_output(atomd *d, atomd_attempt *a)
+{
+    if (!a->piping)
+        return;
+    atomd_loop_del(&d->loop, a->pipe_fd);
+    close(a->pipe_fd);
+    close(a->log_fd);
+    a->piping = false;
+    a->pipe_fd = a->log_fd = -1;
+}
+
+static void on_launcher_output(atomd *d, int fd, unsigned mask, void *arg)
+{
+    (void)fd, (void)mask;
+    atomd_attempt *a = &((atomd_job *)arg)->cur;
+    if (a->piping && copy_launcher_output(a, LAUNCHER_READ_BUDGET))
+        close_launcher_output(d, a); /* mpirun and everything it started have closed it */
+}
+
+/* mpirun's stdout and stderr: the write end of a pipe whose read end atomd watches in its loop
+ * and copies into log_fd (launcher.log). A file in a folder the owner could reach would be theirs
+ * to swap or fill; a pipe atomd made is not (its inode is atomd's, mode 0600: not reopened
+ * through /proc by the owner's processes either). Returns the write end for mpirun, which the
+ * caller closes once mpirun has it; -1 with err on failure (log_fd closed). */
+static int open_launcher_pipe(atomd *d, atomd_job *job, int log_fd, atom_err *err)
+{
+    atomd_attempt *a = &job->cur;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        atom_errf(err, "pipe for mpirun's output: %s", strerror(errno));
+        close(log_fd);
+        return -1;
+    }
+    /* Only atomd's end is non-blocking: mpirun waits on a full pipe rather than lose a line. */
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) != 0 ||
+        atomd_loop_add(&d->loop, p[0], ATOMD_READABLE, on_launcher_output, job, err)) {
+        if (!err->msg[0])
+            atom_errf(err, "pipe for mpirun's output: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        close(log_fd);
+        return -1;
+    }
+    a->piping = true;
+    a->pipe_fd = p[0];
+    a->log_fd = log_fd;
+    a->log_bytes = 0;
+    return p[1];
 }
 
 /* The launcher's own messages (mpirun's): atomd's file, in the attempt's folder, made new
@@ -378,10 +470,17 @@ planned_dir:
         atom_errf(err, "cannot make %s readable to the job: %s", a->launch.run_dir, strerror(errno));
         goto fail;
     }
-    /* mpirun's messages go to atomd's own launcher.log; Slurm writes the batch script's output
+    /* mpirun's messages go to atomd's own launcher.log, through a pipe atomd holds (without an
+     * event loop, as in a test, straight into the file); Slurm writes the batch script's output
      * into the output folder itself, as the job's owner. */
-    if (d->launcher->child && (out = open_launcher_log(dir, err)) < 0)
-        goto fail;
+    if (d->launcher->child) {
+        int log = open_launcher_log(dir, err);
+        if (log < 0)
+            goto fail;
+        out = d->loop.epoll_fd >= 0 ? open_launcher_pipe(d, job, log, err) : log;
+        if (out < 0)
+            goto fail;
+    }
     bool as_owner = geteuid() == 0 && job->owner != 0 && !d->launcher->simulated;
     if (as_owner && !d->launcher->child) {
         /* Slurm: sbatch --uid/--gid makes the job the owner's; the output folder is theirs */
@@ -428,6 +527,7 @@ planned_dir:
 fail:
     if (out >= 0)
         close(out);
+    close_launcher_output(d, a);
     atom_plan_free(&plan);
     launch_failed(d, job, err);
     return -1;
@@ -613,6 +713,12 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
         return;
     a->live = false;
     a->pid = 0;
+    if (a->piping) {
+        /* mpirun has exited: what it wrote is in the pipe. A process it left behind that still
+         * holds the write end gets EPIPE from now on. */
+        copy_launcher_output(a, LAUNCHER_LOG_MAX + LAUNCHER_READ_BUDGET);
+        close_launcher_output(d, a);
+    }
     write_exit_status(a, exit_code);
     planner_mark(d, &a->placement, false);
     job->exit_code = exit_code;

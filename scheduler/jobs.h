@@ -94,6 +94,11 @@ typedef struct atomd_attempt {
     int probe_exit;            /* mpirun's exit status, for the outcome once the probes end */
     bool *probe_nodes;         /* inventory nodes still being probed for this attempt */
     bool probe_unreached;      /* a probe of atomd's could not reach one of them */
+    /* mpirun's stdout and stderr: a pipe atomd holds (pipe_fd, its read end, in the loop),
+     * copied into launcher.log (log_fd, atomd's file) up to a bound. */
+    bool piping;
+    int pipe_fd, log_fd;
+    size_t log_bytes;          /* copied so far; past the bound the rest is read and dropped */
 } atomd_attempt;
 
 typedef struct atomd_job {

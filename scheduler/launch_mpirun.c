@@ -188,7 +188,8 @@ int atom_launch_start(const atom_plan *plan, atom_launch *launch, int out_fd, in
     sigaddset(&dfl, SIGUSR1);
     sigaddset(&dfl, SIGTERM);
     sigaddset(&dfl, SIGINT);
-    sigaddset(&dfl, SIGPIPE);
+    /* SIGPIPE keeps the caller's disposition: atomd ignores it, so a mpirun whose output pipe
+     * lost its reader (atomd restarted) is not killed by its next message. */
     posix_spawnattr_setsigdefault(&attr, &dfl);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     int rc = posix_spawnp(&launch->pid, argv[0], &fa, &attr, argv, environ);
