@@ -44,9 +44,10 @@ static int open_as(const char *path, uid_t uid, gid_t gid)
         fd = open(path, OWNER_OPEN_FLAGS);
         saved = errno;
     }
-    setfsuid(0);
-    setfsgid(0);
-    if (setgroups((size_t)n_groups, groups) != 0 || setfsuid((uid_t)-1) != 0) {
+    setfsuid(geteuid()); /* root's own again first: that restores the right to set the rest */
+    setfsgid(getegid());
+    if (setgroups((size_t)n_groups, groups) != 0 || (uid_t)setfsuid((uid_t)-1) != geteuid() ||
+        (gid_t)setfsgid((gid_t)-1) != getegid()) {
         /* Cannot be root's own again: nothing atomd does as root is safe from here on. */
         atom_log(ATOM_LOG_ERROR, "owner_io: cannot restore atomd's identity: %s", strerror(errno));
         abort();
