@@ -142,14 +142,19 @@ def own_launch_failure(d):
     job = d.submit(d.spec("ok-second", gpus=2, steps=5, extra="restart:\n  max_restarts: 0\n"))
     check(d.state_of(job) == "pending", "the second job waits for the first")
     pid = d.proc.pid
-    fds = {int(fd) for fd in os.listdir("/proc/%d/fd" % pid)}
-    lowest_free = min(i for i in range(len(fds) + 1) if i not in fds)
     soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+
+    def no_descriptor_left():
+        """The limit at atomd's lowest free descriptor: none can be opened. Lowered again as the
+        connections of the requests above close (their numbers become free)."""
+        fds = {int(fd) for fd in os.listdir("/proc/%d/fd" % pid)}
+        lowest_free = min(i for i in range(len(fds) + 1) if i not in fds)
+        if lowest_free < resource.prlimit(pid, resource.RLIMIT_NOFILE)[0]:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
+        return d.log().count("Too many open files") >= 2
     # No requests until the limit is back: a connection would need a descriptor too.
-    resource.prlimit(pid, resource.RLIMIT_NOFILE, (lowest_free, hard))
     try:
-        harness.wait_until(lambda: d.log().count("Too many open files") >= 2, 30,
-                           "two launches of the second job to fail for want of a descriptor")
+        harness.wait_until(no_descriptor_left, 30, "two launches of the second job to fail for want of a descriptor")
     finally:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
     log = d.log()
