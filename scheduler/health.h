@@ -12,9 +12,9 @@
  * down ("not reachable: ssh: ..."), not drained. Only atomd's own checks decide that, from their
  * output in atomd's folder: when an attempt's mpirun (which runs as the job's owner, who can make
  * it print anything) says it could not reach a node, jobs.c has atomd probe the node now, and the
- * probe's result stands. A down node gets no jobs and is probed every `health_interval` (60 s when that is 0)
- * with the health program, or with `true` when none is set; once a probe reaches it and passes it
- * is up again by itself. A node an administrator drained is never probed back.
+ * probe's result stands. A down node gets no jobs and is probed every `health_interval` (60 s
+ * when that is 0) with the health program, or with `true` when none is set; once a probe reaches
+ * it and passes it is up again by itself. A node an administrator drained is never probed back.
  *
  * When it runs:
  *   - before a job starts on a node: the scheduling pass holds a placement whose nodes have not

@@ -395,7 +395,8 @@ static int make_attempt_dirs(atomd *d, const atomd_job *job, int n, char *dir, s
     if ((size_t)snprintf(dir, dir_len, "%s/jobs/%s", d->cfg.state_dir, job->id_text) >= dir_len ||
         make_dir(dir, 0711, err))
         return atom_errf(err, "%s", err->msg[0] ? err->msg : "state folder path too long");
-    if ((size_t)snprintf(dir, dir_len, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, n) >= dir_len ||
+    if ((size_t)snprintf(dir, dir_len, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, n) >=
+            dir_len ||
         (size_t)snprintf(out, out_len, "%s/output", dir) >= out_len)
         return atom_errf(err, "state folder path too long");
     return make_dir(dir, 0711, err) || make_dir(out, 0700, err) ? -1 : 0;
@@ -423,8 +424,8 @@ static void launch_failed(atomd *d, atomd_job *job, const atom_err *err)
     job->launch_retry_at = atomd_mono(d) + delay;
     snprintf(a->stop_reason, sizeof a->stop_reason, "launch failed (atomd's, not charged): %.190s", err->msg);
     job->state = ATOMD_JOB_PENDING;
-    snprintf(job->reason, sizeof job->reason, "attempt %d could not be launched (%.150s); atomd retries in %.0f s",
-             a->n, err->msg, delay);
+    snprintf(job->reason, sizeof job->reason,
+             "attempt %d could not be launched (%.150s); atomd retries in %.0f s", a->n, err->msg, delay);
     d->changed = true;
     if (a->n > 0)
         attempt_save(d, job, "launch failed", -1);
@@ -466,7 +467,8 @@ planned_dir:
     if (d->launcher->prepare(&plan, dir, d->cfg.worker, &a->launch, err))
         goto fail;
     /* The owner's processes read the plan and application file, whatever atomd's umask. */
-    if (!d->launcher->simulated && (chmod(a->launch.plan_path, 0644) != 0 || chmod(a->launch.app_path, 0644) != 0)) {
+    if (!d->launcher->simulated &&
+        (chmod(a->launch.plan_path, 0644) != 0 || chmod(a->launch.app_path, 0644) != 0)) {
         atom_errf(err, "cannot make %s readable to the job: %s", a->launch.run_dir, strerror(errno));
         goto fail;
     }
@@ -572,7 +574,8 @@ static int unreachable_suspects(atomd *d, atomd_job *job, int exit_code)
     char path[ATOM_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/launcher.log", a->launch.run_dir);
     size_t len = 0;
-    char *text = atomd_owner_read(path, geteuid(), getegid(), 1 << 20, &len, NULL); /* atomd's own file */
+    /* atomd's own file (mpirun's output through atomd's pipe), read as one */
+    char *text = atomd_owner_read(path, geteuid(), getegid(), 1 << 20, &len, NULL);
     if (!atomd_mpirun_unreachable(text)) {
         free(text);
         return 0;
@@ -625,7 +628,8 @@ static void node_names(const atomd *d, const bool *mask, char *names, size_t len
     names[0] = 0;
     for (int n = 0; mask && n < d->inv.n_nodes && used < len; n++)
         if (mask[n])
-            used += (size_t)snprintf(names + used, len - used, "%s%s", used ? ", " : "", d->inv.nodes[n].name);
+            used += (size_t)snprintf(names + used, len - used, "%s%s", used ? ", " : "",
+                                     d->inv.nodes[n].name);
 }
 
 /* The attempt's outcome once atomd knows it (see jobs.h): exit_code, and whether atomd's own
@@ -667,7 +671,8 @@ static void attempt_outcome(atomd *d, atomd_job *job, int exit_code, bool unreac
         /* The workers never ran there: not the job's failure (Slurm requeues a job whose node
          * fails the same way). atomd's probe marked the nodes down, so the next attempt goes
          * elsewhere. */
-        node_names(d, a->probe_nodes ? a->probe_nodes + d->inv.n_nodes : NULL, unreachable, sizeof unreachable);
+        const bool *unreached_nodes = a->probe_nodes ? a->probe_nodes + d->inv.n_nodes : NULL;
+        node_names(d, unreached_nodes, unreachable, sizeof unreachable);
         job->state = ATOMD_JOB_PENDING;
         attempt_state = "unreachable";
         snprintf(why, sizeof why, "mpirun could not reach %.200s", unreachable);

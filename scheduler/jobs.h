@@ -4,8 +4,9 @@
  * with its own folder <state>/jobs/<id>/attempt-<n>/ (atomd's, 0711): plan.json and ranks.app
  * (read by the job), launcher.log (mpirun's messages, 0600) and exit_status; and in it output/,
  * the owner's (0700): rank-R.log per rank, heartbeat files, Slurm's launcher.log. atomd reads
- * what is in output/ only through owner_io.h, and decides nothing for others from it. An attempt ends when mpirun exits (or,
- * for an attempt re-adopted after a restart of atomd, when its process disappears):
+ * what is in output/ only through owner_io.h, and decides nothing for others from it.
+ * An attempt ends when mpirun exits (or, for an attempt re-adopted after a restart of atomd, when
+ * its process disappears):
  *   exit 0                      -> done
  *   exit 75 after a time limit  -> timeout (it checkpointed and stopped)
  *   exit 75 otherwise           -> requeued, not counted as a failure (stopped, resumable)

@@ -16,10 +16,11 @@ int atom_launch_write_plan(const atom_plan *plan, const char *run_dir, const cha
 {
     memset(launch, 0, sizeof *launch);
     const char *out = plan->run_dir[0] ? plan->run_dir : run_dir;
-    if ((size_t)snprintf(launch->run_dir, sizeof launch->run_dir, "%s", run_dir) >= sizeof launch->run_dir ||
-        (size_t)snprintf(launch->out_dir, sizeof launch->out_dir, "%s", out) >= sizeof launch->out_dir ||
-        (size_t)snprintf(launch->plan_path, sizeof launch->plan_path, "%s/plan.json", run_dir) >= sizeof launch->plan_path ||
-        (size_t)snprintf(launch->app_path, sizeof launch->app_path, "%s/%s", run_dir, app_name) >= sizeof launch->app_path)
+    size_t len = sizeof launch->run_dir; /* every path of launch has this size */
+    if ((size_t)snprintf(launch->run_dir, len, "%s", run_dir) >= len ||
+        (size_t)snprintf(launch->out_dir, len, "%s", out) >= len ||
+        (size_t)snprintf(launch->plan_path, len, "%s/plan.json", run_dir) >= len ||
+        (size_t)snprintf(launch->app_path, len, "%s/%s", run_dir, app_name) >= len)
         return atom_errf(err, "run folder path too long: %s", run_dir);
     atom_plan copy = *plan; /* shallow: only run_dir differs */
     snprintf(copy.run_dir, sizeof copy.run_dir, "%s", out); /* where the workers write */
