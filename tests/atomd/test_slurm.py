@@ -48,8 +48,8 @@ def rewritten_id(d):
     """Issue 14: the owner of a job writes another user's Slurm job id wherever the attempt's id
     may be kept in their reach, then cancels their own job: root's scancel and squeue follow the id
     sbatch gave atomd, and the other user's job runs on."""
-    r = subprocess.run(["sbatch", "--parsable", "--job-name=victim", "--wrap", "sleep 300"], capture_output=True,
-                       text=True)
+    r = subprocess.run(["sbatch", "--parsable", "--job-name=victim", "--output=/dev/null", "--wrap", "sleep 300"],
+                       capture_output=True, text=True)
     check(r.returncode == 0, "sbatch of root's own job: %r" % r.stderr)
     victim = r.stdout.strip().split(";")[0]
     path = d.spec("slurm-rewrite", gpus=2, steps=100000, resources="  gpus_per_node: 1\n  device: cpu\n",
