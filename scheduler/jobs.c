@@ -521,6 +521,13 @@ planned_dir:
     a->live = true;
     job->launch_errors = 0;
     attempt_save(d, job, "running", -1); /* with the Slurm job id, which only this store holds */
+    if (a->launch.slurm_job[0]) {
+        /* Durable now, not at the end of the iteration: a restarted atomd adopts the Slurm job
+         * by this id, or would submit the attempt again. */
+        atom_err cerr = {{0}};
+        if (atomd_store_commit(&d->store, &cerr))
+            atom_log(ATOM_LOG_ERROR, "job %s attempt %d: %s", job->id_text, a->n, cerr.msg);
+    }
     atom_plan_free(&plan);
     atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d started, %d ranks, by %s (pid %d)", job->id_text,
              job->spec.name, a->n, a->placement.world, d->launcher->name, (int)a->pid);
