@@ -1071,6 +1071,13 @@ void atomd_jobs_recover(atomd *d)
         if (job->state != ATOMD_JOB_RUNNING)
             continue;
         atomd_attempt *a = &job->cur;
+        if (!d->launcher->child && !d->launcher->simulated && a->placement.node && !a->launch.slurm_job[0]) {
+            /* Died between sbatch and the commit of its id: Slurm knows the job by its name. */
+            atom_err ferr = {{0}};
+            unsigned uid = geteuid() == 0 ? (unsigned)job->owner : (unsigned)geteuid();
+            if (atom_launch_slurm_find(&a->launch, job->id_text, uid, &ferr) < 0)
+                atom_log(ATOM_LOG_WARN, "job %s: attempt %d: %s", job->id_text, a->n, ferr.msg);
+        }
         if (!d->launcher->child && a->placement.node && a->launch.slurm_job[0]) {
             /* A Slurm job outlives atomd by design: adopt it, or finish it if it has ended. */
             int code = -1;

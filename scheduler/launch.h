@@ -69,6 +69,11 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
                             atom_err *err);
 int atom_launch_slurm_signal(const atom_launch *launch, int sig);
 int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err);
+/* The live Slurm job of atomd's job job_id run by uid (the name sbatch gave it, atom-JOBID), for
+ * an attempt whose id atomd did not get to store: it died between sbatch and its commit. Fills
+ * launch->slurm_job; returns 1 when found, 0 when none, -1 on error. The job name is the user's to
+ * choose too: the job found is always one of that user's own. */
+int atom_launch_slurm_find(atom_launch *launch, const char *job_id, unsigned uid, atom_err *err);
 /* rank-R.log: srun --output writes it into the output folder. */
 int atom_launch_slurm_rank_log(int world, int rank, char *path, size_t len);
 /* The cluster as Slurm reports it (sinfo --json), for atomd instead of its own inventory: usable

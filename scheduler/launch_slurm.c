@@ -244,6 +244,52 @@ int atom_launch_slurm_signal(const atom_launch *launch, int sig)
     return rc == 0 ? 0 : -1;
 }
 
+static bool state_is_live(const char *state)
+{
+    static const char *const live[] = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
+                                       "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+                                       "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (!strcmp(state, live[i]))
+            return true;
+    return false;
+}
+
+int atom_launch_slurm_find(atom_launch *launch, const char *job_id, unsigned uid, atom_err *err)
+{
+    char name_opt[64], user_opt[32];
+    if ((size_t)snprintf(name_opt, sizeof name_opt, "--name=atom-%s", job_id) >= sizeof name_opt)
+        return atom_errf(err, "job id too long: %s", job_id);
+    snprintf(user_opt, sizeof user_opt, "--user=%u", uid);
+    char *argv[] = {"squeue", "--json", name_opt, user_opt, NULL};
+    char *out = NULL;
+    int rc = run_capture(argv, &out, err);
+    if (rc != 0) {
+        free(out);
+        return rc < 0 ? -1 : atom_errf(err, "squeue --json %s exited with status %d", name_opt, rc);
+    }
+    json_error_t jerr;
+    json_t *root = json_loads(out, 0, &jerr);
+    free(out);
+    if (!root)
+        return atom_errf(err, "squeue --json: not JSON: %s", jerr.text);
+    json_int_t newest = -1;
+    size_t i;
+    json_t *job;
+    json_array_foreach(json_object_get(root, "jobs"), i, job) {
+        json_t *jid = json_object_get(job, "job_id"), *st = json_object_get(job, "job_state");
+        /* job_state: a string (Slurm 22.05) or a list of them (later) */
+        const char *state = json_is_array(st) ? json_string_value(json_array_get(st, 0)) : json_string_value(st);
+        if (json_is_integer(jid) && state && state_is_live(state) && json_integer_value(jid) > newest)
+            newest = json_integer_value(jid);
+    }
+    json_decref(root);
+    if (newest < 0)
+        return 0;
+    snprintf(launch->slurm_job, sizeof launch->slurm_job, "%lld", (long long)newest);
+    return 1;
+}
+
 /* The job's state from squeue --json ("" when squeue no longer lists it). */
 static int squeue_state(const char *id, char *state, size_t len, atom_err *err)
 {
@@ -308,16 +354,6 @@ static int scontrol_end(const char *id, char *state, size_t len, int *exit_code,
     return 0;
 }
 
-static bool state_is_live(const char *state)
-{
-    static const char *const live[] = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
-                                       "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-                                       "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"};
-    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
-        if (!strcmp(state, live[i]))
-            return true;
-    return false;
-}
 
 int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err)
 {

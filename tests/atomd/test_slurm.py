@@ -129,6 +129,24 @@ def test(d):
     info = d.wait_state(job, "cancelled", timeout=60)
     check(len(info["attempts"]) == 1, "not submitted twice: %s" % info["attempts"])
 
+    # atomd dies right after sbatch, before the Slurm job id is in its store: the restarted atomd
+    # finds the job by its name (atom-ID, of the job's user) and adopts it, not submitting twice
+    d.stop()
+    d.env["ATOMD_FAULT"] = "after-spawn"
+    d.start()
+    d.ctl("submit", spec(d, "slurm-fault", 100000))  # no answer: atomd dies first
+    d.proc.wait(timeout=30)
+    check(d.proc.returncode == 99, "the fault was injected (exit %s)" % d.proc.returncode)
+    del d.env["ATOMD_FAULT"]
+    d.start()
+    job = [j["id"] for j in d.request({"op": "queue"})["jobs"] if j["name"] == "slurm-fault"][0]
+    info = d.job(job)
+    check(info["job"]["state"] == "running" and len(info["attempts"]) == 1 and info["attempts"][0].get("slurm_job"),
+          "adopted by its name: %s" % info)
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, err)
+    d.wait_state(job, "cancelled", timeout=60)
+
     # atomd's TCP port: n1..n4 are not atomd's host, so the ranks send heartbeats over TCP, each
     # in a credential of the cluster's munged (metrics count them: atomd restarted, so only these)
     d.stop()
