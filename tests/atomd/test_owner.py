@@ -103,6 +103,7 @@ def fifo_launcher_log(d):
         time.sleep(0.02)
     slowest = max(slowest, timed(d, {"op": "status"})[1])
     check(slowest < 0.1, "status took %.3f s while the attempt ended" % slowest)
+    print("FIFO launcher.log: the slowest status took %.1f ms" % (slowest * 1000))
     info = d.job(job)
     check(info["job"]["state"] == "failed" and info["attempts"][0]["state"] == "failed",
           "the attempt ended as a failure: %s %s" % (info["job"], info["attempts"]))
