@@ -405,9 +405,11 @@ int atomctl_cmd_show(int argc, char **argv)
                 if (len < sizeof nodes - 2)
                     len += (size_t)snprintf(nodes + len, sizeof nodes - len, "%s%s", k ? "," : "", json_string_value(v));
             }
+            /* The output folder (rank logs, heartbeats) is the user's; the attempt's folder holds
+             * atomd's records (plan, launcher.log). */
+            const char *out = str(a, "output_dir")[0] ? str(a, "output_dir") : str(a, "run_dir");
             printf("  attempt %lld on %s: %s, exit %lld%s%s\n    %s\n", num(a, "attempt"), nodes[0] ? nodes : "-",
-                   str(a, "state"), num(a, "exit_code"), str(a, "reason")[0] ? ", " : "", str(a, "reason"),
-                   str(a, "run_dir"));
+                   str(a, "state"), num(a, "exit_code"), str(a, "reason")[0] ? ", " : "", str(a, "reason"), out);
         }
     }
     json_decref(ans);

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "scheduler/atomd.h"
+#include "scheduler/owner_io.h"
 
 /* Checks running at once: enough to sweep a large cluster, few enough for atomd's machine. */
 #define MAX_RUNNING 8
@@ -87,10 +88,17 @@ int atomd_health_init(atomd *d, atom_err *err)
     d->health.nodes = calloc((size_t)(d->inv.n_nodes > 0 ? d->inv.n_nodes : 1), sizeof *d->health.nodes);
     if (!d->health.nodes)
         return atom_errf(err, "out of memory");
+    /* The checks' output is atomd's alone (0700): a node's reason, which everyone sees, comes
+     * from it. */
     char dir[ATOM_PATH_MAX + 16];
     snprintf(dir, sizeof dir, "%s/health", d->cfg.state_dir);
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST)
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST)
         return atom_errf(err, "cannot create %s: %s", dir, strerror(errno));
+    struct stat st;
+    if (lstat(dir, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return atom_errf(err, "%s is not a folder of atomd's user (uid %u)", dir, (unsigned)geteuid());
+    if ((st.st_mode & 07777) != 0700 && chmod(dir, 0700) != 0)
+        return atom_errf(err, "cannot set the mode of %s to 0700: %s", dir, strerror(errno));
     return 0;
 }
 
@@ -111,25 +119,25 @@ static void log_path(const atomd *d, int node, char *path, size_t len)
     snprintf(path, len, "%s/health/%s.log", d->cfg.state_dir, d->inv.nodes[node].name);
 }
 
-/* Starts the check of one node (no-op when one runs). */
-static void start_check(atomd *d, int node)
+/* Starts the check of one node (true when one runs, started now or before). */
+static bool start_check(atomd *d, int node)
 {
     atomd_health_node *h = &d->health.nodes[node];
     if (h->pid > 0)
-        return;
+        return true;
     const atom_node *n = &d->inv.nodes[node];
     char path[ATOM_PATH_MAX + 96];
     log_path(d, node, path, sizeof path);
-    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (out < 0) {
         atom_log(ATOM_LOG_ERROR, "health check of %s: cannot create %s: %s", n->name, path, strerror(errno));
-        return;
+        return false;
     }
     pid_t pid = fork();
     if (pid < 0) {
         atom_log(ATOM_LOG_ERROR, "health check of %s: fork: %s", n->name, strerror(errno));
         close(out);
-        return;
+        return false;
     }
     if (pid == 0) {
         /* The child: atomd's blocked signals (signalfd) back to normal, its own group, output to
@@ -169,6 +177,12 @@ static void start_check(atomd *d, int node)
     h->pid = pid;
     h->started = h->last_run = atom_monotonic();
     d->health.running++;
+    return true;
+}
+
+bool atomd_health_probe(atomd *d, int node)
+{
+    return d->health.nodes && node >= 0 && node < d->inv.n_nodes && start_check(d, node);
 }
 
 bool atomd_health_hold(atomd *d, const atom_placement *pl, char *why, size_t why_len)
@@ -242,18 +256,22 @@ bool atomd_health_reaped(atomd *d, pid_t pid, int exit_code)
             h->last_ok = now;
             if (state == ATOMD_NODE_DOWN) /* reached again; an administrator's drain is not undone */
                 set_state(d, n, ATOMD_NODE_UP, "");
+            atomd_jobs_probed(d, n, true);
             return true;
         }
         char path[ATOM_PATH_MAX + 96], reason[160];
         log_path(d, n, path, sizeof path);
         size_t len = 0;
-        char *text = atom_read_file(path, 64 * 1024, &len, NULL);
+        /* atomd's own file (in its 0700 folder), read as one: no link, no FIFO, bounded. */
+        char *text = atomd_owner_read(path, geteuid(), getegid(), 64 * 1024, &len, NULL);
+        bool reached = true;
         if (timed_out) {
             /* A probe of a down node that hangs (ssh to an address that drops packets) leaves it
              * down; an up node whose check hangs is drained, as before. */
             snprintf(reason, sizeof reason, "health check timed out after %.0f s", d->cfg.health_timeout);
             if (state == ATOMD_NODE_UP)
                 set_state(d, n, ATOMD_NODE_DRAINED, reason);
+            reached = false;
         } else if (!atomd_node_is_local(d, &d->inv.nodes[n]) && atomd_mpirun_unreachable(text)) {
             /* Not reached: mpirun could not start its daemon there. Down, not drained: it comes
              * back by itself once a probe reaches it. */
@@ -262,6 +280,7 @@ bool atomd_health_reaped(atomd *d, pid_t pid, int exit_code)
             snprintf(reason, sizeof reason, "not reachable: %s", why);
             if (state == ATOMD_NODE_UP || (state == ATOMD_NODE_DOWN && strcmp(reason, d->nodes[n].reason) != 0))
                 set_state(d, n, ATOMD_NODE_DOWN, reason);
+            reached = false;
         } else {
             /* Reached, and the program said no: drained (an administrator resumes it). */
             char line[96] = "";
@@ -274,6 +293,7 @@ bool atomd_health_reaped(atomd *d, pid_t pid, int exit_code)
                 set_state(d, n, ATOMD_NODE_DRAINED, reason);
         }
         free(text);
+        atomd_jobs_probed(d, n, reached);
         return true;
     }
     return false;

@@ -9,10 +9,12 @@
  *
  * Down nodes, as Slurm's DOWN: when mpirun could not even start its daemon on the node (its own
  * message says so, whatever the exit status), the program never ran there: the node is marked
- * down ("not reachable: ssh: ..."), not drained. So is a node an attempt's mpirun could not reach
- * (jobs.c). A down node gets no jobs and is probed every `health_interval` (60 s when that is 0)
- * with the health program, or with `true` when none is set; once a probe reaches it and passes it
- * is up again by itself. A node an administrator drained is never probed back.
+ * down ("not reachable: ssh: ..."), not drained. Only atomd's own checks decide that, from their
+ * output in atomd's folder: when an attempt's mpirun (which runs as the job's owner, who can make
+ * it print anything) says it could not reach a node, jobs.c has atomd probe the node now, and the
+ * probe's result stands. A down node gets no jobs and is probed every `health_interval` (60 s
+ * when that is 0) with the health program, or with `true` when none is set; once a probe reaches
+ * it and passes it is up again by itself. A node an administrator drained is never probed back.
  *
  * When it runs:
  *   - before a job starts on a node: the scheduling pass holds a placement whose nodes have not
@@ -21,7 +23,7 @@
  *   - every `health_interval` seconds on every node that is up (0: only before jobs).
  * Checks run as atomd's children, a few at a time, and end through the SIGCHLD that also ends
  * attempts (jobs.c hands over pids it does not own): the poll loop never waits for one.
- * Output goes to <state>/health/<node>.log (the last check's).
+ * Output goes to <state>/health/<node>.log (the last check's; the folder is atomd's, 0700).
  */
 #ifndef ATOM_SCHEDULER_HEALTH_H
 #define ATOM_SCHEDULER_HEALTH_H
@@ -54,6 +56,10 @@ void atomd_health_free(struct atomd *d);
 bool atomd_health_hold(struct atomd *d, const atom_placement *pl, char *why, size_t why_len);
 /* Timer: periodic checks and timeouts. */
 void atomd_health_tick(struct atomd *d);
+/* Starts a probe of node now (the health check, or `true` through mpirun without one), as atomd,
+ * with its output in atomd's own file; its end calls atomd_jobs_probed (jobs.h). false when it
+ * could not start. */
+bool atomd_health_probe(struct atomd *d, int node);
 /* A child ended: true when it was a health check (handled here). */
 bool atomd_health_reaped(struct atomd *d, pid_t pid, int exit_code);
 

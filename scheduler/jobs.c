@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "scheduler/atomd.h"
+#include "scheduler/owner_io.h"
 #include "scheduler/proc.h"
 
 static const char *const state_names[] = {"pending", "running", "done", "failed", "cancelled", "timeout"};
@@ -62,6 +63,7 @@ static void attempt_reset(atomd_attempt *a)
 {
     atom_placement_free(&a->placement);
     free(a->ranks);
+    free(a->probe_nodes);
     memset(a, 0, sizeof *a);
 }
 
@@ -126,10 +128,17 @@ static void attempt_save(atomd *d, atomd_job *job, const char *state, int exit_c
         atom_log(ATOM_LOG_ERROR, "job %s attempt %d: %s", job->id_text, job->cur.n, err.msg);
 }
 
-static int make_dir(const char *path, atom_err *err)
+/* A folder of atomd's with exactly mode: made, or found as a real folder of atomd's user (not a
+ * link, not someone else's) and set to mode. Only atomd writes the folders above it. */
+static int make_dir(const char *path, mode_t mode, atom_err *err)
 {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+    if (mkdir(path, mode) != 0 && errno != EEXIST)
         return atom_errf(err, "cannot create %s: %s", path, strerror(errno));
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid())
+        return atom_errf(err, "%s is not a folder of atomd's user (uid %u)", path, (unsigned)geteuid());
+    if ((st.st_mode & 07777) != mode && chmod(path, mode) != 0)
+        return atom_errf(err, "cannot set the mode of %s to %04o: %s", path, (unsigned)mode, strerror(errno));
     return 0;
 }
 
@@ -151,30 +160,38 @@ static int alloc_ranks(atomd_attempt *a)
 }
 
 /* atomd as root runs every job as its owner, never as root: mpirun is started from a child that
- * has taken the owner's uid, gid and groups (the launcher's own start runs as atomd). The
- * attempt folder becomes the owner's, so the workers can write their logs and heartbeats. */
-/* The owner's account, and the attempt folder with everything in it handed to them, so that
- * their workers can write their logs, heartbeats and checkpoints there. */
+ * has taken the owner's uid, gid and groups (the launcher's own start runs as atomd). Only the
+ * attempt's output folder becomes the owner's, with what atomd put in it (the rank log links),
+ * so that their workers can write their logs and heartbeats there; the attempt's folder and
+ * atomd's records in it (plan, ranks.app, launcher.log, exit_status) stay atomd's. */
 static int hand_to_owner(const atomd_job *job, const atom_launch *launch, struct passwd *pw, char *buf,
                          size_t buf_len, atom_err *err)
 {
     struct passwd *res = NULL;
     if (getpwuid_r(job->owner, pw, buf, buf_len, &res) != 0 || !res)
         return atom_errf(err, "the owner of job %s (uid %u) has no account here", job->id_text, (unsigned)job->owner);
-    if (chown(launch->run_dir, pw->pw_uid, pw->pw_gid) != 0)
-        return atom_errf(err, "cannot give %s to uid %u: %s", launch->run_dir, (unsigned)pw->pw_uid, strerror(errno));
-    DIR *dir = opendir(launch->run_dir);
+    const char *out = launch->out_dir;
+    /* Still atomd's alone (made 0700 just now): nobody else can have put anything in it. */
+    DIR *dir = opendir(out);
     if (!dir)
-        return atom_errf(err, "cannot read %s: %s", launch->run_dir, strerror(errno));
+        return atom_errf(err, "cannot read %s: %s", out, strerror(errno));
     struct dirent *e;
     int rc = 0;
     while (rc == 0 && (e = readdir(dir)) != NULL)
         if (e->d_name[0] != '.' && fchownat(dirfd(dir), e->d_name, pw->pw_uid, pw->pw_gid, AT_SYMLINK_NOFOLLOW) != 0)
-            rc = atom_errf(err, "cannot give %s/%s to uid %u: %s", launch->run_dir, e->d_name, (unsigned)pw->pw_uid,
+            rc = atom_errf(err, "cannot give %s/%s to uid %u: %s", out, e->d_name, (unsigned)pw->pw_uid,
                            strerror(errno));
     closedir(dir);
+    if (rc == 0 && chown(out, pw->pw_uid, pw->pw_gid) != 0)
+        rc = atom_errf(err, "cannot give %s to uid %u: %s", out, (unsigned)pw->pw_uid, strerror(errno));
     return rc;
 }
+
+/* What the child reports through the status pipe when it cannot become the owner and run mpirun. */
+typedef struct exec_failure {
+    int step;  /* 0: the owner's identity, 1: the output folder, 2: exec */
+    int error; /* errno */
+} exec_failure;
 
 static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_launch *launch, int out_fd,
                           atom_err *err)
@@ -190,39 +207,231 @@ static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_laun
     char **argv = atom_launch_argv(plan, launch);
     if (!argv)
         return atom_errf(err, "out of memory");
+    /* The child says through this pipe (closed by a successful exec) why it could not run mpirun,
+     * so that a launcher that cannot start is atomd's failure now, not an exit status later. */
+    int status_pipe[2];
+    if (pipe2(status_pipe, O_CLOEXEC) != 0) {
+        free(argv);
+        return atom_errf(err, "pipe: %s", strerror(errno));
+    }
     pid_t pid = fork();
     if (pid < 0) {
+        int e = errno;
         free(argv);
-        return atom_errf(err, "fork: %s", strerror(errno));
+        close(status_pipe[0]);
+        close(status_pipe[1]);
+        return atom_errf(err, "fork: %s", strerror(e));
     }
     if (pid == 0) {
         /* The child: its own process group (as the launcher does), default signals, the
          * owner's identity, then mpirun. Nothing here returns. */
+        close(status_pipe[0]);
         setpgid(0, 0);
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        int defaults[] = {SIGPIPE, SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
+        int defaults[] = {SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
         for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
             signal(defaults[i], SIG_DFL);
+        /* mpirun's output is a pipe to atomd: a restarted atomd no longer reads it, and mpirun
+         * must not die of SIGPIPE for a message then (Open MPI gives its ranks the default). */
+        signal(SIGPIPE, SIG_IGN);
+        exec_failure f = {0, 0};
         if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0 ||
             setgroups((size_t)n_groups, groups) != 0 || setgid(pw.pw_gid) != 0 || setuid(pw.pw_uid) != 0 ||
-            setuid(0) == 0)
+            setuid(0) == 0) {
+            f.error = errno;
+            (void)!write(status_pipe[1], &f, sizeof f);
             _exit(126);
+        }
         setenv("HOME", pw.pw_dir, 1);
         setenv("USER", pw.pw_name, 1);
         setenv("LOGNAME", pw.pw_name, 1);
         unsetenv("OMPI_ALLOW_RUN_AS_ROOT");
         unsetenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM");
-        if (chdir(launch->run_dir) != 0)
+        if (chdir(launch->out_dir) != 0) {
+            f = (exec_failure){1, errno};
+            (void)!write(status_pipe[1], &f, sizeof f);
             _exit(126);
+        }
         execvp(argv[0], argv);
+        f = (exec_failure){2, errno};
+        (void)!write(status_pipe[1], &f, sizeof f);
         _exit(127);
     }
     setpgid(pid, pid); /* also here, so a signal to the group cannot race the child's own call */
+    close(status_pipe[1]);
+    exec_failure f;
+    ssize_t got;
+    do /* until exec closes the pipe (a few milliseconds), or the child says why it could not */
+        got = read(status_pipe[0], &f, sizeof f);
+    while (got < 0 && errno == EINTR);
+    close(status_pipe[0]);
+    if (got == (ssize_t)sizeof f) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        static const char *const steps[] = {"cannot take the owner's identity", "cannot enter the output folder",
+                                            "cannot start"};
+        atom_errf(err, "%s %s: %s", steps[f.step >= 0 && f.step < 3 ? f.step : 2], f.step == 2 ? argv[0]
+                  : f.step == 1 ? launch->out_dir : pw.pw_name, strerror(f.error));
+        free(argv);
+        return -1;
+    }
     free(argv);
     launch->pid = pid;
     return 0;
+}
+
+/* mpirun's output is copied into launcher.log up to this; what is beyond is read and dropped. */
+#define LAUNCHER_LOG_MAX ((size_t)16 << 20)
+/* What one call of the pipe's handler copies at most: one chatty mpirun does not hold the loop. */
+#define LAUNCHER_READ_BUDGET ((size_t)64 << 10)
+
+/* Copies what the pipe holds now into launcher.log, at most budget bytes. Returns true at the
+ * pipe's end (every writer gone) or on an error, false when it would block or the budget is
+ * spent. */
+static bool copy_launcher_output(atomd_attempt *a, size_t budget)
+{
+    char buf[8192];
+    for (size_t done = 0; done < budget;) {
+        ssize_t n = read(a->pipe_fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return false;
+        if (n <= 0)
+            return true;
+        done += (size_t)n;
+        size_t room = a->log_bytes < LAUNCHER_LOG_MAX ? LAUNCHER_LOG_MAX - a->log_bytes : 0;
+        size_t keep = (size_t)n < room ? (size_t)n : room;
+        for (size_t w = 0; w < keep;) {
+            ssize_t r = write(a->log_fd, buf + w, keep - w);
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r <= 0)
+                break; /* a full disk: the record stops here, the pipe is still drained */
+            w += (size_t)r;
+        }
+        if (keep < (size_t)n && room > 0) {
+            static const char note[] = "\n[atomd: launcher output beyond 16 MiB not kept]\n";
+            (void)!write(a->log_fd, note, sizeof note - 1);
+        }
+        a->log_bytes += (size_t)n;
+    }
+    return false;
+}
+
+static void close_launcher_output(atomd *d, atomd_attempt *a)
+{
+    if (!a->piping)
+        return;
+    atomd_loop_del(&d->loop, a->pipe_fd);
+    close(a->pipe_fd);
+    close(a->log_fd);
+    a->piping = false;
+    a->pipe_fd = a->log_fd = -1;
+}
+
+static void on_launcher_output(atomd *d, int fd, unsigned mask, void *arg)
+{
+    (void)fd, (void)mask;
+    atomd_attempt *a = &((atomd_job *)arg)->cur;
+    if (a->piping && copy_launcher_output(a, LAUNCHER_READ_BUDGET))
+        close_launcher_output(d, a); /* mpirun and everything it started have closed it */
+}
+
+/* mpirun's stdout and stderr: the write end of a pipe whose read end atomd watches in its loop
+ * and copies into log_fd (launcher.log). A file in a folder the owner could reach would be theirs
+ * to swap or fill; a pipe atomd made is not (its inode is atomd's, mode 0600: not reopened
+ * through /proc by the owner's processes either). Returns the write end for mpirun, which the
+ * caller closes once mpirun has it; -1 with err on failure (log_fd closed). */
+static int open_launcher_pipe(atomd *d, atomd_job *job, int log_fd, atom_err *err)
+{
+    atomd_attempt *a = &job->cur;
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        atom_errf(err, "pipe for mpirun's output: %s", strerror(errno));
+        close(log_fd);
+        return -1;
+    }
+    /* Only atomd's end is non-blocking: mpirun waits on a full pipe rather than lose a line. */
+    if (fcntl(p[0], F_SETFL, O_NONBLOCK) != 0 ||
+        atomd_loop_add(&d->loop, p[0], ATOMD_READABLE, on_launcher_output, job, err)) {
+        if (!err->msg[0])
+            atom_errf(err, "pipe for mpirun's output: %s", strerror(errno));
+        close(p[0]);
+        close(p[1]);
+        close(log_fd);
+        return -1;
+    }
+    a->piping = true;
+    a->pipe_fd = p[0];
+    a->log_fd = log_fd;
+    a->log_bytes = 0;
+    return p[1];
+}
+
+/* The launcher's own messages (mpirun's): atomd's file, in the attempt's folder, made new
+ * (O_EXCL: never one found there) and never through a link. */
+static int open_launcher_log(const char *dir, atom_err *err)
+{
+    char path[ATOM_PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/launcher.log", dir);
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return atom_errf(err, "cannot create %s: %s", path, strerror(errno));
+    return fd;
+}
+
+/* The attempt's folder <state>/jobs/ID/attempt-N (atomd's, 0711: the owner's processes pass
+ * through it to their output folder and read the plan, they list and change nothing) and the
+ * output folder in it (0700, handed to the owner before mpirun starts). */
+static int make_attempt_dirs(atomd *d, const atomd_job *job, int n, char *dir, size_t dir_len, char *out,
+                             size_t out_len, atom_err *err)
+{
+    if ((size_t)snprintf(dir, dir_len, "%s/jobs", d->cfg.state_dir) >= dir_len || make_dir(dir, 0711, err))
+        return atom_errf(err, "%s", err->msg[0] ? err->msg : "state folder path too long");
+    if ((size_t)snprintf(dir, dir_len, "%s/jobs/%s", d->cfg.state_dir, job->id_text) >= dir_len ||
+        make_dir(dir, 0711, err))
+        return atom_errf(err, "%s", err->msg[0] ? err->msg : "state folder path too long");
+    if ((size_t)snprintf(dir, dir_len, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, n) >=
+            dir_len ||
+        (size_t)snprintf(out, out_len, "%s/output", dir) >= out_len)
+        return atom_errf(err, "state folder path too long");
+    return make_dir(dir, 0711, err) || make_dir(out, 0700, err) ? -1 : 0;
+}
+
+/* Backoff after atomd's own launch failures: 1 s, doubling, at most 5 minutes. */
+#define LAUNCH_RETRY_FIRST 1.0
+#define LAUNCH_RETRY_MAX 300.0
+
+/* A launch that failed before the job's own code ran (no folder, no descriptor, no fork, a
+ * launcher that cannot start, sbatch refusing): atomd's failure, not the job's. The job waits
+ * pending for a backoff that doubles with each such failure, and its restarts are not charged. */
+static void launch_failed(atomd *d, atomd_job *job, const atom_err *err)
+{
+    atomd_attempt *a = &job->cur;
+    planner_mark(d, &a->placement, false);
+    a->live = false;
+    a->pid = 0;
+    job->launch_errors++;
+    double delay = LAUNCH_RETRY_FIRST;
+    for (int i = 1; i < job->launch_errors && delay < LAUNCH_RETRY_MAX; i++)
+        delay *= 2;
+    if (delay > LAUNCH_RETRY_MAX)
+        delay = LAUNCH_RETRY_MAX;
+    job->launch_retry_at = atomd_mono(d) + delay;
+    snprintf(a->stop_reason, sizeof a->stop_reason, "launch failed (atomd's, not charged): %.190s", err->msg);
+    job->state = ATOMD_JOB_PENDING;
+    snprintf(job->reason, sizeof job->reason,
+             "attempt %d could not be launched (%.150s); atomd retries in %.0f s", a->n, err->msg, delay);
+    d->changed = true;
+    if (a->n > 0)
+        attempt_save(d, job, "launch failed", -1);
+    job_save(d, job);
+    atom_log(ATOM_LOG_ERROR, "job %s: attempt %d: launch failed: %s (atomd's own failure, not charged to the "
+             "job; retrying in %.0f s)", job->id_text, a->n, err->msg, delay);
 }
 
 int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_err *err)
@@ -236,36 +445,55 @@ int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_e
     a->started_mono = atomd_mono(d);
     job->exit_code = -1;
 
-    char dir[ATOM_PATH_MAX];
+    char dir[ATOM_PATH_MAX], out_dir[ATOM_PATH_MAX];
     atom_plan plan;
     memset(&plan, 0, sizeof plan);
-    int rc = -1;
-    dir[0] = 0;
+    int rc = -1, out = -1;
+    dir[0] = out_dir[0] = 0;
     if (d->launcher->simulated) { /* virtual attempts leave no files */
         if (alloc_ranks(a))
             goto fail;
         goto planned_dir;
     }
-    if (snprintf(dir, sizeof dir, "%s/jobs", d->cfg.state_dir) >= (int)sizeof dir || make_dir(dir, err))
-        goto fail;
-    if (snprintf(dir, sizeof dir, "%s/jobs/%s", d->cfg.state_dir, job->id_text) >= (int)sizeof dir ||
-        make_dir(dir, err))
-        goto fail;
-    if ((size_t)snprintf(dir, sizeof dir, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, a->n) >= sizeof dir) {
-        atom_errf(err, "state folder path too long");
-        goto fail;
-    }
-    if (make_dir(dir, err) || alloc_ranks(a))
+    if (make_attempt_dirs(d, job, a->n, dir, sizeof dir, out_dir, sizeof out_dir, err) || alloc_ranks(a))
         goto fail;
 planned_dir:
     if (atom_plan_from_placement(&d->inv, &job->spec, &a->placement, &plan, err))
         goto fail;
     snprintf(plan.job_id, sizeof plan.job_id, "%s", job->id_text);
     plan.attempt = a->n;
-    snprintf(plan.run_dir, sizeof plan.run_dir, "%s", dir);
+    snprintf(plan.run_dir, sizeof plan.run_dir, "%s", out_dir); /* where the workers write */
     atomd_server_plan_addrs(d, &plan);
     if (d->launcher->prepare(&plan, dir, d->cfg.worker, &a->launch, err))
         goto fail;
+    /* The owner's processes read the plan and application file, whatever atomd's umask. */
+    if (!d->launcher->simulated &&
+        (chmod(a->launch.plan_path, 0644) != 0 || chmod(a->launch.app_path, 0644) != 0)) {
+        atom_errf(err, "cannot make %s readable to the job: %s", a->launch.run_dir, strerror(errno));
+        goto fail;
+    }
+    /* mpirun's messages go to atomd's own launcher.log, through a pipe atomd holds (without an
+     * event loop, as in a test, straight into the file); Slurm writes the batch script's output
+     * into the output folder itself, as the job's owner. */
+    if (d->launcher->child) {
+        int log = open_launcher_log(dir, err);
+        if (log < 0)
+            goto fail;
+        out = d->loop.epoll_fd >= 0 ? open_launcher_pipe(d, job, log, err) : log;
+        if (out < 0)
+            goto fail;
+    }
+    bool as_owner = geteuid() == 0 && job->owner != 0 && !d->launcher->simulated;
+    if (as_owner && !d->launcher->child) {
+        /* Slurm: sbatch --uid/--gid makes the job the owner's; the output folder is theirs */
+        struct passwd pw;
+        char buf[4096];
+        if (hand_to_owner(job, &a->launch, &pw, buf, sizeof buf, err))
+            goto fail;
+        a->launch.as_owner = true;
+        a->launch.owner_uid = pw.pw_uid;
+        a->launch.owner_gid = pw.pw_gid;
+    }
 
     /* Durable before mpirun exists: a crash from here on finds the attempt on restart. */
     job->state = ATOMD_JOB_RUNNING;
@@ -277,32 +505,11 @@ planned_dir:
     if (atomd_store_commit(&d->store, err))
         goto fail;
 
-    /* The launcher's own messages (mpirun's, sbatch's); each rank writes its own rank-R.log. */
-    char log_path[ATOM_PATH_MAX + 16];
-    snprintf(log_path, sizeof log_path, "%s/launcher.log", dir);
-    int out = d->launcher->simulated ? -1 : open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (out < 0 && !d->launcher->simulated) {
-        atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
-        goto fail;
-    }
-    if (geteuid() == 0 && job->owner != 0 && !d->launcher->simulated && !d->launcher->child) {
-        /* Slurm: sbatch --uid/--gid makes the job the owner's */
-        struct passwd pw;
-        char buf[4096];
-        if (hand_to_owner(job, &a->launch, &pw, buf, sizeof buf, err)) {
-            if (out >= 0)
-                close(out);
-            goto fail;
-        }
-        a->launch.as_owner = true;
-        a->launch.owner_uid = pw.pw_uid;
-        a->launch.owner_gid = pw.pw_gid;
-    }
-    rc = d->launcher->child && geteuid() == 0 && job->owner != 0
-             ? start_as_owner(job, &plan, &a->launch, out, err)
-             : d->launcher->start(&plan, &a->launch, out, out, err);
+    rc = as_owner && d->launcher->child ? start_as_owner(job, &plan, &a->launch, out, err)
+                                        : d->launcher->start(&plan, &a->launch, out, out, err);
     if (out >= 0)
         close(out);
+    out = -1;
     if (rc)
         goto fail;
     /* Fault injection for the recovery test: die where only the "starting" row is durable. */
@@ -312,20 +519,26 @@ planned_dir:
     a->pid = a->launch.pid; /* 0 for a Slurm job */
     a->pid_start = a->pid > 0 ? atomd_proc_start_time(a->pid) : 0;
     a->live = true;
-    attempt_save(d, job, "running", -1);
+    job->launch_errors = 0;
+    attempt_save(d, job, "running", -1); /* with the Slurm job id, which only this store holds */
+    if (a->launch.slurm_job[0]) {
+        /* Durable now, not at the end of the iteration: a restarted atomd adopts the Slurm job
+         * by this id, or would submit the attempt again. */
+        atom_err cerr = {{0}};
+        if (atomd_store_commit(&d->store, &cerr))
+            atom_log(ATOM_LOG_ERROR, "job %s attempt %d: %s", job->id_text, a->n, cerr.msg);
+    }
     atom_plan_free(&plan);
     atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d started, %d ranks, by %s (pid %d)", job->id_text,
              job->spec.name, a->n, a->placement.world, d->launcher->name, (int)a->pid);
     return 0;
 
 fail:
+    if (out >= 0)
+        close(out);
+    close_launcher_output(d, a);
     atom_plan_free(&plan);
-    snprintf(a->stop_reason, sizeof a->stop_reason, "launch failed: %.220s", err->msg);
-    atom_log(ATOM_LOG_ERROR, "job %s: attempt %d: %s", job->id_text, a->n, a->stop_reason);
-    /* The placement's GPUs are free again; the attempt counts as a failure. */
-    a->live = true;
-    a->pid = 0;
-    atomd_job_attempt_ended(d, job, 127);
+    launch_failed(d, job, err);
     return -1;
 }
 
@@ -354,21 +567,22 @@ static void exclude_nodes(atomd *d, atomd_job *job, const bool *bad)
     }
 }
 
-/* After a failed mpirun: when its own messages (launcher.log) say it could not start its daemon
- * on a node, the nodes of the attempt they name (or its one remote node, when they name none) are
- * marked down, as the health check's probe does (health.h). Returns how many nodes were found
- * unreachable, their names in names. */
-static int mark_unreachable_nodes(atomd *d, atomd_job *job, int exit_code, char *names, size_t names_len)
+/* After a failed mpirun: when its messages (atomd's launcher.log) say it could not start its
+ * daemon on a node, the attempt's nodes they name (or its one remote node, when they name none)
+ * are suspects, in a->probe_nodes. That text only starts atomd's own probes of them: mpirun ran as
+ * the job's owner, who chooses its launch agent (~/.openmpi) and so what it prints. Returns how
+ * many nodes are suspects. */
+static int unreachable_suspects(atomd *d, atomd_job *job, int exit_code)
 {
     atomd_attempt *a = &job->cur;
-    names[0] = 0;
     if (!d->launcher->child || exit_code == 0 || a->stop != ATOMD_STOP_NONE || a->adopted || !a->placement.node ||
-        !a->launch.run_dir[0])
+        !a->launch.run_dir[0] || !d->health.nodes)
         return 0;
     char path[ATOM_PATH_MAX + 32];
     snprintf(path, sizeof path, "%s/launcher.log", a->launch.run_dir);
     size_t len = 0;
-    char *text = atom_read_file(path, 1 << 20, &len, NULL);
+    /* atomd's own file (mpirun's output through atomd's pipe), read as one */
+    char *text = atomd_owner_read(path, geteuid(), getegid(), 1 << 20, &len, NULL);
     if (!atomd_mpirun_unreachable(text)) {
         free(text);
         return 0;
@@ -392,27 +606,15 @@ static int mark_unreachable_nodes(atomd *d, atomd_job *job, int exit_code, char 
         hit[last_remote] = true;
         n_hit = 1;
     }
-    char why[140], reason[160];
-    atomd_mpirun_unreachable_why(text, why, sizeof why);
-    size_t used = 0;
-    for (int n = 0; hit && n < d->inv.n_nodes; n++) {
-        if (!hit[n])
-            continue;
-        used += (size_t)snprintf(names + used, used < names_len ? names_len - used : 0, "%s%s", used ? ", " : "",
-                                 d->inv.nodes[n].name);
-        if (used >= names_len)
-            used = names_len - 1;
-        if (d->nodes[n].state != ATOMD_NODE_UP)
-            continue; /* drained by an administrator, or down already */
-        snprintf(reason, sizeof reason, "not reachable: %s", why);
-        atom_log(ATOM_LOG_WARN, "node %s down (job %s attempt %d): %s", d->inv.nodes[n].name, job->id_text, a->n,
-                 reason);
-        atom_err err = {{0}};
-        if (atomd_node_set(d, n, ATOMD_NODE_DOWN, reason, &err))
-            atom_log(ATOM_LOG_ERROR, "node %s: %s", d->inv.nodes[n].name, err.msg);
-    }
-    free(hit);
     free(text);
+    if (n_hit == 0) {
+        free(hit);
+        return 0;
+    }
+    /* The first n_nodes entries: still probed; the next n_nodes: found unreachable. */
+    memset(seen, 0, (size_t)d->inv.n_nodes * sizeof *seen);
+    free(a->probe_nodes);
+    a->probe_nodes = hit;
     return n_hit;
 }
 
@@ -421,23 +623,27 @@ static void write_exit_status(const atomd_attempt *a, int exit_code)
     if (!a->launch.run_dir[0])
         return;
     char path[ATOM_PATH_MAX + 16], text[64];
-    snprintf(path, sizeof path, "%s/exit_status", a->launch.run_dir);
+    snprintf(path, sizeof path, "%s/exit_status", a->launch.run_dir); /* atomd's folder */
     int len = snprintf(text, sizeof text, "%d\n", exit_code);
     atom_write_file_atomic(path, text, (size_t)len, NULL);
 }
 
-void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
+/* The names of the nodes in mask, as "n1, n2". */
+static void node_names(const atomd *d, const bool *mask, char *names, size_t len)
+{
+    size_t used = 0;
+    names[0] = 0;
+    for (int n = 0; mask && n < d->inv.n_nodes && used < len; n++)
+        if (mask[n])
+            used += (size_t)snprintf(names + used, len - used, "%s%s", used ? ", " : "",
+                                     d->inv.nodes[n].name);
+}
+
+/* The attempt's outcome once atomd knows it (see jobs.h): exit_code, and whether atomd's own
+ * probes found a node the attempt's mpirun could not reach. */
+static void attempt_outcome(atomd *d, atomd_job *job, int exit_code, bool unreached)
 {
     atomd_attempt *a = &job->cur;
-    if (!a->live)
-        return;
-    a->live = false;
-    a->pid = 0;
-    write_exit_status(a, exit_code);
-    planner_mark(d, &a->placement, false);
-    job->exit_code = exit_code;
-    d->changed = true;
-
     const char *attempt_state;
     char why[256], unreachable[200];
     if (a->stop_reason[0])
@@ -468,9 +674,12 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
         attempt_state = "lost";
         snprintf(job->reason, sizeof job->reason, "attempt %d ended while atomd was not its parent "
                  "(outcome unknown); requeued", a->n);
-    } else if (mark_unreachable_nodes(d, job, exit_code, unreachable, sizeof unreachable) > 0) {
+    } else if (unreached) {
         /* The workers never ran there: not the job's failure (Slurm requeues a job whose node
-         * fails the same way). The nodes are down now, so the next attempt goes elsewhere. */
+         * fails the same way). atomd's probe marked the nodes down, so the next attempt goes
+         * elsewhere. */
+        const bool *unreached_nodes = a->probe_nodes ? a->probe_nodes + d->inv.n_nodes : NULL;
+        node_names(d, unreached_nodes, unreachable, sizeof unreachable);
         job->state = ATOMD_JOB_PENDING;
         attempt_state = "unreachable";
         snprintf(why, sizeof why, "mpirun could not reach %.200s", unreachable);
@@ -504,8 +713,87 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
     snprintf(a->stop_reason, sizeof a->stop_reason, "%s", why);
     attempt_save(d, job, attempt_state, exit_code);
     job_save(d, job);
+    d->changed = true;
     atom_log(ATOM_LOG_INFO, "job %s (%s): attempt %d ended (%s): %s -> %s", job->id_text, job->spec.name,
              a->n, attempt_state, why, atomd_job_state_name(job->state));
+}
+
+void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
+{
+    atomd_attempt *a = &job->cur;
+    if (!a->live)
+        return;
+    a->live = false;
+    a->pid = 0;
+    if (a->piping) {
+        /* mpirun has exited: what it wrote is in the pipe. A process it left behind that still
+         * holds the write end gets EPIPE from now on. */
+        copy_launcher_output(a, LAUNCHER_LOG_MAX + LAUNCHER_READ_BUDGET);
+        close_launcher_output(d, a);
+    }
+    write_exit_status(a, exit_code);
+    planner_mark(d, &a->placement, false);
+    job->exit_code = exit_code;
+    d->changed = true;
+    if (!job->cancel_requested && unreachable_suspects(d, job, exit_code) > 0) {
+        /* Pending, not placed, until atomd's probes of the suspects end (atomd_jobs_probed). */
+        char names[200];
+        node_names(d, a->probe_nodes, names, sizeof names);
+        a->probing = true;
+        a->probe_exit = exit_code;
+        a->probe_unreached = false;
+        job->state = ATOMD_JOB_PENDING;
+        snprintf(job->reason, sizeof job->reason, "attempt %d: mpirun says it could not reach %.150s; atomd is "
+                 "probing it", a->n, names);
+        attempt_save(d, job, "probing", exit_code);
+        job_save(d, job);
+        atom_log(ATOM_LOG_WARN, "job %s attempt %d: mpirun says it could not reach %s; probing", job->id_text,
+                 a->n, names);
+        for (int n = 0; n < d->inv.n_nodes; n++)
+            if (a->probe_nodes[n] && !atomd_health_probe(d, n))
+                atomd_jobs_probed(d, n, true); /* no probe could start: taken as reached */
+        return;
+    }
+    attempt_outcome(d, job, exit_code, false);
+}
+
+void atomd_jobs_probed(atomd *d, int node, bool reached)
+{
+    for (int i = 0; i < d->n_jobs; i++) {
+        atomd_job *job = d->jobs[i];
+        atomd_attempt *a = &job->cur;
+        if (!a->probing || !a->probe_nodes || !a->probe_nodes[node])
+            continue;
+        a->probe_nodes[node] = false;
+        if (!reached) {
+            a->probe_unreached = true;
+            a->probe_nodes[d->inv.n_nodes + node] = true;
+        }
+        bool left = false;
+        for (int n = 0; n < d->inv.n_nodes; n++)
+            left |= a->probe_nodes[n];
+        if (left)
+            continue;
+        a->probing = false;
+        if (job->state != ATOMD_JOB_PENDING)
+            continue; /* cancelled meanwhile */
+        attempt_outcome(d, job, a->probe_exit, a->probe_unreached);
+    }
+}
+
+bool atomd_job_held(const atomd *d, const atomd_job *job, char *why, size_t why_len)
+{
+    if (job->cur.probing) {
+        snprintf(why, why_len, "%s", job->reason); /* "atomd is probing" the nodes */
+        return true;
+    }
+    double now = atomd_mono(d);
+    if (job->launch_errors > 0 && now < job->launch_retry_at) {
+        snprintf(why, why_len, "attempt %d could not be launched (atomd's own failure, not charged); retrying in "
+                 "%.0f s", job->cur.n, job->launch_retry_at - now);
+        return true;
+    }
+    return false;
 }
 
 /* Signals an attempt. A child mpirun gets SIGKILL on its whole process tree and other signals
@@ -555,6 +843,10 @@ int atomd_job_cancel(atomd *d, atomd_job *job, atom_err *err)
         job->state = ATOMD_JOB_CANCELLED;
         job->end_time = atomd_now(d);
         snprintf(job->reason, sizeof job->reason, "cancelled while pending");
+        if (job->cur.probing) { /* its last attempt was waiting for atomd's probes */
+            job->cur.probing = false;
+            attempt_save(d, job, "cancelled", job->cur.probe_exit);
+        }
         job_save(d, job);
         d->changed = true;
         return 0;
@@ -682,25 +974,6 @@ static void check_hung(atomd *d, atomd_job *job, double now)
     stop_attempt(d, job, ATOMD_STOP_HUNG, reason);
 }
 
-/* The last step rank 0 wrote to its heartbeat file, or -1. */
-static int64_t last_logged_step(const atomd_attempt *a)
-{
-    char path[ATOM_PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/heartbeat.rank-0.jsonl", a->launch.run_dir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    char line[4096];
-    int64_t step = -1;
-    while (fgets(line, sizeof line, f)) {
-        atom_heartbeat hb;
-        if (atom_heartbeat_from_json(line, &hb, NULL) == 0)
-            step = hb.step;
-    }
-    fclose(f);
-    return step;
-}
-
 void atomd_jobs_tick(atomd *d)
 {
     double now = atom_monotonic();
@@ -721,8 +994,9 @@ void atomd_jobs_tick(atomd *d)
             if (r < 0)
                 atom_log(ATOM_LOG_DEBUG, "job %s attempt %d: %s", job->id_text, a->n, werr.msg);
         } else if (a->adopted && atomd_proc_start_time(a->pid) != a->pid_start) {
-            /* Not our child: its status is lost; the heartbeat file tells whether it finished. */
-            int64_t step = last_logged_step(a);
+            /* Not our child: its status is lost. Whether it finished is what rank 0 last told
+             * atomd (heartbeats, kept with the job), never a file in the owner's folder. */
+            int64_t step = job->progress.has ? job->progress.step : -1;
             atomd_job_attempt_ended(d, job, step >= job->spec.training.steps ? 0 : -1);
             continue;
         }
@@ -797,7 +1071,14 @@ void atomd_jobs_recover(atomd *d)
         if (job->state != ATOMD_JOB_RUNNING)
             continue;
         atomd_attempt *a = &job->cur;
-        if (!d->launcher->child && a->placement.node && access(a->launch.app_path, R_OK) == 0) {
+        if (!d->launcher->child && !d->launcher->simulated && a->placement.node && !a->launch.slurm_job[0]) {
+            /* Died between sbatch and the commit of its id: Slurm knows the job by its name. */
+            atom_err ferr = {{0}};
+            unsigned uid = geteuid() == 0 ? (unsigned)job->owner : (unsigned)geteuid();
+            if (atom_launch_slurm_find(&a->launch, job->id_text, uid, &ferr) < 0)
+                atom_log(ATOM_LOG_WARN, "job %s: attempt %d: %s", job->id_text, a->n, ferr.msg);
+        }
+        if (!d->launcher->child && a->placement.node && a->launch.slurm_job[0]) {
             /* A Slurm job outlives atomd by design: adopt it, or finish it if it has ended. */
             int code = -1;
             atom_err werr = {{0}};

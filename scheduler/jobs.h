@@ -1,15 +1,22 @@
 /* scheduler/jobs.h: a job and its attempts in atomd (private to atomd).
  *
  * A job is pending until the scheduling pass places and launches it; each launch is an attempt
- * with its own folder <state>/jobs/<id>/attempt-<n>/: plan.json, rank-R.log per rank, launcher.log
- * (the launcher's own messages), exit_status. An attempt ends when mpirun exits (or,
- * for an attempt re-adopted after a restart of atomd, when its process disappears):
+ * with its own folder <state>/jobs/<id>/attempt-<n>/ (atomd's, 0711): plan.json and ranks.app
+ * (read by the job), launcher.log (mpirun's messages, 0600) and exit_status; and in it output/,
+ * the owner's (0700): rank-R.log per rank, heartbeat files, Slurm's launcher.log. atomd reads
+ * what is in output/ only through owner_io.h, and decides nothing for others from it.
+ * An attempt ends when mpirun exits (or, for an attempt re-adopted after a restart of atomd, when
+ * its process disappears):
  *   exit 0                      -> done
  *   exit 75 after a time limit  -> timeout (it checkpointed and stopped)
  *   exit 75 otherwise           -> requeued, not counted as a failure (stopped, resumable)
  *   cancelled                   -> cancelled, whatever the exit status
- *   mpirun could not reach a node (its own message says so) -> the node is down (health.h);
- *                                  requeued, not counted as a failure
+ *   mpirun says it could not reach a node -> atomd probes the node itself (health.h); when
+ *                                  its probe cannot reach it either, the node is down and the
+ *                                  job requeued, not counted as a failure; else a failure
+ *   the launch failed before the job's code ran (atomd's own: no descriptor, fork, a launcher
+ *                                  that cannot start) -> pending, retried after a backoff
+ *                                  (1 s doubling to 5 min), not counted as a failure
  *   anything else, or hung      -> a failure: requeued away from the attempt's nodes until
  *                                  restart.max_restarts failures, then failed
  */
@@ -81,6 +88,18 @@ typedef struct atomd_attempt {
     double stop_deadline;      /* monotonic: when SIGKILL goes out */
     bool usr1_sent;
     char stop_reason[256];
+    /* mpirun said it could not reach some of the attempt's nodes. That text is not atomd's to
+     * trust (mpirun runs as the job's owner, who chooses its launch agent and can write what it
+     * prints): atomd probes those nodes itself (health.h) and only then decides. */
+    bool probing;
+    int probe_exit;            /* mpirun's exit status, for the outcome once the probes end */
+    bool *probe_nodes;         /* inventory nodes still being probed for this attempt */
+    bool probe_unreached;      /* a probe of atomd's could not reach one of them */
+    /* mpirun's stdout and stderr: a pipe atomd holds (pipe_fd, its read end, in the loop),
+     * copied into launcher.log (log_fd, atomd's file) up to a bound. */
+    bool piping;
+    int pipe_fd, log_fd;
+    size_t log_bytes;          /* copied so far; past the bound the rest is read and dropped */
 } atomd_attempt;
 
 typedef struct atomd_job {
@@ -100,6 +119,8 @@ typedef struct atomd_job {
     atomd_progress progress;
     atomd_attempt cur;         /* the current (or last) attempt */
     bool cancel_requested;
+    int launch_errors;         /* atomd's own launch failures in a row (not charged to the job) */
+    double launch_retry_at;    /* monotonic: no launch before then (backoff after launch_errors) */
 } atomd_job;
 
 struct atomd;
@@ -128,5 +149,11 @@ void atomd_jobs_recover(struct atomd *d);
 void atomd_jobs_evict(struct atomd *d);
 /* SIGCHLD: reaps every ended child and finishes its attempt. */
 void atomd_jobs_reap(struct atomd *d);
+/* atomd's probe of node has ended (health.c): reached or not. Finishes the attempts that were
+ * waiting for it (mpirun had said it could not reach the node). */
+void atomd_jobs_probed(struct atomd *d, int node, bool reached);
+/* Whether the job is pending but may not be launched yet (probes of its last attempt's nodes,
+ * or the backoff after atomd's own launch failure); why says which. */
+bool atomd_job_held(const struct atomd *d, const atomd_job *job, char *why, size_t why_len);
 
 #endif

@@ -9,25 +9,30 @@
 #ifndef ATOM_SCHEDULER_LAUNCH_H
 #define ATOM_SCHEDULER_LAUNCH_H
 
+#include <stddef.h>
 #include <sys/types.h>
 
 #include "common/common.h"
 
 typedef struct atom_launch {
     pid_t pid;                      /* mpirun's pid, 0 when not running */
-    char run_dir[ATOM_PATH_MAX];    /* the attempt's folder */
+    char run_dir[ATOM_PATH_MAX];    /* the attempt's folder: atomd's records (plan, launcher.log) */
+    char out_dir[ATOM_PATH_MAX];    /* the job's output folder, its owner's: rank logs, heartbeats
+                                     * (the plan's run_dir; run_dir itself when none is given) */
     char plan_path[ATOM_PATH_MAX];  /* run_dir/plan.json */
-    char app_path[ATOM_PATH_MAX];   /* run_dir/ranks.app */
-    char output_opt[ATOM_PATH_MAX + 32]; /* mpirun --output-filename's value: run_dir/output:... */
+    char app_path[ATOM_PATH_MAX];   /* run_dir/ranks.app (mpirun), run_dir/spec.yaml (Slurm) */
+    char output_opt[ATOM_PATH_MAX + 32]; /* mpirun --output-filename's value: out_dir/ranks:... */
+    char slurm_job[32];             /* the Slurm job id sbatch printed ("" : none); atomd keeps it
+                                     * in its store, never in a file the owner can write */
     /* Slurm: submit as this user (sbatch --uid/--gid, which root may use), so the job runs as its
      * owner; the mpirun launcher takes the owner's identity in a child instead (atomd's jobs.c). */
     bool as_owner;
     unsigned owner_uid, owner_gid;
 } atom_launch;
 
-/* Writes run_dir/plan.json and run_dir/ranks.app for plan (run_dir must exist; plan->run_dir is
- * used when set, else run_dir), and the links run_dir/rank-R.log to the file mpirun will write
- * rank R's output to. worker is the atom-worker executable. */
+/* Writes run_dir/plan.json and run_dir/ranks.app for plan (run_dir must exist) and, in the output
+ * folder (plan->run_dir when set, else run_dir; it must exist), the links rank-R.log to the file
+ * mpirun will write rank R's output to. worker is the atom-worker executable. */
 int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                         atom_launch *launch, atom_err *err);
 
@@ -51,9 +56,12 @@ int atom_launch_wait(atom_launch *launch, bool block, int *exit_code, atom_err *
  * environment. Returns -1 when it does not exist. */
 int atom_find_worker(char *path, size_t len, atom_err *err);
 
+/* Where mpirun writes rank's output, relative to the output folder (Open MPI 4.1's layout). */
+int atom_launch_rank_log(int world, int rank, char *path, size_t len);
+
 /* The Slurm launcher (launch_slurm.c): the same shapes, so that one ops table can hold both. An
  * attempt is one sbatch allocation running deploy/slurm/atom.sbatch (the workers start through
- * atom-srun and build their plan from the allocation); launch->app_path holds the Slurm job id,
+ * atom-srun and build their plan from the allocation); launch->slurm_job holds the Slurm job id,
  * launch->pid stays 0. wait follows the job with squeue --json and scontrol show job. */
 int atom_launch_slurm_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                               atom_launch *launch, atom_err *err);
@@ -61,6 +69,13 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
                             atom_err *err);
 int atom_launch_slurm_signal(const atom_launch *launch, int sig);
 int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err);
+/* The live Slurm job of atomd's job job_id run by uid (the name sbatch gave it, atom-JOBID), for
+ * an attempt whose id atomd did not get to store: it died between sbatch and its commit. Fills
+ * launch->slurm_job; returns 1 when found, 0 when none, -1 on error. The job name is the user's to
+ * choose too: the job found is always one of that user's own. */
+int atom_launch_slurm_find(atom_launch *launch, const char *job_id, unsigned uid, atom_err *err);
+/* rank-R.log: srun --output writes it into the output folder. */
+int atom_launch_slurm_rank_log(int world, int rank, char *path, size_t len);
 /* The cluster as Slurm reports it (sinfo --json), for atomd instead of its own inventory: usable
  * nodes only (idle, mixed or allocated, not drained or unresponsive), with their GPUs (CPU slots
  * on a node without GPUs) and, in *free_gpus (malloc'd, one per node), how many are not in use. */

@@ -1,5 +1,8 @@
 /* scheduler/launch_files.c: what both launchers (launch_mpirun.c, launch_slurm.c) do the same way:
- * the attempt's file paths and plan file, and finding the worker installed next to atomd. */
+ * the attempt's file paths and plan file, and finding the worker installed next to atomd.
+ *
+ * The plan file sits in the attempt's folder (atomd's: the owner's workers read it and cannot
+ * change it); the run_dir inside it is the output folder, where the workers write. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,13 +15,15 @@ int atom_launch_write_plan(const atom_plan *plan, const char *run_dir, const cha
                            atom_launch *launch, atom_err *err)
 {
     memset(launch, 0, sizeof *launch);
-    const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
-    if ((size_t)snprintf(launch->run_dir, sizeof launch->run_dir, "%s", dir) >= sizeof launch->run_dir ||
-        (size_t)snprintf(launch->plan_path, sizeof launch->plan_path, "%s/plan.json", dir) >= sizeof launch->plan_path ||
-        (size_t)snprintf(launch->app_path, sizeof launch->app_path, "%s/%s", dir, app_name) >= sizeof launch->app_path)
-        return atom_errf(err, "run folder path too long: %s", dir);
+    const char *out = plan->run_dir[0] ? plan->run_dir : run_dir;
+    size_t len = sizeof launch->run_dir; /* every path of launch has this size */
+    if ((size_t)snprintf(launch->run_dir, len, "%s", run_dir) >= len ||
+        (size_t)snprintf(launch->out_dir, len, "%s", out) >= len ||
+        (size_t)snprintf(launch->plan_path, len, "%s/plan.json", run_dir) >= len ||
+        (size_t)snprintf(launch->app_path, len, "%s/%s", run_dir, app_name) >= len)
+        return atom_errf(err, "run folder path too long: %s", run_dir);
     atom_plan copy = *plan; /* shallow: only run_dir differs */
-    snprintf(copy.run_dir, sizeof copy.run_dir, "%s", dir);
+    snprintf(copy.run_dir, sizeof copy.run_dir, "%s", out); /* where the workers write */
     return atom_plan_write(&copy, launch->plan_path, err);
 }
 

@@ -5,17 +5,19 @@
  * mpirun splits the file's lines on white space itself (no shell is involved), so every string that
  * goes into it is checked to hold none.
  *
- * Logs: each rank's stdout and stderr go to its own file, RUN/rank-R.log, and mpirun's own messages
- * to RUN/launcher.log (jobs.c opens it). The files are written by Open MPI's I/O forwarding
- * (`--output-filename RUN/output:nojobid,nocopy --merge-stderr-to-stdout`): the ORTE daemon on
- * the rank's node holds the other end of the rank's stdout and stderr from exec on, so a file
- * gets every line of that process, what it prints before MPI_Init, a sanitizer report at exit and
- * Open MPI's backtrace of a segfault, not only what the worker writes once it has redirected
- * itself; "exited on signal 11" and launch errors are mpirun's and land in launcher.log. Each
- * node's daemon writes its ranks' files under the same path, so they meet in one folder on the
- * storage all nodes share (which the plan file, read by every rank, needs already). Open MPI
- * 4.1 names the file RUN/output/rank.NN/stdout with NN padded to the digits of the world size;
- * RUN/rank-R.log is a symbolic link to it made here, before the file exists.
+ * Logs: each rank's stdout and stderr go to its own file in the output folder (OUT, the job's
+ * owner's), and mpirun's own messages to RUN/launcher.log, atomd's (jobs.c opens it; the owner
+ * cannot write it). The rank files are written by Open MPI's I/O forwarding (`--output-filename
+ * OUT/ranks:nojobid,nocopy --merge-stderr-to-stdout`): the ORTE daemon on the rank's node holds the
+ * other end of the rank's stdout and stderr from exec on, so a file gets every line of that
+ * process, what it prints before MPI_Init, a sanitizer report at exit and Open MPI's backtrace of
+ * a segfault, not only what the worker writes once it has redirected itself; "exited on signal
+ * 11" and launch errors are mpirun's and land in launcher.log. Each node's daemon writes its
+ * ranks' files under the same path, so they meet in one folder on the storage all nodes share
+ * (which the plan file, read by every rank, needs already). Open MPI 4.1 names the file
+ * OUT/ranks/rank.NN/stdout with NN padded to the digits of the world size; OUT/rank-R.log is a
+ * symbolic link to it made here, before the file exists, for the user: atomd itself reads the
+ * file (atom_launch_rank_log), never the link.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -55,8 +57,7 @@ static bool plan_has_gpus(const atom_plan *plan)
     return false;
 }
 
-/* Where mpirun writes rank's output, relative to the run folder (Open MPI 4.1's layout). */
-static int rank_log_target(int world, int rank, char *target, size_t len)
+int atom_launch_rank_log(int world, int rank, char *target, size_t len)
 {
     char digits[16], world_digits[16];
     int n = snprintf(digits, sizeof digits, "%d", rank);
@@ -65,15 +66,15 @@ static int rank_log_target(int world, int rank, char *target, size_t len)
     for (int i = 0; i < width - n && i < (int)sizeof padded - 16; i++)
         padded[i] = '0';
     strcat(padded, digits);
-    return snprintf(target, len, "output/rank.%s/stdout", padded) >= (int)len ? -1 : 0;
+    return snprintf(target, len, "ranks/rank.%s/stdout", padded) >= (int)len ? -1 : 0;
 }
 
-/* RUN/rank-R.log -> output/rank.NN/stdout for every rank (relative: the folder may move). */
+/* OUT/rank-R.log -> ranks/rank.NN/stdout for every rank (relative: the folder may move). */
 static int link_rank_logs(const atom_plan *plan, const char *dir, atom_err *err)
 {
     for (int r = 0; r < plan->world; r++) {
         char target[64], link[ATOM_PATH_MAX + 32];
-        rank_log_target(plan->world, r, target, sizeof target);
+        atom_launch_rank_log(plan->world, r, target, sizeof target);
         snprintf(link, sizeof link, "%s/rank-%d.log", dir, r);
         if (symlink(target, link) != 0 && errno != EEXIST)
             return atom_errf(err, "cannot create %s: %s", link, strerror(errno));
@@ -84,11 +85,12 @@ static int link_rank_logs(const atom_plan *plan, const char *dir, atom_err *err)
 int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *worker,
                         atom_launch *launch, atom_err *err)
 {
-    const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir;
-    if (check_word("the worker path", worker, err) || check_word("the run folder", dir, err))
+    const char *dir = plan->run_dir[0] ? plan->run_dir : run_dir; /* the output folder */
+    if (check_word("the worker path", worker, err) || check_word("the run folder", run_dir, err) ||
+        check_word("the output folder", dir, err))
         return -1;
     if (strchr(dir, ':') || strchr(dir, ','))
-        return atom_errf(err, "the run folder \"%s\" holds ':' or ',', which mpirun's --output-filename "
+        return atom_errf(err, "the output folder \"%s\" holds ':' or ',', which mpirun's --output-filename "
                          "takes for its options", dir);
     for (int i = 0; i < plan->n_nodes; i++) {
         const char *host = plan->nodes[i].addr[0] ? plan->nodes[i].addr : plan->nodes[i].name;
@@ -97,7 +99,7 @@ int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *
     }
     if (atom_launch_write_plan(plan, run_dir, "ranks.app", launch, err))
         return -1;
-    if ((size_t)snprintf(launch->output_opt, sizeof launch->output_opt, "%s/output:nojobid,nocopy", dir) >=
+    if ((size_t)snprintf(launch->output_opt, sizeof launch->output_opt, "%s/ranks:nojobid,nocopy", dir) >=
         sizeof launch->output_opt)
         return atom_errf(err, "run folder path too long: %s", dir);
 
@@ -118,7 +120,7 @@ int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *
     }
     int rc = atom_write_file_atomic(launch->app_path, text, len, err);
     free(text);
-    return rc ? rc : link_rank_logs(plan, launch->run_dir, err);
+    return rc ? rc : link_rank_logs(plan, launch->out_dir, err);
 }
 
 char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch)
@@ -186,7 +188,8 @@ int atom_launch_start(const atom_plan *plan, atom_launch *launch, int out_fd, in
     sigaddset(&dfl, SIGUSR1);
     sigaddset(&dfl, SIGTERM);
     sigaddset(&dfl, SIGINT);
-    sigaddset(&dfl, SIGPIPE);
+    /* SIGPIPE keeps the caller's disposition: atomd ignores it, so a mpirun whose output pipe
+     * lost its reader (atomd restarted) is not killed by its next message. */
     posix_spawnattr_setsigdefault(&attr, &dfl);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
     int rc = posix_spawnp(&launch->pid, argv[0], &fa, &attr, argv, environ);

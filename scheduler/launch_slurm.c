@@ -6,9 +6,13 @@
  * from the allocation. atomd's scheduling rules still decide the order in which jobs reach sbatch.
  *
  *   prepare  writes run_dir/plan.json (the record) and run_dir/spec.yaml (the normalised spec, as
- *            JSON, which is YAML too) for atom-srun and the workers;
- *   start    sbatch --parsable ... atom.sbatch --run-dir RUN --worker W spec.yaml; the Slurm job id
- *            goes to run_dir/slurm.job (launch->app_path) since atom_launch has no field for it;
+ *            JSON, which is YAML too) for atom-srun and the workers; both are atomd's, read-only
+ *            to the job;
+ *   start    sbatch --parsable ... atom.sbatch --run-dir OUT --worker W RUN/spec.yaml, where OUT
+ *            is the job's output folder: the batch script's output (OUT/launcher.log) and each
+ *            rank's (OUT/rank-R.log) are written there by Slurm as the job's owner. The Slurm job
+ *            id goes to launch->slurm_job, which atomd keeps in its store (attempts.slurm_job):
+ *            never in a file, since which job root signals must not be the owner's to choose;
  *   signal   SIGUSR1 -> `scancel --signal=USR1 ID` (the steps: workers checkpoint and exit 75, the
  *            batch shell does not requeue); any other signal -> `scancel ID`;
  *   wait     `squeue --json --jobs ID` while the job is queued or running, then
@@ -95,7 +99,7 @@ int atom_launch_slurm_prepare(const atom_plan *plan, const char *run_dir, const 
 {
     if (access(worker, X_OK) != 0)
         return atom_errf(err, "the worker %s cannot be run: %s", worker, strerror(errno));
-    if (atom_launch_write_plan(plan, run_dir, "slurm.job", launch, err))
+    if (atom_launch_write_plan(plan, run_dir, "spec.yaml", launch, err))
         return -1;
     char *spec = atom_spec_to_json(&plan->spec);
     if (!spec)
@@ -107,29 +111,27 @@ int atom_launch_slurm_prepare(const atom_plan *plan, const char *run_dir, const 
     return rc;
 }
 
-/* The Slurm job id start wrote, as text of digits. */
+/* The Slurm job id start got from sbatch (kept by atomd), as text of digits. */
 static int read_job_id(const atom_launch *launch, char *id, size_t len, atom_err *err)
 {
-    size_t n = 0;
-    char *text = atom_read_file(launch->app_path, 64, &n, err);
-    if (!text)
-        return -1;
-    size_t digits = strspn(text, "0123456789");
-    if (digits == 0 || digits >= len) {
-        free(text);
-        return atom_errf(err, "%s does not hold a Slurm job id", launch->app_path);
-    }
-    memcpy(id, text, digits);
-    id[digits] = '\0';
-    free(text);
+    size_t digits = strspn(launch->slurm_job, "0123456789");
+    if (digits == 0 || digits >= len || launch->slurm_job[digits])
+        return atom_errf(err, "the attempt in %s has no Slurm job id", launch->run_dir);
+    memcpy(id, launch->slurm_job, digits + 1);
     return 0;
+}
+
+int atom_launch_slurm_rank_log(int world, int rank, char *path, size_t len)
+{
+    (void)world;
+    return snprintf(path, len, "rank-%d.log", rank) >= (int)len ? -1 : 0;
 }
 
 int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
                             atom_err *err)
 {
-    (void)out_fd; /* the batch script's output goes to run_dir/launcher.log, written by Slurm, and
-                   * each rank's to run_dir/rank-R.log (atom-srun's srun --output) */
+    (void)out_fd; /* the batch script's output goes to out_dir/launcher.log, written by Slurm, and
+                   * each rank's to out_dir/rank-R.log (atom-srun's srun --output) */
     (void)err_fd;
     char template[PATH_MAX], srun[PATH_MAX], worker[PATH_MAX];
     if (atom_program_path("ATOM_SBATCH_TEMPLATE", "atom.sbatch", template, sizeof template, err) ||
@@ -150,8 +152,8 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     /* The atom-srun options go before the spec (the template passes them first). */
     snprintf(nodes, sizeof nodes, "--nodes=%d", world / per_node);
     snprintf(tasks, sizeof tasks, "--ntasks-per-node=%d", per_node);
-    snprintf(output, sizeof output, "--output=%s/launcher.log", launch->run_dir);
-    snprintf(chdir_opt, sizeof chdir_opt, "--chdir=%s", launch->run_dir);
+    snprintf(output, sizeof output, "--output=%s/launcher.log", launch->out_dir);
+    snprintf(chdir_opt, sizeof chdir_opt, "--chdir=%s", launch->out_dir);
     /* The workers name atomd's job and attempt in heartbeats and checkpoints (ATOM_JOB_ID,
      * ATOM_ATTEMPT); --export splits on commas, so nothing in it may hold one. */
     const char *job_id = plan->job_id[0] ? plan->job_id : s->name;
@@ -193,7 +195,7 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     argv[n++] = template;
     argv[n++] = spec_path;
     argv[n++] = "--run-dir";
-    argv[n++] = launch->run_dir;
+    argv[n++] = launch->out_dir;
     argv[n++] = "--worker";
     argv[n++] = worker;
     if (plan->heartbeat_addr[0]) {
@@ -209,16 +211,16 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     }
     /* --parsable prints "ID" or "ID;cluster". */
     size_t digits = strspn(out, "0123456789");
-    if (digits == 0) {
+    if (digits == 0 || digits >= sizeof launch->slurm_job) {
         atom_errf(err, "sbatch printed no job id: %.200s", out);
         free(out);
         return -1;
     }
-    out[digits] = '\n';
-    rc = atom_write_file_atomic(launch->app_path, out, digits + 1, err);
+    memcpy(launch->slurm_job, out, digits);
+    launch->slurm_job[digits] = '\0';
     free(out);
     launch->pid = 0; /* the job runs under slurmctld, not as atomd's child */
-    return rc;
+    return 0;
 }
 
 int atom_launch_slurm_signal(const atom_launch *launch, int sig)
@@ -240,6 +242,52 @@ int atom_launch_slurm_signal(const atom_launch *launch, int sig)
     int rc = run_capture(argv, &out, &err);
     free(out);
     return rc == 0 ? 0 : -1;
+}
+
+static bool state_is_live(const char *state)
+{
+    static const char *const live[] = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
+                                       "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
+                                       "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
+        if (!strcmp(state, live[i]))
+            return true;
+    return false;
+}
+
+int atom_launch_slurm_find(atom_launch *launch, const char *job_id, unsigned uid, atom_err *err)
+{
+    char name_opt[64], user_opt[32];
+    if ((size_t)snprintf(name_opt, sizeof name_opt, "--name=atom-%s", job_id) >= sizeof name_opt)
+        return atom_errf(err, "job id too long: %s", job_id);
+    snprintf(user_opt, sizeof user_opt, "--user=%u", uid);
+    char *argv[] = {"squeue", "--json", name_opt, user_opt, NULL};
+    char *out = NULL;
+    int rc = run_capture(argv, &out, err);
+    if (rc != 0) {
+        free(out);
+        return rc < 0 ? -1 : atom_errf(err, "squeue --json %s exited with status %d", name_opt, rc);
+    }
+    json_error_t jerr;
+    json_t *root = json_loads(out, 0, &jerr);
+    free(out);
+    if (!root)
+        return atom_errf(err, "squeue --json: not JSON: %s", jerr.text);
+    json_int_t newest = -1;
+    size_t i;
+    json_t *job;
+    json_array_foreach(json_object_get(root, "jobs"), i, job) {
+        json_t *jid = json_object_get(job, "job_id"), *st = json_object_get(job, "job_state");
+        /* job_state: a string (Slurm 22.05) or a list of them (later) */
+        const char *state = json_is_array(st) ? json_string_value(json_array_get(st, 0)) : json_string_value(st);
+        if (json_is_integer(jid) && state && state_is_live(state) && json_integer_value(jid) > newest)
+            newest = json_integer_value(jid);
+    }
+    json_decref(root);
+    if (newest < 0)
+        return 0;
+    snprintf(launch->slurm_job, sizeof launch->slurm_job, "%lld", (long long)newest);
+    return 1;
 }
 
 /* The job's state from squeue --json ("" when squeue no longer lists it). */
@@ -306,16 +354,6 @@ static int scontrol_end(const char *id, char *state, size_t len, int *exit_code,
     return 0;
 }
 
-static bool state_is_live(const char *state)
-{
-    static const char *const live[] = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING",
-                                       "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING",
-                                       "SUSPENDED", "STAGE_OUT", "SIGNALING", "STOPPED"};
-    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++)
-        if (!strcmp(state, live[i]))
-            return true;
-    return false;
-}
 
 int atom_launch_slurm_wait(atom_launch *launch, bool block, int *exit_code, atom_err *err)
 {

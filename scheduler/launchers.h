@@ -10,6 +10,7 @@
 #define ATOM_SCHEDULER_LAUNCHERS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/common.h"
 #include "scheduler/launch.h"
@@ -24,6 +25,11 @@ typedef struct atomd_launcher {
     int (*signal)(const atom_launch *launch, int sig);
     /* 1 and the exit code once ended, 0 while it runs, -1 on error. */
     int (*wait)(atom_launch *launch, bool block, int *exit_code, atom_err *err);
+    /* Where rank R's log is, relative to the attempt's output folder (NULL: no files). */
+    int (*rank_log)(int world, int rank, char *path, size_t len);
+    /* Who writes the launcher's own messages: atomd, into the attempt's folder (mpirun's output,
+     * through atomd), or Slurm as the job's owner, into the output folder (the batch script's). */
+    bool owner_writes_launcher_log;
 } atomd_launcher;
 
 /* "mpirun" or "slurm"; NULL for any other name. */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "scheduler/atomd.h"
+#include "scheduler/owner_io.h"
 
 typedef json_t *(*atomd_handler)(atomd *d, const atomd_caller *who, json_t *req);
 
@@ -86,6 +87,8 @@ static json_t *job_json(atomd *d, const atomd_job *job)
         json_object_set_new(o, "nodes", nodes);
         json_object_set_new(o, "attempt", json_integer(job->cur.n));
         json_object_set_new(o, "run_dir", json_string(job->cur.launch.run_dir));
+        json_object_set_new(o, "output_dir", json_string(job->cur.launch.out_dir[0] ? job->cur.launch.out_dir
+                                                                                    : job->cur.launch.run_dir));
     }
     return o;
 }
@@ -259,37 +262,69 @@ static json_t *op_cancel(atomd *d, const atomd_caller *who, json_t *req)
 
 /* One file of a log stream, with the line that introduces it (when it has any text). */
 typedef struct log_part {
-    char path[ATOM_PATH_MAX + 128];
+    char path[ATOM_PATH_MAX + 256];
     const char *header;
-    FILE *f;
+    uid_t uid;   /* whose file it is, and as whom atomd opens it (owner_io.h) */
+    gid_t gid;
+    int fd;      /* -1: the file does not exist (yet) */
     off_t size;  /* when opened: what is read of it (a file still written may grow later) */
 } log_part;
 
-/* Opens a part: a missing file is an empty part. atomd as root hands the attempt folder to the
- * job's owner and reads it for them, so it reads only a regular file that belongs to the owner:
- * never what a link the owner put there points at (/etc/shadow), nor a FIFO. An atomd that is
- * not root runs every job as itself, in folders only it can write. */
-static int log_part_open(log_part *p, uid_t owner, char *why, size_t why_len)
+/* Opens a part through owner_io.h: as its owner, never through a link, never a FIFO or device, and
+ * only a regular file of that owner. A missing file is an empty part; anything else refused is an
+ * error that says why. */
+static int log_part_open(log_part *p, char *why, size_t why_len)
 {
-    p->f = NULL;
+    p->fd = -1;
     p->size = 0;
-    int fd = open(p->path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
+    atom_err err = {{0}};
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (st.st_uid != owner && (geteuid() == 0 || st.st_uid != geteuid()))) {
-        close(fd);
-        snprintf(why, why_len, "%.1100s is not a regular file of the job's owner (uid %u): not shown", p->path,
-                 (unsigned)owner);
-        return -1;
+    int fd = atomd_owner_open(p->path, p->uid, p->gid, &st, &err);
+    if (fd < 0) {
+        snprintf(why, why_len, "%s", err.msg);
+        return err.msg[0] ? -1 : 0;
     }
-    p->f = fdopen(fd, "r");
-    if (!p->f) {
-        close(fd);
-        return 0;
-    }
+    p->fd = fd;
     p->size = st.st_size;
     return 0;
+}
+
+/* Where an attempt's logs are. The attempt's folder is atomd's; in it output/ is the owner's, with
+ * rank R's file where the launcher puts it, and the launcher's messages are atomd's launcher.log
+ * beside it (mpirun) or the owner's output/launcher.log (Slurm's batch output). A folder made
+ * before that layout (the owner's, everything in it) is read as the owner's throughout. */
+static void log_paths(atomd *d, const atomd_job *job, int attempt, int rank, log_part *rank_part,
+                      log_part *launcher_part)
+{
+    char dir[ATOM_PATH_MAX + 64], rel[96] = "";
+    snprintf(dir, sizeof dir, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, attempt);
+    gid_t gid = atomd_owner_gid(job->owner);
+    struct stat st;
+    bool legacy = lstat(dir, &st) == 0 && st.st_uid != geteuid();
+    if (d->launcher->rank_log)
+        d->launcher->rank_log(job->spec.resources.gpus, rank, rel, sizeof rel);
+    rank_part->uid = launcher_part->uid = job->owner;
+    rank_part->gid = launcher_part->gid = gid;
+    if (legacy) {
+        /* Open MPI wrote into output/ then, ranks/ now. */
+        const char *sub = strncmp(rel, "ranks/", 6) == 0 ? "output/" : "";
+        snprintf(rank_part->path, sizeof rank_part->path, "%s/%s%s", dir, sub, rel + (sub[0] ? 6 : 0));
+        static const char *const launcher_logs[] = {"launcher.log", "slurm.out", "output.log"};
+        for (size_t i = 0; i < sizeof launcher_logs / sizeof *launcher_logs; i++) {
+            snprintf(launcher_part->path, sizeof launcher_part->path, "%s/%s", dir, launcher_logs[i]);
+            if (lstat(launcher_part->path, &st) == 0)
+                break;
+        }
+        return;
+    }
+    snprintf(rank_part->path, sizeof rank_part->path, "%s/output/%s", dir, rel);
+    if (d->launcher->owner_writes_launcher_log) {
+        snprintf(launcher_part->path, sizeof launcher_part->path, "%s/output/launcher.log", dir);
+    } else {
+        snprintf(launcher_part->path, sizeof launcher_part->path, "%s/launcher.log", dir);
+        launcher_part->uid = geteuid(); /* atomd's own record */
+        launcher_part->gid = getegid();
+    }
 }
 
 /* An attempt's log: with a rank, that rank's own file (rank-R.log); without one, what a user looks
@@ -311,28 +346,16 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
         return atomd_protocol_error("logs: offset %" JSON_INTEGER_FORMAT " is negative", offset);
     if (attempt > job->attempts)
         return atomd_protocol_error("job %s has no attempt %d (it has had %d)", job->id_text, attempt, job->attempts);
-    if (attempt <= 0)
-        return json_pack("{s:b,s:s,s:I,s:i,s:b}", "ok", 1, "data", "", "offset", (json_int_t)0, "attempt", 0,
-                         "ended", atomd_job_final(job->state));
+    if (attempt <= 0 || !d->launcher->rank_log)
+        return json_pack("{s:b,s:s,s:I,s:i,s:b}", "ok", 1, "data", "", "offset", (json_int_t)0, "attempt",
+                         attempt > 0 ? attempt : 0, "ended", atomd_job_final(job->state));
     bool ended = atomd_job_final(job->state) || attempt < job->attempts ||
                  (job->state == ATOMD_JOB_PENDING && attempt == job->attempts);
-    char dir[ATOM_PATH_MAX + 64];
-    snprintf(dir, sizeof dir, "%s/jobs/%s/attempt-%d", d->cfg.state_dir, job->id_text, attempt);
     log_part parts[2];
-    int n_parts = 1;
+    int n_parts = rank < 0 && ended ? 2 : 1;
     memset(parts, 0, sizeof parts);
-    snprintf(parts[0].path, sizeof parts[0].path, "%s/rank-%d.log", dir, rank >= 0 ? rank : 0);
-    if (rank < 0 && ended) {
-        n_parts = 2;
-        parts[1].header = "---- launcher.log ----\n";
-        /* Attempt folders of atomd before per-rank logs kept everything in one file. */
-        static const char *const launcher_logs[] = {"launcher.log", "slurm.out", "output.log"};
-        for (size_t i = 0; i < sizeof launcher_logs / sizeof *launcher_logs; i++) {
-            snprintf(parts[1].path, sizeof parts[1].path, "%s/%s", dir, launcher_logs[i]);
-            if (access(parts[1].path, F_OK) == 0)
-                break;
-        }
-    }
+    log_paths(d, job, attempt, rank >= 0 ? rank : 0, &parts[0], &parts[1]);
+    parts[1].header = "---- launcher.log ----\n";
     char why[ATOM_PATH_MAX + 256] = "";
     char *buf = malloc(LOG_CHUNK + 1);
     size_t n = 0;
@@ -340,7 +363,7 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
     int bad = buf ? 0 : -1;
     for (int i = 0; i < n_parts && bad == 0; i++) {
         log_part *p = &parts[i];
-        if (log_part_open(p, job->owner, why, sizeof why)) {
+        if (log_part_open(p, why, sizeof why)) {
             bad = 1;
             break;
         }
@@ -356,7 +379,8 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
             } else {
                 if ((size_t)(len - in) < want)
                     want = (size_t)(len - in);
-                got = fseeko(p->f, in - header_len, SEEK_SET) == 0 ? fread(buf + n, 1, want, p->f) : 0;
+                ssize_t r = pread(p->fd, buf + n, want, in - header_len);
+                got = r > 0 ? (size_t)r : 0;
                 if (got == 0)
                     break; /* shorter than its size a moment ago: read later */
             }
@@ -364,9 +388,9 @@ static json_t *logs_answer(atomd *d, const atomd_job *job, json_t *req)
             in += (off_t)got;
         }
         pos += len;
-        if (p->f) /* NULL: the file does not exist (yet) */
-            fclose(p->f);
-        p->f = NULL;
+        if (p->fd >= 0)
+            close(p->fd);
+        p->fd = -1;
     }
     if (bad) {
         free(buf);

@@ -226,6 +226,12 @@ int atomd_sched_pass(atomd *d)
     int n = 0;
     for (int i = 0; i < d->n_jobs; i++)
         if (d->jobs[i]->state == ATOMD_JOB_PENDING) {
+            char why[256];
+            if (atomd_job_held(d, d->jobs[i], why, sizeof why)) {
+                /* Waiting for atomd's probes or its launch backoff: not placed, not the head. */
+                snprintf(d->jobs[i]->reason, sizeof d->jobs[i]->reason, "%s", why);
+                continue;
+            }
             pending[n].job = d->jobs[i];
             pending[n].usage = atomd_usage_now(d, d->jobs[i]->spec.project, now);
             n++;

@@ -167,7 +167,8 @@ static int sim_wait(atom_launch *launch, bool block, int *exit_code, atom_err *e
     return 1;
 }
 
-static const atomd_launcher sim_launcher = {"simulated", false, true, sim_prepare, sim_start, sim_signal, sim_wait};
+static const atomd_launcher sim_launcher = {"simulated", false, true, sim_prepare, sim_start, sim_signal, sim_wait,
+                                            NULL, false};
 
 /* ---- the event loop -------------------------------------------------------------------------- */
 

@@ -5,12 +5,15 @@
  */
 #include "scheduler/store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "scheduler/atomd.h"
 #include "scheduler/jobs.h"
@@ -27,7 +30,8 @@ static const char *const schema =
     "CREATE TABLE IF NOT EXISTS attempts ("
     "  job INTEGER NOT NULL, n INTEGER NOT NULL, state TEXT NOT NULL, pid INTEGER, pid_start INTEGER,"
     "  start_time REAL, end_time REAL, exit_code INTEGER, run_dir TEXT, placement TEXT,"
-    "  reason TEXT NOT NULL DEFAULT '', app_path TEXT, PRIMARY KEY (job, n));"
+    "  reason TEXT NOT NULL DEFAULT '', app_path TEXT, slurm_job TEXT, out_dir TEXT,"
+    "  PRIMARY KEY (job, n));"
     "CREATE TABLE IF NOT EXISTS nodes (name TEXT PRIMARY KEY, state TEXT NOT NULL,"
     "  reason TEXT NOT NULL DEFAULT '', failures INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS usage (project TEXT PRIMARY KEY, gpu_seconds REAL NOT NULL,"
@@ -38,27 +42,62 @@ static int db_fail(atomd_store *s, atom_err *err, const char *what)
     return atom_errf(err, "%s: %s", what, s->db ? sqlite3_errmsg(s->db) : "no database");
 }
 
+/* Columns added since the first schema: added to a database made before them (the error of one
+ * that is there already is expected). */
+static const char *const added_columns[] = {
+    "ALTER TABLE attempts ADD COLUMN slurm_job TEXT",
+    "ALTER TABLE attempts ADD COLUMN out_dir TEXT",
+};
+
+/* Users' specs are in the database: it is atomd's alone (mode 0600) from its first byte, not
+ * chmodded after SQLite made it with the umask's mode; SQLite gives its WAL and shared-memory
+ * files the database's mode. An existing file must be a regular file of atomd's user. */
+static int create_private(const char *path, atom_err *err)
+{
+    mode_t old = umask(077);
+    int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_NOCTTY | O_CLOEXEC, 0600);
+    umask(old);
+    if (fd < 0)
+        return atom_errf(err, "cannot open the state database %s: %s", path, strerror(errno));
+    struct stat st;
+    int rc = 0;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_uid != geteuid())
+        rc = atom_errf(err, "the state database %s is not a regular file of atomd's user (uid %u)", path,
+                       (unsigned)geteuid());
+    else if ((st.st_mode & 077) && fchmod(fd, 0600) != 0)
+        rc = atom_errf(err, "cannot make the state database %s private (mode 0600): %s", path, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 int atomd_store_open(atomd_store *s, const char *path, atom_err *err)
 {
     memset(s, 0, sizeof *s);
-    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                        NULL) != SQLITE_OK) {
+    if (strcmp(path, ":memory:") != 0 && create_private(path, err))
+        return -1;
+    mode_t old_mask = umask(077); /* the WAL and shared-memory files too, whatever SQLite does */
+    int open_rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                                  NULL);
+    if (open_rc != SQLITE_OK) {
+        umask(old_mask);
         atom_errf(err, "cannot open the state database %s: %s", path, sqlite3_errmsg(s->db));
         atomd_store_close(s);
         return -1;
     }
-    /* Users' specs are in there: only atomd reads the file (SQLite gives its WAL the same mode). */
-    chmod(path, 0600);
     /* A second atomd on the same state would wait rather than fail at once. */
     sqlite3_busy_timeout(s->db, 5000);
     char *msg = NULL;
     if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &msg) != SQLITE_OK ||
         sqlite3_exec(s->db, schema, NULL, NULL, &msg) != SQLITE_OK) {
+        umask(old_mask);
         atom_errf(err, "cannot prepare the state database %s: %s", path, msg ? msg : "?");
         sqlite3_free(msg);
         atomd_store_close(s);
         return -1;
     }
+    umask(old_mask);
+    for (size_t i = 0; i < sizeof added_columns / sizeof *added_columns; i++)
+        sqlite3_exec(s->db, added_columns[i], NULL, NULL, NULL);
     return 0;
 }
 
@@ -225,8 +264,8 @@ int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const atom_in
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
                            "INSERT OR REPLACE INTO attempts (job, n, state, pid, pid_start, start_time,"
-                           " end_time, exit_code, run_dir, placement, reason, app_path)"
-                           " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12)",
+                           " end_time, exit_code, run_dir, placement, reason, app_path, slurm_job, out_dir)"
+                           " VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
                            -1, &st, NULL) != SQLITE_OK)
         return db_fail(s, err, "preparing an attempt row");
     const atomd_attempt *a = &job->cur;
@@ -245,8 +284,11 @@ int atomd_store_save_attempt(atomd_store *s, const atomd_job *job, const atom_in
     else
         sqlite3_bind_null(st, 10);
     sqlite3_bind_text(st, 11, a->stop_reason, -1, SQLITE_STATIC);
-    /* What finds the attempt again: mpirun's application file, or the file with the Slurm job id. */
+    /* What finds the attempt again: mpirun's application file, or the Slurm job id (kept here, out
+     * of the job owner's reach: it says which Slurm job root signals). */
     sqlite3_bind_text(st, 12, a->launch.app_path, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 13, a->launch.slurm_job, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 14, a->launch.out_dir, -1, SQLITE_STATIC);
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     free(pl);
@@ -327,7 +369,8 @@ static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *j
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT n, pid, pid_start, start_time, run_dir, placement, app_path FROM attempts"
+                           "SELECT n, pid, pid_start, start_time, run_dir, placement, app_path, slurm_job, out_dir"
+                           " FROM attempts"
                            " WHERE job=?1 ORDER BY n DESC LIMIT 1",
                            -1, &st, NULL) != SQLITE_OK)
         return;
@@ -344,6 +387,8 @@ static void load_attempt(atomd_store *s, const atom_inventory *inv, atomd_job *j
             (int)sizeof a->launch.plan_path)
             a->launch.plan_path[0] = 0;
         snprintf(a->launch.app_path, sizeof a->launch.app_path, "%s", col_text(st, 6));
+        snprintf(a->launch.slurm_job, sizeof a->launch.slurm_job, "%s", col_text(st, 7));
+        snprintf(a->launch.out_dir, sizeof a->launch.out_dir, "%s", col_text(st, 8));
         if (sqlite3_column_type(st, 5) != SQLITE_NULL)
             placement_from_json(col_text(st, 5), inv, &a->placement);
     }
@@ -486,7 +531,8 @@ json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db,
-                           "SELECT n, state, pid, start_time, end_time, exit_code, run_dir, reason, placement"
+                           "SELECT n, state, pid, start_time, end_time, exit_code, run_dir, reason, placement,"
+                           " COALESCE(NULLIF(out_dir, ''), run_dir), COALESCE(slurm_job, '')"
                            " FROM attempts WHERE job=?1 ORDER BY n",
                            -1, &st, NULL) != SQLITE_OK) {
         db_fail(s, err, "reading attempts");
@@ -496,12 +542,14 @@ json_t *atomd_store_attempts(atomd_store *s, int64_t job, const atom_inventory *
     json_t *a = json_array();
     while (sqlite3_step(st) == SQLITE_ROW) {
         const char *placement = sqlite3_column_type(st, 8) == SQLITE_NULL ? NULL : col_text(st, 8);
-        json_array_append_new(a, json_pack("{s:i,s:s,s:I,s:f,s:f,s:i,s:s,s:s,s:o}", "attempt", sqlite3_column_int(st, 0),
-                                           "state", col_text(st, 1), "pid", (json_int_t)sqlite3_column_int64(st, 2),
-                                           "start_time", sqlite3_column_double(st, 3), "end_time",
-                                           sqlite3_column_double(st, 4), "exit_code", sqlite3_column_int(st, 5),
-                                           "run_dir", col_text(st, 6), "reason", col_text(st, 7), "nodes",
-                                           placement_nodes(placement, inv)));
+        json_t *o = json_pack("{s:i,s:s,s:I,s:f,s:f,s:i,s:s,s:s,s:s,s:o}", "attempt", sqlite3_column_int(st, 0),
+                              "state", col_text(st, 1), "pid", (json_int_t)sqlite3_column_int64(st, 2),
+                              "start_time", sqlite3_column_double(st, 3), "end_time", sqlite3_column_double(st, 4),
+                              "exit_code", sqlite3_column_int(st, 5), "run_dir", col_text(st, 6), "output_dir",
+                              col_text(st, 9), "reason", col_text(st, 7), "nodes", placement_nodes(placement, inv));
+        if (o && col_text(st, 10)[0])
+            json_object_set_new(o, "slurm_job", json_string(col_text(st, 10)));
+        json_array_append_new(a, o);
     }
     sqlite3_finalize(st);
     return a;

@@ -54,7 +54,7 @@ def test(d):
     rc, out, err = d.ctl("cancel", str(job))
     check(rc == 0, "owner's cancel: %r" % err)
     info = d.wait_state(job, "cancelled", timeout=40)
-    with open(os.path.join(info["attempts"][0]["run_dir"], "heartbeat.rank-0.jsonl")) as f:
+    with open(os.path.join(info["attempts"][0]["output_dir"], "heartbeat.rank-0.jsonl")) as f:
         pid = json.loads(f.readline())["pid"]
     harness.wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10,
                        "the cancelled job's worker (pid %d) to be gone" % pid)
@@ -67,7 +67,7 @@ def test(d):
     job = json.loads(out)["job"]
     info = d.wait_state(job, "done")
     check(info["job"]["uid"] == NOBODY and info["job"]["step"] == 10, "nobody's job, heartbeats seen: %s" % info["job"])
-    hb_file = os.path.join(info["attempts"][0]["run_dir"], "heartbeat.rank-1.jsonl")
+    hb_file = os.path.join(info["attempts"][0]["output_dir"], "heartbeat.rank-1.jsonl")
     check(os.stat(hb_file).st_uid == NOBODY, "the workers of nobody's job ran as nobody")
     rc, out, err = d.ctl("submit", d.spec("sleep-nobody"), "--json", user=NOBODY)
     job = json.loads(out)["job"]

@@ -82,7 +82,7 @@ def test(d):
           "the hang names rank 1, its node and that it is stopped: %r" % a[0]["reason"])
     check("rank 0" not in a[0]["reason"], "rank 0 was waiting, not behind: %r" % a[0]["reason"])
     check(nodes_of(a[1]) != nodes_of(a[0]), "restarted on other slots")
-    with open(os.path.join(a[0]["run_dir"], "heartbeat.rank-1.jsonl")) as f:
+    with open(os.path.join(a[0]["output_dir"], "heartbeat.rank-1.jsonl")) as f:
         pid = json.loads(f.readline())["pid"]
     harness.wait_until(lambda: not os.path.exists("/proc/%d" % pid), 10, "the stopped rank to be killed")
     nodes = {n["name"]: n for n in d.request({"op": "nodes"})["nodes"]}

@@ -3,7 +3,8 @@ virtual nodes n1..n4 of 8 emulated GPUs; stopped by PID whatever happens) and th
 the cluster comes from sinfo; a job goes through sbatch, its heartbeats reach atomd, it ends done;
 a job is cancelled through scancel; a running job survives a SIGKILL of atomd (re-adopted from
 Slurm, not submitted twice) and ends done; with atomd's TCP port on (the cluster's munged), a job's
-ranks on the Slurm nodes, which are not atomd's host, send their heartbeats over TCP."""
+ranks on the Slurm nodes, which are not atomd's host, send their heartbeats over TCP. The Slurm job
+id atomd signals is the one sbatch gave it, whatever the job's owner writes (issue 14)."""
 import json
 import os
 import shutil
@@ -27,20 +28,70 @@ def spec(d, name, steps):
                   extra=MODEL + "checkpoint:\n  dir: ckpt-%s\n  every: 10\n  async: false\n" % name)
 
 
+def as_nobody(fn):
+    """Runs fn() in a child that has become uid/gid 65534: what the job's owner can do."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    os.waitpid(pid, 0)
+
+
+def rewritten_id(d):
+    """Issue 14: the owner of a job writes another user's Slurm job id wherever the attempt's id
+    may be kept in their reach, then cancels their own job: root's scancel and squeue follow the id
+    sbatch gave atomd, and the other user's job runs on."""
+    r = subprocess.run(["sbatch", "--parsable", "--job-name=victim", "--output=/dev/null", "--wrap", "sleep 300"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, "sbatch of root's own job: %r" % r.stderr)
+    victim = r.stdout.strip().split(";")[0]
+    path = d.spec("slurm-rewrite", gpus=2, steps=100000, resources="  gpus_per_node: 1\n  device: cpu\n",
+                  extra=MODEL)
+    rc, out, err = d.ctl("submit", path, "--json", user=NOBODY)
+    check(rc == 0, "nobody's submit: %r" % err)
+    job = json.loads(out)["job"]
+    harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0, 60, "nobody's long job to train")
+    a = d.job(job)["attempts"][0]
+
+    def rewrite():
+        for folder in {a["run_dir"], a.get("output_dir", a["run_dir"])}:
+            try:  # a file of root's in a folder of theirs: replaced, not written
+                with open(os.path.join(folder, "slurm.job.new"), "w") as f:
+                    f.write(victim + "\n")
+                os.replace(os.path.join(folder, "slurm.job.new"), os.path.join(folder, "slurm.job"))
+            except OSError:
+                pass  # not the owner's folder
+    as_nobody(rewrite)
+    rc, out, err = d.ctl("cancel", str(job), user=NOBODY)
+    check(rc == 0, "nobody cancels their job: %r" % err)
+    d.wait_state(job, "cancelled", timeout=60)
+    r = subprocess.run(["scontrol", "show", "job", "-o", victim], capture_output=True, text=True)
+    subprocess.run(["scancel", victim], capture_output=True)
+    check("JobState=RUNNING" in r.stdout or "JobState=PENDING" in r.stdout,
+          "root's own Slurm job runs on: %r" % r.stdout[:300])
+
+
 def test(d):
     nodes = {n["name"] for n in d.request({"op": "nodes"})["nodes"]}
     check(nodes == {"n1", "n2", "n3", "n4"}, "the cluster from sinfo: %s" % nodes)
     job = d.submit(spec(d, "slurm-ok", 20))
     info = d.wait_state(job, "done", timeout=90)
     check(info["job"].get("step") == 20, "heartbeats reached atomd: %s" % info["job"])
-    check(os.path.exists(os.path.join(info["attempts"][0]["run_dir"], "slurm.job")), "submitted through sbatch")
+    check(info["attempts"][0].get("slurm_job", "").isdigit(), "submitted through sbatch: %s" % info["attempts"])
     rc, out, err = d.ctl("logs", str(job))
     head, sep, tail = out.partition("---- launcher.log ----\n")
     check(rc == 0 and "finished after step 20 of 20" in head and "atom.sbatch: job" in tail,
           "logs: rank 0's lines, then the batch script's: %r" % out[-500:])
     rc, out, err = d.ctl("logs", str(job), "--rank", "1")
-    run_dir = info["attempts"][0]["run_dir"]
-    check(rc == 0 and out == open(os.path.join(run_dir, "rank-1.log")).read() and "finished after" not in out,
+    out_dir = info["attempts"][0]["output_dir"]
+    check(rc == 0 and out == open(os.path.join(out_dir, "rank-1.log")).read() and "finished after" not in out,
           "logs --rank 1 is rank 1's file: %r" % out[-500:])
 
     # Another user's job runs as that user on the Slurm nodes (sbatch --uid), not as atomd's root.
@@ -49,14 +100,14 @@ def test(d):
     check(rc == 0, "nobody's submit: %r" % err)
     job = json.loads(out)["job"]
     info = d.wait_state(job, "done", timeout=90)
-    run_dir = info["attempts"][0]["run_dir"]
-    hb_file = os.path.join(run_dir, "heartbeat.rank-0.jsonl")
+    out_dir = info["attempts"][0]["output_dir"]
+    hb_file = os.path.join(out_dir, "heartbeat.rank-0.jsonl")
     check(os.path.exists(hb_file) and os.stat(hb_file).st_uid == NOBODY,
           "the workers of nobody's Slurm job ran as nobody (heartbeat file owner)")
-    with open(os.path.join(run_dir, "slurm.job")) as f:
-        slurm_id = f.read().strip()
+    slurm_id = info["attempts"][0]["slurm_job"]
     r = subprocess.run(["scontrol", "show", "job", slurm_id], capture_output=True, text=True)
     check("UserId=nobody(65534)" in r.stdout, "Slurm ran nobody's job as nobody: %r" % r.stdout[:300])
+    rewritten_id(d)
 
     job = d.submit(spec(d, "slurm-cancel", 100000))
     harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0, 60, "the long job to train")
@@ -77,6 +128,24 @@ def test(d):
     check(rc == 0, err)
     info = d.wait_state(job, "cancelled", timeout=60)
     check(len(info["attempts"]) == 1, "not submitted twice: %s" % info["attempts"])
+
+    # atomd dies right after sbatch, before the Slurm job id is in its store: the restarted atomd
+    # finds the job by its name (atom-ID, of the job's user) and adopts it, not submitting twice
+    d.stop()
+    d.env["ATOMD_FAULT"] = "after-spawn"
+    d.start()
+    d.ctl("submit", spec(d, "slurm-fault", 100000))  # no answer: atomd dies first
+    d.proc.wait(timeout=30)
+    check(d.proc.returncode == 99, "the fault was injected (exit %s)" % d.proc.returncode)
+    del d.env["ATOMD_FAULT"]
+    d.start()
+    job = [j["id"] for j in d.request({"op": "queue"})["jobs"] if j["name"] == "slurm-fault"][0]
+    info = d.job(job)
+    check(info["job"]["state"] == "running" and len(info["attempts"]) == 1 and info["attempts"][0].get("slurm_job"),
+          "adopted by its name: %s" % info)
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, err)
+    d.wait_state(job, "cancelled", timeout=60)
 
     # atomd's TCP port: n1..n4 are not atomd's host, so the ranks send heartbeats over TCP, each
     # in a credential of the cluster's munged (metrics count them: atomd restarted, so only these)

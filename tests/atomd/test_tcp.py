@@ -217,7 +217,7 @@ def test(d):
                                extra=MODEL + "restart:\n  heartbeat_timeout: 3s\n  max_restarts: 1\n"))
     info = harness.wait_until(lambda: d.job(job)["job"].get("step", 0) > 0 and d.job(job), 60, "remote-hang to train")
     a0 = info["attempts"][-1]
-    with open(os.path.join(a0["run_dir"], "heartbeat.rank-1.jsonl")) as f:
+    with open(os.path.join(a0["output_dir"], "heartbeat.rank-1.jsonl")) as f:
         os.kill(json.loads(f.readline())["pid"], signal.SIGSTOP)
     info = harness.wait_until(lambda: len(d.job(job)["attempts"]) == 2 and d.job(job), 60, "the hang to be found")
     a = info["attempts"]

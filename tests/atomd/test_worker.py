@@ -32,7 +32,7 @@ def spec(d, name, steps, every=25, timeout="20s", limit=None):
 
 def losses(attempt):
     out = {}
-    with open(os.path.join(attempt["run_dir"], "train.jsonl")) as f:
+    with open(os.path.join(attempt["output_dir"], "train.jsonl")) as f:
         for line in f:
             rec = json.loads(line)
             if "step" in rec and "loss" in rec:
@@ -41,7 +41,7 @@ def losses(attempt):
 
 
 def rank_pid(attempt, rank):
-    path = os.path.join(attempt["run_dir"], "heartbeat.rank-%d.jsonl" % rank)
+    path = os.path.join(attempt["output_dir"], "heartbeat.rank-%d.jsonl" % rank)
     with open(path) as f:
         return json.loads(f.readline())["pid"]
 
@@ -75,9 +75,9 @@ def test(d):
     a = info["attempts"]
     check(len(a) == 2 and a[0]["state"] == "failed", "crashed rank -> failed attempt, then done: %s" % a)
     # The crash report (Open MPI's signal handler, or the sanitizer's) is in rank 1's own log.
-    with open(os.path.join(a[0]["run_dir"], "rank-1.log"), errors="replace") as f:
+    with open(os.path.join(a[0]["output_dir"], "rank-1.log"), errors="replace") as f:
         rank1 = f.read()
-    with open(os.path.join(a[0]["run_dir"], "rank-0.log"), errors="replace") as f:
+    with open(os.path.join(a[0]["output_dir"], "rank-0.log"), errors="replace") as f:
         rank0 = f.read()
     crash = re.search(r"Segmentation fault|SEGV", rank1)
     # Open MPI's handler writes "[host:PID]" with the pid zero-padded to 5 digits ("[vm:05199]")

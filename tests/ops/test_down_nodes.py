@@ -1,7 +1,8 @@
 """Down nodes (issue 6), as Slurm's DOWN: a node mpirun cannot reach is marked down with the reason
 (not drained), gets no jobs, and returns to up by itself once a probe reaches it again; a node an
 administrator drained stays drained. The health program's own failure on a node that is reached
-still drains it.
+still drains it. mpirun's word alone (it runs as the job's owner, who picks its launch agent) marks
+no node down: atomd's own probe decides (issue 14).
 
 Real mpirun, real ssh. Node n1 is this machine (localhost); node n2's address is node-b.invalid,
 which mpirun reaches through its launch agent (Open MPI's plm_rsh_agent, as Kubeflow's MPI
@@ -29,6 +30,12 @@ AGENT = """#!/bin/sh
 # Open MPI's launch agent: AGENT HOST COMMAND...
 host=$1
 shift
+if [ -e "%(dir)s/forge" ] && [ "$(id -u)" != 0 ]; then
+    # A job's owner chooses their mpirun's launch agent (~/.openmpi/mca-params.conf): theirs says
+    # the node cannot be reached, and mpirun reports it so.
+    echo "ssh: connect to host $host port 22: No route to host" >&2
+    exit 255
+fi
 if [ -e "%(dir)s/reachable" ]; then
     exec sh -c "$*"
 fi
@@ -136,10 +143,27 @@ def health_checks(d):
           "drained with the program's message: %r" % nodes(d)["n2"])
 
 
+def forged(d):
+    """A job's owner makes their mpirun say it could not reach n2 (issue 14): atomd's own probe
+    reaches n2, so no node goes down, and the attempt is charged as the failure it is."""
+    reachable(d, True)
+    open(os.path.join(d.tmp, "forge"), "w").close()
+    path = d.spec("ok-forged", gpus=4, steps=5, extra="restart:\n  max_restarts: 0\n")
+    rc, out, err = d.ctl("submit", path, "--json", user=65534)
+    check(rc == 0, "nobody submits: %r" % err)
+    job = json.loads(out)["job"]
+    info = d.wait_state(job, "failed", timeout=30)
+    check(info["job"]["restarts"] == 1 and info["attempts"][0]["state"] == "failed",
+          "charged, not requeued as unreachable: %s %s" % (info["job"], info["attempts"]))
+    check(all(n["state"] == "up" for n in nodes(d).values()), "no node down: %r" % nodes(d))
+    check("probing" in d.log(), "atomd probed the node the attempt named")
+
+
 def main():
     args = harness.parse_args()
     with_daemon(args, "health_interval = 1s\n", launch_fails)
     with_daemon(args, "health_check = %(health)s\nhealth_interval = 1s\nhealth_fresh = 60s\n", health_checks)
+    with_daemon(args, "", forged)
     print("down nodes: ok")
 
 

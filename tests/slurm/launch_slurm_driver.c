@@ -100,7 +100,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "launch_slurm_driver: %s\n", err.msg);
         return 1;
     }
-    printf("exit %d\n", exit_code);
+    printf("exit %d\nslurm job %s\n", exit_code, launch.slurm_job);
     atom_plan_free(&plan);
     return 0;
 }

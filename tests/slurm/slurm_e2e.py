@@ -303,11 +303,13 @@ def case_launcher(work):
                 out += open(path).read() if os.path.exists(path) else ""
             check(r.returncode == 0, "launch_slurm_driver %s failed (%d): %s\n%s" %
                   (mode, r.returncode, r.stderr, out[-2000:]))
-            for name in ("plan.json", "spec.yaml", "slurm.job"):
+            for name in ("plan.json", "spec.yaml"):
                 check(os.path.exists(os.path.join(run_dir, name)), "%s: no %s" % (mode, name))
-            job = open(os.path.join(run_dir, "slurm.job")).read().strip()
+            lines = r.stdout.strip().split("\n")
+            check(len(lines) == 2 and lines[1].startswith("slurm job "), "%s: %r" % (mode, r.stdout))
+            job = lines[1][len("slurm job "):]  # the launcher keeps the id (atomd: in its store)
             state = cluster.run(["scontrol", "show", "job", "-o", job]).stdout
-            return r.stdout.strip(), out, state
+            return lines[0], out, state
 
         r = subprocess.run([driver, "nodes"], env=env, capture_output=True, text=True, timeout=30)
         check(r.returncode == 0 and r.stdout.split("\n")[:4] ==
