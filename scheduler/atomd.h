@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "common/common.h"
+#include "scheduler/cgroup.h"
 #include "scheduler/health.h"
 #include "scheduler/jobs.h"
 #include "scheduler/launchers.h"
@@ -48,6 +49,8 @@ typedef struct atomd_config {
     char munge_socket[ATOM_PATH_MAX]; /* munged's socket ("" : libmunge's default), here and on
                                      * every node the workers run on */
     double tcp_request_timeout;     /* seconds a TCP peer may take to finish a request line */
+    char job_env[1024];             /* names and patterns of atomd's environment that jobs also
+                                     * get, beside job_env.c's allow-list ("A,B_*") */
 } atomd_config;
 
 /* Scheduling policies (config `policy`). Backfill is the daemon's default; the other two exist so
@@ -110,6 +113,7 @@ typedef struct atomd {
     double last_pass_seconds;  /* wall time of the last scheduling pass (metrics) */
     atomd_metrics metrics;
     atomd_health health;
+    atomd_cgroups cgroups;  /* one cgroup per attempt on this node, where usable (cgroup.h) */
 } atomd;
 
 /* atomd's clocks: the real ones, or the virtual time of a simulation. Scheduling code reads time

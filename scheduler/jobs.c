@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "scheduler/atomd.h"
+#include "scheduler/cgroup.h"
+#include "scheduler/job_env.h"
 #include "scheduler/proc.h"
 
 static const char *const state_names[] = {"pending", "running", "done", "failed", "cancelled", "timeout"};
@@ -176,55 +178,6 @@ static int hand_to_owner(const atomd_job *job, const atom_launch *launch, struct
     return rc;
 }
 
-static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_launch *launch, int out_fd,
-                          atom_err *err)
-{
-    struct passwd pw;
-    char buf[4096];
-    if (hand_to_owner(job, launch, &pw, buf, sizeof buf, err))
-        return -1;
-    gid_t groups[256];
-    int n_groups = (int)(sizeof groups / sizeof *groups);
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n_groups) < 0)
-        n_groups = (int)(sizeof groups / sizeof *groups);
-    char **argv = atom_launch_argv(plan, launch);
-    if (!argv)
-        return atom_errf(err, "out of memory");
-    pid_t pid = fork();
-    if (pid < 0) {
-        free(argv);
-        return atom_errf(err, "fork: %s", strerror(errno));
-    }
-    if (pid == 0) {
-        /* The child: its own process group (as the launcher does), default signals, the
-         * owner's identity, then mpirun. Nothing here returns. */
-        setpgid(0, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        int defaults[] = {SIGPIPE, SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
-        for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
-            signal(defaults[i], SIG_DFL);
-        if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0 ||
-            setgroups((size_t)n_groups, groups) != 0 || setgid(pw.pw_gid) != 0 || setuid(pw.pw_uid) != 0 ||
-            setuid(0) == 0)
-            _exit(126);
-        setenv("HOME", pw.pw_dir, 1);
-        setenv("USER", pw.pw_name, 1);
-        setenv("LOGNAME", pw.pw_name, 1);
-        unsetenv("OMPI_ALLOW_RUN_AS_ROOT");
-        unsetenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM");
-        if (chdir(launch->run_dir) != 0)
-            _exit(126);
-        execvp(argv[0], argv);
-        _exit(127);
-    }
-    setpgid(pid, pid); /* also here, so a signal to the group cannot race the child's own call */
-    free(argv);
-    launch->pid = pid;
-    return 0;
-}
-
 int atomd_job_launch(atomd *d, atomd_job *job, atom_placement *placement, atom_err *err)
 {
     atomd_attempt *a = &job->cur;
@@ -285,22 +238,42 @@ planned_dir:
         atom_errf(err, "cannot create %s: %s", log_path, strerror(errno));
         goto fail;
     }
-    if (geteuid() == 0 && job->owner != 0 && !d->launcher->simulated && !d->launcher->child) {
-        /* Slurm: sbatch --uid/--gid makes the job the owner's */
-        struct passwd pw;
-        char buf[4096];
-        if (hand_to_owner(job, &a->launch, &pw, buf, sizeof buf, err)) {
+    struct passwd pw, *who = NULL;
+    char pw_buf[4096];
+    if (geteuid() == 0 && job->owner != 0 && !d->launcher->simulated) {
+        /* Root runs every job as its owner: Slurm's sbatch --uid/--gid, or mpirun started from
+         * a child that has taken the owner's uid, gid and groups (launch_mpirun.c). */
+        if (hand_to_owner(job, &a->launch, &pw, pw_buf, sizeof pw_buf, err)) {
             if (out >= 0)
                 close(out);
             goto fail;
         }
+        who = &pw;
         a->launch.as_owner = true;
         a->launch.owner_uid = pw.pw_uid;
         a->launch.owner_gid = pw.pw_gid;
+        a->launch.n_groups = (int)(sizeof a->launch.groups / sizeof *a->launch.groups);
+        if (getgrouplist(pw.pw_name, pw.pw_gid, a->launch.groups, &a->launch.n_groups) < 0)
+            a->launch.n_groups = (int)(sizeof a->launch.groups / sizeof *a->launch.groups);
     }
-    rc = d->launcher->child && geteuid() == 0 && job->owner != 0
-             ? start_as_owner(job, &plan, &a->launch, out, err)
-             : d->launcher->start(&plan, &a->launch, out, out, err);
+    rc = 0;
+    if (!d->launcher->simulated) {
+        atomd_job_identity id = {0};
+        if (who)
+            id = (atomd_job_identity){who->pw_name, who->pw_dir, who->pw_shell};
+        a->launch.envp = atomd_job_environ(d->cfg.job_env, who ? &id : NULL);
+        if (!a->launch.envp)
+            rc = atom_errf(err, "out of memory for the job's environment");
+    }
+    if (rc == 0 && d->launcher->child && d->cgroups.usable &&
+        atomd_cgroup_path(&d->cgroups, job->id_text, a->n, a->launch.cgroup,
+                          sizeof a->launch.cgroup) == 0 &&
+        atomd_cgroup_create(a->launch.cgroup, err) != 0)
+        rc = -1;
+    if (rc == 0)
+        rc = d->launcher->start(&plan, &a->launch, out, out, err);
+    atomd_job_environ_free(a->launch.envp);
+    a->launch.envp = NULL;
     if (out >= 0)
         close(out);
     if (rc)
@@ -433,6 +406,11 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
         return;
     a->live = false;
     a->pid = 0;
+    /* mpirun is gone; whatever of the job is left on this node (a rank's daemonised child) goes
+     * with it, as a Slurm step's processes do. The empty folder is removed by the next sweep. */
+    if (a->launch.cgroup[0] && atomd_cgroup_kill(a->launch.cgroup) > 0)
+        atom_log(ATOM_LOG_INFO, "job %s attempt %d: killed processes it left behind", job->id_text,
+                 a->n);
     write_exit_status(a, exit_code);
     planner_mark(d, &a->placement, false);
     job->exit_code = exit_code;
@@ -514,6 +492,8 @@ static void signal_attempt(const atomd *d, const atomd_attempt *a, int sig)
 {
     if (!d->launcher->child)
         d->launcher->signal(&a->launch, sig);
+    else if (sig == SIGKILL && a->launch.cgroup[0] && atomd_cgroup_kill(a->launch.cgroup) >= 0)
+        ; /* every process of the attempt on this node, however it was forked or renamed */
     else if (sig == SIGKILL)
         atomd_kill_tree(a->pid, sig);
     else if (a->pid > 0)
@@ -821,11 +801,25 @@ void atomd_jobs_recover(atomd *d)
             atom_log(ATOM_LOG_WARN, "job %s: attempt %d: %s", job->id_text, a->n, werr.msg);
         }
         pid_t pid = 0;
+        /* With a cgroup per attempt, what is in the attempt's folder is the attempt: its first
+         * process is mpirun, whoever else names ranks.app on their command line. The folder
+         * exists before mpirun does, so a crash between the commit and the pid leaves it. */
+        int in_cgroup = -1;
+        if (d->launcher->child && d->cgroups.usable &&
+            atomd_cgroup_path(&d->cgroups, job->id_text, a->n, a->launch.cgroup,
+                              sizeof a->launch.cgroup) == 0)
+            in_cgroup = atomd_cgroup_populated(a->launch.cgroup);
+        if (in_cgroup < 0)
+            a->launch.cgroup[0] = 0;
         if (!d->launcher->child)
             ; /* no Slurm job to find: requeued below */
+        else if (in_cgroup == 1)
+            pid = atomd_cgroup_leader(a->launch.cgroup);
+        else if (in_cgroup == 0)
+            ; /* its folder is empty: the attempt is gone */
         else if (a->pid > 0 && a->pid_start && atomd_proc_start_time(a->pid) == a->pid_start)
-            pid = a->pid;
-        else if (a->launch.app_path[0])
+            pid = a->pid; /* started before atomd had cgroups, or where it has none */
+        else if (a->launch.app_path[0] && !d->cgroups.usable)
             pid = atomd_find_process_with_arg(a->launch.app_path); /* crashed between commit and pid */
         if (pid > 0 && a->placement.node) {
             a->pid = pid;
@@ -845,7 +839,8 @@ void atomd_jobs_recover(atomd *d)
         if (pid > 0) {
             /* Alive, but on nodes the inventory no longer has: it cannot be watched; stop it
              * before it is requeued, so that it never runs twice. */
-            atomd_kill_tree(pid, SIGKILL);
+            if (!a->launch.cgroup[0] || atomd_cgroup_kill(a->launch.cgroup) < 0)
+                atomd_kill_tree(pid, SIGKILL);
             atom_log(ATOM_LOG_WARN, "job %s: attempt %d ran on nodes no longer in the inventory; killed",
                      job->id_text, a->n);
         }

@@ -607,6 +607,7 @@ int atomd_server_run(atomd *d)
             atomd_sched_account(d, now - last_tick);
             last_tick = now;
             atomd_jobs_tick(d);
+            atomd_cgroups_sweep(&d->cgroups);
             expire_partial_requests(d, now);
             atomd_health_tick(d);
             d->changed = true; /* time passing may open a backfill window */
