@@ -21,6 +21,8 @@ packages=(
   slurm-wlm
   # tools the tests and benchmarks call
   procps python3 python3-numpy python3-h5py
+  # atomctl plot draws its PNG with gnuplot
+  gnuplot-nox
 )
 
 missing=()

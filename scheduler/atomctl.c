@@ -28,6 +28,13 @@ static const atomctl_command commands[] = {
      "  verify  checks every checksum of every dataset; exit 1 naming the first bad one\n"
      "  export  the model weights as safetensors under GPT-2's names (docs/checkpoint-format.md);\n"
      "          OUT defaults to FILE with the .safetensors ending\n"},
+    {"plot", atomctl_cmd_plot, "a PNG of a run's train and validation loss and learning rate",
+     "atomctl plot JOB|FILE|DIR [-o OUT.png] [--table] [--socket PATH]\n"
+     "  Draws loss (train, and validation where logged) and the learning rate against steps from\n"
+     "  train.jsonl, with gnuplot. JOB: every attempt's log from atomd, the last attempt's values\n"
+     "  for a step logged twice (a restart); FILE: a train.jsonl; DIR: the one in that folder.\n"
+     "  -o OUT.png  where the picture goes (default: job-JOB.png or train.png here)\n"
+     "  --table     print the steps and values instead (tab-separated; nan: not logged)\n"},
     /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH, and every
      * one but run --server HOST:PORT (atomd's TCP port from another node). */
     {"run", atomctl_cmd_run, "run a job here and follow it to its end (starts atomd if needed)",

@@ -38,5 +38,6 @@ void atomctl_print_usage(const char *command, FILE *out);
 int atomctl_cmd_validate(int argc, char **argv);
 int atomctl_cmd_plan(int argc, char **argv);
 int atomctl_cmd_ckpt(int argc, char **argv);
+int atomctl_cmd_plot(int argc, char **argv);
 
 #endif

@@ -435,6 +435,13 @@ int atomctl_cmd_nodes(int argc, char **argv)
             printf("%-20s %-10s %-8s %5lld %5lld %8lld  %s\n", str(v, "name"), str(v, "switch"), str(v, "state"),
                    num(v, "gpus"), num(v, "free"), num(v, "failures"), str(v, "reason"));
         }
+        json_t *iso = json_object_get(ans, "isolation");
+        const char *kind = str(iso, "kind");
+        if (strcmp(kind, "cgroup") == 0)
+            printf("attempts on atomd's node: one cgroup each (%s)\n", str(iso, "cgroup_root"));
+        else if (strcmp(kind, "process group") == 0)
+            printf("attempts on atomd's node: no cgroup (%s); stopped by process group, found again "
+                   "by pid\n", str(iso, "why"));
     }
     json_decref(ans);
     return EXIT_OK;

@@ -149,6 +149,8 @@ static int set_key(atomd_config *cfg, const char *key, const char *value, atom_e
         return COPY(health_program);
     if (strcmp(key, "munge_socket") == 0)
         return COPY(munge_socket);
+    if (strcmp(key, "job_env") == 0)
+        return COPY(job_env);
     if (strcmp(key, "tcp_listen") == 0) {
         char host[256];
         int port;
@@ -388,6 +390,14 @@ int main(int argc, char **argv)
     if (atomd_health_init(&d, &err) || atomd_server_open(&d, &err) || atomd_metrics_open(&d, &err)) {
         atom_log(ATOM_LOG_ERROR, "%s", err.msg);
         goto out;
+    }
+    if (d.launcher->child) {
+        atomd_cgroups_init(&d.cgroups, d.cfg.state_dir);
+        if (d.cgroups.usable)
+            atom_log(ATOM_LOG_INFO, "each attempt runs in its own cgroup under %s", d.cgroups.root);
+        else
+            atom_log(ATOM_LOG_WARN, "no cgroup per attempt (%s): attempts are stopped by process "
+                     "group and found again by pid", d.cgroups.why);
     }
     atomd_jobs_recover(&d);
     if (atomd_store_commit(&d.store, &err)) {

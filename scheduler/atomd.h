@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include "common/common.h"
+#include "scheduler/cgroup.h"
 #include "scheduler/health.h"
 #include "scheduler/jobs.h"
 #include "scheduler/launchers.h"
@@ -61,6 +62,8 @@ typedef struct atomd_config {
     size_t client_output_hard;      /* unsent bytes at which a client is closed at once */
     size_t tcp_preauth_line;        /* longest line from a TCP peer before a valid credential */
     size_t tcp_preauth_budget;      /* bytes held for all TCP peers without a valid credential */
+    char job_env[1024];             /* names and patterns of atomd's environment that jobs also
+                                     * get, beside job_env.c's allow-list ("A,B_*") */
 } atomd_config;
 
 /* Descriptors kept back from max_clients for atomd's own files, launches and metrics. */
@@ -147,6 +150,7 @@ typedef struct atomd {
     double last_pass_seconds;  /* wall time of the last scheduling pass (metrics) */
     atomd_metrics metrics;
     atomd_health health;
+    atomd_cgroups cgroups;  /* one cgroup per attempt on this node, where usable (cgroup.h) */
 } atomd;
 
 /* atomd's clocks: the real ones, or the virtual time of a simulation. Scheduling code reads time

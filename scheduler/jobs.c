@@ -22,6 +22,8 @@
 #include <unistd.h>
 
 #include "scheduler/atomd.h"
+#include "scheduler/cgroup.h"
+#include "scheduler/job_env.h"
 #include "scheduler/owner_io.h"
 #include "scheduler/proc.h"
 
@@ -160,7 +162,8 @@ static int alloc_ranks(atomd_attempt *a)
 }
 
 /* atomd as root runs every job as its owner, never as root: mpirun is started from a child that
- * has taken the owner's uid, gid and groups (the launcher's own start runs as atomd). Only the
+ * has taken the owner's uid, gid and groups (launch_mpirun.c), a Slurm job is submitted with
+ * sbatch --uid/--gid. Only the
  * attempt's output folder becomes the owner's, with what atomd put in it (the rank log links),
  * so that their workers can write their logs and heartbeats there; the attempt's folder and
  * atomd's records in it (plan, ranks.app, launcher.log, exit_status) stay atomd's. */
@@ -185,102 +188,6 @@ static int hand_to_owner(const atomd_job *job, const atom_launch *launch, struct
     if (rc == 0 && chown(out, pw->pw_uid, pw->pw_gid) != 0)
         rc = atom_errf(err, "cannot give %s to uid %u: %s", out, (unsigned)pw->pw_uid, strerror(errno));
     return rc;
-}
-
-/* What the child reports through the status pipe when it cannot become the owner and run mpirun. */
-typedef struct exec_failure {
-    int step;  /* 0: the owner's identity, 1: the output folder, 2: exec */
-    int error; /* errno */
-} exec_failure;
-
-static int start_as_owner(const atomd_job *job, const atom_plan *plan, atom_launch *launch, int out_fd,
-                          atom_err *err)
-{
-    struct passwd pw;
-    char buf[4096];
-    if (hand_to_owner(job, launch, &pw, buf, sizeof buf, err))
-        return -1;
-    gid_t groups[256];
-    int n_groups = (int)(sizeof groups / sizeof *groups);
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n_groups) < 0)
-        n_groups = (int)(sizeof groups / sizeof *groups);
-    char **argv = atom_launch_argv(plan, launch);
-    if (!argv)
-        return atom_errf(err, "out of memory");
-    /* The child says through this pipe (closed by a successful exec) why it could not run mpirun,
-     * so that a launcher that cannot start is atomd's failure now, not an exit status later. */
-    int status_pipe[2];
-    if (pipe2(status_pipe, O_CLOEXEC) != 0) {
-        free(argv);
-        return atom_errf(err, "pipe: %s", strerror(errno));
-    }
-    pid_t pid = fork();
-    if (pid < 0) {
-        int e = errno;
-        free(argv);
-        close(status_pipe[0]);
-        close(status_pipe[1]);
-        return atom_errf(err, "fork: %s", strerror(e));
-    }
-    if (pid == 0) {
-        /* The child: its own process group (as the launcher does), default signals, the
-         * owner's identity, then mpirun. Nothing here returns. */
-        close(status_pipe[0]);
-        setpgid(0, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        int defaults[] = {SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
-        for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
-            signal(defaults[i], SIG_DFL);
-        /* mpirun's output is a pipe to atomd: a restarted atomd no longer reads it, and mpirun
-         * must not die of SIGPIPE for a message then (Open MPI gives its ranks the default). */
-        signal(SIGPIPE, SIG_IGN);
-        exec_failure f = {0, 0};
-        if (dup2(out_fd, STDOUT_FILENO) < 0 || dup2(out_fd, STDERR_FILENO) < 0 ||
-            setgroups((size_t)n_groups, groups) != 0 || setgid(pw.pw_gid) != 0 || setuid(pw.pw_uid) != 0 ||
-            setuid(0) == 0) {
-            f.error = errno;
-            (void)!write(status_pipe[1], &f, sizeof f);
-            _exit(126);
-        }
-        setenv("HOME", pw.pw_dir, 1);
-        setenv("USER", pw.pw_name, 1);
-        setenv("LOGNAME", pw.pw_name, 1);
-        unsetenv("OMPI_ALLOW_RUN_AS_ROOT");
-        unsetenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM");
-        if (chdir(launch->out_dir) != 0) {
-            f = (exec_failure){1, errno};
-            (void)!write(status_pipe[1], &f, sizeof f);
-            _exit(126);
-        }
-        execvp(argv[0], argv);
-        f = (exec_failure){2, errno};
-        (void)!write(status_pipe[1], &f, sizeof f);
-        _exit(127);
-    }
-    setpgid(pid, pid); /* also here, so a signal to the group cannot race the child's own call */
-    close(status_pipe[1]);
-    exec_failure f;
-    ssize_t got;
-    do /* until exec closes the pipe (a few milliseconds), or the child says why it could not */
-        got = read(status_pipe[0], &f, sizeof f);
-    while (got < 0 && errno == EINTR);
-    close(status_pipe[0]);
-    if (got == (ssize_t)sizeof f) {
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        static const char *const steps[] = {"cannot take the owner's identity", "cannot enter the output folder",
-                                            "cannot start"};
-        atom_errf(err, "%s %s: %s", steps[f.step >= 0 && f.step < 3 ? f.step : 2], f.step == 2 ? argv[0]
-                  : f.step == 1 ? launch->out_dir : pw.pw_name, strerror(f.error));
-        free(argv);
-        return -1;
-    }
-    free(argv);
-    launch->pid = pid;
-    return 0;
 }
 
 /* mpirun's output is copied into launcher.log up to this; what is beyond is read and dropped. */
@@ -483,17 +390,36 @@ planned_dir:
         if (out < 0)
             goto fail;
     }
-    bool as_owner = geteuid() == 0 && job->owner != 0 && !d->launcher->simulated;
-    if (as_owner && !d->launcher->child) {
-        /* Slurm: sbatch --uid/--gid makes the job the owner's; the output folder is theirs */
-        struct passwd pw;
-        char buf[4096];
-        if (hand_to_owner(job, &a->launch, &pw, buf, sizeof buf, err))
+    struct passwd pw, *who = NULL;
+    char pw_buf[4096];
+    if (geteuid() == 0 && job->owner != 0 && !d->launcher->simulated) {
+        /* The output folder is the owner's; the launch takes the owner's identity. */
+        if (hand_to_owner(job, &a->launch, &pw, pw_buf, sizeof pw_buf, err))
             goto fail;
+        who = &pw;
         a->launch.as_owner = true;
         a->launch.owner_uid = pw.pw_uid;
         a->launch.owner_gid = pw.pw_gid;
+        a->launch.n_groups = (int)(sizeof a->launch.groups / sizeof *a->launch.groups);
+        if (getgrouplist(pw.pw_name, pw.pw_gid, a->launch.groups, &a->launch.n_groups) < 0)
+            a->launch.n_groups = (int)(sizeof a->launch.groups / sizeof *a->launch.groups);
     }
+    /* The job's environment (job_env.h) and, on atomd's node, its own cgroup (cgroup.h), made
+     * before the attempt is durable: a crash finds the folder, empty or holding the attempt. */
+    if (!d->launcher->simulated) {
+        atomd_job_identity id = {0};
+        if (who)
+            id = (atomd_job_identity){who->pw_name, who->pw_dir, who->pw_shell};
+        a->launch.envp = atomd_job_environ(d->cfg.job_env, who ? &id : NULL);
+        if (!a->launch.envp) {
+            atom_errf(err, "out of memory for the job's environment");
+            goto fail;
+        }
+    }
+    if (d->launcher->child && d->cgroups.usable &&
+        atomd_cgroup_path(&d->cgroups, job->id_text, a->n, a->launch.cgroup, sizeof a->launch.cgroup) == 0 &&
+        atomd_cgroup_create(a->launch.cgroup, err) != 0)
+        goto fail;
 
     /* Durable before mpirun exists: a crash from here on finds the attempt on restart. */
     job->state = ATOMD_JOB_RUNNING;
@@ -505,8 +431,9 @@ planned_dir:
     if (atomd_store_commit(&d->store, err))
         goto fail;
 
-    rc = as_owner && d->launcher->child ? start_as_owner(job, &plan, &a->launch, out, err)
-                                        : d->launcher->start(&plan, &a->launch, out, out, err);
+    rc = d->launcher->start(&plan, &a->launch, out, out, err);
+    atomd_job_environ_free(a->launch.envp);
+    a->launch.envp = NULL;
     if (out >= 0)
         close(out);
     out = -1;
@@ -536,6 +463,8 @@ planned_dir:
 fail:
     if (out >= 0)
         close(out);
+    atomd_job_environ_free(a->launch.envp);
+    a->launch.envp = NULL;
     close_launcher_output(d, a);
     atom_plan_free(&plan);
     launch_failed(d, job, err);
@@ -725,6 +654,11 @@ void atomd_job_attempt_ended(atomd *d, atomd_job *job, int exit_code)
         return;
     a->live = false;
     a->pid = 0;
+    /* mpirun is gone; whatever of the job is left on this node (a rank's daemonised child) goes
+     * with it, as a Slurm step's processes do. The empty folder is removed by the next sweep. */
+    if (a->launch.cgroup[0] && atomd_cgroup_kill(a->launch.cgroup) > 0)
+        atom_log(ATOM_LOG_INFO, "job %s attempt %d: killed processes it left behind", job->id_text,
+                 a->n);
     if (a->piping) {
         /* mpirun has exited: what it wrote is in the pipe. A process it left behind that still
          * holds the write end gets EPIPE from now on. */
@@ -802,6 +736,8 @@ static void signal_attempt(const atomd *d, const atomd_attempt *a, int sig)
 {
     if (!d->launcher->child)
         d->launcher->signal(&a->launch, sig);
+    else if (sig == SIGKILL && a->launch.cgroup[0] && atomd_cgroup_kill(a->launch.cgroup) >= 0)
+        ; /* every process of the attempt on this node, however it was forked or renamed */
     else if (sig == SIGKILL)
         atomd_kill_tree(a->pid, sig);
     else if (a->pid > 0)
@@ -1102,11 +1038,25 @@ void atomd_jobs_recover(atomd *d)
             atom_log(ATOM_LOG_WARN, "job %s: attempt %d: %s", job->id_text, a->n, werr.msg);
         }
         pid_t pid = 0;
+        /* With a cgroup per attempt, what is in the attempt's folder is the attempt: its first
+         * process is mpirun, whoever else names ranks.app on their command line. The folder
+         * exists before mpirun does, so a crash between the commit and the pid leaves it. */
+        int in_cgroup = -1;
+        if (d->launcher->child && d->cgroups.usable &&
+            atomd_cgroup_path(&d->cgroups, job->id_text, a->n, a->launch.cgroup,
+                              sizeof a->launch.cgroup) == 0)
+            in_cgroup = atomd_cgroup_populated(a->launch.cgroup);
+        if (in_cgroup < 0)
+            a->launch.cgroup[0] = 0;
         if (!d->launcher->child)
             ; /* no Slurm job to find: requeued below */
+        else if (in_cgroup == 1)
+            pid = atomd_cgroup_leader(a->launch.cgroup);
+        else if (in_cgroup == 0)
+            ; /* its folder is empty: the attempt is gone */
         else if (a->pid > 0 && a->pid_start && atomd_proc_start_time(a->pid) == a->pid_start)
-            pid = a->pid;
-        else if (a->launch.app_path[0])
+            pid = a->pid; /* started before atomd had cgroups, or where it has none */
+        else if (a->launch.app_path[0] && !d->cgroups.usable)
             pid = atomd_find_process_with_arg(a->launch.app_path); /* crashed between commit and pid */
         if (pid > 0 && a->placement.node) {
             a->pid = pid;
@@ -1126,7 +1076,8 @@ void atomd_jobs_recover(atomd *d)
         if (pid > 0) {
             /* Alive, but on nodes the inventory no longer has: it cannot be watched; stop it
              * before it is requeued, so that it never runs twice. */
-            atomd_kill_tree(pid, SIGKILL);
+            if (!a->launch.cgroup[0] || atomd_cgroup_kill(a->launch.cgroup) < 0)
+                atomd_kill_tree(pid, SIGKILL);
             atom_log(ATOM_LOG_WARN, "job %s: attempt %d ran on nodes no longer in the inventory; killed",
                      job->id_text, a->n);
         }

@@ -28,6 +28,14 @@ typedef struct atom_launch {
      * owner; the mpirun launcher takes the owner's identity in a child instead (atomd's jobs.c). */
     bool as_owner;
     unsigned owner_uid, owner_gid;
+    /* How the mpirun launcher's process starts (jobs.c fills them): with as_owner it takes the
+     * owner's uid, gid and these supplementary groups; it gets envp as its environment (NULL:
+     * atomd's own, for tools and tests that start a launch themselves), joins the cgroup folder
+     * (cgroup.h; "" : none) before exec, and runs with umask 027. */
+    gid_t groups[64];
+    int n_groups;
+    char **envp;
+    char cgroup[ATOM_PATH_MAX];
 } atom_launch;
 
 /* Writes run_dir/plan.json and run_dir/ranks.app for plan (run_dir must exist) and, in the output
@@ -41,7 +49,9 @@ int atom_launch_prepare(const atom_plan *plan, const char *run_dir, const char *
 char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch);
 
 /* Starts mpirun (its stdout and stderr go to out_fd and err_fd; -1 keeps the caller's) in its own
- * process group, so that a signal reaches mpirun and everything it started. */
+ * process group, so that a signal reaches mpirun and everything it started, in the attempt's
+ * folder, as launch's identity, environment and cgroup say. A failure before mpirun runs (fork,
+ * the cgroup, the identity, exec) is reported here with its reason, not as an exit code. */
 int atom_launch_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
                       atom_err *err);
 

@@ -23,14 +23,15 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "scheduler/cgroup.h"
 #include "scheduler/launch_files.h"
 
 extern char **environ;
@@ -164,44 +165,92 @@ char **atom_launch_argv(const atom_plan *plan, const atom_launch *launch)
     return argv;
 }
 
+/* In the forked child: tells the parent why it could not exec (the step and errno), then ends. */
+static void child_failed(int report_fd, int step)
+{
+    int msg[2] = {step, errno};
+    ssize_t w = write(report_fd, msg, sizeof msg);
+    (void)w;
+    _exit(127);
+}
+
+enum { STEP_FDS = 1, STEP_CGROUP, STEP_IDENTITY, STEP_FOLDER, STEP_EXEC };
+
 int atom_launch_start(const atom_plan *plan, atom_launch *launch, int out_fd, int err_fd,
                       atom_err *err)
 {
     char **argv = atom_launch_argv(plan, launch);
     if (!argv)
         return atom_errf(err, "out of memory");
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    if (out_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, out_fd, STDOUT_FILENO);
-    if (err_fd >= 0)
-        posix_spawn_file_actions_adddup2(&fa, err_fd, STDERR_FILENO);
-    /* Its own process group: a signal to the group reaches mpirun and its local ranks. */
-    posix_spawnattr_setpgroup(&attr, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    posix_spawnattr_setsigmask(&attr, &none);
-    sigset_t dfl;
-    sigemptyset(&dfl);
-    sigaddset(&dfl, SIGUSR1);
-    sigaddset(&dfl, SIGTERM);
-    sigaddset(&dfl, SIGINT);
-    /* SIGPIPE keeps the caller's disposition: atomd ignores it, so a mpirun whose output pipe
-     * lost its reader (atomd restarted) is not killed by its next message. */
-    posix_spawnattr_setsigdefault(&attr, &dfl);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-    int rc = posix_spawnp(&launch->pid, argv[0], &fa, &attr, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    if (rc != 0) {
-        atom_errf(err, "cannot start %s: %s", argv[0], strerror(rc));
+    /* The child reports a failure before exec through this pipe; exec closes it (O_CLOEXEC),
+     * so end-of-file means mpirun runs. */
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        atom_errf(err, "cannot start %s: pipe: %s", argv[0], strerror(errno));
+        free(argv);
+        return -1;
+    }
+    char **envp = launch->envp ? launch->envp : environ;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        atom_errf(err, "cannot start %s: fork: %s", argv[0], strerror(e));
+        free(argv);
+        return -1;
+    }
+    if (pid == 0) {
+        /* The child: its own process group (a signal to it reaches mpirun and its local ranks),
+         * default signals, the attempt's cgroup while still root, then the owner's identity. */
+        close(report[0]);
+        setpgid(0, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        int defaults[] = {SIGUSR1, SIGTERM, SIGINT, SIGHUP, SIGCHLD};
+        for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++)
+            signal(defaults[i], SIG_DFL);
+        /* mpirun's output is a pipe to atomd: a restarted atomd no longer reads it, and mpirun
+         * must not die of SIGPIPE for a message then (Open MPI gives its ranks the default). */
+        signal(SIGPIPE, SIG_IGN);
+        if ((out_fd >= 0 && dup2(out_fd, STDOUT_FILENO) < 0) ||
+            (err_fd >= 0 && dup2(err_fd, STDERR_FILENO) < 0))
+            child_failed(report[1], STEP_FDS);
+        if (launch->cgroup[0] && atomd_cgroup_join(launch->cgroup) != 0)
+            child_failed(report[1], STEP_CGROUP);
+        if (launch->as_owner &&
+            (setgroups((size_t)launch->n_groups, launch->groups) != 0 ||
+             setgid((gid_t)launch->owner_gid) != 0 || setuid((uid_t)launch->owner_uid) != 0 ||
+             (launch->owner_uid != 0 && setuid(0) == 0)))
+            child_failed(report[1], STEP_IDENTITY);
+        /* Checkpoints and logs readable by the owner's group, by no one else. */
+        umask(027);
+        if (chdir(launch->out_dir[0] ? launch->out_dir : launch->run_dir) != 0)
+            child_failed(report[1], STEP_FOLDER);
+        execvpe(argv[0], argv, envp);
+        child_failed(report[1], STEP_EXEC);
+    }
+    setpgid(pid, pid); /* also here, so a signal to the group cannot race the child's own call */
+    close(report[1]);
+    int msg[2];
+    ssize_t got;
+    do
+        got = read(report[0], msg, sizeof msg);
+    while (got < 0 && errno == EINTR);
+    close(report[0]);
+    if (got == (ssize_t)sizeof msg) {
+        static const char *const steps[] = {"", "its output", "the attempt's cgroup",
+                                            "the owner's identity", "the output folder", "exec"};
+        int step = msg[0] >= STEP_FDS && msg[0] <= STEP_EXEC ? msg[0] : STEP_EXEC;
+        waitpid(pid, NULL, 0);
+        atom_errf(err, "cannot start %s (%s): %s", argv[0], steps[step], strerror(msg[1]));
         free(argv);
         launch->pid = 0;
         return -1;
     }
     free(argv);
+    launch->pid = pid;
     return 0;
 }
 

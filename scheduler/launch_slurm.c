@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,7 +45,15 @@ extern char **environ;
 
 /* Runs argv (no shell), its stdout into a malloc'd string; stderr is appended to err on failure.
  * Returns the exit status (128 + signal), or -1 when it could not run. */
+static int run_capture_env(char *const argv[], char *const envp[], char **out, atom_err *err);
+
 static int run_capture(char *const argv[], char **out, atom_err *err)
+{
+    return run_capture_env(argv, environ, out, err);
+}
+
+/* run_capture with envp as the program's environment. */
+static int run_capture_env(char *const argv[], char *const envp[], char **out, atom_err *err)
 {
     *out = NULL;
     int pipe_out[2];
@@ -54,7 +63,11 @@ static int run_capture(char *const argv[], char **out, atom_err *err)
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, pipe_out[1], STDOUT_FILENO);
     pid_t pid;
-    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, environ);
+    /* sbatch hands its umask to the job (SLURM_UMASK): the owner's group may read what the
+     * job writes, no one else. atomd is one thread: the mask is its own again at once. */
+    mode_t mask = umask(027);
+    int rc = posix_spawnp(&pid, argv[0], &fa, NULL, argv, envp);
+    umask(mask);
     posix_spawn_file_actions_destroy(&fa);
     close(pipe_out[1]);
     if (rc != 0) {
@@ -204,7 +217,9 @@ int atom_launch_slurm_start(const atom_plan *plan, atom_launch *launch, int out_
     }
     argv[n] = NULL;
     char *out = NULL;
-    int rc = run_capture(argv, &out, err);
+    /* sbatch gets the job's environment (job_env.h: an allow-list, the owner's identity), and
+     * --export=ALL passes that on: none of atomd's own variables reach the job. */
+    int rc = run_capture_env(argv, launch->envp ? launch->envp : environ, &out, err);
     if (rc != 0) {
         free(out);
         return rc < 0 ? -1 : atom_errf(err, "sbatch exited with status %d", rc);

@@ -438,7 +438,13 @@ static json_t *op_nodes(atomd *d, const atomd_caller *who, json_t *req)
 {
     (void)who;
     (void)req;
-    return json_pack("{s:b,s:o}", "ok", 1, "nodes", nodes_json(d));
+    /* How attempts on atomd's node are kept apart and stopped (cgroup.h): ops see it here. */
+    const char *isolation = !d->launcher->child ? "slurm"
+                            : d->cgroups.usable ? "cgroup"
+                                                : "process group";
+    return json_pack("{s:b,s:o,s:{s:s,s:s,s:s}}", "ok", 1, "nodes", nodes_json(d), "isolation",
+                     "kind", isolation, "cgroup_root", d->cgroups.usable ? d->cgroups.root : "",
+                     "why", d->cgroups.usable || !d->launcher->child ? "" : d->cgroups.why);
 }
 
 static json_t *node_state_op(atomd *d, json_t *req, atomd_node_state state)

@@ -307,6 +307,7 @@ int atomd_server_run(atomd *d)
             atomd_jobs_tick(d);
             atomd_clients_tick(d, now);
             atomd_metrics_expire(d);
+            atomd_cgroups_sweep(&d->cgroups);
             atomd_health_tick(d);
             d->changed = true; /* time passing may open a backfill window */
             atomd_jobs_evict(d);

@@ -12,6 +12,9 @@
  *   hangonce*  hangs in attempt 1, then behaves as ok
  *   crash*     the last rank writes "rank R crashing at step 3" to stderr at step 3 and dies of
  *              SIGSEGV; the others behave as ok
+ *   isolate*   rank 0 writes its environment to run_dir/env.txt (a file the umask shapes) and
+ *              leaves a daemon behind (double fork, setsid, its pid in run_dir/daemon.pid) that
+ *              sleeps until killed; then behaves as ok
  * It prints "rank R attempt A step S" lines to stdout for the log tests.
  */
 #include <signal.h>
@@ -20,6 +23,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +54,39 @@ static void beat(const atom_plan *plan, atom_heartbeat *hb, int fd, FILE *file)
             sendto(fd, json, strlen(json), MSG_DONTWAIT, (struct sockaddr *)&addr, sizeof addr);
     }
     free(json);
+}
+
+extern char **environ;
+
+/* isolate*: what a job could leave on its node and learn from it (see the top). */
+static void leave_traces(const char *run_dir)
+{
+    char path[ATOM_PATH_MAX + 32];
+    snprintf(path, sizeof path, "%s/env.txt", run_dir);
+    FILE *f = fopen(path, "w");
+    if (f) {
+        for (char **e = environ; *e; e++)
+            fprintf(f, "%s\n", *e);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/daemon.pid", run_dir);
+    pid_t child = fork();
+    if (child == 0) {
+        setsid();
+        if (fork() != 0)
+            _exit(0); /* the daemon's parent is gone: it is init's now, outside mpirun's tree */
+        FILE *p = fopen(path, "w");
+        if (p) {
+            fprintf(p, "%d\n", (int)getpid());
+            fclose(p);
+        }
+        for (int fd = 0; fd < 3; fd++)
+            close(fd);
+        for (;;)
+            pause();
+    }
+    if (child > 0)
+        waitpid(child, NULL, 0);
 }
 
 int main(int argc, char **argv)
@@ -91,6 +128,8 @@ int main(int argc, char **argv)
     bool hang = strncmp(name, "hang", 4) == 0 && !(strncmp(name, "hangonce", 8) == 0 && plan.attempt > 1);
     int hang_rank = plan.world > 1 ? 1 : 0;
     bool crash = strncmp(name, "crash", 5) == 0 && rank == plan.world - 1;
+    if (strncmp(name, "isolate", 7) == 0 && rank == 0 && plan.run_dir[0])
+        leave_traces(plan.run_dir);
     int rc = 0;
     for (int64_t step = 1; sleeper || hang || step <= plan.spec.training.steps; step++) {
         if (stop_requested) {
