@@ -108,6 +108,8 @@ int atom_private_open(const char *path, int flags, mode_t mode, atom_err *err)
         if (errno == ELOOP)
             return atom_errf(err, "%s is a symbolic link: atom opens only a regular file of yours "
                              "there; remove the link", path);
+        if (errno == ENXIO) /* a FIFO nobody reads, opened O_NONBLOCK for writing */
+            return atom_errf(err, "%s is not a regular file (a FIFO): remove it", path);
         return atom_errf(err, "%s: %s", path, strerror(errno));
     }
     struct stat st;
