@@ -8,7 +8,8 @@
  *   - the model shape shared by the spec and the worker;
  *   - the heartbeat message every rank sends atomd (JSON);
  *   - atomd's TCP transport: host:port, MUNGE credentials, the heartbeat sender over TCP;
- *   - logging.
+ *   - logging;
+ *   - private paths: folders and files that must be the caller's alone (private_path.c).
  *
  * May use: libyaml, jansson, libmunge. Nothing here knows MPI, HDF5 or the scheduler.
  */
