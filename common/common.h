@@ -349,10 +349,10 @@ int atom_program_path(const char *env_name, const char *name, char *path, size_t
 
 /* Private paths (private_path.c). A folder someone else created first (a predictable name under
  * /tmp, a shared scratch space) lets them swap what is inside, so atom never takes one. */
-/* Creates path (mode, and its missing parents mode | 0700) or, when it exists, checks with lstat that
- * it is a real folder (not a symlink) owned by the caller's effective uid and writable by no one
- * else; a folder whose mode has no group or other bits (0700) must have none. Refused with a
- * sentence naming the path, its owner and what to do. */
+/* Creates path (mode, and its missing parents mode | 0700) or, when it exists, checks with
+ * lstat that it is a real folder (not a symlink) owned by the caller's effective uid and
+ * writable by no one else; a folder whose mode has no group or other bits (0700) must have
+ * none. Refused with a sentence naming the path, its owner and what to do. */
 int atom_private_dir(const char *path, mode_t mode, atom_err *err);
 /* The check alone, for a folder that exists. */
 int atom_private_dir_check(const char *path, mode_t mode, atom_err *err);

@@ -1,8 +1,9 @@
 /* common/spec_values.c: one YAML value into one field of the spec, strictly: an integer is
  * digits only (a quoted "4" is a string, 4.0 and 1e3 are not integers, 99999999999999999999 is
  * out of range, not wrapped), numbers are decimal (no .inf or .nan), names keep to a safe
- * alphabet, paths resolve against the spec's folder (~/ against the loading user's home), durations read "1h30m" or "01:30:00", and
- * enumerations and presets name their valid values and the nearest one. */
+ * alphabet, paths resolve against the spec's folder (~/ against the loading user's home),
+ * durations read "1h30m" or "01:30:00", and enumerations and presets name their valid values
+ * and the nearest one. */
 #include "common/spec_internal.h"
 
 #include <errno.h>

@@ -499,7 +499,9 @@ static void test_home_paths(void **state)
     char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
     setenv("HOME", "/home/alice", 1);
     assert_int_equal(parse_str("data: {path: ~/corpus.bin}\n"
-                               "checkpoint: {dir: ~/.local/state/atom/checkpoints/x}\n", &s, &d), 0);
+                               "checkpoint: {dir: ~/.local/state/atom/checkpoints/x}\n",
+                               &s, &d),
+                     0);
     assert_string_equal(s.data.path, "/home/alice/corpus.bin");
     assert_string_equal(s.checkpoint.dir, "/home/alice/.local/state/atom/checkpoints/x");
     assert_int_equal(parse_str("checkpoint: {dir: ~bob/ckpt}\n", &s, &d), -1);
