@@ -102,6 +102,12 @@ typedef struct atom_ckpt_group {
 
 /* ---- writing (collective over group.comm: every rank, same tensors in the same order) ---- */
 
+/* Creates DIR (its missing parents 0755, DIR itself 0750) or checks the existing one: it must
+ * be the caller's (owned by the effective uid, writable by no one else; a symlink only if the
+ * caller made it). Saves and atom_ckpt_load_latest refuse any other folder with a sentence that
+ * names it and its owner. Not collective: one rank calls it. */
+int atom_ckpt_prepare_dir(const char *dir, atom_ckpt_err *err);
+
 /* Writes DIR/ckpt-STEP.h5.tmp with every tensor's param and both moments, the per-hyperslab
  * CRC32C checksums and meta. Not committed yet. */
 int atom_ckpt_write(const char *dir, atom_ckpt_group group, const atom_ckpt_tensor *tensors,

@@ -11,7 +11,6 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,7 +26,9 @@ static int fsync_path(const char *path, int flags, atom_ckpt_err *err) {
     return rc;
 }
 
-/* The step `latest` points at, or -1. */
+/* The step `latest` points at, or -1. Only a link to a committed file's name in the folder
+ * itself counts (the commit writes nothing else): a link to another folder's file (or with
+ * '/' or "..") is ignored, not taken for a step of this one. */
 static int64_t latest_step(const char *dir) {
     char link[4096], target[4096];
     snprintf(link, sizeof link, "%s/latest", dir);
@@ -38,7 +39,7 @@ static int64_t latest_step(const char *dir) {
     target[n] = '\0';
     int64_t step;
     bool tmp;
-    return ckpt_parse_name(basename(target), &step, &tmp) && !tmp ? step : -1;
+    return !strchr(target, '/') && ckpt_parse_name(target, &step, &tmp) && !tmp ? step : -1;
 }
 
 static int cmp_desc(const void *a, const void *b) {
@@ -50,6 +51,11 @@ int ckpt_dir_committed(const char *dir, int64_t **steps, int *count, int64_t *la
                        atom_ckpt_err *err) {
     *steps = NULL;
     *count = 0;
+    *latest = -1;
+    /* a folder that is not the caller's is refused before anything in it is read */
+    if (ckpt_dir_check(dir, err) < 0) {
+        return -1;
+    }
     *latest = latest_step(dir);
     DIR *d = opendir(dir);
     if (!d) {
@@ -123,7 +129,7 @@ static int commit_local(const char *dir, int64_t step, int keep, MPI_Comm comm,
     /* Until the rename, the file is this save's alone and every rank is done writing it: if
      * it cannot be made durable or put in place, it is removed, so that a full disk gets its
      * space back (a .tmp is never loaded anyway). */
-    int rc = fsync_path(tmp, O_RDONLY, err);
+    int rc = fsync_path(tmp, O_RDONLY | O_NOFOLLOW, err);
     if (rc == 0 && rename(tmp, final) != 0) {
         rc = ckpt_errf(err, "rename %s -> %s: %s", tmp, final, strerror(errno));
     }

@@ -99,14 +99,15 @@ int ckpt_direct_open(ckpt_direct *w, const char *path, atom_ckpt_err *err) {
     memset(w, 0, sizeof *w);
     w->fd_direct = -1;
     w->min_run = ckpt_direct_min();
-    w->fd = open(path, O_WRONLY | O_CLOEXEC);
+    w->fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     if (w->fd < 0) {
         return ckpt_errf(err, "cannot open %s to write its datasets: %s", path, strerror(errno));
     }
     void *bounce = NULL;
     if (posix_memalign(&bounce, DIRECT_ALIGN, BOUNCE_BYTES) == 0) {
         w->bounce = bounce;
-        w->fd_direct = open(path, O_WRONLY | O_CLOEXEC | O_DIRECT); /* -1: page cache only */
+        /* -1: page cache only */
+        w->fd_direct = open(path, O_WRONLY | O_CLOEXEC | O_DIRECT | O_NOFOLLOW);
     }
     return 0;
 }

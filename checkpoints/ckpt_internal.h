@@ -68,6 +68,16 @@ const char *ckpt_env_choice(const char *name, const char *const *allowed, const 
 /* MPI_Info hints for opening a checkpoint file; free with MPI_Info_free. */
 MPI_Info ckpt_mpi_info(void);
 
+/* ---- the checkpoint folder (ckpt_util.c) ---- */
+/* A folder a save creates: the owner writes, the group (the job's project) may read and
+ * restart from it, nobody else gets in (docs/checkpoint-format.md). */
+#define CKPT_DIR_MODE 0750
+/* 0 when dir is the caller's (owned by the effective uid, a real folder or a symlink the caller
+ * made, writable by no one else), 1 when it does not exist, -1 with a sentence otherwise. */
+int ckpt_dir_check(const char *dir, atom_ckpt_err *err);
+/* Creates dir (one level, CKPT_DIR_MODE) if missing, then checks it: 0 or -1. */
+int ckpt_dir_make(const char *dir, atom_ckpt_err *err);
+
 /* ---- names ---- */
 /* DIR/ckpt-<step>.h5, or with .tmp appended. */
 void ckpt_file_name(char *buf, size_t size, const char *dir, int64_t step, bool tmp);

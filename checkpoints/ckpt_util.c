@@ -2,12 +2,17 @@
  * module. */
 #include "checkpoints/ckpt_internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 const char *const ckpt_kind_names[CKPT_KINDS] = {"param", "adam_m", "adam_v"};
 
@@ -309,6 +314,93 @@ bool ckpt_parse_name(const char *base, int64_t *step, bool *tmp) {
     }
     *step = v;
     return true;
+}
+
+/* ---- the checkpoint folder ----
+ * Checkpoints of one job must be its owner's alone: a folder another user created first (a
+ * shared scratch space, a name under /tmp) lets that user plant a symlink where a save writes
+ * (root's training step overwrote a root-only file through one) or their own weights where a
+ * load looks. The module carries its own check (it uses nothing of common/, whose
+ * private_path.c does the same for atom's own folders). */
+
+/* "alice (uid 1000)", or "uid 1000" when the account is unknown. */
+static void describe_uid(uid_t uid, char *buf, size_t len) {
+    struct passwd pw, *found = NULL;
+    char strings[1024];
+    if (getpwuid_r(uid, &pw, strings, sizeof strings, &found) == 0 && found) {
+        snprintf(buf, len, "%s (uid %u)", found->pw_name, (unsigned)uid);
+    } else {
+        snprintf(buf, len, "uid %u", (unsigned)uid);
+    }
+}
+
+int ckpt_dir_check(const char *dir, atom_ckpt_err *err) {
+    struct stat link, st;
+    if (lstat(dir, &link) != 0) {
+        return errno == ENOENT ? 1
+                               : ckpt_errf(err, "checkpoint folder %s: %s", dir, strerror(errno));
+    }
+    char owner[300], me[300];
+    describe_uid(geteuid(), me, sizeof me);
+    /* a symlink the writer made itself (a folder on scratch) is the writer's choice */
+    if (S_ISLNK(link.st_mode) && link.st_uid != geteuid()) {
+        describe_uid(link.st_uid, owner, sizeof owner);
+        return ckpt_errf(err, "checkpoint folder %s is a symbolic link owned by %s, not by you "
+                         "(%s): checkpoints are kept only in a folder of your own; remove the "
+                         "link or choose another checkpoint.dir", dir, owner, me);
+    }
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+        }
+        return ckpt_errf(err, "checkpoint folder %s: %s", dir,
+                         e == ENOTDIR ? "it exists and is not a folder" : strerror(e));
+    }
+    close(fd);
+    describe_uid(st.st_uid, owner, sizeof owner);
+    if (st.st_uid != geteuid()) {
+        return ckpt_errf(err, "checkpoint folder %s belongs to %s, not to you (%s): its owner "
+                         "could replace what is saved or loaded there; choose a folder of your "
+                         "own for checkpoint.dir (or have this one removed)", dir, owner, me);
+    }
+    if (st.st_mode & 022) {
+        return ckpt_errf(err, "checkpoint folder %s is writable by %s (mode %04o): they could "
+                         "replace what is saved or loaded there; `chmod go-w %s`, or choose "
+                         "another checkpoint.dir", dir,
+                         (st.st_mode & 002) ? "every user" : "its group",
+                         (unsigned)(st.st_mode & 07777), dir);
+    }
+    return 0;
+}
+
+int ckpt_dir_make(const char *dir, atom_ckpt_err *err) {
+    if (mkdir(dir, CKPT_DIR_MODE) != 0 && errno != EEXIST) {
+        return ckpt_errf(err, "cannot create checkpoint folder %s: %s", dir, strerror(errno));
+    }
+    return ckpt_dir_check(dir, err) == 0 ? 0 : -1;
+}
+
+int atom_ckpt_prepare_dir(const char *dir, atom_ckpt_err *err) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", dir) >= (int)sizeof buf) {
+        return ckpt_errf(err, "checkpoint folder %s: the path is too long", dir);
+    }
+    /* the folders above it as mkdir -p makes them; they are not checked (a project's shared
+     * space above a folder of one's own is fine) */
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') {
+            continue;
+        }
+        *p = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            return ckpt_errf(err, "cannot create %s (above checkpoint folder %s): %s", buf, dir,
+                             strerror(errno));
+        }
+        *p = '/';
+    }
+    return ckpt_dir_make(dir, err);
 }
 
 /* ---- tensors and metadata ---- */

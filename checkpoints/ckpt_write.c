@@ -264,7 +264,7 @@ static void set_alignment(hid_t fapl) { H5Pset_alignment(fapl, 64 * 1024, 1024 *
  * and the library crashes when it shuts down at MPI_Finalize (seen with test_ckpt_full on a
  * full tmpfs). The datasets' bytes are a lower bound of the file; a disk that fills up after
  * this check still fails the save in the writes (after rank 0 has written HDF5's metadata).
- * A leftover .tmp of the same step counts as free: creating the file truncates it. */
+ * (A leftover .tmp of the same step was removed before: fresh_tmp.) */
 static int check_room(const char *path, const ckpt_piece *pieces, int n, atom_ckpt_err *err) {
     uint64_t need = 0;
     for (int i = 0; i < n; i++) {
@@ -282,10 +282,6 @@ static int check_room(const char *path, const ckpt_piece *pieces, int n, atom_ck
     }
     /* root may use the blocks the file system reserves for it */
     uint64_t room = (uint64_t)(geteuid() == 0 ? fs.f_bfree : fs.f_bavail) * fs.f_frsize;
-    struct stat old;
-    if (stat(path, &old) == 0) {
-        room += (uint64_t)old.st_blocks * 512;
-    }
     if (room < need) {
         return ckpt_errf(err, "no room for %s: its datasets take %llu bytes, %llu are free: %s",
                          path, (unsigned long long)need, (unsigned long long)room,
@@ -353,7 +349,7 @@ static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, i
         return -1;
     }
     ckpt_meet(comm);
-    hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t file = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, fapl); /* see fresh_tmp */
     /* the error first: any HDF5 call (H5Pclose too) clears the error stack that says why */
     int rc = file < 0 ? ckpt_h5_errf(err, "creating %s", path) : 0;
     H5Pclose(fapl);
@@ -432,7 +428,7 @@ static int write_parallel(const char *path, MPI_Comm comm, ckpt_piece *pieces, i
  * A disk too full for the checkpoint fails here, before anything is written. File systems
  * without fallocate allocate as they write. */
 static int allocate_blocks(const char *path, atom_ckpt_err *err) {
-    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) != 0) {
         int e = errno;
@@ -482,7 +478,7 @@ static int write_direct(const char *path, MPI_Comm comm, ckpt_piece *pieces, int
         /* No flock: the .tmp file is this save's alone, and cluster file systems mounted
          * without flock support would refuse it (the MPI-IO driver never locked either). */
         H5Pset_file_locking(fapl, false, true);
-        hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        hid_t file = H5Fcreate(path, H5F_ACC_EXCL, H5P_DEFAULT, fapl); /* see fresh_tmp */
         /* the error first: any HDF5 call (H5Pclose too) clears the error stack that says why */
         if (file < 0) {
             rc = ckpt_h5_errf(err, "creating %s", path);
@@ -586,6 +582,19 @@ void ckpt_rehearse(ckpt_piece *pieces, int n, int nranks, const atom_ckpt_meta *
     }
 }
 
+/* Rank 0 removes a .tmp of this step left by an earlier save (a crash, or a name planted by
+ * anyone who could write the folder) with unlink, which removes a symlink and never follows
+ * it; the writers then create the file with H5F_ACC_EXCL (O_CREAT | O_EXCL: a name that
+ * appears in between fails the save instead of being written through). */
+static int fresh_tmp(const char *path, MPI_Comm comm, atom_ckpt_err *err) {
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 0 && unlink(path) != 0 && errno != ENOENT) {
+        return ckpt_errf(err, "cannot remove the leftover %s: %s", path, strerror(errno));
+    }
+    return 0;
+}
+
 int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
                     const atom_ckpt_meta *meta, atom_ckpt_err *err) {
     ckpt_h5_quiet();
@@ -630,6 +639,10 @@ int ckpt_write_file(const char *path, MPI_Comm comm, ckpt_piece *pieces, int n,
     rc = ckpt_agree(comm, rc, err);
     bool wrote = rc == 0;
     if (wrote) {
+        rc = ckpt_agree(comm, fresh_tmp(path, comm, err), err);
+        wrote = rc == 0;
+    }
+    if (wrote) {
         rc = ckpt_direct_enabled() ? write_direct(path, comm, pieces, n, all_rows, &m, err)
                                    : write_parallel(path, comm, pieces, n, all_rows, &m, err);
     }
@@ -663,12 +676,13 @@ void ckpt_discard_tmp(const char *path, MPI_Comm comm, atom_ckpt_err *err) {
     ckpt_wait(&req);
 }
 
-/* Creates dir (one level) on rank 0 if missing; every rank gets the status. */
+/* Creates dir (one level) on rank 0 if missing and checks it is the writer's (ckpt_util.c);
+ * every rank gets the status. */
 int ckpt_ensure_dir(const char *dir, MPI_Comm comm, atom_ckpt_err *err) {
     int rank, rc = 0;
     MPI_Comm_rank(comm, &rank);
-    if (rank == 0 && mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        rc = ckpt_errf(err, "cannot create checkpoint folder %s: %s", dir, strerror(errno));
+    if (rank == 0) {
+        rc = ckpt_dir_make(dir, err);
     }
     return ckpt_agree(comm, rc, err);
 }

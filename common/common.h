@@ -8,7 +8,8 @@
  *   - the model shape shared by the spec and the worker;
  *   - the heartbeat message every rank sends atomd (JSON);
  *   - atomd's TCP transport: host:port, MUNGE credentials, the heartbeat sender over TCP;
- *   - logging.
+ *   - logging;
+ *   - private paths: folders and files that must be the caller's alone (private_path.c).
  *
  * May use: libyaml, jansson, libmunge. Nothing here knows MPI, HDF5 or the scheduler.
  */
@@ -345,6 +346,23 @@ void atom_path_dir(const char *path, char *dir, size_t len);
 /* The program `name` in the running program's folder (atom's programs are installed side by side),
  * or the path the environment variable env_name holds when it is set. Does not check the file. */
 int atom_program_path(const char *env_name, const char *name, char *path, size_t len, atom_err *err);
+
+/* Private paths (private_path.c). A folder someone else created first (a predictable name under
+ * /tmp, a shared scratch space) lets them swap what is inside, so atom never takes one. */
+/* Creates path (mode, and its missing parents mode | 0700) or, when it exists, checks with
+ * lstat that it is a real folder (not a symlink) owned by the caller's effective uid and
+ * writable by no one else; a folder whose mode has no group or other bits (0700) must have
+ * none. Refused with a sentence naming the path, its owner and what to do. */
+int atom_private_dir(const char *path, mode_t mode, atom_err *err);
+/* The check alone, for a folder that exists. */
+int atom_private_dir_check(const char *path, mode_t mode, atom_err *err);
+/* open(path, flags | O_NOFOLLOW | O_CLOEXEC, mode) that takes only a regular file owned by the
+ * caller's effective uid (never a symlink, a FIFO or another user's file). A descriptor or -1. */
+int atom_private_open(const char *path, int flags, mode_t mode, atom_err *err);
+/* The caller's home: $HOME when it is an absolute path, else the account database's. */
+int atom_user_home(char *out, size_t len, atom_err *err);
+/* The caller's state folder: $XDG_STATE_HOME/atom, else HOME/.local/state/atom. */
+int atom_user_state_dir(char *out, size_t len, atom_err *err);
 /* Parses "90s", "30m", "2h", "1d", "1h30m", "01:30:00" or a plain number of seconds. */
 int atom_parse_duration(const char *s, int64_t *seconds);
 /* Seconds since the epoch, and a monotonic clock. */

@@ -1,8 +1,9 @@
 /* common/spec_values.c: one YAML value into one field of the spec, strictly: an integer is
  * digits only (a quoted "4" is a string, 4.0 and 1e3 are not integers, 99999999999999999999 is
  * out of range, not wrapped), numbers are decimal (no .inf or .nan), names keep to a safe
- * alphabet, paths resolve against the spec's folder, durations read "1h30m" or "01:30:00", and
- * enumerations and presets name their valid values and the nearest one. */
+ * alphabet, paths resolve against the spec's folder (~/ against the loading user's home),
+ * durations read "1h30m" or "01:30:00", and enumerations and presets name their valid values
+ * and the nearest one. */
 #include "common/spec_internal.h"
 
 #include <errno.h>
@@ -186,6 +187,7 @@ static int set_name(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
 
 static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *field)
 {
+    char buf[256];
     const char *s = get_text(w, k, v, "a path");
     if (!s)
         return -1;
@@ -198,12 +200,28 @@ static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
         spec_walk_err(w, v, k->dotted, "the path is empty");
         return -1;
     }
+    /* "~/..." is the home of the user who loads the spec (atomctl, atom-srun: the job's owner),
+     * as a shell would expand it; "~user" is not (its home is another user's). */
+    char home[ATOM_PATH_MAX];
+    bool tilde = s[0] == '~' && (s[1] == '/' || s[1] == '\0');
+    if (s[0] == '~' && !tilde) {
+        spec_walk_err(w, v, k->dotted, "'%s': only ~/ (your own home) is expanded, not ~user",
+                      spec_show(v, buf, sizeof buf));
+        return -1;
+    }
+    atom_err herr = {{0}};
+    if (tilde && atom_user_home(home, sizeof home, &herr) != 0) {
+        spec_walk_err(w, v, k->dotted, "cannot expand ~: %s", herr.msg);
+        return -1;
+    }
     /* Relative paths mean "next to the spec", whatever folder atomctl runs in. */
     while (s[0] == '.' && s[1] == '/')
         s += 2;
     memset(field, 0, ATOM_PATH_MAX);
     int n;
-    if (s[0] != '/' && w->base_dir && w->base_dir[0])
+    if (tilde)
+        n = snprintf(field, ATOM_PATH_MAX, "%s%s", home, s + 1);
+    else if (s[0] != '/' && w->base_dir && w->base_dir[0])
         n = snprintf(field, ATOM_PATH_MAX, "%s/%s", w->base_dir, *s ? s : ".");
     else
         n = snprintf(field, ATOM_PATH_MAX, "%s", *s ? s : ".");

@@ -582,15 +582,28 @@ static int start_private_atomd(const cli_opts *o)
         return ATOM_EXIT_NO_DAEMON;
     }
     char state[PATH_MAX];
-    const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
-    if (getenv("ATOM_STATE_DIR"))
+    atom_err err = {{0}};
+    if (getenv("ATOM_STATE_DIR") && getenv("ATOM_STATE_DIR")[0])
         snprintf(state, sizeof state, "%s", getenv("ATOM_STATE_DIR"));
-    else if (xdg && xdg[0])
-        snprintf(state, sizeof state, "%s/atom", xdg);
-    else
-        snprintf(state, sizeof state, "%s/.local/state/atom", home && home[0] ? home : "/tmp");
+    else if (atom_user_state_dir(state, sizeof state, &err) != 0) {
+        fprintf(stderr, "atomctl run: %s\n", err.msg);
+        return ATOM_EXIT_NO_DAEMON;
+    }
+    /* The socket's folder holds atomd's log too: it must be this user's alone, or another user
+     * who created it first could point the log at any file of ours (private_path.c). */
+    char sock_dir[PATH_MAX];
+    atom_path_dir(o->socket, sock_dir, sizeof sock_dir);
+    if (atom_private_dir(sock_dir, geteuid() == 0 ? 0755 : 0700, &err) != 0) {
+        fprintf(stderr, "atomctl run: cannot start a private atomd: %s\n", err.msg);
+        return ATOM_EXIT_NO_DAEMON;
+    }
     char log_path[PATH_MAX + 32];
     snprintf(log_path, sizeof log_path, "%s.atomd.log", o->socket);
+    int log_fd = atom_private_open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0600, &err);
+    if (log_fd < 0) {
+        fprintf(stderr, "atomctl run: cannot start a private atomd: its log %s\n", err.msg);
+        return ATOM_EXIT_NO_DAEMON;
+    }
     char *argv[16];
     int n = 0;
     argv[n++] = atomd;
@@ -612,14 +625,11 @@ static int start_private_atomd(const cli_opts *o)
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-    /* The socket's folder may not exist yet: atomd creates it, the log goes to /dev/null then. */
-    char sock_dir[PATH_MAX];
-    snprintf(sock_dir, sizeof sock_dir, "%s", o->socket);
-    mkdir(dirname(sock_dir), 0700);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, log_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
-    posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, log_fd, STDOUT_FILENO);
+    posix_spawn_file_actions_adddup2(&fa, log_fd, STDERR_FILENO);
     pid_t pid;
     int rc = posix_spawn(&pid, atomd, &fa, &attr, argv, environ);
+    close(log_fd);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (rc) {
@@ -629,7 +639,6 @@ static int start_private_atomd(const cli_opts *o)
     fprintf(stderr, "atomctl run: started a private atomd (pid %d, state in %s, log %s)\n", (int)pid, state, log_path);
     for (int i = 0; i < 200; i++) {
         atom_client c;
-        atom_err err = {{0}};
         if (atom_client_connect(&c, o->socket, NULL, &err) == 0) {
             atom_client_close(&c);
             return EXIT_OK;

@@ -26,9 +26,10 @@ static void usage(FILE *out)
             "usage: atomd [options]\n"
             "  -c, --config FILE        key = value settings (default /etc/atom/atomd.conf if present)\n"
             "  -s, --socket PATH        client socket (default: $ATOM_SOCKET, /run/atom/atomd.sock as root,\n"
-            "                           else $XDG_RUNTIME_DIR/atom/atomd.sock)\n"
+            "                           else $XDG_RUNTIME_DIR/atom/atomd.sock, else\n"
+            "                           socket/atomd.sock in the state folder; never under /tmp)\n"
             "  -d, --state-dir DIR      database and job folders (default /var/lib/atom as root,\n"
-            "                           else ~/.local/state/atom)\n"
+            "                           else $XDG_STATE_HOME/atom or ~/.local/state/atom)\n"
             "      --cluster FILE       cluster inventory (default: this machine as one node)\n"
             "      --admin-group NAME   members may cancel any job and drain nodes (default atom-admin)\n"
             "      --idle-exit SECONDS  stop after this long with no jobs and no clients\n"
@@ -43,20 +44,6 @@ static void usage(FILE *out)
             "                           atomd --simulate --help)\n"
             "  -v, --verbose            debug logging\n"
             "  -h, --help\n");
-}
-
-static int mkdirs(const char *path, mode_t mode)
-{
-    char tmp[ATOM_PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(tmp, mode) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(tmp, mode) != 0 && errno != EEXIST ? -1 : 0;
 }
 
 /* A setting that is a whole number from 0 to max, the whole value; *out is left alone otherwise. */
@@ -100,14 +87,10 @@ static void defaults(atomd_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     atom_client_default_socket(cfg->socket_path, sizeof cfg->socket_path);
-    const char *home = getenv("HOME");
-    const char *xdg_state = getenv("XDG_STATE_HOME");
     if (geteuid() == 0)
         snprintf(cfg->state_dir, sizeof cfg->state_dir, "/var/lib/atom");
-    else if (xdg_state && xdg_state[0])
-        snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/atom", xdg_state);
-    else
-        snprintf(cfg->state_dir, sizeof cfg->state_dir, "%s/.local/state/atom", home ? home : "/tmp");
+    else if (atom_user_state_dir(cfg->state_dir, sizeof cfg->state_dir, NULL) != 0)
+        cfg->state_dir[0] = '\0'; /* main says why, unless --state-dir gives one */
     snprintf(cfg->admin_group, sizeof cfg->admin_group, "atom-admin");
     snprintf(cfg->launcher, sizeof cfg->launcher, "mpirun");
     snprintf(cfg->metrics_address, sizeof cfg->metrics_address, "127.0.0.1");
@@ -338,8 +321,21 @@ int main(int argc, char **argv)
     }
     /* The state folder is traversable (workers running as their job's owner read their
      * attempt's plan inside it) but not listable; the database itself is atomd's alone. */
-    if (mkdirs(dir, 0755) || mkdirs(d.cfg.state_dir, 0711) || chmod(d.cfg.state_dir, 0711) != 0) {
-        fprintf(stderr, "atomd: cannot create %s or %s: %s\n", dir, d.cfg.state_dir, strerror(errno));
+    /* Both folders are atomd's alone (private_path.c): one another user created first would
+     * let them swap the socket or the database. root's socket folder is reachable by every
+     * user's atomctl; a user's private atomd's is not. */
+    if (!d.cfg.state_dir[0] || !d.cfg.socket_path[0]) {
+        atom_user_state_dir(d.cfg.state_dir, sizeof d.cfg.state_dir, &err);
+        fprintf(stderr, "atomd: %s (or give --state-dir and --socket)\n", err.msg);
+        return 1;
+    }
+    if (atom_private_dir(dir, geteuid() == 0 ? 0755 : 0700, &err) ||
+        atom_private_dir(d.cfg.state_dir, 0711, &err)) {
+        fprintf(stderr, "atomd: %s\n", err.msg);
+        return 1;
+    }
+    if (chmod(d.cfg.state_dir, 0711) != 0) {
+        fprintf(stderr, "atomd: cannot chmod %s: %s\n", d.cfg.state_dir, strerror(errno));
         return 1;
     }
     /* One atomd per state folder: two would both schedule the same queue. The lock goes with

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -20,14 +21,17 @@ void atom_client_default_socket(char *path, size_t len)
 {
     const char *env = getenv("ATOM_SOCKET");
     const char *xdg = getenv("XDG_RUNTIME_DIR");
+    char state[ATOM_PATH_MAX];
     if (env && env[0])
         snprintf(path, len, "%s", env);
     else if (geteuid() == 0)
         snprintf(path, len, "/run/atom/atomd.sock");
-    else if (xdg && xdg[0])
+    else if (xdg && xdg[0] == '/')
         snprintf(path, len, "%s/atom/atomd.sock", xdg);
+    else if (atom_user_state_dir(state, sizeof state, NULL) == 0)
+        snprintf(path, len, "%s/socket/atomd.sock", state);
     else
-        snprintf(path, len, "/tmp/atom-%u/atomd.sock", (unsigned)geteuid());
+        path[0] = '\0'; /* atom_client_connect says why; never a shared folder such as /tmp */
 }
 
 bool atom_client_default_server(char *addr, size_t len)
@@ -65,6 +69,29 @@ static int connect_tcp(atom_client *c, const char *addr, atom_err *err)
     return 0;
 }
 
+/* A socket in a folder another user owns (or reached through a symlink) may be theirs: an atomd
+ * of their own that reads every request. root's and the caller's own folders are trusted. */
+static int check_socket_folder(const char *path, atom_err *err)
+{
+    char dir[ATOM_PATH_MAX];
+    atom_path_dir(path, dir, sizeof dir);
+    struct stat st;
+    if (lstat(dir, &st) != 0)
+        return 0; /* nothing there: connect says atomd is not running */
+    if (S_ISLNK(st.st_mode)) {
+        return atom_errf(err, "%s: the socket's folder %s is a symbolic link: atomctl talks only "
+                         "to an atomd in a real folder; give --socket with the real path", path,
+                         dir);
+    }
+    if (st.st_uid != 0 && st.st_uid != geteuid()) {
+        return atom_errf(err, "%s: the socket's folder %s belongs to uid %u, neither you nor "
+                         "root: atomctl does not talk to an atomd another user may have put "
+                         "there; have it removed, or give --socket PATH", path, dir,
+                         (unsigned)st.st_uid);
+    }
+    return 0;
+}
+
 int atom_client_connect(atom_client *c, const char *path, int *not_running, atom_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -74,6 +101,12 @@ int atom_client_connect(atom_client *c, const char *path, int *not_running, atom
         *not_running = 0;
     if (atom_client_is_tcp(path))
         return connect_tcp(c, path, err);
+    if (!path[0]) {
+        return atom_errf(err, "no socket for atomd: XDG_RUNTIME_DIR, HOME and the account's home "
+                         "folder are all unknown; set one, or give --socket PATH");
+    }
+    if (check_socket_folder(path, err) != 0)
+        return -1;
     struct sockaddr_un addr = {.sun_family = AF_UNIX};
     if (strlen(path) >= sizeof addr.sun_path)
         return atom_errf(err, "socket path too long: %s", path);

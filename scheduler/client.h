@@ -30,7 +30,9 @@ typedef struct atom_client {
 } atom_client;
 
 /* The socket atomd listens on by default: ATOM_SOCKET from the environment, else
- * /run/atom/atomd.sock for root, else $XDG_RUNTIME_DIR/atom/atomd.sock (or /tmp/atom-<uid>/). */
+ * /run/atom/atomd.sock for root, else $XDG_RUNTIME_DIR/atom/atomd.sock, else the socket/ folder
+ * of the user's state folder (atom_user_state_dir); "" when none can be found. Never under /tmp:
+ * a folder there can be created first by another user. */
 void atom_client_default_socket(char *path, size_t len);
 
 /* ATOM_SERVER from the environment (atomd's TCP port, HOST:PORT) into addr; false when unset. */

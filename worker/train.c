@@ -279,14 +279,14 @@ static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const
         t->adam_v = c->host[2] + p->offset;
     }
     if (plan->spec.checkpoint.dir[0]) {
-        /* Rank 0 makes the folder; the others wait so load_latest finds it on every rank. */
-        int mk = 0;
-        if (rank == 0)
-            mk = make_dirs(plan->spec.checkpoint.dir);
-        MPI_Bcast(&mk, 1, MPI_INT, 0, MPI_COMM_WORLD);
-        if (mk)
-            return atom_errf(err, "checkpoint folder %s: cannot create: %s",
-                             plan->spec.checkpoint.dir, strerror(mk));
+        /* Rank 0 makes the folder (or checks it is the job owner's alone); the others wait so
+         * load_latest finds it on every rank. */
+        atom_ckpt_err mk = {""};
+        int mk_rc = rank == 0 ? atom_ckpt_prepare_dir(plan->spec.checkpoint.dir, &mk) : 0;
+        MPI_Bcast(&mk_rc, 1, MPI_INT, 0, MPI_COMM_WORLD);
+        MPI_Bcast(mk.msg, (int)sizeof mk.msg, MPI_CHAR, 0, MPI_COMM_WORLD);
+        if (mk_rc)
+            return atom_errf(err, "%s", mk.msg);
         if (plan->spec.checkpoint.async) {
             /* the whole shard (a rank writes 1/DP of it), plus room for the snapshot to place
              * its pieces page-aligned for O_DIRECT (checkpoints.h) */

@@ -63,10 +63,12 @@ int main(int argc, char **argv) {
     }
     char dir[512], bad[600];
     snprintf(dir, sizeof dir, "%s", argv[1]);
-    snprintf(bad, sizeof bad, "%s/not-a-folder", dir);
+    /* a folder the start accepts where the background write of step 4 fails: its .tmp name is
+     * taken by a folder, which the save's removal of a leftover cannot remove */
+    snprintf(bad, sizeof bad, "%s/unwritable", dir);
     if (rank == 0) {
         char cmd[2048];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s' && touch '%s'", dir, dir, bad);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s/ckpt-0000000004.h5.tmp'", dir, bad);
         CHECK(system(cmd) == 0, "cannot reset %s", dir);
     }
     MPI_Barrier(MPI_COMM_WORLD);
@@ -134,7 +136,7 @@ int main(int argc, char **argv) {
     CHECK(atom_ckpt_async_start(a, bad, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start bad: %s",
           err.msg);
     err.msg[0] = '\0';
-    CHECK(atom_ckpt_async_wait(a, &err) != 0 && strstr(err.msg, "not-a-folder"),
+    CHECK(atom_ckpt_async_wait(a, &err) != 0 && strstr(err.msg, "unwritable"),
           "a failed save is not reported: '%s'", err.msg);
     /* ... or by the next start when nobody waited */
     CHECK(atom_ckpt_async_start(a, bad, m.t, TM_TENSORS, &meta, 2, &err) == 0, "start bad 2: %s",

@@ -489,6 +489,31 @@ static void test_relative_paths(void **state)
     atom_diags_free(&d);
 }
 
+/* "~/..." is the loading user's home (the README example keeps its checkpoints there); "~user"
+ * is refused, not resolved as a folder named "~user" next to the spec. */
+static void test_home_paths(void **state)
+{
+    (void)state;
+    atom_spec s;
+    atom_diags d = {0};
+    char *home = getenv("HOME") ? strdup(getenv("HOME")) : NULL;
+    setenv("HOME", "/home/alice", 1);
+    assert_int_equal(parse_str("data: {path: ~/corpus.bin}\n"
+                               "checkpoint: {dir: ~/.local/state/atom/checkpoints/x}\n",
+                               &s, &d),
+                     0);
+    assert_string_equal(s.data.path, "/home/alice/corpus.bin");
+    assert_string_equal(s.checkpoint.dir, "/home/alice/.local/state/atom/checkpoints/x");
+    assert_int_equal(parse_str("checkpoint: {dir: ~bob/ckpt}\n", &s, &d), -1);
+    assert_non_null(find_diag(&d, 1, 19, "checkpoint.dir", "only ~/"));
+    atom_diags_free(&d);
+    if (home)
+        setenv("HOME", home, 1);
+    else
+        unsetenv("HOME");
+    free(home);
+}
+
 static void test_load_missing_file(void **state)
 {
     (void)state;
@@ -706,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_preset_and_overrides),
         cmocka_unit_test(test_derived_defaults),
         cmocka_unit_test(test_relative_paths),
+        cmocka_unit_test(test_home_paths),
         cmocka_unit_test(test_load_missing_file),
         cmocka_unit_test(test_json_round_trip),
         cmocka_unit_test(test_reference_lists_every_key),
