@@ -83,7 +83,16 @@ int64_t atom_model_params(const atom_model_cfg *cfg);
 /* Job spec                                                                                     */
 
 typedef enum { ATOM_DATA_BYTES = 0, ATOM_DATA_UINT16 = 1 } atom_data_format;
-typedef enum { ATOM_LR_COSINE = 0, ATOM_LR_LINEAR = 1, ATOM_LR_CONSTANT = 2 } atom_lr_schedule;
+typedef enum {
+    ATOM_LR_COSINE = 0,
+    ATOM_LR_LINEAR = 1,
+    ATOM_LR_CONSTANT = 2,
+    ATOM_LR_WSD = 3, /* warmup-stable-decay: lr until the cooldown, then down to min_lr */
+} atom_lr_schedule;
+/* training.cooldown_shape: how wsd's cooldown falls, 1 - p or 1 - sqrt(p) of its progress p. */
+typedef enum { ATOM_COOLDOWN_1_SQRT = 0, ATOM_COOLDOWN_LINEAR = 1 } atom_cooldown_shape;
+/* init.load: what init.checkpoint contributes (init.safetensors holds weights only). */
+typedef enum { ATOM_INIT_WEIGHTS = 0, ATOM_INIT_WEIGHTS_OPTIMIZER = 1 } atom_init_load;
 typedef enum { ATOM_DEVICE_AUTO = 0, ATOM_DEVICE_CPU = 1, ATOM_DEVICE_CUDA = 2 } atom_device;
 /* training.precision: fp32 throughout, or bf16 autocast of the matmuls' operands (weights,
  * gradients, optimizer state and activations stay fp32: master weights). */
@@ -125,6 +134,9 @@ typedef struct atom_spec {
         int64_t warmup;     /* steps of linear warm-up */
         atom_lr_schedule lr_schedule;
         double min_lr;      /* default lr / 10 */
+        int64_t lr_decay_steps;  /* the schedule's horizon; 0: training.steps */
+        int64_t cooldown_steps;  /* wsd: steps of the final decay; 0: a fifth of the horizon */
+        atom_cooldown_shape cooldown_shape;
         double weight_decay;
         double grad_clip;   /* 0: no clipping */
         uint64_t seed;
@@ -137,6 +149,15 @@ typedef struct atom_spec {
         int keep;                 /* committed checkpoints kept (0: all) */
         bool async;
     } checkpoint;
+
+    /* Where the weights come from when checkpoint.dir holds no checkpoint yet (a job's own
+     * checkpoint always wins, so a restart resumes the run, not the init). */
+    struct {
+        char checkpoint[ATOM_PATH_MAX];  /* a checkpoint file or a folder (its latest); "" */
+        char safetensors[ATOM_PATH_MAX]; /* GPT-2 names (ckpt export's or Hugging Face's); "" */
+        atom_init_load load;
+        bool resume_step;                /* continue the step counter, schedule and data order */
+    } init;
 
     struct {
         int max_restarts;

@@ -14,7 +14,10 @@ static const char *device_name(atom_device d)
 
 static const char *schedule_name(atom_lr_schedule s)
 {
-    return s == ATOM_LR_LINEAR ? "linear" : s == ATOM_LR_CONSTANT ? "constant" : "cosine";
+    return s == ATOM_LR_LINEAR     ? "linear"
+           : s == ATOM_LR_CONSTANT ? "constant"
+           : s == ATOM_LR_WSD      ? "wsd"
+                                   : "cosine";
 }
 
 /* "124.4M" style: parameter counts read at a glance. */
@@ -60,6 +63,11 @@ static void print_summary(const atom_spec *s, FILE *out)
                 s->checkpoint.async ? ", written in the background" : "");
     else
         fprintf(out, "no checkpoints; ");
+    if (s->init.checkpoint[0] || s->init.safetensors[0])
+        fprintf(out, "starting from %s%s (unless checkpoint.dir already holds a checkpoint); ",
+                s->init.checkpoint[0] ? s->init.checkpoint : s->init.safetensors,
+                s->init.checkpoint[0] && s->init.load == ATOM_INIT_WEIGHTS_OPTIMIZER
+                    ? " with its optimizer state" : "");
     fprintf(out, "up to %d restart%s", s->restart.max_restarts,
             s->restart.max_restarts == 1 ? "" : "s");
     if (s->resources.time_limit)
