@@ -38,5 +38,7 @@ void atomctl_print_usage(const char *command, FILE *out);
 int atomctl_cmd_validate(int argc, char **argv);
 int atomctl_cmd_plan(int argc, char **argv);
 int atomctl_cmd_ckpt(int argc, char **argv);
+/* `atomctl ckpt export SRC [-o OUT]` (atomctl_export.c): an exit code. */
+int atomctl_ckpt_export(const char *src, const char *out);
 
 #endif
