@@ -58,7 +58,7 @@ void atom_diags_print(const atom_diags *d, void *stream /* FILE* */);
 void atom_diags_free(atom_diags *d);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Model shape (../shared/reference/gpt-model.md)                                             */
+/* Model shape (docs/model.md)                                                                */
 
 typedef struct atom_model_cfg {
     int layers;    /* L */
@@ -78,6 +78,41 @@ int atom_model_preset(const char *name, atom_model_cfg *cfg);
 const char *atom_model_preset_name(int i);
 /* Number of parameters of the unsplit model (with the padded vocabulary). */
 int64_t atom_model_params(const atom_model_cfg *cfg);
+
+/* ------------------------------------------------------------------------------------------ */
+/* safetensors files (safetensors.c): the tensors a GPT-2 export or a Hugging Face checkpoint
+ * holds, read element ranges at a time as floats (init.safetensors).                         */
+
+#define ATOM_ST_MAX_DIMS 4
+enum { ATOM_ST_F32 = 0, ATOM_ST_BF16 = 1, ATOM_ST_F16 = 2 }; /* -1: a dtype atom does not read */
+
+typedef struct atom_st_tensor {
+    char name[128];
+    char dtype_name[16];              /* as the header says ("F32", "I64", ...) */
+    int dtype;                        /* ATOM_ST_*, or -1 */
+    int ndim;
+    int64_t shape[ATOM_ST_MAX_DIMS];
+    int64_t numel;
+    uint64_t begin, end;              /* byte range in the data */
+} atom_st_tensor;
+
+typedef struct atom_safetensors {
+    int fd;
+    uint64_t data_start;              /* 8 + the header's length */
+    atom_st_tensor *tensors;
+    int count;
+} atom_safetensors;
+
+/* Opens path and checks its header: every entry's dtype, shape and data_offsets, inside the
+ * file and of the size its shape needs. Errors name the file and the tensor. */
+int atom_safetensors_open(const char *path, atom_safetensors *st, atom_err *err);
+/* The tensor of that name, or NULL. */
+const atom_st_tensor *atom_safetensors_find(const atom_safetensors *st, const char *name);
+/* Elements [first, first + count) of t (row-major) as floats: F32 exactly, BF16 and F16
+ * widened exactly. out holds count floats. */
+int atom_safetensors_read(const atom_safetensors *st, const atom_st_tensor *t, int64_t first,
+                          int64_t count, float *out, atom_err *err);
+void atom_safetensors_close(atom_safetensors *st);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Job spec                                                                                     */

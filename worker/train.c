@@ -18,6 +18,7 @@
 #include "checkpoints/checkpoints.h"
 #include "collectives/collectives.h"
 #include "worker/data.h"
+#include "worker/init_source.h"
 #include "worker/model.h"
 
 /* Heartbeats go out at most this often (and on the first and last step), so a fast loop does
@@ -61,8 +62,10 @@ double atom_lr_at(const atom_lr_cfg *c, int64_t step)
     progress = progress < 0.0 ? 0.0 : progress > 1.0 ? 1.0 : progress;
     if (c->schedule == ATOM_LR_WSD)
         factor = c->cooldown_shape == ATOM_COOLDOWN_LINEAR ? 1.0 - progress : 1.0 - sqrt(progress);
+    else if (c->schedule == ATOM_LR_LINEAR)
+        factor = 1.0 - progress;
     else
-        factor = c->schedule == ATOM_LR_LINEAR ? 1.0 - progress : 0.5 * (1.0 + cos(M_PI * progress));
+        factor = 0.5 * (1.0 + cos(M_PI * progress));
     return c->min_lr + factor * (c->lr - c->min_lr);
 }
 
@@ -439,6 +442,34 @@ static int ckpt_restore(ckpt_io *c, int rank, int64_t *step, atom_err *err)
     return 0;
 }
 
+/* With no checkpoint of the job's own restored, the spec's init source (init_source.h): its
+ * weights, with or without its AdamW state, and its step when init.resume_step asks. *step is
+ * left alone when the spec has none. */
+static int ckpt_init_from_source(ckpt_io *c, int rank, int64_t *step, atom_err *err)
+{
+    const atom_spec *spec = &c->plan->spec;
+    if (c->last_step >= 0 || (!spec->init.checkpoint[0] && !spec->init.safetensors[0]))
+        return 0;
+    atom_init_result res;
+    if (atom_init_from_spec(spec, atom_model_table(c->model), c->tensors, MPI_COMM_WORLD, &res,
+                            err) != 0)
+        return -1;
+    const atom_param_table *table = atom_model_table(c->model);
+    for (int b = 1; !res.moments && b < 3; b++)
+        memset(c->host[b], 0, (size_t)table->total * sizeof(float));
+    for (int b = 0; c->staged && b < 3; b++)
+        if (atom_model_upload(c->model, ckpt_buffers[b], c->host[b], err) != 0)
+            return -1;
+    atom_model_set_adam_steps(c->model, res.adam_steps);
+    atom_model_zero_grads(c->model);
+    *step = res.step;
+    if (rank == 0)
+        atom_log(ATOM_LOG_INFO, "initialised from %s (%s%s); training starts after step %lld",
+                 res.source, res.moments ? "weights and optimizer state" : "weights",
+                 spec->init.resume_step ? ", its step" : "", (long long)res.step);
+    return 0;
+}
+
 static void ckpt_close(ckpt_io *c)
 {
     if (c->async)
@@ -666,6 +697,8 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
     if (atom_model_init_weights(t.model, spec->training.seed, err) != 0)
         goto out;
     if (ckpt_restore(&t.ckpt, t.rank, &step, err) != 0)
+        goto out;
+    if (ckpt_init_from_source(&t.ckpt, t.rank, &step, err) != 0)
         goto out;
     result->start_step = step;
     result->first_loss = result->last_loss = NAN;
