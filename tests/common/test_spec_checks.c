@@ -201,6 +201,23 @@ static void test_data_file_checks(void **state)
     assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
     assert_string_equal(d.items[0].key, "checkpoint.dir");
     atom_diags_free(&d);
+    s.checkpoint.dir[0] = '\0';
+
+    /* init's source must exist at submit; a safetensors source must be a file */
+    snprintf(s.init.checkpoint, sizeof s.init.checkpoint, "%s/no-such-ckpt", dir);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
+    assert_string_equal(d.items[0].key, "init.checkpoint");
+    assert_non_null(strstr(d.items[0].msg, "no-such-ckpt: No such file"));
+    atom_diags_free(&d);
+    s.init.checkpoint[0] = '\0';
+    snprintf(s.init.safetensors, sizeof s.init.safetensors, "%s", dir);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
+    assert_string_equal(d.items[0].key, "init.safetensors");
+    assert_non_null(strstr(d.items[0].msg, "is not a regular file"));
+    atom_diags_free(&d);
+    snprintf(s.init.safetensors, sizeof s.init.safetensors, "%s", path);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), 0);
+    s.init.safetensors[0] = '\0';
 
     if (geteuid() !=
         0) { /* root reads anything: the permission case only means something otherwise */

@@ -9,7 +9,8 @@ section), with real atom-worker runs under mpirun and real files handed from ste
    and lm_head.weight beside them), at TP 1 x DP 1, loads to the same weights;
 4. init.checkpoint, weights only, at another layout (TP 1 x DP 2): the step counter starts at 0,
    the weights are the checkpoint's; run again with more steps, the job resumes from its own
-   checkpoint, not from the init;
+   checkpoint, not from the init; with weights+optimizer and resume_step from the source's step
+   2 checkpoint, the one remaining step gives the source's step-3 weights bit for bit;
 5. a shape that does not match fails with the tensor's name, the shape expected and the one found.
 The model's vocabulary (300) is padded (to 384), so the padded rows' dropping and restoring is
 exercised."""
@@ -123,6 +124,15 @@ def main():
             "initialised from" not in r.stdout + r.stderr,
             "the job's own checkpoint wins over init: %d" % r.returncode)
     w.check([x["step"] for x in w.train_log(run_d)] == [1, 2], "the restart continued at step 2")
+
+    # 4b. weights+optimizer with resume_step from the source's step 2: its step 3 again, bit for bit
+    init = {"checkpoint": os.path.join(ckpt_a, "ckpt-0000000002.h5"), "load": "weights+optimizer",
+            "resume_step": "true"}
+    r, ckpt_e, run_e = run_job(d, "e", 4, 2, 2, 3, 3e-3, init=init)
+    w.check(r.returncode == 0, "the resume_step run: exit %d" % r.returncode)
+    w.check([x["step"] for x in w.train_log(run_e)] == [3], "resume_step continued at step 3")
+    same_weights(st_a, export(ckpt_e, os.path.join(d, "export-e")),
+                 "weights+optimizer from step 2, one more step")
 
     # 5. a shape that does not match: the tensor, the shape expected and the shape found
     small = dict(MODEL, channels=64)
