@@ -220,6 +220,16 @@ static void check_init(check_ctx *c, const atom_spec *s)
         fail(c, KEYS("init.load", "init.safetensors"),
              "init.load weights+optimizer needs init.checkpoint (a safetensors file holds "
              "weights only)");
+    /* the job's own checkpoints win over init: init from its own folder would never be read */
+    size_t n = strlen(s->checkpoint.dir);
+    while (n > 1 && s->checkpoint.dir[n - 1] == '/')
+        n--;
+    if (ckpt && n && strncmp(s->init.checkpoint, s->checkpoint.dir, n) == 0 &&
+        (s->init.checkpoint[n] == '\0' || s->init.checkpoint[n] == '/'))
+        fail(c, KEYS("init.checkpoint", "checkpoint.dir"),
+             "init.checkpoint is inside this job's own checkpoint.dir (%s): a job resumes its own "
+             "checkpoints and reads init only when that folder is empty; give the new run a "
+             "checkpoint.dir of its own", s->checkpoint.dir);
     if (!ckpt && s->init.resume_step)
         fail(c, KEYS("init.resume_step", "init.safetensors"),
              "init.resume_step needs init.checkpoint (only a checkpoint records its step)");

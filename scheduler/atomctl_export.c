@@ -148,40 +148,47 @@ static int write_file(const char *path, const char *text, atom_err *err)
     return 0;
 }
 
-static int write_config(const char *dir, const char *file, atom_err *err)
+/* The job spec the checkpoint records, checked against the shape of its datasets. */
+static int read_spec(const char *file, atom_spec *spec, atom_ckpt_shape *shape, atom_err *err)
 {
     atom_ckpt_meta meta;
-    atom_ckpt_shape shape;
     atom_ckpt_err cerr = {{0}};
-    if (atom_ckpt_read_info(file, &meta, &shape, &cerr) != 0)
+    if (atom_ckpt_read_info(file, &meta, shape, &cerr) != 0)
         return atom_errf(err, "%s", cerr.msg);
-    atom_spec spec;
-    int rc = meta.spec_json ? atom_spec_from_json(meta.spec_json, &spec, err)
+    int rc = meta.spec_json ? atom_spec_from_json(meta.spec_json, spec, err)
                             : atom_errf(err, "%s records no job spec: no config.json", file);
     atom_ckpt_meta_free(&meta);
     if (rc != 0)
         return -1;
-    if (spec.model.layers != shape.layers || spec.model.channels != shape.channels ||
-        spec.model.context != shape.context ||
-        atom_padded_vocab(spec.model.vocab) != shape.padded_vocab)
+    if (spec->model.layers != shape->layers || spec->model.channels != shape->channels ||
+        spec->model.context != shape->context ||
+        atom_padded_vocab(spec->model.vocab) != shape->padded_vocab)
         return atom_errf(err, "%s: its recorded spec and its datasets disagree on the model shape",
                          file);
-    json_t *config = gpt2_config(&spec, &shape);
+    return 0;
+}
+
+static int write_config(const char *dir, const atom_spec *spec, const atom_ckpt_shape *shape,
+                        atom_err *err)
+{
+    json_t *config = gpt2_config(spec, shape);
     char *text = json_dumps(config, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(15));
     json_decref(config);
     char path[PATH_MAX + 16];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    rc = text ? write_file(path, text, err) : atom_errf(err, "out of memory");
+    int rc = text ? write_file(path, text, err) : atom_errf(err, "out of memory");
     free(text);
     return rc;
 }
 
 /* The tokenizer's files (vocab.json, merges.txt, ...) that transformers' GPT2Tokenizer reads,
- * written into the export's folder. atom does not ship a tokenizer yet: nothing is written, and
- * the folder loads as a model; this is where they go once it does. */
-static int write_tokenizer_files(const char *dir, atom_err *err)
+ * written into the export's folder for the tokenizer the job trained with (spec->data.format:
+ * bytes, or uint16 with GPT-2's BPE). atom does not ship a tokenizer yet: nothing is written,
+ * and the folder loads as a model; this is where they go once it does. */
+static int write_tokenizer_files(const char *dir, const atom_spec *spec, atom_err *err)
 {
     (void)dir;
+    (void)spec;
     (void)err;
     return 0;
 }
@@ -190,7 +197,11 @@ int atomctl_ckpt_export(const char *src, const char *out)
 {
     char file[PATH_MAX], dir[PATH_MAX], weights[PATH_MAX + 32];
     atom_err err = {{0}};
+    atom_spec spec;
+    atom_ckpt_shape shape;
+    /* everything is checked before anything is written */
     int rc = resolve_source(src, file, sizeof file, &err);
+    rc = rc ? rc : read_spec(file, &spec, &shape, &err);
     rc = rc ? rc : output_paths(file, out, dir, weights, sizeof weights, &err);
     if (rc == 0) {
         atom_ckpt_err cerr = {{0}};
@@ -198,8 +209,8 @@ int atomctl_ckpt_export(const char *src, const char *out)
         if (rc != 0)
             atom_errf(&err, "%s", cerr.msg);
     }
-    rc = rc ? rc : write_config(dir, file, &err);
-    rc = rc ? rc : write_tokenizer_files(dir, &err);
+    rc = rc ? rc : write_config(dir, &spec, &shape, &err);
+    rc = rc ? rc : write_tokenizer_files(dir, &spec, &err);
     if (rc != 0) {
         fprintf(stderr, "atomctl ckpt export: %s\n", err.msg);
         return ATOMCTL_FAILED;
