@@ -61,7 +61,8 @@ def main():
     hf = os.path.join(d, "exports", "tiny")
     rc, out, err = ctl("export", latest, "-o", hf)
     w.check(rc == 0 and sorted(os.listdir(hf)) == ["config.json", "model.safetensors"],
-            "export into a folder: %d %r %r" % (rc, err, os.listdir(hf) if os.path.isdir(hf) else None))
+            "export into a folder: %d %r %r"
+            % (rc, err, os.listdir(hf) if os.path.isdir(hf) else None))
     w.check(open(os.path.join(hf, "model.safetensors"), "rb").read() ==
             open(os.path.join(d, "model.safetensors"), "rb").read(), "the same bytes in the folder")
     # The checkpoint folder, no OUT: its latest, named after the step, beside the checkpoints.
@@ -73,7 +74,8 @@ def main():
     rc, out, err = ctl("ls", ckpt)
     w.check(rc == 0 and len(out.splitlines()) == 3, "the export folder is no checkpoint: %r" % out)
     rc, out, err = ctl("export", os.path.join(d, "run"))
-    w.check(rc == 1 and "no committed checkpoint" in err, "a folder without checkpoints: %d %r" % (rc, err))
+    w.check(rc == 1 and "no committed checkpoint" in err,
+            "a folder without checkpoints: %d %r" % (rc, err))
 
     # A flipped byte in the last dataset's data: verify names a dataset and exits 1.
     bad = os.path.join(d, "bad.h5")

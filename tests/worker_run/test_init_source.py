@@ -48,7 +48,8 @@ def write_st(path, tensors):
     """tensors: name -> (dtype, shape, bytes), written as safetensors."""
     header, offset = {}, 0
     for name, (dtype, shape, data) in tensors.items():
-        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        header[name] = {"dtype": dtype, "shape": shape,
+                        "data_offsets": [offset, offset + len(data)]}
         offset += len(data)
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
@@ -138,7 +139,8 @@ def main():
     small = dict(MODEL, channels=64)
     r, _, _ = run_job(d, "bad", 1, 1, 1, 1, 1e-3, init={"safetensors": st_a}, model=small)
     w.check(r.returncode != 0 and "transformer.wte.weight has shape [300, 128], this job's "
-            "model needs [300, 64]" in r.stderr, "a shape mismatch: %d %r" % (r.returncode, r.stderr))
+            "model needs [300, 64]" in r.stderr,
+            "a shape mismatch: %d %r" % (r.returncode, r.stderr))
     w.cleanup(d)
     print("ok")
 
