@@ -55,6 +55,17 @@ static void print_summary(const atom_spec *s, FILE *out)
             schedule_name(s->training.lr_schedule), (long long)s->training.warmup,
             s->training.weight_decay, s->training.grad_clip,
             (unsigned long long)s->training.seed);
+    if (s->training.lr_schedule == ATOM_LR_WSD || s->training.lr_decay_steps) {
+        int64_t horizon = s->training.lr_decay_steps ? s->training.lr_decay_steps
+                                                     : s->training.steps;
+        fprintf(out, "the schedule spans %lld steps", (long long)horizon);
+        if (s->training.lr_schedule == ATOM_LR_WSD)
+            fprintf(out, " with a %s cooldown over its last %lld",
+                    s->training.cooldown_shape == ATOM_COOLDOWN_LINEAR ? "linear" : "1-sqrt",
+                    (long long)(s->training.cooldown_steps ? s->training.cooldown_steps
+                                                           : horizon / 5));
+        fprintf(out, "; ");
+    }
     fprintf(out, "data %s (%s); ", s->data.path,
             s->data.format == ATOM_DATA_UINT16 ? "uint16 tokens" : "bytes");
     if (s->checkpoint.dir[0])
