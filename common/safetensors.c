@@ -127,7 +127,7 @@ int atom_safetensors_open(const char *path, atom_safetensors *st, atom_err *err)
         return atom_errf(err, "%s: cannot read its header", path);
     }
     json_error_t jerr;
-    json_t *root = json_loadb(text, hlen, 0, &jerr);
+    json_t *root = json_loadb(text, hlen, JSON_REJECT_DUPLICATES, &jerr);
     free(text);
     if (!json_is_object(root)) {
         json_decref(root);

@@ -115,6 +115,9 @@ static void refuses_broken_files(void **state)
         {"{\"a\":3}", 0, 0, "tensor a: the header entry is not an object"},
         {"{\"a\":{\"dtype\":", 0, 0, "the header is not a JSON object"},
         {"[1,2]", 0, 0, "the header is not a JSON object"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
+         "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
+         8, 0, "duplicate object key"},
         {"{}", 0, 1000, "header length 1000 does not fit a file of 10 bytes"},
     };
     static const unsigned char zeros[16];
