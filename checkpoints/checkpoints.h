@@ -89,6 +89,16 @@ typedef struct atom_ckpt_meta {
 
 void atom_ckpt_meta_free(atom_ckpt_meta *meta);
 
+/* The model shape a checkpoint's datasets give (the heads are in meta.spec_json only). */
+typedef struct atom_ckpt_shape {
+    int64_t layers, channels, padded_vocab, context;
+} atom_ckpt_shape;
+
+/* Reads FILE's metadata and shape without MPI (the tools' way): fills meta (free it with
+ * atom_ckpt_meta_free) and shape, or returns -1 naming what is missing. */
+int atom_ckpt_read_info(const char *path, atom_ckpt_meta *meta, atom_ckpt_shape *shape,
+                        atom_ckpt_err *err);
+
 /* Who writes: comm holds every rank of the job; replica (0..replicas-1) is this rank's
  * data-parallel index and replicas the data-parallel size. The ranks whose selection of a tensor
  * is identical (the data-parallel replicas of a shard, and every rank for a replicated tensor)

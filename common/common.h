@@ -59,7 +59,7 @@ void atom_diags_print(const atom_diags *d, void *stream /* FILE* */);
 void atom_diags_free(atom_diags *d);
 
 /* ------------------------------------------------------------------------------------------ */
-/* Model shape (../shared/reference/gpt-model.md)                                             */
+/* Model shape (docs/model.md)                                                                */
 
 typedef struct atom_model_cfg {
     int layers;    /* L */
@@ -81,10 +81,54 @@ const char *atom_model_preset_name(int i);
 int64_t atom_model_params(const atom_model_cfg *cfg);
 
 /* ------------------------------------------------------------------------------------------ */
+/* safetensors files (safetensors.c): the tensors a GPT-2 export or a Hugging Face checkpoint
+ * holds, read element ranges at a time as floats (init.safetensors).                         */
+
+#define ATOM_ST_MAX_DIMS 4
+enum { ATOM_ST_F32 = 0, ATOM_ST_BF16 = 1, ATOM_ST_F16 = 2 }; /* -1: a dtype atom does not read */
+
+typedef struct atom_st_tensor {
+    char name[128];
+    char dtype_name[16];              /* as the header says ("F32", "I64", ...) */
+    int dtype;                        /* ATOM_ST_*, or -1 */
+    int ndim;
+    int64_t shape[ATOM_ST_MAX_DIMS];
+    int64_t numel;
+    uint64_t begin, end;              /* byte range in the data */
+} atom_st_tensor;
+
+typedef struct atom_safetensors {
+    int fd;
+    uint64_t data_start;              /* 8 + the header's length */
+    atom_st_tensor *tensors;
+    int count;
+} atom_safetensors;
+
+/* Opens path and checks its header: every entry's dtype, shape and data_offsets, inside the
+ * file and of the size its shape needs. Errors name the file and the tensor. */
+int atom_safetensors_open(const char *path, atom_safetensors *st, atom_err *err);
+/* The tensor of that name, or NULL. */
+const atom_st_tensor *atom_safetensors_find(const atom_safetensors *st, const char *name);
+/* Elements [first, first + count) of t (row-major) as floats: F32 exactly, BF16 and F16
+ * widened exactly. out holds count floats. */
+int atom_safetensors_read(const atom_safetensors *st, const atom_st_tensor *t, int64_t first,
+                          int64_t count, float *out, atom_err *err);
+void atom_safetensors_close(atom_safetensors *st);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Job spec                                                                                     */
 
 typedef enum { ATOM_DATA_BYTES = 0, ATOM_DATA_UINT16 = 1 } atom_data_format;
-typedef enum { ATOM_LR_COSINE = 0, ATOM_LR_LINEAR = 1, ATOM_LR_CONSTANT = 2 } atom_lr_schedule;
+typedef enum {
+    ATOM_LR_COSINE = 0,
+    ATOM_LR_LINEAR = 1,
+    ATOM_LR_CONSTANT = 2,
+    ATOM_LR_WSD = 3, /* warmup-stable-decay: lr until the cooldown, then down to min_lr */
+} atom_lr_schedule;
+/* training.cooldown_shape: how wsd's cooldown falls, 1 - p or 1 - sqrt(p) of its progress p. */
+typedef enum { ATOM_COOLDOWN_1_SQRT = 0, ATOM_COOLDOWN_LINEAR = 1 } atom_cooldown_shape;
+/* init.load: what init.checkpoint contributes (init.safetensors holds weights only). */
+typedef enum { ATOM_INIT_WEIGHTS = 0, ATOM_INIT_WEIGHTS_OPTIMIZER = 1 } atom_init_load;
 typedef enum { ATOM_DEVICE_AUTO = 0, ATOM_DEVICE_CPU = 1, ATOM_DEVICE_CUDA = 2 } atom_device;
 /* training.precision: fp32 throughout, or bf16 autocast of the matmuls' operands (weights,
  * gradients, optimizer state and activations stay fp32: master weights). */
@@ -126,6 +170,9 @@ typedef struct atom_spec {
         int64_t warmup;     /* steps of linear warm-up */
         atom_lr_schedule lr_schedule;
         double min_lr;      /* default lr / 10 */
+        int64_t lr_decay_steps;  /* the schedule's horizon; 0: training.steps */
+        int64_t cooldown_steps;  /* wsd: steps of the final decay; 0: a fifth of the horizon */
+        atom_cooldown_shape cooldown_shape;
         double weight_decay;
         double grad_clip;   /* 0: no clipping */
         uint64_t seed;
@@ -138,6 +185,15 @@ typedef struct atom_spec {
         int keep;                 /* committed checkpoints kept (0: all) */
         bool async;
     } checkpoint;
+
+    /* Where the weights come from when checkpoint.dir holds no checkpoint yet (a job's own
+     * checkpoint always wins, so a restart resumes the run, not the init). */
+    struct {
+        char checkpoint[ATOM_PATH_MAX];  /* a checkpoint file or a folder (its latest); "" */
+        char safetensors[ATOM_PATH_MAX]; /* GPT-2 names (ckpt export's or Hugging Face's); "" */
+        atom_init_load load;
+        bool resume_step;                /* continue the step counter, schedule and data order */
+    } init;
 
     struct {
         int max_restarts;

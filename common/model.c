@@ -1,5 +1,5 @@
 /* common/model.c: the named model presets (GPT-2's published shapes plus gpt-tiny) and the
- * parameter count of ../shared/reference/gpt-model.md. */
+ * parameter count of the model docs/model.md defines. */
 #include "common/common.h"
 
 #include <string.h>

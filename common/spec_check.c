@@ -87,6 +87,8 @@ static int check_ranges(check_ctx *c, const atom_spec *spec)
         case SPEC_DEVICE:
         case SPEC_FORMAT:
         case SPEC_SCHEDULE:
+        case SPEC_COOLDOWN:
+        case SPEC_INIT_LOAD:
         case SPEC_PRECISION:
             if (!atom_spec_enum_name(k->kind, *(const int *)(const void *)field))
                 fail(c, key, "has an unknown value (%d)", *(const int *)(const void *)field);
@@ -152,6 +154,8 @@ static void check_model(check_ctx *c, const atom_spec *s)
              "token", m->vocab);
 }
 
+static void check_schedule(check_ctx *c, const atom_spec *s);
+
 static void check_training(check_ctx *c, const atom_spec *s)
 {
     int64_t per_step = (int64_t)s->training.micro_batch * s->parallelism.data;
@@ -176,6 +180,59 @@ static void check_training(check_ctx *c, const atom_spec *s)
         fail(c, KEYS("training.min_lr", "training.lr"),
              "training.min_lr (%g) is more than training.lr (%g): the schedule decays from lr "
              "to min_lr", s->training.min_lr, s->training.lr);
+    check_schedule(c, s);
+}
+
+/* The schedule's horizon and wsd's cooldown: both must leave room for the warm-up. */
+static void check_schedule(check_ctx *c, const atom_spec *s)
+{
+    int64_t horizon = s->training.lr_decay_steps ? s->training.lr_decay_steps : s->training.steps;
+    if (s->training.lr_decay_steps && s->training.warmup > s->training.lr_decay_steps)
+        fail(c, KEYS("training.lr_decay_steps", "training.warmup"),
+             "training.lr_decay_steps (%lld) is shorter than training.warmup (%lld steps): the "
+             "decay starts after the warm-up", (long long)s->training.lr_decay_steps,
+             (long long)s->training.warmup);
+    if (s->training.lr_schedule != ATOM_LR_WSD) {
+        if (s->training.cooldown_steps)
+            fail(c, KEYS("training.cooldown_steps", "training.lr_schedule"),
+                 "training.cooldown_steps applies to lr_schedule wsd only (this spec's is %s)",
+                 atom_spec_enum_name(SPEC_SCHEDULE, s->training.lr_schedule));
+        return;
+    }
+    int64_t cooldown = s->training.cooldown_steps ? s->training.cooldown_steps : horizon / 5;
+    if (s->training.warmup + cooldown > horizon)
+        fail(c, KEYS("training.cooldown_steps", "training.warmup", "training.lr_decay_steps",
+                     "training.steps"),
+             "training.warmup (%lld) + the cooldown (%lld steps) is more than the schedule's "
+             "%lld steps (training.lr_decay_steps, else training.steps): wsd warms up, holds lr, "
+             "then cools down within them", (long long)s->training.warmup, (long long)cooldown,
+             (long long)horizon);
+}
+
+/* init: one source of weights, and only what that source holds. */
+static void check_init(check_ctx *c, const atom_spec *s)
+{
+    bool ckpt = s->init.checkpoint[0] != 0, st = s->init.safetensors[0] != 0;
+    if (ckpt && st)
+        fail(c, KEYS("init.safetensors", "init.checkpoint"),
+             "init.checkpoint and init.safetensors are both set: give one source of weights");
+    if (!ckpt && s->init.load == ATOM_INIT_WEIGHTS_OPTIMIZER)
+        fail(c, KEYS("init.load", "init.safetensors"),
+             "init.load weights+optimizer needs init.checkpoint (a safetensors file holds "
+             "weights only)");
+    /* the job's own checkpoints win over init: init from its own folder would never be read */
+    size_t n = strlen(s->checkpoint.dir);
+    while (n > 1 && s->checkpoint.dir[n - 1] == '/')
+        n--;
+    if (ckpt && n && strncmp(s->init.checkpoint, s->checkpoint.dir, n) == 0 &&
+        (s->init.checkpoint[n] == '\0' || s->init.checkpoint[n] == '/'))
+        fail(c, KEYS("init.checkpoint", "checkpoint.dir"),
+             "init.checkpoint is inside this job's own checkpoint.dir (%s): a job resumes its own "
+             "checkpoints and reads init only when that folder is empty; give the new run a "
+             "checkpoint.dir of its own", s->checkpoint.dir);
+    if (!ckpt && s->init.resume_step)
+        fail(c, KEYS("init.resume_step", "init.safetensors"),
+             "init.resume_step needs init.checkpoint (only a checkpoint records its step)");
 }
 
 static void check_checkpoint(check_ctx *c, const atom_spec *s)
@@ -198,6 +255,7 @@ int atom_spec_check_at(const atom_spec *spec, const char *file, const spec_pos *
     check_layout(&c, spec);
     check_model(&c, spec);
     check_training(&c, spec);
+    check_init(&c, spec);
     check_checkpoint(&c, spec);
     return c.errors ? -1 : 0;
 }
@@ -265,6 +323,14 @@ int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *di
         else if (spec->data.format == ATOM_DATA_UINT16)
             check_token_ids(&c, path, spec->model.vocab);
     }
+    /* init's source must be there now: a typo would otherwise fail the job once it runs. */
+    if (spec->init.checkpoint[0] && stat(spec->init.checkpoint, &st) != 0)
+        fail(&c, KEYS("init.checkpoint"), "%s: %s", spec->init.checkpoint, strerror(errno));
+    if (spec->init.safetensors[0] && (stat(spec->init.safetensors, &st) != 0 ||
+                                      access(spec->init.safetensors, R_OK) != 0))
+        fail(&c, KEYS("init.safetensors"), "%s: %s", spec->init.safetensors, strerror(errno));
+    else if (spec->init.safetensors[0] && !S_ISREG(st.st_mode))
+        fail(&c, KEYS("init.safetensors"), "%s is not a regular file", spec->init.safetensors);
     if (spec->checkpoint.dir[0] && stat(spec->checkpoint.dir, &st) == 0 && !S_ISDIR(st.st_mode))
         fail(&c, KEYS("checkpoint.dir"), "%s exists and is not a folder", spec->checkpoint.dir);
     return c.errors ? -1 : 0;

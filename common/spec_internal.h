@@ -21,7 +21,9 @@ typedef enum {
     SPEC_DURATION, /* int64_t seconds from "90s", "1h30m", "01:30:00" or a number */
     SPEC_DEVICE,   /* atom_device from "auto" | "cpu" | "cuda" */
     SPEC_FORMAT,   /* atom_data_format from "bytes" | "uint16" */
-    SPEC_SCHEDULE, /* atom_lr_schedule from "cosine" | "linear" | "constant" */
+    SPEC_SCHEDULE, /* atom_lr_schedule from "cosine" | "linear" | "constant" | "wsd" */
+    SPEC_COOLDOWN, /* atom_cooldown_shape from "1-sqrt" | "linear" */
+    SPEC_INIT_LOAD,/* atom_init_load from "weights" | "weights+optimizer" */
     SPEC_PRECISION,/* atom_precision from "fp32" | "bf16" */
     SPEC_PRESET,   /* model_preset; in YAML also fills the model's shape */
 } spec_kind;

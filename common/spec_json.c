@@ -27,6 +27,8 @@ static json_t *value_to_json(const spec_key *k, const atom_spec *spec)
     case SPEC_DEVICE:
     case SPEC_FORMAT:
     case SPEC_SCHEDULE:
+    case SPEC_COOLDOWN:
+    case SPEC_INIT_LOAD:
     case SPEC_PRECISION: {
         const char *name = atom_spec_enum_name(k->kind, *(const int *)(const void *)field);
         return json_string(name ? name : "?");
@@ -120,6 +122,8 @@ static int value_from_json(const spec_key *k, json_t *v, atom_spec *spec, atom_e
     case SPEC_DEVICE:
     case SPEC_FORMAT:
     case SPEC_SCHEDULE:
+    case SPEC_COOLDOWN:
+    case SPEC_INIT_LOAD:
     case SPEC_PRECISION: {
         int x = json_is_string(v) ? atom_spec_enum_value(k->kind, json_string_value(v)) : -1;
         if (x < 0)

@@ -48,6 +48,12 @@ const spec_key atom_spec_keys[] = {
     {"training", "lr_schedule", "training.lr_schedule", SPEC_SCHEDULE, OFF(training.lr_schedule), 0,
      0, 0, 0, false},
     {"training", "min_lr", "training.min_lr", SPEC_F64, OFF(training.min_lr), 0, 0, 0.0, 10.0, false},
+    {"training", "lr_decay_steps", "training.lr_decay_steps", SPEC_I64,
+     OFF(training.lr_decay_steps), 0, 1000000000000LL, 0, 0, false},
+    {"training", "cooldown_steps", "training.cooldown_steps", SPEC_I64,
+     OFF(training.cooldown_steps), 0, 1000000000000LL, 0, 0, false},
+    {"training", "cooldown_shape", "training.cooldown_shape", SPEC_COOLDOWN,
+     OFF(training.cooldown_shape), 0, 0, 0, 0, false},
     {"training", "weight_decay", "training.weight_decay", SPEC_F64, OFF(training.weight_decay), 0, 0,
      0.0, 10.0, false},
     {"training", "grad_clip", "training.grad_clip", SPEC_F64, OFF(training.grad_clip), 0, 0, 0.0,
@@ -62,6 +68,13 @@ const spec_key atom_spec_keys[] = {
     {"checkpoint", "keep", "checkpoint.keep", SPEC_INT, OFF(checkpoint.keep), 0, 1000000, 0, 0, false},
     {"checkpoint", "async", "checkpoint.async", SPEC_BOOL, OFF(checkpoint.async), 0, 0, 0, 0, false},
 
+    {"init", "checkpoint", "init.checkpoint", SPEC_PATH, OFF(init.checkpoint), 0, 0, 0, 0, false},
+    {"init", "safetensors", "init.safetensors", SPEC_PATH, OFF(init.safetensors), 0, 0, 0, 0,
+     false},
+    {"init", "load", "init.load", SPEC_INIT_LOAD, OFF(init.load), 0, 0, 0, 0, false},
+    {"init", "resume_step", "init.resume_step", SPEC_BOOL, OFF(init.resume_step), 0, 0, 0, 0,
+     false},
+
     {"restart", "max_restarts", "restart.max_restarts", SPEC_INT, OFF(restart.max_restarts), 0, 1000,
      0, 0, false},
     {"restart", "heartbeat_timeout", "restart.heartbeat_timeout", SPEC_DURATION,
@@ -74,7 +87,8 @@ _Static_assert(sizeof atom_spec_keys / sizeof atom_spec_keys[0] <=
                "spec_pos must have a slot for every key");
 
 const char *const atom_spec_sections[] = {"resources", "parallelism", "model", "data",
-                                          "training",  "checkpoint",  "restart", NULL};
+                                          "training",  "checkpoint",  "init",
+                                          "restart",   NULL};
 
 void atom_spec_defaults(atom_spec *s)
 {
@@ -127,7 +141,9 @@ int atom_spec_key_find_dotted(const char *dotted)
 
 static const char *const device_names[] = {"auto", "cpu", "cuda", NULL};
 static const char *const format_names[] = {"bytes", "uint16", NULL};
-static const char *const schedule_names[] = {"cosine", "linear", "constant", NULL};
+static const char *const schedule_names[] = {"cosine", "linear", "constant", "wsd", NULL};
+static const char *const cooldown_names[] = {"1-sqrt", "linear", NULL};
+static const char *const init_load_names[] = {"weights", "weights+optimizer", NULL};
 static const char *const precision_names[] = {"fp32", "bf16", NULL};
 
 static const char *const *enum_names(spec_kind kind)
@@ -137,6 +153,8 @@ static const char *const *enum_names(spec_kind kind)
     case SPEC_FORMAT: return format_names;
     case SPEC_SCHEDULE: return schedule_names;
     case SPEC_PRECISION: return precision_names;
+    case SPEC_COOLDOWN: return cooldown_names;
+    case SPEC_INIT_LOAD: return init_load_names;
     default: return NULL;
     }
 }

@@ -362,6 +362,8 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
     case SPEC_DEVICE:
     case SPEC_FORMAT:
     case SPEC_SCHEDULE:
+    case SPEC_COOLDOWN:
+    case SPEC_INIT_LOAD:
     case SPEC_PRECISION: {
         int value;
         if ((rc = set_choice(w, k, v, &value)) == 0) {
@@ -372,6 +374,10 @@ void spec_set_value(spec_walk *w, int idx, const yt_node *v)
                 *(atom_lr_schedule *)(void *)field = (atom_lr_schedule)value;
             if (k->kind == SPEC_PRECISION)
                 *(atom_precision *)(void *)field = (atom_precision)value;
+            if (k->kind == SPEC_COOLDOWN)
+                *(atom_cooldown_shape *)(void *)field = (atom_cooldown_shape)value;
+            if (k->kind == SPEC_INIT_LOAD)
+                *(atom_init_load *)(void *)field = (atom_init_load)value;
         }
         break;
     }

@@ -23,11 +23,13 @@ static const atomctl_command commands[] = {
      "  --cluster FILE  the cluster inventory (configs/clusters/*.yaml)\n"
      "  --json          print the plan file (JSON) instead of the table\n"},
     {"ckpt", atomctl_cmd_ckpt, "list, verify or export checkpoints (no atomd needed)",
-     "atomctl ckpt ls DIR | verify FILE | export FILE [--format safetensors] [-o OUT]\n"
+     "atomctl ckpt ls DIR | verify FILE | export SRC [--format safetensors] [-o OUT]\n"
      "  ls      every checkpoint of DIR: step, layout, size, time, committed or not, latest\n"
      "  verify  checks every checksum of every dataset; exit 1 naming the first bad one\n"
-     "  export  the model weights as safetensors under GPT-2's names (docs/checkpoint-format.md);\n"
-     "          OUT defaults to FILE with the .safetensors ending\n"},
+     "  export  the model as transformers' GPT-2 loads it: model.safetensors under GPT-2's names\n"
+     "          and config.json (docs/model.md). SRC: a checkpoint file, a checkpoint folder (its\n"
+     "          latest) or a latest link. OUT: a folder (made if missing), or FILE.safetensors\n"
+     "          (config.json beside it); default: ckpt-STEP-hf/ beside the checkpoint\n"},
     {"plot", atomctl_cmd_plot, "a PNG of a run's train and validation loss and learning rate",
      "atomctl plot JOB|FILE|DIR [-o OUT.png] [--table] [--socket PATH]\n"
      "  Draws loss (train, and validation where logged) and the learning rate against steps from\n"

@@ -39,5 +39,7 @@ int atomctl_cmd_validate(int argc, char **argv);
 int atomctl_cmd_plan(int argc, char **argv);
 int atomctl_cmd_ckpt(int argc, char **argv);
 int atomctl_cmd_plot(int argc, char **argv);
+/* `atomctl ckpt export SRC [-o OUT]` (atomctl_export.c): an exit code. */
+int atomctl_ckpt_export(const char *src, const char *out);
 
 #endif

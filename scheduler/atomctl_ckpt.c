@@ -1,6 +1,6 @@
 /* scheduler/atomctl_ckpt.c: `atomctl ckpt ls DIR`, `atomctl ckpt verify FILE` and `atomctl ckpt
- * export FILE --format safetensors [-o OUT]`: the checkpoint tools of checkpoints/, which read
- * files without MPI. */
+ * export SRC --format safetensors [-o OUT]` (atomctl_export.c): the checkpoint tools of
+ * checkpoints/, which read files without MPI. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,19 +42,7 @@ int atomctl_cmd_ckpt(int argc, char **argv)
     } else if (!strcmp(action, "export")) {
         if (strcmp(format, "safetensors") != 0)
             return atomctl_usage_error("ckpt", "unknown export format '%s' (known: safetensors)", format);
-        char out_path[4200];
-        if (!output) {
-            /* ckpt-0000000050.h5 -> ckpt-0000000050.safetensors, beside it */
-            snprintf(out_path, sizeof out_path, "%s", path);
-            char *dot = strrchr(out_path, '.'), *slash = strrchr(out_path, '/');
-            if (dot && (!slash || dot > slash))
-                *dot = 0;
-            strncat(out_path, ".safetensors", sizeof out_path - strlen(out_path) - 1);
-            output = out_path;
-        }
-        rc = atom_ckpt_export_safetensors(path, output, stdout, &err);
-        if (rc == 0)
-            printf("wrote %s\n", output);
+        return atomctl_ckpt_export(path, output);
     } else {
         return atomctl_usage_error("ckpt", "unknown action '%s' (ls, verify, export)", action);
     }

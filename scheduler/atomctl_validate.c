@@ -14,7 +14,10 @@ static const char *device_name(atom_device d)
 
 static const char *schedule_name(atom_lr_schedule s)
 {
-    return s == ATOM_LR_LINEAR ? "linear" : s == ATOM_LR_CONSTANT ? "constant" : "cosine";
+    return s == ATOM_LR_LINEAR     ? "linear"
+           : s == ATOM_LR_CONSTANT ? "constant"
+           : s == ATOM_LR_WSD      ? "wsd"
+                                   : "cosine";
 }
 
 /* "124.4M" style: parameter counts read at a glance. */
@@ -52,6 +55,17 @@ static void print_summary(const atom_spec *s, FILE *out)
             schedule_name(s->training.lr_schedule), (long long)s->training.warmup,
             s->training.weight_decay, s->training.grad_clip,
             (unsigned long long)s->training.seed);
+    if (s->training.lr_schedule == ATOM_LR_WSD || s->training.lr_decay_steps) {
+        int64_t horizon = s->training.lr_decay_steps ? s->training.lr_decay_steps
+                                                     : s->training.steps;
+        fprintf(out, "the schedule spans %lld steps", (long long)horizon);
+        if (s->training.lr_schedule == ATOM_LR_WSD)
+            fprintf(out, " with a %s cooldown over its last %lld",
+                    s->training.cooldown_shape == ATOM_COOLDOWN_LINEAR ? "linear" : "1-sqrt",
+                    (long long)(s->training.cooldown_steps ? s->training.cooldown_steps
+                                                           : horizon / 5));
+        fprintf(out, "; ");
+    }
     fprintf(out, "data %s (%s); ", s->data.path,
             s->data.format == ATOM_DATA_UINT16 ? "uint16 tokens" : "bytes");
     if (s->checkpoint.dir[0])
@@ -60,6 +74,11 @@ static void print_summary(const atom_spec *s, FILE *out)
                 s->checkpoint.async ? ", written in the background" : "");
     else
         fprintf(out, "no checkpoints; ");
+    if (s->init.checkpoint[0] || s->init.safetensors[0])
+        fprintf(out, "starting from %s%s (unless checkpoint.dir already holds a checkpoint); ",
+                s->init.checkpoint[0] ? s->init.checkpoint : s->init.safetensors,
+                s->init.checkpoint[0] && s->init.load == ATOM_INIT_WEIGHTS_OPTIMIZER
+                    ? " with its optimizer state" : "");
     fprintf(out, "up to %d restart%s", s->restart.max_restarts,
             s->restart.max_restarts == 1 ? "" : "s");
     if (s->resources.time_limit)

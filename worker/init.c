@@ -10,21 +10,6 @@
 #include "worker/kernels.h"
 #include "worker/model_internal.h"
 
-/* The global row-major index of local element i of parameter p (its hyperslab selection). */
-static int64_t global_index(const atom_param *p, int64_t i)
-{
-    int64_t coord[ATOM_PARAM_MAX_DIMS];
-    for (int k = p->ndim - 1; k >= 0; k--) {
-        int64_t c = i % p->local_shape[k];
-        i /= p->local_shape[k];
-        coord[k] = p->start[k] + (c / p->block[k]) * p->stride[k] + c % p->block[k];
-    }
-    int64_t g = 0;
-    for (int k = 0; k < p->ndim; k++)
-        g = g * p->shape[k] + coord[k];
-    return g;
-}
-
 int atom_model_init_weights(atom_model *m, uint64_t seed, atom_err *err)
 {
     const atom_model_cfg *c = &m->opts.cfg;
@@ -48,7 +33,7 @@ int atom_model_init_weights(atom_model *m, uint64_t seed, atom_err *err)
             case ATOM_P_WPE:
             case ATOM_P_QKVW:
             case ATOM_P_FCW: {
-                int64_t g = global_index(p, i);
+                int64_t g = atom_param_global_index(p, i);
                 /* padded vocabulary rows stay zero */
                 if (id == ATOM_P_WTE && g / p->shape[1] >= c->vocab)
                     v = 0.0f;
@@ -58,7 +43,8 @@ int atom_model_init_weights(atom_model *m, uint64_t seed, atom_err *err)
             }
             case ATOM_P_ATTPROJW:
             case ATOM_P_FCPROJW:
-                v = std_proj * atom_rng_normal(seed, (uint64_t)id, (uint64_t)global_index(p, i));
+                v = std_proj * atom_rng_normal(seed, (uint64_t)id,
+                                               (uint64_t)atom_param_global_index(p, i));
                 break;
             default:
                 v = 0.0f; /* biases and LayerNorm biases */

@@ -1,6 +1,6 @@
 /* worker/model.c: the GPT model's shard on one rank: creation (flat buffers, activations, the
  * data-parallel gradient buckets) and the forward and backward passes of one micro-batch with
- * Megatron tensor parallelism (../shared/reference/gpt-model.md).
+ * Megatron tensor parallelism (docs/model.md).
  *
  * Per layer, the forward all-reduces twice over the tensor group (after the row-parallel
  * attprojw and fcprojw matmuls, before their bias) and the backward twice (after the

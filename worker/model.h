@@ -1,4 +1,4 @@
-/* worker/model.h: the GPT model of ../shared/reference/gpt-model.md as one rank's shard of it:
+/* worker/model.h: the GPT model of docs/model.md as one rank's shard of it:
  * its parameter table, weight initialisation, forward and backward of one micro-batch with
  * Megatron-style tensor parallelism, the gradient norm and the AdamW step.
  *
@@ -85,6 +85,10 @@ typedef struct atom_param_table {
  * Vp must be multiples of tp_size, C a multiple of heads. Needs no model and no memory. */
 int atom_param_table_build(atom_param_table *table, const atom_model_cfg *cfg, int tp_rank,
                            int tp_size, atom_err *err);
+
+/* The global row-major index of local element i of p's shard (through its hyperslab): the
+ * initialisation keys its generator with it, init.safetensors reads the source element by it. */
+int64_t atom_param_global_index(const atom_param *p, int64_t i);
 
 /* ---- the model ------------------------------------------------------------------------ */
 

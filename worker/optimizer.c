@@ -1,5 +1,5 @@
 /* worker/optimizer.c: the global gradient norm and the AdamW step over this rank's shard
- * (../shared/reference/gpt-model.md, "Optimiser").
+ * (docs/model.md, "Optimizer").
  */
 #include <math.h>
 

@@ -124,3 +124,17 @@ int atom_param_table_build(atom_param_table *table, const atom_model_cfg *cfg, i
     table->total = offset;
     return 0;
 }
+
+int64_t atom_param_global_index(const atom_param *p, int64_t i)
+{
+    int64_t coord[ATOM_PARAM_MAX_DIMS];
+    for (int k = p->ndim - 1; k >= 0; k--) {
+        int64_t c = i % p->local_shape[k];
+        i /= p->local_shape[k];
+        coord[k] = p->start[k] + (c / p->block[k]) * p->stride[k] + c % p->block[k];
+    }
+    int64_t g = 0;
+    for (int k = 0; k < p->ndim; k++)
+        g = g * p->shape[k] + coord[k];
+    return g;
+}

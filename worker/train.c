@@ -18,6 +18,7 @@
 #include "checkpoints/checkpoints.h"
 #include "collectives/collectives.h"
 #include "worker/data.h"
+#include "worker/init_source.h"
 #include "worker/model.h"
 
 /* Heartbeats go out at most this often (and on the first and last step), so a fast loop does
@@ -29,21 +30,43 @@
  * which still shows a hang well within the timeout. */
 #define HEARTBEAT_TCP_MAX_INTERVAL_S 10.0
 
-double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t warmup,
-                  int64_t steps, int64_t step)
+atom_lr_cfg atom_lr_cfg_of(const atom_spec *spec)
 {
-    if (step < warmup)
-        return lr * (double)(step + 1) / (double)warmup;
-    if (schedule == ATOM_LR_CONSTANT)
-        return lr;
-    int64_t decay_steps = steps - 1 - warmup;
-    /* A run with no step after warm-up but the last has nothing to decay over. */
-    double progress = decay_steps > 0 ? (double)(step - warmup) / (double)decay_steps : 0.0;
-    if (progress > 1.0)
-        progress = 1.0;
-    double factor = schedule == ATOM_LR_LINEAR ? 1.0 - progress
-                                               : 0.5 * (1.0 + cos(M_PI * progress));
-    return min_lr + factor * (lr - min_lr);
+    atom_lr_cfg c = {spec->training.lr_schedule, spec->training.lr, spec->training.min_lr,
+                     spec->training.warmup, spec->training.lr_decay_steps,
+                     spec->training.cooldown_steps, spec->training.cooldown_shape};
+    if (c.horizon <= 0)
+        c.horizon = spec->training.steps;
+    if (c.cooldown <= 0)
+        c.cooldown = c.horizon / 5; /* the fifth Hagele et al. (2024) found to match cosine */
+    return c;
+}
+
+double atom_lr_at(const atom_lr_cfg *c, int64_t step)
+{
+    if (step < c->warmup)
+        return c->lr * (double)(step + 1) / (double)c->warmup;
+    if (c->schedule == ATOM_LR_CONSTANT)
+        return c->lr;
+    double progress, factor;
+    if (c->schedule == ATOM_LR_WSD) {
+        if (c->cooldown <= 0)
+            return c->lr;
+        /* the step before the cooldown is the last at lr; step horizon-1 the first at min_lr */
+        progress = (double)(step - (c->horizon - c->cooldown - 1)) / (double)c->cooldown;
+    } else {
+        int64_t decay_steps = c->horizon - 1 - c->warmup;
+        /* A run with no step after warm-up but the last has nothing to decay over. */
+        progress = decay_steps > 0 ? (double)(step - c->warmup) / (double)decay_steps : 0.0;
+    }
+    progress = progress < 0.0 ? 0.0 : progress > 1.0 ? 1.0 : progress;
+    if (c->schedule == ATOM_LR_WSD)
+        factor = c->cooldown_shape == ATOM_COOLDOWN_LINEAR ? 1.0 - progress : 1.0 - sqrt(progress);
+    else if (c->schedule == ATOM_LR_LINEAR)
+        factor = 1.0 - progress;
+    else
+        factor = 0.5 * (1.0 + cos(M_PI * progress));
+    return c->min_lr + factor * (c->lr - c->min_lr);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -419,6 +442,34 @@ static int ckpt_restore(ckpt_io *c, int rank, int64_t *step, atom_err *err)
     return 0;
 }
 
+/* With no checkpoint of the job's own restored, the spec's init source (init_source.h): its
+ * weights, with or without its AdamW state, and its step when init.resume_step asks. *step is
+ * left alone when the spec has none. */
+static int ckpt_init_from_source(ckpt_io *c, int rank, int64_t *step, atom_err *err)
+{
+    const atom_spec *spec = &c->plan->spec;
+    if (c->last_step >= 0 || (!spec->init.checkpoint[0] && !spec->init.safetensors[0]))
+        return 0;
+    atom_init_result res;
+    if (atom_init_from_spec(spec, atom_model_table(c->model), c->tensors, MPI_COMM_WORLD, &res,
+                            err) != 0)
+        return -1;
+    const atom_param_table *table = atom_model_table(c->model);
+    for (int b = 1; !res.moments && b < 3; b++)
+        memset(c->host[b], 0, (size_t)table->total * sizeof(float));
+    for (int b = 0; c->staged && b < 3; b++)
+        if (atom_model_upload(c->model, ckpt_buffers[b], c->host[b], err) != 0)
+            return -1;
+    atom_model_set_adam_steps(c->model, res.adam_steps);
+    atom_model_zero_grads(c->model);
+    *step = res.step;
+    if (rank == 0)
+        atom_log(ATOM_LOG_INFO, "initialised from %s (%s%s); training starts after step %lld",
+                 res.source, res.moments ? "weights and optimizer state" : "weights",
+                 spec->init.resume_step ? ", its step" : "", (long long)res.step);
+    return 0;
+}
+
 static void ckpt_close(ckpt_io *c)
 {
     if (c->async)
@@ -617,8 +668,8 @@ static int train_step(trainer *t, int64_t step, float *loss_out, double *norm_ou
         return -1;
     double clip = spec->training.grad_clip;
     float multiplier = clip > 0 && norm > clip ? (float)(clip / norm) : 1.0f;
-    double lr = atom_lr_at(spec->training.lr_schedule, spec->training.lr, spec->training.min_lr,
-                           spec->training.warmup, spec->training.steps, step);
+    atom_lr_cfg schedule = atom_lr_cfg_of(spec);
+    double lr = atom_lr_at(&schedule, step);
     if (atom_model_adamw_step(t->model, (float)lr, (float)spec->training.weight_decay, multiplier,
                               err) != 0)
         return -1;
@@ -646,6 +697,8 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
     if (atom_model_init_weights(t.model, spec->training.seed, err) != 0)
         goto out;
     if (ckpt_restore(&t.ckpt, t.rank, &step, err) != 0)
+        goto out;
+    if (ckpt_init_from_source(&t.ckpt, t.rank, &step, err) != 0)
         goto out;
     result->start_step = step;
     result->first_loss = result->last_loss = NAN;

@@ -25,12 +25,28 @@
 #include "common/common.h"
 #include "worker/backend.h"
 
-/* The learning rate of 0-based `step` of a run of `steps`: linear warm-up from lr/warmup (step 0)
- * to lr (step warmup-1), then, for the cosine and linear schedules, decay from lr to min_lr at
- * the last step (steps-1); the constant schedule stays at lr. Pure, so every rank and a resumed
- * run agree on it. */
-double atom_lr_at(atom_lr_schedule schedule, double lr, double min_lr, int64_t warmup,
-                  int64_t steps, int64_t step);
+/* The learning-rate schedule of training.* (configs/spec-reference.md), laid over `horizon`
+ * steps (training.lr_decay_steps, else training.steps): linear warm-up from lr/warmup (step 0)
+ * to lr (step warmup-1); then
+ *   cosine, linear: decay from lr (step warmup-1 or 0) to min_lr at step horizon-1;
+ *   constant: lr;
+ *   wsd (warmup-stable-decay): lr until step horizon-cooldown-1, then the cooldown down to
+ *     min_lr at step horizon-1, 1 - sqrt(p) or 1 - p of its progress p = (step - (horizon -
+ *     cooldown - 1)) / cooldown;
+ * past the horizon every schedule stays at its last value (so a run extended past it does not
+ * re-stretch the decay). Pure, so every rank and a resumed run agree on it. */
+typedef struct atom_lr_cfg {
+    atom_lr_schedule schedule;
+    double lr, min_lr;
+    int64_t warmup;
+    int64_t horizon;
+    int64_t cooldown;                   /* wsd only */
+    atom_cooldown_shape cooldown_shape; /* wsd only */
+} atom_lr_cfg;
+
+/* The schedule of a spec, its defaults resolved (horizon = steps, cooldown = horizon / 5). */
+atom_lr_cfg atom_lr_cfg_of(const atom_spec *spec);
+double atom_lr_at(const atom_lr_cfg *cfg, int64_t step);
 
 typedef struct atom_train_opts {
     const atom_plan *plan;

@@ -1,5 +1,5 @@
 """bench/worker/torch_gpt.py: the peer atom-bench-worker is compared with: the same GPT-2 model
-(../../shared/reference/gpt-model.md: gpt-tiny, B=8 per rank, T=128) trained with PyTorch's
+(docs/model.md: gpt-tiny, B=8 per rank, T=128) trained with PyTorch's
 AdamW under DistributedDataParallel on gloo, on the same bytes, measured the same way (steps
 after a warm-up, tokens of all ranks per second).
 

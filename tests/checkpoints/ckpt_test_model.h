@@ -1,5 +1,5 @@
 /* tests/checkpoints/ckpt_test_model.h: a tiny GPT model's tensors, sharded as the worker shards
- * them (../shared/reference/gpt-model.md's table), filled with values that depend only on
+ * them (docs/model.md's table), filled with values that depend only on
  * (kind, tensor, global element index, salt), so a shard read back at any layout can be checked
  * element by element, bit for bit. */
 #ifndef ATOM_CKPT_TEST_MODEL_H

@@ -694,6 +694,8 @@ static void test_reference_defaults_match(void **state)
         case SPEC_DEVICE:
         case SPEC_FORMAT:
         case SPEC_SCHEDULE:
+        case SPEC_COOLDOWN:
+        case SPEC_INIT_LOAD:
         case SPEC_PRECISION:
             same =
                 strcmp(lit, atom_spec_enum_name(k->kind, *(const int *)(const void *)field)) == 0;

@@ -49,6 +49,29 @@ static const check_case check_cases[] = {
      "longer than training.steps (10)"},
     {"min_lr > lr", DATA_LINE "training: {lr: 1e-4, min_lr: 1e-3}\n", 2, 30, "training.min_lr",
      "is more than training.lr"},
+    {"wsd cooldown longer than the run",
+     DATA_LINE "training: {steps: 100, warmup: 30, lr_schedule: wsd, cooldown_steps: 80}\n", 2,
+     70, "training.cooldown_steps", "the cooldown (80 steps) is more than the schedule's 100"},
+    {"wsd's default cooldown with a long warm-up",
+     DATA_LINE "training: {steps: 100, warmup: 90, lr_schedule: wsd}\n", 2, 32,
+     "training.warmup", "the cooldown (20 steps)"},
+    {"cooldown without wsd", DATA_LINE "training: {cooldown_steps: 10}\n", 2, 28,
+     "training.cooldown_steps", "applies to lr_schedule wsd only (this spec's is cosine)"},
+    {"horizon shorter than warm-up",
+     DATA_LINE "training: {warmup: 50, lr_decay_steps: 40}\n", 2, 40, "training.lr_decay_steps",
+     "shorter than training.warmup (50 steps)"},
+    {"bad cooldown shape", DATA_LINE "training: {lr_schedule: wsd, cooldown_shape: sqrt}\n", 2, 46,
+     "training.cooldown_shape", "expected one of: 1-sqrt, linear"},
+    {"two init sources", DATA_LINE "init: {checkpoint: /a, safetensors: /b.safetensors}\n", 2,
+     37, "init.safetensors", "both set"},
+    {"optimizer state from safetensors",
+     DATA_LINE "init: {safetensors: /b, load: weights+optimizer}\n", 2, 31, "init.load",
+     "needs init.checkpoint"},
+    {"init from the job's own checkpoint folder",
+     DATA_LINE "checkpoint: {dir: /runs/a}\ninit: {checkpoint: /runs/a/ckpt-0000000010.h5}\n", 3,
+     20, "init.checkpoint", "inside this job's own checkpoint.dir (/runs/a)"},
+    {"resume_step without a checkpoint", DATA_LINE "init: {resume_step: true}\n", 2, 21,
+     "init.resume_step", "needs init.checkpoint"},
     {"checkpoint.every 0 with a dir", DATA_LINE "checkpoint: {dir: /tmp/x, every: 0}\n", 2, 34,
      "checkpoint.every", "at least 1"},
     {"data twice", DATA_LINE "data: {format: uint16}\n", 0, 0, "", ""},
@@ -181,6 +204,23 @@ static void test_data_file_checks(void **state)
     assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
     assert_string_equal(d.items[0].key, "checkpoint.dir");
     atom_diags_free(&d);
+    s.checkpoint.dir[0] = '\0';
+
+    /* init's source must exist at submit; a safetensors source must be a file */
+    snprintf(s.init.checkpoint, sizeof s.init.checkpoint, "%s/no-such-ckpt", dir);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
+    assert_string_equal(d.items[0].key, "init.checkpoint");
+    assert_non_null(strstr(d.items[0].msg, "no-such-ckpt: No such file"));
+    atom_diags_free(&d);
+    s.init.checkpoint[0] = '\0';
+    snprintf(s.init.safetensors, sizeof s.init.safetensors, "%s", dir);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), -1);
+    assert_string_equal(d.items[0].key, "init.safetensors");
+    assert_non_null(strstr(d.items[0].msg, "is not a regular file"));
+    atom_diags_free(&d);
+    snprintf(s.init.safetensors, sizeof s.init.safetensors, "%s", path);
+    assert_int_equal(atom_spec_check_data(&s, "t.yaml", &d), 0);
+    s.init.safetensors[0] = '\0';
 
     if (geteuid() !=
         0) { /* root reads anything: the permission case only means something otherwise */

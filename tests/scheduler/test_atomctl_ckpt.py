@@ -1,7 +1,8 @@
 """tests/scheduler/test_atomctl_ckpt.py: `atomctl ckpt ls | verify | export` as a user runs them,
 on checkpoints a real 2-rank atom-worker run wrote: ls lists the committed steps and latest,
 verify accepts them and names the dataset of a flipped byte, export writes a safetensors file
-whose header holds GPT-2's names and shapes."""
+whose header holds GPT-2's names and shapes and, beside it, the config.json transformers' GPT-2
+reads; a folder, the checkpoint folder itself or `latest` give sane output names."""
 import json
 import os
 import struct
@@ -46,6 +47,35 @@ def main():
     w.check(header["transformer.wte.weight"]["shape"] == [V, C], "wte trimmed to V: %r" % header["transformer.wte.weight"])
     w.check(header["transformer.wpe.weight"]["shape"] == [T, C], "wpe: %r" % header["transformer.wpe.weight"])
     w.check(header["transformer.h.1.attn.c_attn.weight"]["shape"] == [C, 3 * C], "Conv1D layout (in, out)")
+    with open(os.path.join(d, "config.json")) as f:
+        config = json.load(f)
+    L, NH = w.TINY_MODEL["layers"], w.TINY_MODEL["heads"]
+    want = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_layer": L, "n_head": NH,
+            "n_embd": C, "n_positions": T, "n_ctx": T, "vocab_size": V, "layer_norm_epsilon": 1e-5,
+            "activation_function": "gelu_new", "tie_word_embeddings": True}
+    w.check(all(config.get(k) == v for k, v in want.items()),
+            "config.json beside the export: %r" % config)
+    w.check("bos_token_id" not in config, "a bytes model has no GPT-2 <|endoftext|>: %r" % config)
+
+    # A folder as OUT: model.safetensors and config.json inside it, as save_pretrained lays out.
+    hf = os.path.join(d, "exports", "tiny")
+    rc, out, err = ctl("export", latest, "-o", hf)
+    w.check(rc == 0 and sorted(os.listdir(hf)) == ["config.json", "model.safetensors"],
+            "export into a folder: %d %r %r"
+            % (rc, err, os.listdir(hf) if os.path.isdir(hf) else None))
+    w.check(open(os.path.join(hf, "model.safetensors"), "rb").read() ==
+            open(os.path.join(d, "model.safetensors"), "rb").read(), "the same bytes in the folder")
+    # The checkpoint folder, no OUT: its latest, named after the step, beside the checkpoints.
+    rc, out, err = ctl("export", ckpt)
+    step_dir = os.path.join(ckpt, "ckpt-0000000004-hf")
+    w.check(rc == 0 and os.path.isfile(os.path.join(step_dir, "model.safetensors")) and
+            os.path.isfile(os.path.join(step_dir, "config.json")),
+            "export of a checkpoint folder: %d %r %r" % (rc, out, err))
+    rc, out, err = ctl("ls", ckpt)
+    w.check(rc == 0 and len(out.splitlines()) == 3, "the export folder is no checkpoint: %r" % out)
+    rc, out, err = ctl("export", os.path.join(d, "run"))
+    w.check(rc == 1 and "no committed checkpoint" in err,
+            "a folder without checkpoints: %d %r" % (rc, err))
 
     # A flipped byte in the last dataset's data: verify names a dataset and exits 1.
     bad = os.path.join(d, "bad.h5")

@@ -1,5 +1,5 @@
 /* tests/worker/naive_gpt.h: an independent, deliberately simple GPT forward pass in double
- * precision, written from ../shared/reference/gpt-model.md with plain loops: no sgemm, no
+ * precision, written from docs/model.md with plain loops: no sgemm, no
  * fusion, no code shared with worker/. The model tests compare the worker's loss, logits and
  * gradients (through finite differences of this loss) with it.
  */

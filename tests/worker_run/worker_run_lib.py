@@ -34,7 +34,9 @@ def workdir(name):
 
 
 def write_spec(folder, tensor, data, steps, global_batch, micro_batch, lr=3e-3, warmup=5,
-               ckpt_dir="", every=0, async_ckpt=False, seed=7, model=None, precision=None):
+               ckpt_dir="", every=0, async_ckpt=False, seed=7, model=None, precision=None,
+               training=None, init=None):
+    """training: more training keys (a dict); init: the init section's keys (a dict)."""
     model = model or TINY_MODEL
     lines = [
         "name: worker-test",
@@ -63,6 +65,9 @@ def write_spec(folder, tensor, data, steps, global_batch, micro_batch, lr=3e-3, 
     ]
     if precision:
         lines += ["  precision: %s" % precision]
+    lines += ["  %s: %s" % (k, v) for k, v in (training or {}).items()]
+    if init:
+        lines += ["init:"] + ["  %s: %s" % (k, v) for k, v in init.items()]
     if ckpt_dir:
         lines += ["checkpoint:", "  dir: %s" % ckpt_dir, "  every: %d" % every,
                   "  keep: 0", "  async: %s" % ("true" if async_ckpt else "false")]
