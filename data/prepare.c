@@ -77,8 +77,8 @@ static int add_input(file_list *l, const char *path, const char *out_real, int d
     struct stat st;
     if (stat(path, &st) != 0)
         return atom_errf(err, "%s: %s", path, strerror(errno));
-    if (S_ISREG(st.st_mode))
-        return list_add(l, path, (uint64_t)st.st_size, err);
+    if (S_ISREG(st.st_mode)) /* an empty file is no document */
+        return st.st_size ? list_add(l, path, (uint64_t)st.st_size, err) : 0;
     if (!S_ISDIR(st.st_mode))
         return atom_errf(err, "%s is neither a file nor a folder", path);
     if (depth > 64)
@@ -181,8 +181,6 @@ static int encode_files(encode_pool *pool, input_file **files, size_t n_files,
     int rc = 0;
     for (size_t i = 0; i < n_files && !rc; i++) {
         const input_file *f = files[i];
-        if (f->bytes == 0)
-            continue; /* an empty file is no document */
         int fd = open(f->path, O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
             rc = atom_errf(err, "%s: %s", f->path, strerror(errno));

@@ -21,6 +21,8 @@ packages=(
   slurm-wlm
   # tools the tests and benchmarks call
   procps python3 python3-numpy python3-h5py
+  # the tokenizer test: an independent GPT-2 tokenizer (regex) and a multilingual corpus (locales)
+  python3-regex locales
 )
 
 missing=()

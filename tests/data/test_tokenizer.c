@@ -27,7 +27,8 @@ static uint32_t rnd(void)
  * truncated sequence, 0xff). */
 static const char *const fragments[] = {
     " ", "  ", "\t", "\n", "\r\n", "\n\n", "\xc2\xa0", "\xe3\x80\x80", "a", "word", "Word",
-    "'s", "'ll", "'VE", "'", "1", "2026", "\xd9\xa3", "\xe4\xb8\xad\xe6\x96\x87", "\xd0\xb4\xd0\xb0",
+    "'s", "'ll", "'VE", "'", "1", "2026", "\xd9\xa3", "\xe4\xb8\xad\xe6\x96\x87",
+    "\xd0\xb4\xd0\xb0",
     "e\xcc\x81", "\xf0\x9f\x98\x80", "\xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9", "!", "...",
     "\x80", "\xc0\xaf", "\xed\xa0\x80", "\xe4\xb8", "\xff", "\xf4\x90\x80\x80", "\x00",
 };
