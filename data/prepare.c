@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -467,9 +468,14 @@ int data_prepare(const prepare_opts *o, atom_err *err)
         snprintf(stale, sizeof stale, "%s/val.bin.json", o->out_dir);
         unlink(stale);
     }
-    fprintf(p.tty ? stderr : stdout, "encoded %.1f MB in %.2f s (%.1f MB/s, %d thread%s)\n",
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)ru.ru_utime.tv_sec + 1e-6 * (double)ru.ru_utime.tv_usec +
+                 (double)ru.ru_stime.tv_sec + 1e-6 * (double)ru.ru_stime.tv_usec;
+    fprintf(p.tty ? stderr : stdout,
+            "encoded %.1f MB in %.2f s (%.1f MB/s, %d thread%s; %.2f s of CPU)\n",
             total_bytes / 1e6, secs, secs > 0 ? total_bytes / 1e6 / secs : 0.0, pool.threads,
-            pool.threads == 1 ? "" : "s");
+            pool.threads == 1 ? "" : "s", cpu);
     rc = 0;
 done:
     if (out.f) {
