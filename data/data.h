@@ -51,8 +51,8 @@ int atom_tokens_push(atom_tokens *t, uint16_t id, atom_err *err);
 void atom_tokens_free(atom_tokens *t);
 
 /* The first offset at or after `from` where text may be cut: encoding text[0..cut) and
- * text[cut..len) apart gives the ids of the whole (a newline followed by an ASCII character
- * that is neither space nor a letter-joining byte, see the definition). len when there is none. */
+ * text[cut..len) apart gives the ids of the whole (just after a "\n" that has no space character
+ * on either side). len when there is none. */
 size_t atom_text_cut(const unsigned char *text, size_t len, size_t from);
 
 #endif

@@ -65,15 +65,16 @@ int atom_tokenizer_eot(const atom_tokenizer *tok)
 
 const unsigned char *atom_tokenizer_token(const atom_tokenizer *tok, unsigned id, size_t *len)
 {
-    static unsigned char all_bytes[256];
+#define BYTES4(b) b, b + 1, b + 2, b + 3
+#define BYTES16(b) BYTES4(b), BYTES4(b + 4), BYTES4(b + 8), BYTES4(b + 12)
+#define BYTES64(b) BYTES16(b), BYTES16(b + 16), BYTES16(b + 32), BYTES16(b + 48)
+    static const unsigned char all_bytes[256] = {BYTES64(0), BYTES64(64), BYTES64(128),
+                                                 BYTES64(192)};
     if (id >= (unsigned)atom_tokenizer_vocab(tok)) {
         *len = 0;
         return NULL;
     }
     if (tok->kind == TOK_BYTES) {
-        if (all_bytes[255] != 255) /* the same values from any thread: a race writes equals */
-            for (int b = 0; b < 256; b++)
-                all_bytes[b] = (unsigned char)b;
         *len = 1;
         return all_bytes + id;
     }
