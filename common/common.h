@@ -10,6 +10,7 @@
  *   - atomd's TCP transport: host:port, MUNGE credentials, the heartbeat sender over TCP;
  *   - logging;
  *   - private paths: folders and files that must be the caller's alone (private_path.c).
+ *   - the sidecar of a token file (what atom-data prepare recorded about it).
  *
  * May use: libyaml, jansson, libmunge. Nothing here knows MPI, HDF5 or the scheduler.
  */
@@ -424,5 +425,19 @@ int atom_parse_duration(const char *s, int64_t *seconds);
 /* Seconds since the epoch, and a monotonic clock. */
 double atom_now(void);
 double atom_monotonic(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* A token file's sidecar, FILE.json, written by atom-data prepare (data/): what made the file. */
+
+typedef struct atom_token_sidecar {
+    char tokenizer[32]; /* "gpt2", "bytes" */
+    char format[16];    /* data.format: "uint16", "bytes" */
+    int vocab;          /* the tokenizer's vocabulary size */
+    int64_t tokens;     /* the file's token count */
+    int max_id;         /* its largest id; -1 for an empty file */
+} atom_token_sidecar;
+
+/* Reads token_path + ".json": 0 when read, 1 when there is none, -1 with err when it is bad. */
+int atom_token_sidecar_read(const char *token_path, atom_token_sidecar *out, atom_err *err);
 
 #endif

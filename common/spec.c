@@ -37,7 +37,7 @@ void spec_walk_err(spec_walk *w, const yt_node *at, const char *key, const char 
  * writes the name they know is told atom's. */
 static const struct { const char *alias, *dotted; } key_aliases[] = {
     {"learning_rate", "training.lr"},       {"lr_min", "training.min_lr"},
-    {"min_learning_rate", "training.min_lr"}, {"batch_size", "training.global_batch"},
+    {"min_learning_rate", "training.min_lr"}, {"batch_size", "training.micro_batch"},
     {"global_batch_size", "training.global_batch"}, {"micro_batch_size", "training.micro_batch"},
     {"max_steps", "training.steps"},        {"train_steps", "training.steps"},
     {"max_iters", "training.steps"},        {"warmup_steps", "training.warmup"},

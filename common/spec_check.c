@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -266,34 +267,72 @@ int atom_spec_check(const atom_spec *spec, const char *file, atom_diags *diags)
 }
 
 /* Token ids of a uint16 file must be below the vocabulary: a file made with another tokenizer
- * would otherwise fail hours into training, when a sample first reaches a bad id. Only the first
- * MiB is read, so the check stays instant on a corpus of billions of tokens. */
-static void check_token_ids(check_ctx *c, const char *path, int vocab)
+ * would otherwise fail hours into training, when a sample first reaches a bad id. The whole
+ * file is read (at disk speed) unless its sidecar (FILE.json from atom-data prepare) records
+ * the largest id for a file of this size. */
+static void check_token_ids(check_ctx *c, const char *path, int64_t tokens, int vocab)
 {
-    unsigned char buf[1 << 16];
+    atom_token_sidecar side;
+    atom_err err;
+    int found = atom_token_sidecar_read(path, &side, &err);
+    if (found < 0) {
+        fail(c, KEYS("data.path"), "%s (delete it, or make the file again)", err.msg);
+        return;
+    }
+    if (found == 0 && side.tokens == tokens && strcmp(side.format, "uint16") == 0) {
+        if (side.max_id >= vocab)
+            fail(c, KEYS("model.vocab", "data.path", "model.preset"),
+                 "%s holds token ids up to %d (%s.json: tokenizer %s, vocabulary %d), not all "
+                 "below model.vocab (%d)", path, side.max_id, path, side.tokenizer, side.vocab,
+                 vocab);
+        return;
+    }
     FILE *f = fopen(path, "rb");
     if (!f) {
         fail(c, KEYS("data.path"), "%s: %s", path, strerror(errno));
         return;
     }
+    size_t cap = 1 << 20; /* even: every read but the file's last ends on a whole id */
+    unsigned char *buf = malloc(cap);
+    if (!buf) {
+        fclose(f);
+        fail(c, KEYS("data.path"), "%s: out of memory to read it", path);
+        return;
+    }
     long long offset = 0;
     size_t n;
-    while (offset < (1 << 20) && (n = fread(buf, 1, sizeof buf, f)) >= 2) {
+    while ((n = fread(buf, 1, cap, f)) >= 2) {
         for (size_t i = 0; i + 1 < n; i += 2) {
             int id = buf[i] | buf[i + 1] << 8; /* little-endian, as the worker reads it */
             if (id >= vocab) {
                 fail(c, KEYS("model.vocab", "data.path", "model.preset"),
                      "%s: token id %d at byte %lld is not below model.vocab (%d): the file was "
                      "made with a larger vocabulary", path, id, offset + (long long)i, vocab);
+                free(buf);
                 fclose(f);
                 return;
             }
         }
-        offset += (long long)(n & ~(size_t)1);
-        if (n & 1)
-            break; /* an odd read only happens at the end of an odd-sized file */
+        offset += (long long)n;
     }
+    if (ferror(f))
+        fail(c, KEYS("data.path"), "%s: read error at byte %lld", path, offset);
+    free(buf);
     fclose(f);
+}
+
+/* A sidecar that names another format: a gpt2 file read as bytes (or the reverse) trains on
+ * garbage without any id out of range. -1 when it does (the ids then say nothing). */
+static int check_sidecar_format(check_ctx *c, const char *path, const char *format)
+{
+    atom_token_sidecar side;
+    atom_err err;
+    if (atom_token_sidecar_read(path, &side, &err) != 0 || strcmp(side.format, format) == 0)
+        return 0;
+    fail(c, KEYS("data.format", "data.path"),
+         "%s was made by the %s tokenizer for data.format: %s (%s.json), not %s", path,
+         side.tokenizer, side.format, path, format);
+    return -1;
 }
 
 int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *diags)
@@ -320,8 +359,9 @@ int atom_spec_check_data(const atom_spec *spec, const char *file, atom_diags *di
             fail(&c, KEYS("data.path"),
                  "%s holds %lld tokens; one sample is model.context + 1 = %d tokens, so the file "
                  "must hold more than that", path, (long long)tokens, spec->model.context + 1);
-        else if (spec->data.format == ATOM_DATA_UINT16)
-            check_token_ids(&c, path, spec->model.vocab);
+        else if (!check_sidecar_format(&c, path, width == 2 ? "uint16" : "bytes") &&
+                 spec->data.format == ATOM_DATA_UINT16)
+            check_token_ids(&c, path, tokens, spec->model.vocab);
     }
     /* init's source must be there now: a typo would otherwise fail the job once it runs. */
     if (spec->init.checkpoint[0] && stat(spec->init.checkpoint, &st) != 0)

@@ -23,6 +23,8 @@ packages=(
   procps python3 python3-numpy python3-h5py
   # atomctl plot draws its PNG with gnuplot
   gnuplot-nox
+  # the tokenizer test: an independent GPT-2 tokenizer (regex) and a multilingual corpus (locales)
+  python3-regex locales
 )
 
 missing=()

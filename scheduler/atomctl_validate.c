@@ -106,16 +106,12 @@ int atomctl_cmd_validate(int argc, char **argv)
     for (int i = optind; i < argc; i++) {
         atom_spec spec;
         atom_diags diags = {0};
-        if (atom_spec_load(argv[i], &spec, &diags) == 0 && diags.count == 0) {
+        /* The data file is part of the job: missing, unreadable or holding ids beyond the
+         * model's vocabulary, the job cannot run (submit and run refuse it too). */
+        if (atom_spec_load(argv[i], &spec, &diags) == 0 && diags.count == 0 &&
+            atom_spec_check_data(&spec, argv[i], &diags) == 0) {
             printf("%s: ok\n", argv[i]);
             print_summary(&spec, stdout);
-            /* The data may live on a cluster's file system that this machine does not see:
-             * here a warning; submit and run refuse the job. */
-            if (atom_spec_check_data(&spec, argv[i], &diags) != 0) {
-                fprintf(stderr, "warning: the job cannot start from this machine "
-                        "(atomctl submit and run refuse it):\n");
-                atom_diags_print(&diags, stderr);
-            }
         } else {
             atom_diags_print(&diags, stderr);
             fprintf(stderr, "%s: %d error%s\n", argv[i], diags.count, diags.count == 1 ? "" : "s");

@@ -233,6 +233,8 @@ static const bad_case bad_cases[] = {
      "did you mean 'training.lr' (it belongs under training)?"},
     {"another tool's name", DATA_LINE "training: {learning_rate: 3e-4}\n", 0, 2, 12,
      "training.learning_rate", "did you mean 'training.lr'?"},
+    {"nanoGPT's batch_size (per GPU)", DATA_LINE "training: {batch_size: 12}\n", 0, 2, 12,
+     "training.batch_size", "did you mean 'training.micro_batch'?"},
     {"misspelt section", DATA_LINE "trainig: {steps: 5}\n", 0, 2, 1, "trainig",
      "did you mean 'training'?"},
     {"exponent for an integer", DATA_LINE "training: {steps: 1e3}\n", 0, 2, 19, "training.steps",

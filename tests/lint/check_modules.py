@@ -9,13 +9,15 @@ import sys
 # module -> (modules it may use, outside headers it may include)
 MODULES = {
     "common":      (set(),                                      {"yaml.h", "jansson.h", "munge.h"}),
+    "data":        ({"common"},                                 {"jansson.h"}),
     "collectives": (set(),                                      {"mpi.h", "nccl.h", "cuda_runtime.h", "cuda_runtime_api.h", "cuda_bf16.h"}),
     "checkpoints": (set(),                                      {"mpi.h", "hdf5.h"}),
-    "worker":      ({"common", "collectives", "checkpoints"},   {"mpi.h", "cblas.h", "oneapi/dnnl/dnnl.h", "omp.h", "cuda_runtime.h", "cublas_v2.h", "cublasLt.h", "cuda_bf16.h"}),
-    "scheduler":   ({"common", "checkpoints"},                  {"sqlite3.h", "jansson.h", "yaml.h"}),
+    "worker":      ({"common", "data", "collectives", "checkpoints"},   {"mpi.h", "cblas.h", "oneapi/dnnl/dnnl.h", "omp.h", "cuda_runtime.h", "cublas_v2.h", "cublasLt.h", "cuda_bf16.h"}),
+    "scheduler":   ({"common", "data", "checkpoints"},                  {"sqlite3.h", "jansson.h", "yaml.h"}),
 }
 PUBLIC = {
     "common": "common.h",
+    "data": "data.h",
     "collectives": "collectives.h",
     "checkpoints": "checkpoints.h",
 }
