@@ -36,6 +36,10 @@ int atom_tokenizer_eot(const atom_tokenizer *tok);
 /* The bytes of token `id` (NULL with *len 0 for an id outside the vocabulary). <|endoftext|>
  * decodes to its own spelling. */
 const unsigned char *atom_tokenizer_token(const atom_tokenizer *tok, unsigned id, size_t *len);
+/* Writes into dir the files transformers' GPT2Tokenizer reads (vocab.json, merges.txt,
+ * tokenizer_config.json with model_max_length = context, special_tokens_map.json): GPT-2's own
+ * files, spelled as data/gpt2/ spells them. Only for gpt2 (an error names any other). */
+int atom_tokenizer_write_hf(const atom_tokenizer *tok, const char *dir, int context, atom_err *err);
 /* The Unicode version of the letter, number and space classes GPT-2's pre-tokenizer uses. */
 const char *atom_tokenizer_unicode_version(void);
 

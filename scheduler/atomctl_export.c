@@ -17,6 +17,7 @@
 
 #include "checkpoints/checkpoints.h"
 #include "common/common.h"
+#include "data/data.h"
 #include "scheduler/atomctl.h"
 
 /* GPT-2's <|endoftext|>, its only special token: bos and eos of GPT-2's config. */
@@ -182,15 +183,18 @@ static int write_config(const char *dir, const atom_spec *spec, const atom_ckpt_
 }
 
 /* The tokenizer's files (vocab.json, merges.txt, ...) that transformers' GPT2Tokenizer reads,
- * written into the export's folder for the tokenizer the job trained with (spec->data.format:
- * bytes, or uint16 with GPT-2's BPE). atom does not ship a tokenizer yet: nothing is written,
- * and the folder loads as a model; this is where they go once it does. */
+ * written into the export's folder for the tokenizer the job trained with: GPT-2's BPE for a
+ * uint16 model of GPT-2's 50,257 ids (what atom-data prepare --tokenizer gpt2 makes). A bytes
+ * model has no tokenizer transformers knows: its folder loads as a model, ids are bytes. */
 static int write_tokenizer_files(const char *dir, const atom_spec *spec, atom_err *err)
 {
-    (void)dir;
-    (void)spec;
-    (void)err;
-    return 0;
+    if (spec->data.format != ATOM_DATA_UINT16 || spec->model.vocab != 50257)
+        return 0;
+    atom_tokenizer *tok = NULL;
+    int rc = atom_tokenizer_open("gpt2", &tok, err);
+    rc = rc ? rc : atom_tokenizer_write_hf(tok, dir, spec->model.context, err);
+    atom_tokenizer_close(tok);
+    return rc;
 }
 
 int atomctl_ckpt_export(const char *src, const char *out)
