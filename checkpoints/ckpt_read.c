@@ -841,13 +841,14 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
     return rc;
 }
 
-int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
-                          int ntensors, atom_ckpt_meta *meta, char *loaded_path,
-                          size_t loaded_path_size, atom_ckpt_err *err) {
+int atom_ckpt_restore_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                             int ntensors, atom_ckpt_meta *meta, atom_ckpt_restore *info,
+                             atom_ckpt_err *err) {
     int rank, rc = 0, ncand = 0;
     MPI_Comm_rank(comm, &rank);
+    memset(info, 0, sizeof *info);
+    info->skipped_step = -1;
     int64_t *cand = NULL;
-    atom_ckpt_err first_err = {""};
     if (rank == 0) {
         int64_t *steps, latest;
         int n;
@@ -889,20 +890,30 @@ int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tens
         ckpt_file_name(path, sizeof path, dir, cand[i], false);
         atom_ckpt_err e;
         if (atom_ckpt_load(path, comm, tensors, ntensors, meta, true, &e) == 0) {
-            if (loaded_path) {
-                snprintf(loaded_path, loaded_path_size, "%s", path);
-            }
+            snprintf(info->path, sizeof info->path, "%s", path);
             if (err) {
-                *err = first_err; /* why newer ones were skipped, "" when none was */
+                *err = info->why; /* why newer ones were skipped, "" when none was */
             }
             free(cand);
             return 0;
         }
-        if (!first_err.msg[0]) {
-            first_err = e;
+        if (info->skipped++ == 0) {
+            info->skipped_step = cand[i];
+            info->why = e;
         }
     }
     free(cand);
     return ckpt_errf(err, "no committed checkpoint in %s could be loaded; the newest failed: %s",
-                     dir, first_err.msg);
+                     dir, info->why.msg);
+}
+
+int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                          int ntensors, atom_ckpt_meta *meta, char *loaded_path,
+                          size_t loaded_path_size, atom_ckpt_err *err) {
+    atom_ckpt_restore info;
+    int rc = atom_ckpt_restore_latest(dir, comm, tensors, ntensors, meta, &info, err);
+    if (rc == 0 && loaded_path) {
+        snprintf(loaded_path, loaded_path_size, "%s", info.path);
+    }
+    return rc;
 }
