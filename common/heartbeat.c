@@ -134,7 +134,6 @@ static int heartbeat_from_root(json_t *root, atom_heartbeat *hb, atom_err *err)
     if (present != 0 && present != 3)
         return atom_errf(err, "heartbeat: ckpt_skipped, ckpt_skipped_step and ckpt_skipped_why "
                          "come together (got %d of 3)", present);
-    hb->ckpt_skipped_step = -1;
     if (present == 3) {
         if (atom_json_get_int(root, "ckpt_skipped", 1, 1 << 30, &hb->ckpt_skipped, "heartbeat: ",
                               err) ||
