@@ -7,9 +7,10 @@
  * The progress fields (loss, tokens_per_s, last_checkpoint_step) are sent by rank 0 only, all
  * three or none; so are, once its restore fell back past checkpoints that failed to load,
  * "ckpt_skipped" (how many), "ckpt_skipped_step" (the newest) and "ckpt_skipped_why" (its
- * error, printable ASCII: it reaches `atomctl show` and the metrics' readers); they sit at the top level so that a reader can pick "loss" without nesting. A loss that is not a finite number (a diverged run) is sent
- * as null, since JSON has no NaN, and read back as NaN. atomd trusts nothing it reads: every field
- * is checked for type and range.
+ * error, printable ASCII: it reaches `atomctl show` and the metrics' readers). They sit at the
+ * top level so that a reader can pick "loss" without nesting. A loss that is not a finite
+ * number (a diverged run) is sent as null, since JSON has no NaN, and read back as NaN. atomd
+ * trusts nothing it reads: every field is checked for type and range.
  */
 #include "common/json_get.h"
 

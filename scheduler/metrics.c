@@ -161,7 +161,7 @@ char *atomd_metrics_text(atomd *d)
         {"atom_job_checkpoint_age_seconds",
          "Seconds since atomd heard of the last committed checkpoint (since the attempt started when none)"},
         {"atom_job_checkpoints_skipped",
-         "Newer checkpoints the attempt's restore skipped because they failed to load (see atomctl show)"},
+         "Newer checkpoints the attempt's restore skipped as unloadable (atomctl show says why)"},
     };
     double now = atomd_now(d);
     for (int k = 0; k < 6; k++) {
@@ -181,7 +181,8 @@ char *atomd_metrics_text(atomd *d)
                        : k == 2 ? (double)(job->attempts > 1 ? job->attempts - 1 : 0)
                        : k == 3 ? (double)(p->step - (p->last_checkpoint >= 0 ? p->last_checkpoint : 0))
                        : k == 4 ? now - since
-                                : (double)(p->ckpt_skipped_attempt == job->cur.n ? p->ckpt_skipped : 0);
+                       : p->ckpt_skipped_attempt == job->cur.n ? (double)p->ckpt_skipped
+                                                               : 0.0;
             job_metric(f, job, per_job[k][0], v);
         }
     }

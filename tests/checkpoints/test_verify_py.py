@@ -44,7 +44,7 @@ with h5py.File(hidden, "r+") as f:
     rows = ds.attrs["crc32c_slabs"].copy()
     if len(rows) < 2:
         sys.exit(f"/param/qkvw has {len(rows)} checksum rows, 2 or more expected")
-    g = int(rows[1][1]) * ds.shape[1] * ds.shape[2] + int(rows[1][2]) * ds.shape[2] + int(rows[1][3])
+    g = (int(rows[1][1]) * ds.shape[1] + int(rows[1][2])) * ds.shape[2] + int(rows[1][3])
     offset = ds.id.get_offset() + 4 * g
     rows[1] = rows[0]
     ds.attrs["crc32c_slabs"] = rows
