@@ -196,6 +196,20 @@ int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tens
                           int ntensors, atom_ckpt_meta *meta, char *loaded_path,
                           size_t loaded_path_size, atom_ckpt_err *err);
 
+/* What a restore did, for the caller to tell its user: a fallback past corrupt checkpoints
+ * must not go unnoticed (the steps after the loaded one are trained again). */
+typedef struct atom_ckpt_restore {
+    char path[4096];         /* the file loaded ("" when none was) */
+    int skipped;             /* committed checkpoints newer than it that failed to load */
+    int64_t skipped_step;    /* the newest of them (-1: none) */
+    atom_ckpt_err why;       /* why that one failed, naming its file ("" when none) */
+} atom_ckpt_restore;
+
+/* atom_ckpt_load_latest, filling *info (never NULL) with what it loaded and skipped. */
+int atom_ckpt_restore_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                             int ntensors, atom_ckpt_meta *meta, atom_ckpt_restore *info,
+                             atom_ckpt_err *err);
+
 /* ---- tools (`atomctl ckpt ...`): plain library calls, no MPI needed (MPI_Init not called;
  * files are opened with HDF5's default sec2 driver). They print only into `out` (may be NULL). */
 

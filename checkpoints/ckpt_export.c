@@ -226,8 +226,16 @@ int atom_ckpt_export_safetensors(const char *path, const char *out_path, FILE *o
     model_shape m = {0, 0, 0, 0, 0};
     export_item *items = NULL;
     int n = 0, rc = ckpt_read_meta(file, &meta, err);
+    /* The weights a corrupt file holds are not exported: every checksum of /param (what is
+     * written out) is checked first, and the rows must tile each dataset. */
     if (rc == 0) {
         atom_ckpt_meta_free(&meta);
+        atom_ckpt_err why = {""};
+        if (ckpt_verify_open(file, path, 1, 0, 1, H5P_DEFAULT, NULL, &why) != 0) {
+            rc = ckpt_errf(err, "refusing to export %s: %s", path, why.msg);
+        }
+    }
+    if (rc == 0) {
         rc = read_shape(file, meta.vocab, &m, err);
     }
     if (rc == 0 && build_items(&m, &items, &n) != 0) {

@@ -181,11 +181,13 @@ int ckpt_ensure_dir(const char *dir, MPI_Comm comm, atom_ckpt_err *err);
 void ckpt_meta_defaults(atom_ckpt_meta *meta, atom_ckpt_group group);
 
 /* ---- reading ---- */
-/* Checks every checksum of an open file. Slab k (counted over all datasets in name order) is
- * checked by the rank with k % nranks == rank. out (may be NULL) gets one line per dataset when
- * nranks == 1. Local: the caller makes the ranks agree. */
-int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t dxpl, FILE *out,
-                     atom_ckpt_err *err);
+/* Checks that every dataset's checksum rows tile it and every checksum matches, in an open
+ * file: the first `kinds` groups of ckpt_kind_names (1: /param only, CKPT_KINDS: all). Slab k
+ * (counted over all datasets in name order) is checked by the rank with k % nranks == rank.
+ * out (may be NULL) gets one line per dataset when nranks == 1. Local: the caller makes the
+ * ranks agree. */
+int ckpt_verify_open(hid_t file, const char *path, int kinds, int rank, int nranks, hid_t dxpl,
+                     FILE *out, atom_ckpt_err *err);
 /* Reads root attributes into meta (spec_json malloc'ed). */
 int ckpt_read_meta(hid_t file, atom_ckpt_meta *meta, atom_ckpt_err *err);
 

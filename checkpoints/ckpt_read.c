@@ -7,6 +7,7 @@
 #include "checkpoints/ckpt_internal.h"
 
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -106,9 +107,161 @@ static void format_slab(char *buf, size_t size, const uint64_t *row, int nd) {
     }
 }
 
+/* ---- the checksum rows must tile the dataset ----
+ * docs/checkpoint-format.md promises that a dataset's slabs do not overlap and together cover it
+ * exactly once. Checking only their total let a row copied over its neighbour hide a flipped
+ * byte in the neighbour's elements, which no row covered any more. The rows come from the file:
+ * every size below is computed with checked arithmetic, so a crafted value cannot wrap. */
+
+/* One row as checked: its elements, and the row-major indices of its first and last element. */
+typedef struct slab_span {
+    const uint64_t *row;
+    uint64_t first, last;
+} slab_span;
+
+/* The distance between a dimension's blocks (count 1: the block itself, so that a stride the
+ * writer had no reason to set is never used). */
+static uint64_t dim_step(uint64_t count, uint64_t stride, uint64_t block) {
+    return count > 1 ? stride : block;
+}
+
+/* Checks row's pattern along every dimension against dims: blocks of at least one index that do
+ * not overlap one another (stride >= block), the last ending inside the dimension. Fills its
+ * element count and first and last linear index (mult[d]: elements per index of dimension d). */
+static bool slab_inside(const uint64_t *row, int nd, const hsize_t *dims, const uint64_t *mult,
+                        slab_span *span, uint64_t *elems) {
+    uint64_t n = 1, first = 0, last = 0;
+    for (int d = 0; d < nd; d++) {
+        uint64_t st = row[1 + d], sr = row[1 + nd + d], ct = row[1 + 2 * nd + d],
+                 bl = row[1 + 3 * nd + d], reach, end, blocks;
+        if (ct < 1 || bl < 1 || (ct > 1 && sr < bl) ||
+            __builtin_mul_overflow(ct - 1, dim_step(ct, sr, bl), &reach) ||
+            __builtin_add_overflow(reach, bl, &reach) || __builtin_add_overflow(st, reach, &end) ||
+            end > dims[d] || __builtin_mul_overflow(ct, bl, &blocks) ||
+            __builtin_mul_overflow(n, blocks, &n)) {
+            return false;
+        }
+        first += st * mult[d]; /* no wrap: both sums stay below the dataset's element count */
+        last += (end - 1) * mult[d];
+    }
+    span->row = row;
+    span->first = first;
+    span->last = last;
+    *elems = n;
+    return true;
+}
+
+/* Whether two one-dimensional patterns (start, stride, count, block) share an index. Walks the
+ * blocks of the one with fewer blocks, from the first that reaches the other's span, asking of
+ * each in O(1) whether the other has an index inside it. */
+static bool dims_meet(const uint64_t *a, const uint64_t *b) {
+    if (a[2] > b[2]) {
+        const uint64_t *t = a;
+        a = b;
+        b = t;
+    }
+    uint64_t a_step = dim_step(a[2], a[1], a[3]), b_step = dim_step(b[2], b[1], b[3]);
+    uint64_t b_end = b[0] + (b[2] - 1) * b_step + b[3]; /* no wrap: checked by slab_inside */
+    uint64_t c = a[0] + a[3] > b[0] ? 0 : (b[0] - a[0] - a[3]) / a_step + 1;
+    for (; c < a[2]; c++) {
+        uint64_t x = a[0] + c * a_step; /* this block of a is [x, x + a[3]) */
+        if (x >= b_end) {
+            return false;
+        }
+        uint64_t y = x > b[0] ? x : b[0], rel = y - b[0], e = rel / b_step;
+        if (rel % b_step < b[3]) {
+            return true; /* y, in block e of b */
+        }
+        if (e + 1 < b[2] && b[0] + (e + 1) * b_step < x + a[3]) {
+            return true; /* the next block of b starts inside this block of a */
+        }
+    }
+    return false;
+}
+
+/* Two hyperslabs share an element when their patterns meet along every dimension. */
+static bool slabs_meet(const uint64_t *x, const uint64_t *y, int nd) {
+    for (int d = 0; d < nd; d++) {
+        uint64_t a[4] = {x[1 + d], x[1 + nd + d], x[1 + 2 * nd + d], x[1 + 3 * nd + d]};
+        uint64_t b[4] = {y[1 + d], y[1 + nd + d], y[1 + 2 * nd + d], y[1 + 3 * nd + d]};
+        if (!dims_meet(a, b)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int cmp_span(const void *a, const void *b) {
+    const slab_span *x = a, *y = b;
+    if (x->first != y->first) {
+        return x->first < y->first ? -1 : 1;
+    }
+    return x->last < y->last ? -1 : x->last > y->last;
+}
+
+/* The rows of dataset dname (shape dims) tile it: each lies inside it, no two share an element
+ * (sorted by their first element, each is compared with those that start before it ends), and
+ * their elements add up to the dataset's, so that none is left out. */
+static int check_tiling(const char *dname, int nd, const hsize_t *dims, const uint64_t *rows,
+                        hsize_t nslabs, atom_ckpt_err *err) {
+    uint64_t mult[ATOM_CKPT_MAX_DIMS], total = 1, bytes;
+    for (int d = nd - 1; d >= 0; d--) {
+        mult[d] = total;
+        if (__builtin_mul_overflow(total, (uint64_t)dims[d], &total)) {
+            total = UINT64_MAX;
+            break;
+        }
+    }
+    if (total == UINT64_MAX || __builtin_mul_overflow(total, sizeof(float), &bytes) ||
+        bytes > INT64_MAX) {
+        return ckpt_errf(err, "dataset %s: its shape holds more floats than a file can", dname);
+    }
+    const int width = 1 + 4 * nd;
+    slab_span *spans = malloc(sizeof *spans * (size_t)(nslabs ? nslabs : 1));
+    if (!spans) {
+        return ckpt_errf(err, "dataset %s: out of memory for %llu checksum rows", dname,
+                         (unsigned long long)nslabs);
+    }
+    uint64_t covered = 0;
+    char slab[256], other[256];
+    for (hsize_t s = 0; s < nslabs; s++) {
+        uint64_t n;
+        if (!slab_inside(rows + s * width, nd, dims, mult, &spans[s], &n)) {
+            format_slab(slab, sizeof slab, rows + s * width, nd);
+            free(spans);
+            return ckpt_errf(err, "dataset %s: hyperslab %s lies outside the dataset", dname,
+                             slab);
+        }
+        if (__builtin_add_overflow(covered, n, &covered)) {
+            covered = UINT64_MAX; /* more than the dataset: said below, after any overlap */
+        }
+    }
+    qsort(spans, (size_t)nslabs, sizeof *spans, cmp_span);
+    for (hsize_t i = 0; i < nslabs; i++) {
+        for (hsize_t j = i + 1; j < nslabs && spans[j].first <= spans[i].last; j++) {
+            if (slabs_meet(spans[i].row, spans[j].row, nd)) {
+                format_slab(slab, sizeof slab, spans[i].row, nd);
+                format_slab(other, sizeof other, spans[j].row, nd);
+                free(spans);
+                return ckpt_errf(err,
+                                 "dataset %s: checksummed hyperslabs %s and %s overlap (each "
+                                 "element must be checksummed exactly once)",
+                                 dname, slab, other);
+            }
+        }
+    }
+    free(spans);
+    if (covered != total) {
+        return ckpt_errf(err,
+                         "dataset %s: its checksummed hyperslabs hold %llu elements of %llu "
+                         "(the others are not checksummed)",
+                         dname, (unsigned long long)covered, (unsigned long long)total);
+    }
+    return 0;
+}
+
 /* Reads a dataset's checksum rows ([crc, start.., stride.., count.., block..] per slab, width
- * 1 + 4 nd) into *rows (malloc'ed) and checks that each is a hyperslab inside the dataset and
- * that together they hold as many elements as the dataset. */
+ * 1 + 4 nd) into *rows (malloc'ed) and checks that they tile the dataset (check_tiling). */
 static int read_crc_rows(hid_t ds, const char *dname, int nd, const hsize_t *dims,
                          uint64_t **rows_out, hsize_t *nslabs, atom_ckpt_err *err) {
     hid_t attr = H5Aopen(ds, CKPT_CRC_ATTR, H5P_DEFAULT);
@@ -121,45 +274,28 @@ static int read_crc_rows(hid_t ds, const char *dname, int nd, const hsize_t *dim
     H5Sget_simple_extent_dims(aspace, adims, NULL);
     H5Sclose(aspace);
     int width = 1 + 4 * nd;
+    size_t bytes;
     if (arank != 2 || adims[1] != (hsize_t)width) {
         H5Aclose(attr);
         return ckpt_errf(err, "dataset %s: %s attribute is not (slabs, %d)", dname, CKPT_CRC_ATTR,
                          width);
     }
-    uint64_t *rows = malloc(sizeof(uint64_t) * (size_t)(adims[0] ? adims[0] : 1) * width);
+    if (__builtin_mul_overflow((size_t)(adims[0] ? adims[0] : 1), sizeof(uint64_t) * width,
+                               &bytes)) {
+        H5Aclose(attr);
+        return ckpt_errf(err, "dataset %s: %llu checksum rows, more than memory holds", dname,
+                         (unsigned long long)adims[0]);
+    }
+    uint64_t *rows = malloc(bytes);
     if (!rows || H5Aread(attr, H5T_NATIVE_UINT64, rows) < 0) {
         H5Aclose(attr);
         free(rows);
         return ckpt_h5_errf(err, "dataset %s: cannot read its checksums", dname);
     }
     H5Aclose(attr);
-    int64_t total = 1, covered = 0;
-    for (int d = 0; d < nd; d++) {
-        total *= (int64_t)dims[d];
-    }
-    for (hsize_t s = 0; s < adims[0]; s++) {
-        const uint64_t *row = rows + s * width;
-        int64_t n = 1;
-        for (int d = 0; d < nd; d++) {
-            uint64_t st = row[1 + d], sr = row[1 + nd + d], ct = row[1 + 2 * nd + d],
-                     bl = row[1 + 3 * nd + d];
-            if (ct < 1 || bl < 1 || bl > dims[d] || ct > dims[d] ||
-                (ct > 1 && (sr < bl || sr > dims[d])) ||
-                st + (ct - 1) * (ct > 1 ? sr : 0) + bl > dims[d]) {
-                char slab[256];
-                format_slab(slab, sizeof slab, row, nd);
-                free(rows);
-                return ckpt_errf(err, "dataset %s: hyperslab %s lies outside the dataset", dname,
-                                 slab);
-            }
-            n *= (int64_t)(ct * bl);
-        }
-        covered += n;
-    }
-    if (covered != total) {
+    if (check_tiling(dname, nd, dims, rows, adims[0], err) != 0) {
         free(rows);
-        return ckpt_errf(err, "dataset %s: its checksummed hyperslabs hold %lld elements of %lld",
-                         dname, (long long)covered, (long long)total);
+        return -1;
     }
     *rows_out = rows;
     *nslabs = adims[0];
@@ -249,13 +385,13 @@ static int verify_dataset(hid_t ds, const char *dname, int rank, int nranks, hid
     return rc;
 }
 
-int ckpt_verify_open(hid_t file, const char *path, int rank, int nranks, hid_t dxpl, FILE *out,
-                     atom_ckpt_err *err) {
+int ckpt_verify_open(hid_t file, const char *path, int kinds, int rank, int nranks, hid_t dxpl,
+                     FILE *out, atom_ckpt_err *err) {
     int64_t k = 0, buf_cap = 0;
     float *buf = NULL;
     int rc = 0, datasets = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC); /* for read-ahead hints only */
-    for (int kind = 0; kind < CKPT_KINDS && rc == 0; kind++) {
+    for (int kind = 0; kind < kinds && kind < CKPT_KINDS && rc == 0; kind++) {
         hid_t group = H5Gopen2(file, ckpt_kind_names[kind], H5P_DEFAULT);
         if (group < 0) {
             rc = ckpt_h5_errf(err, "%s has no group /%s: not an atom checkpoint", path,
@@ -705,13 +841,14 @@ int atom_ckpt_load(const char *path, MPI_Comm comm, atom_ckpt_tensor *tensors, i
     return rc;
 }
 
-int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
-                          int ntensors, atom_ckpt_meta *meta, char *loaded_path,
-                          size_t loaded_path_size, atom_ckpt_err *err) {
+int atom_ckpt_restore_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                             int ntensors, atom_ckpt_meta *meta, atom_ckpt_restore *info,
+                             atom_ckpt_err *err) {
     int rank, rc = 0, ncand = 0;
     MPI_Comm_rank(comm, &rank);
+    memset(info, 0, sizeof *info);
+    info->skipped_step = -1;
     int64_t *cand = NULL;
-    atom_ckpt_err first_err = {""};
     if (rank == 0) {
         int64_t *steps, latest;
         int n;
@@ -753,20 +890,30 @@ int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tens
         ckpt_file_name(path, sizeof path, dir, cand[i], false);
         atom_ckpt_err e;
         if (atom_ckpt_load(path, comm, tensors, ntensors, meta, true, &e) == 0) {
-            if (loaded_path) {
-                snprintf(loaded_path, loaded_path_size, "%s", path);
-            }
+            snprintf(info->path, sizeof info->path, "%s", path);
             if (err) {
-                *err = first_err; /* why newer ones were skipped, "" when none was */
+                *err = info->why; /* why newer ones were skipped, "" when none was */
             }
             free(cand);
             return 0;
         }
-        if (!first_err.msg[0]) {
-            first_err = e;
+        if (info->skipped++ == 0) {
+            info->skipped_step = cand[i];
+            info->why = e;
         }
     }
     free(cand);
     return ckpt_errf(err, "no committed checkpoint in %s could be loaded; the newest failed: %s",
-                     dir, first_err.msg);
+                     dir, info->why.msg);
+}
+
+int atom_ckpt_load_latest(const char *dir, MPI_Comm comm, atom_ckpt_tensor *tensors,
+                          int ntensors, atom_ckpt_meta *meta, char *loaded_path,
+                          size_t loaded_path_size, atom_ckpt_err *err) {
+    atom_ckpt_restore info;
+    int rc = atom_ckpt_restore_latest(dir, comm, tensors, ntensors, meta, &info, err);
+    if (rc == 0 && loaded_path) {
+        snprintf(loaded_path, loaded_path_size, "%s", info.path);
+    }
+    return rc;
 }

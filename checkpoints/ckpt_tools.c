@@ -148,7 +148,7 @@ int atom_ckpt_verify(const char *path, FILE *out, atom_ckpt_err *err) {
         }
         return -1;
     }
-    int rc = ckpt_verify_open(file, path, 0, 1, H5P_DEFAULT, out, err);
+    int rc = ckpt_verify_open(file, path, CKPT_KINDS, 0, 1, H5P_DEFAULT, out, err);
     if (rc == 0) {
         atom_ckpt_meta meta;
         rc = ckpt_read_meta(file, &meta, err);

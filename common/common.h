@@ -331,6 +331,7 @@ int atom_plan_from_slurm(const atom_spec *spec, const atom_slurm_env *env, atom_
 /* Heartbeat: one JSON object per message, sent by every rank.                                 */
 
 #define ATOM_HB_GROUPS 3 /* world, tensor, data */
+#define ATOM_HB_WHY_MAX 512 /* a skipped checkpoint's reason, with its NUL */
 
 typedef struct atom_heartbeat {
     char job_id[ATOM_NAME_MAX];
@@ -345,6 +346,11 @@ typedef struct atom_heartbeat {
     bool has_progress;
     double loss, tokens_per_s;
     int64_t last_checkpoint_step;       /* -1: none yet */
+    /* rank 0 only, when its restore fell back past newer checkpoints that failed to load:
+     * how many, the newest one's step and why it failed (printable ASCII). 0: none skipped. */
+    int ckpt_skipped;
+    int64_t ckpt_skipped_step;
+    char ckpt_skipped_why[ATOM_HB_WHY_MAX];
 } atom_heartbeat;
 
 char *atom_heartbeat_to_json(const atom_heartbeat *hb);

@@ -5,14 +5,18 @@
  *    "loss": 3.21, "tokens_per_s": 51234.5, "last_checkpoint_step": 100}
  *
  * The progress fields (loss, tokens_per_s, last_checkpoint_step) are sent by rank 0 only, all
- * three or none; they sit at the top level so that a reader can pick "loss" without nesting. A loss that is not a finite number (a diverged run) is sent
- * as null, since JSON has no NaN, and read back as NaN. atomd trusts nothing it reads: every field
- * is checked for type and range.
+ * three or none; so are, once its restore fell back past checkpoints that failed to load,
+ * "ckpt_skipped" (how many), "ckpt_skipped_step" (the newest) and "ckpt_skipped_why" (its
+ * error, printable ASCII: it reaches `atomctl show` and the metrics' readers). They sit at the
+ * top level so that a reader can pick "loss" without nesting. A loss that is not a finite
+ * number (a diverged run) is sent as null, since JSON has no NaN, and read back as NaN. atomd
+ * trusts nothing it reads: every field is checked for type and range.
  */
 #include "common/json_get.h"
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #define HB_TYPE "heartbeat"
@@ -20,6 +24,15 @@
 static json_t *finite_or_null(double x)
 {
     return isfinite(x) ? json_real(x) : json_null();
+}
+
+/* Printable ASCII only: the text is shown on other users' terminals and must stay valid
+ * UTF-8 after truncation (a cut multi-byte character would make jansson refuse it). */
+static void printable(char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+            *s = '?';
 }
 
 char *atom_heartbeat_to_json(const atom_heartbeat *hb)
@@ -40,6 +53,15 @@ char *atom_heartbeat_to_json(const atom_heartbeat *hb)
         json_object_set_new(root, "tokens_per_s", finite_or_null(hb->tokens_per_s));
         json_object_set_new(root, "last_checkpoint_step",
                             json_integer((json_int_t)hb->last_checkpoint_step));
+    }
+    if (hb->ckpt_skipped > 0) {
+        char why[ATOM_HB_WHY_MAX];
+        snprintf(why, sizeof why, "%s", hb->ckpt_skipped_why);
+        printable(why);
+        json_object_set_new(root, "ckpt_skipped", json_integer(hb->ckpt_skipped));
+        json_object_set_new(root, "ckpt_skipped_step",
+                            json_integer((json_int_t)hb->ckpt_skipped_step));
+        json_object_set_new(root, "ckpt_skipped_why", json_string(why));
     }
     char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(root);
@@ -105,6 +127,23 @@ static int heartbeat_from_root(json_t *root, atom_heartbeat *hb, atom_err *err)
             return -1;
         if (isfinite(hb->tokens_per_s) && hb->tokens_per_s < 0)
             return atom_errf(err, "heartbeat: 'tokens_per_s' is negative");
+    }
+    /* The skipped checkpoint: all three fields, or none. */
+    present = (json_object_get(root, "ckpt_skipped") != NULL) +
+              (json_object_get(root, "ckpt_skipped_step") != NULL) +
+              (json_object_get(root, "ckpt_skipped_why") != NULL);
+    if (present != 0 && present != 3)
+        return atom_errf(err, "heartbeat: ckpt_skipped, ckpt_skipped_step and ckpt_skipped_why "
+                         "come together (got %d of 3)", present);
+    if (present == 3) {
+        if (atom_json_get_int(root, "ckpt_skipped", 1, 1 << 30, &hb->ckpt_skipped, "heartbeat: ",
+                              err) ||
+            atom_json_get_i64(root, "ckpt_skipped_step", 0, INT64_MAX, &hb->ckpt_skipped_step,
+                              "heartbeat: ", err) ||
+            atom_json_get_str(root, "ckpt_skipped_why", hb->ckpt_skipped_why,
+                              sizeof hb->ckpt_skipped_why, "heartbeat: ", err))
+            return -1;
+        printable(hb->ckpt_skipped_why);
     }
     return 0;
 }

@@ -393,6 +393,11 @@ int atomctl_cmd_show(int argc, char **argv)
             printf("  step %lld/%lld, loss %.4f, %.0f tokens/s, last checkpoint %lld\n", num(j, "step"), num(j, "steps"),
                    json_number_value(json_object_get(j, "loss")),
                    json_number_value(json_object_get(j, "tokens_per_s")), num(j, "last_checkpoint"));
+        json_t *skip = json_object_get(j, "ckpt_skipped");
+        if (skip)
+            printf("  attempt %lld restored past %lld checkpoint%s that failed to load, the "
+                   "newest of step %lld: %s\n", num(skip, "attempt"), num(skip, "count"),
+                   num(skip, "count") == 1 ? "" : "s", num(skip, "step"), str(skip, "why"));
         printf("  attempts %lld, restarts %lld, exit code %lld\n", num(j, "attempts"), num(j, "restarts"),
                num(j, "exit_code"));
         size_t i;

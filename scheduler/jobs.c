@@ -824,6 +824,13 @@ void atomd_job_heartbeat(atomd *d, const atom_heartbeat *hb, uid_t sender)
             job->progress.checkpoint_seen = atomd_now(d);
         job->progress.last_checkpoint = hb->last_checkpoint_step;
     }
+    if (hb->ckpt_skipped > 0) {
+        job->progress.ckpt_skipped = hb->ckpt_skipped;
+        job->progress.ckpt_skipped_attempt = hb->attempt;
+        job->progress.ckpt_skipped_step = hb->ckpt_skipped_step;
+        snprintf(job->progress.ckpt_skipped_why, sizeof job->progress.ckpt_skipped_why, "%s",
+                 hb->ckpt_skipped_why);
+    }
 }
 
 /* Whether a rank's process is stopped (SIGSTOP) or gone; known only for ranks on this machine.

@@ -60,6 +60,11 @@ typedef struct atomd_progress {
     int64_t last_checkpoint;  /* -1: none */
     double checkpoint_seen;   /* epoch: when atomd first heard of last_checkpoint (0: not since it
                                * started); for the checkpoint age in the metrics */
+    /* Rank 0's restore in attempt ckpt_skipped_attempt fell back past ckpt_skipped newer
+     * checkpoints that failed to load, the newest of step ckpt_skipped_step (0: none). */
+    int ckpt_skipped, ckpt_skipped_attempt;
+    int64_t ckpt_skipped_step;
+    char ckpt_skipped_why[ATOM_HB_WHY_MAX];
 } atomd_progress;
 
 /* One rank's heartbeats in the current attempt. */

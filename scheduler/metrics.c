@@ -153,16 +153,18 @@ char *atomd_metrics_text(atomd *d)
         {"atom_job_steps_since_checkpoint", "Steps done since the last committed checkpoint (the step when none)"},
         {"atom_job_checkpoint_age_seconds",
          "Seconds since atomd heard of the last committed checkpoint (since the attempt started when none)"},
+        {"atom_job_checkpoints_skipped",
+         "Newer checkpoints the attempt's restore skipped as unloadable (atomctl show says why)"},
     };
     double now = atomd_now(d);
-    for (int k = 0; k < 5; k++) {
+    for (int k = 0; k < 6; k++) {
         help(f, per_job[k][0], "gauge", per_job[k][1]);
         for (int i = 0; i < d->n_jobs; i++) {
             const atomd_job *job = d->jobs[i];
             if (job->state != ATOMD_JOB_RUNNING)
                 continue;
             const atomd_progress *p = &job->progress;
-            if (k != 2 && k != 4 && !p->has)
+            if (k != 2 && k != 4 && k != 5 && !p->has)
                 continue;
             double since = p->last_checkpoint >= 0 ? p->checkpoint_seen : job->cur.start_time;
             if (k == 4 && since <= 0)
@@ -171,7 +173,9 @@ char *atomd_metrics_text(atomd *d)
                        : k == 1 ? p->tokens_per_s
                        : k == 2 ? (double)(job->attempts > 1 ? job->attempts - 1 : 0)
                        : k == 3 ? (double)(p->step - (p->last_checkpoint >= 0 ? p->last_checkpoint : 0))
-                                : now - since;
+                       : k == 4 ? now - since
+                       : p->ckpt_skipped_attempt == job->cur.n ? (double)p->ckpt_skipped
+                                                               : 0.0;
             job_metric(f, job, per_job[k][0], v);
         }
     }

@@ -12,7 +12,8 @@
  *   atom_node_unavailable{node,state,reason} (1 per drained or down node),
  *   atom_jobs{state=pending|running|done|failed|cancelled|timeout}   (jobs atomd keeps in memory)
  *   atom_job_step, atom_job_tokens_per_second, atom_job_restarts, atom_job_steps_since_checkpoint,
- *   atom_job_checkpoint_age_seconds {job,name,project}               (running jobs)
+ *   atom_job_checkpoint_age_seconds, atom_job_checkpoints_skipped (the current attempt's restore
+ *   fell back past that many corrupt checkpoints) {job,name,project}  (running jobs)
  *   atom_project_usage_gpu_seconds{project}                          (decayed: what fair share sees)
  *   atom_sched_pass_seconds (the last pass), atom_sched_passes_total, atom_store_commits_total
  *   atom_tcp_messages_total{kind=request|heartbeat|refused}          (the TCP port: refused =

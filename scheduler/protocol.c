@@ -76,6 +76,13 @@ static json_t *job_json(atomd *d, const atomd_job *job)
         json_object_set_new(o, "tokens_per_s", json_real(job->progress.tokens_per_s));
         json_object_set_new(o, "last_checkpoint", json_integer(job->progress.last_checkpoint));
     }
+    if (job->progress.ckpt_skipped > 0) /* a restore that fell back past corrupt checkpoints */
+        json_object_set_new(o, "ckpt_skipped",
+                            json_pack("{s:i,s:i,s:I,s:s}", "attempt",
+                                      job->progress.ckpt_skipped_attempt, "count",
+                                      job->progress.ckpt_skipped, "step",
+                                      (json_int_t)job->progress.ckpt_skipped_step, "why",
+                                      job->progress.ckpt_skipped_why));
     if (job->state == ATOMD_JOB_RUNNING && job->cur.placement.node) {
         json_t *nodes = json_array();
         int last = -1;

@@ -242,6 +242,7 @@ typedef struct ckpt_io {
     atom_ckpt_async *async;  /* NULL: synchronous saves */
     int64_t pending_step;    /* an async save in flight (-1: none) */
     int64_t last_step;       /* newest checkpoint written (or restored); -1: none */
+    atom_ckpt_restore restore; /* what the restore loaded and skipped */
 } ckpt_io;
 
 static const atom_model_buffer ckpt_buffers[3] = {ATOM_BUF_PARAMS, ATOM_BUF_ADAM_M,
@@ -414,10 +415,10 @@ static int ckpt_restore(ckpt_io *c, int rank, int64_t *step, atom_err *err)
         return 0;
     atom_ckpt_meta meta;
     memset(&meta, 0, sizeof meta);
-    char loaded[ATOM_PATH_MAX + 64];
     atom_ckpt_err cerr;
-    int rc = atom_ckpt_load_latest(spec->checkpoint.dir, MPI_COMM_WORLD, c->tensors,
-                                   ATOM_N_PARAMS, &meta, loaded, sizeof loaded, &cerr);
+    int rc = atom_ckpt_restore_latest(spec->checkpoint.dir, MPI_COMM_WORLD, c->tensors,
+                                      ATOM_N_PARAMS, &meta, &c->restore, &cerr);
+    const char *loaded = c->restore.path;
     if (rc == 1)
         return 0;
     if (rc != 0)
@@ -436,6 +437,14 @@ static int ckpt_restore(ckpt_io *c, int rank, int64_t *step, atom_err *err)
     atom_model_zero_grads(c->model);
     c->last_step = meta_step;
     *step = meta_step;
+    /* A fallback past corrupt checkpoints trains their steps again: never silently (rank 0's
+     * log here; its heartbeats carry it to `atomctl show` and the metrics). */
+    if (rank == 0 && c->restore.skipped > 0)
+        atom_log(ATOM_LOG_WARN, "restore skipped %d newer checkpoint%s that failed to load, the "
+                 "newest of step %lld (steps %lld-%lld are trained again): %s",
+                 c->restore.skipped, c->restore.skipped == 1 ? "" : "s",
+                 (long long)c->restore.skipped_step, (long long)meta_step + 1,
+                 (long long)c->restore.skipped_step, c->restore.why.msg);
     if (rank == 0)
         atom_log(ATOM_LOG_INFO, "restored %s: continuing after step %lld", loaded,
                  (long long)meta_step);
@@ -702,6 +711,13 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
         goto out;
     result->start_step = step;
     result->first_loss = result->last_loss = NAN;
+    if (t.rank == 0 && t.ckpt.restore.skipped > 0) {
+        t.hb.hb.ckpt_skipped = t.ckpt.restore.skipped;
+        t.hb.hb.ckpt_skipped_step = t.ckpt.restore.skipped_step;
+        /* its start names the file and the dataset; the rank log has it whole */
+        snprintf(t.hb.hb.ckpt_skipped_why, sizeof t.hb.hb.ckpt_skipped_why, "%.*s",
+                 (int)sizeof t.hb.hb.ckpt_skipped_why - 1, t.ckpt.restore.why.msg);
+    }
     coll_group *world = coll_group_of(t.coll, COLL_WORLD);
     int world_size = coll_group_size(world);
     double tokens_per_step = (double)spec->training.global_batch * spec->model.context;
@@ -711,7 +727,19 @@ int atom_train_run(const atom_train_opts *opts, atom_train_result *result, atom_
         peak = atof(peak_env) * world_size;
     hb_send(&t.hb, step, t.coll, true);
 
+    /* A stop asked for before the first step (a launcher's signal during MPI_Init or start-up,
+     * on any rank): the ranks agree on it as on each step's flag, and leave with nothing new
+     * to save (what was restored is the newest checkpoint). */
     bool stop = false;
+    if (opts->stop_request) {
+        float early = *opts->stop_request ? 1.0f : 0.0f;
+        atom_err serr;
+        if (atom_model_sum_scalars(t.model, world, &early, 1, &serr) != 0) {
+            atom_errf(err, "rank %d: before the first step: %s", t.rank, serr.msg);
+            goto out;
+        }
+        stop = early > 0 && step < spec->training.steps;
+    }
     while (step < spec->training.steps && !stop) {
         double t0 = atom_monotonic();
         float loss = 0;

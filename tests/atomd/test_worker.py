@@ -1,13 +1,19 @@
 """atomd with the real atom-worker (no stand-in): submit -> run -> checkpoint -> done; a rank
 SIGKILLed mid-run -> the job resumes from its last committed checkpoint and ends with the losses of
-an uninterrupted run; a rank stopped with SIGSTOP -> detected, named, restarted on other slots; a
-job past its time limit -> SIGUSR1, checkpointed and stopped (exit 75).
+an uninterrupted run; a corrupt newest checkpoint -> the job restores the one before and says
+which it skipped and why (rank 0's log, `atomctl show`, the metrics); a rank stopped with SIGSTOP
+-> detected, named, restarted on other slots; a job past its time limit -> SIGUSR1, checkpointed
+and stopped (exit 75).
 Cluster: two nodes of 2 CPU slots, both this machine (localhost and 127.0.0.1)."""
 import json
 import os
 import re
+import shutil
 import signal
 import time
+import urllib.request
+
+import h5py
 
 import harness
 from harness import check
@@ -19,7 +25,8 @@ nodes:
   - {name: node-b, switch: leaf, gpus: 2, addr: 127.0.0.1, has_gpus: false}
 """
 # The warning leaves time for a checkpoint and an exit under ASan+LSan too (3 s was not enough).
-CONFIG = "limit_warning = 8s\nstop_grace = 5s\n"
+METRICS_PORT = harness.free_port()
+CONFIG = "limit_warning = 8s\nstop_grace = 5s\nmetrics_port = %d\n" % METRICS_PORT
 MODEL = "model:\n  layers: 2\n  channels: 128\n  heads: 4\n  vocab: 256\n  context: 64\n"
 
 
@@ -57,6 +64,44 @@ def running_at_step(d, job, step):
     return j["state"] == "running" and j.get("step", 0) >= step and info
 
 
+def fallback(d, ref_steps):
+    """A copy of the reference job's checkpoints with a flipped byte in the newest one's
+    /param/wte: a job on it restores the one before, and tells which it skipped and why."""
+    folder = os.path.join(d.tmp, "ckpt-fallback")
+    shutil.copytree(os.path.join(d.tmp, "ckpt-ref"), folder, symlinks=True)
+    newest = os.path.join(folder, "ckpt-%010d.h5" % ref_steps)
+    with h5py.File(newest, "r") as f:
+        offset = f["param/wte"].id.get_offset() + f["param/wte"].id.get_storage_size() // 2
+    with open(newest, "r+b") as f:
+        f.seek(offset)
+        b = f.read(1)
+        f.seek(offset)
+        f.write(bytes([b[0] ^ 0x08]))
+    job = d.submit(spec(d, "fallback", 100000, every=100000))
+    info = harness.wait_until(lambda: running_at_step(d, job, ref_steps - 24), 60,
+                              "job fallback to train past its restored step")
+    why = "%s: checksum mismatch in dataset /param/wte" % newest
+    rc, out, err = d.ctl("show", str(job))
+    line = [l for l in out.splitlines() if "failed to load" in l]
+    check(rc == 0 and line and "attempt 1 restored past 1 checkpoint" in line[0] and
+          "step %d" % ref_steps in line[0] and why in line[0],
+          "atomctl show does not name the skipped checkpoint: %r %r" % (out, err))
+    with open(os.path.join(info["attempts"][-1]["run_dir"], "rank-0.log"), errors="replace") as f:
+        rank0 = f.read()
+    check(re.search(r"WARN restore skipped 1 newer checkpoint that failed to load, the newest "
+                    r"of step %d .*%s" % (ref_steps, re.escape(why)), rank0),
+          "rank 0's log does not name the skipped checkpoint: %r" % rank0[-1500:])
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % METRICS_PORT, timeout=10) as r:
+        text = r.read().decode()
+    metric = [l for l in text.splitlines()
+              if l.startswith('atom_job_checkpoints_skipped{job="%d"' % job)]
+    check(metric and metric[0].endswith("} 1"), "the metric of skipped checkpoints: %s" % metric)
+    rc, out, err = d.ctl("cancel", str(job))
+    check(rc == 0, "cancel: %s" % err)
+    d.wait_state(job, "cancelled", timeout=30)
+    print("fallback: %s" % line[0].strip())
+
+
 def test(d):
     steps = 300
     ref = d.submit(spec(d, "ref", steps))
@@ -65,6 +110,7 @@ def test(d):
     check(os.path.exists(os.path.join(d.tmp, "ckpt-ref", "latest")), "a committed checkpoint exists")
     ref_losses = losses(info["attempts"][0])
     check(len(ref_losses) == steps, "the reference logged every step")
+    fallback(d, steps)
 
     # rank 1 dies of SIGSEGV after a checkpoint (every 25 steps): resumed from it, same losses
     job = d.submit(spec(d, "killed", steps))

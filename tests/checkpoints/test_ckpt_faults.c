@@ -7,6 +7,9 @@
  *  - the same when the file is read at another layout: a corrupted hyperslab that the new
  *    layout's shards cut (checked by reading it again) and one they hold whole (checked from
  *    what was read) are both refused, naming the dataset;
+ *  - checksum rows that do not tile a dataset: a row copied over its neighbour (which hid a
+ *    flipped byte of the neighbour's elements) and a row whose start wraps 64 bits past the
+ *    end are refused by verify and by loads, naming the dataset; restore falls back;
  *  - an empty folder: "nothing to restore", not an error;
  *  - keep=N removes only older committed checkpoints, never a .tmp being written;
  *  - a model whose shape differs from the file's: an error naming the dataset.
@@ -41,6 +44,53 @@ static void corrupt_dataset(const char *path, const char *dataset) {
     int fd = open(path, O_RDWR);
     unsigned char b;
     off_t at = (off_t)(off + bytes / 2);
+    CHECK(fd >= 0 && pread(fd, &b, 1, at) == 1, "cannot read %s", path);
+    b ^= 0x10;
+    CHECK(pwrite(fd, &b, 1, at) == 1, "cannot corrupt %s", path);
+    close(fd);
+}
+
+/* A dataset's checksum rows (rank 0, serial HDF5): read into *rows (malloc'ed), or written
+ * back over the attribute (same shape). */
+static hsize_t read_rows(const char *path, const char *dataset, uint64_t **rows, int *width) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, dataset, H5P_DEFAULT);
+    hid_t attr = H5Aopen(ds, "crc32c_slabs", H5P_DEFAULT);
+    hid_t space = H5Aget_space(attr);
+    hsize_t dims[2] = {0, 0};
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    *width = (int)dims[1];
+    *rows = calloc(dims[0] * dims[1], sizeof(uint64_t));
+    CHECK(*rows && H5Aread(attr, H5T_NATIVE_UINT64, *rows) >= 0, "cannot read %s's rows", dataset);
+    H5Sclose(space);
+    H5Aclose(attr);
+    H5Dclose(ds);
+    H5Fclose(f);
+    return dims[0];
+}
+
+static void write_rows(const char *path, const char *dataset, const uint64_t *rows) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, dataset, H5P_DEFAULT);
+    hid_t attr = H5Aopen(ds, "crc32c_slabs", H5P_DEFAULT);
+    CHECK(attr >= 0 && H5Awrite(attr, H5T_NATIVE_UINT64, rows) >= 0, "cannot write %s's rows",
+          dataset);
+    H5Aclose(attr);
+    H5Dclose(ds);
+    H5Fclose(f);
+}
+
+/* Flips one bit of element g (row-major) of a contiguous dataset. */
+static void flip_element(const char *path, const char *dataset, int64_t g) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, dataset, H5P_DEFAULT);
+    haddr_t off = H5Dget_offset(ds);
+    H5Dclose(ds);
+    H5Fclose(f);
+    CHECK(off != HADDR_UNDEF, "%s is not contiguous", dataset);
+    int fd = open(path, O_RDWR);
+    unsigned char b;
+    off_t at = (off_t)(off + (haddr_t)g * sizeof(float) + 1);
     CHECK(fd >= 0 && pread(fd, &b, 1, at) == 1, "cannot read %s", path);
     b ^= 0x10;
     CHECK(pwrite(fd, &b, 1, at) == 1, "cannot corrupt %s", path);
@@ -179,6 +229,82 @@ static void test_reshard_corruption(const char *root) {
     tm_free(&full);
 }
 
+/* Checksum rows that do not tile their dataset. Saved at TP=2, /param/qkvw has two rows (the
+ * two column shards, q, k and v rows each). Copying row 0 over row 1 leaves shard 1's elements
+ * checked by no row while the rows still add up to the dataset: a flipped byte there was
+ * accepted by verify and loaded. Then a row whose start is 2^64 - 1 along dimension 0 (start
+ * plus its extent wraps back inside the dataset): refused as lying outside it. */
+static void test_rows_must_tile(const char *root) {
+    char dir[512], p50[1024], p60[1024], loaded[1024];
+    snprintf(dir, sizeof dir, "%s/tile", root);
+    test_model m;
+    tm_init(&m, rank, 2);
+    atom_ckpt_err err = {""};
+    for (int64_t s = 50; s <= 60; s += 10) {
+        CHECK(save_step(dir, &m, s, 0, &err) == 0, "save %lld: %s", (long long)s, err.msg);
+    }
+    path_of(p50, sizeof p50, dir, 50);
+    path_of(p60, sizeof p60, dir, 60);
+    const char *qkvw = "/param/qkvw";
+    if (rank == 0) {
+        uint64_t *rows;
+        int width;
+        hsize_t n = read_rows(p60, qkvw, &rows, &width);
+        CHECK(n == 2 && width == 13, "%s has %llu rows of %d, 2 of 13 expected", qkvw,
+              (unsigned long long)n, width);
+        if (n == 2 && width == 13) {
+            /* the first element of row 1 (its start), which row 0 does not hold */
+            int64_t g = (int64_t)((rows[13 + 1] * m.t[4].dims[1] + rows[13 + 2]) * m.t[4].dims[2] +
+                                  rows[13 + 3]);
+            memcpy(rows + 13, rows, 13 * sizeof(uint64_t));
+            write_rows(p60, qkvw, rows);
+            flip_element(p60, qkvw, g);
+            atom_ckpt_err verr = {""};
+            CHECK(atom_ckpt_verify(p60, NULL, &verr) != 0 && strstr(verr.msg, qkvw) &&
+                      strstr(verr.msg, "overlap"),
+                  "verify of overlapping rows hiding a flipped byte: %s", verr.msg);
+        }
+        free(rows);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    int rc = atom_ckpt_load(p60, MPI_COMM_WORLD, m.t, TM_TENSORS, NULL, true, &err);
+    CHECK(rc != 0 && strstr(err.msg, qkvw) && strstr(err.msg, "overlap"),
+          "load of overlapping rows: rc %d: %s", rc, err.msg);
+    atom_ckpt_meta meta;
+    tm_poison(&m);
+    rc = atom_ckpt_load_latest(dir, MPI_COMM_WORLD, m.t, TM_TENSORS, &meta, loaded,
+                               sizeof loaded, &err);
+    CHECK(rc == 0 && strcmp(loaded, p50) == 0 && strstr(err.msg, "overlap"),
+          "restore past overlapping rows: rc %d, loaded %s: %s", rc, loaded, err.msg);
+    if (rc == 0) {
+        CHECK(meta.step == 50 && tm_mismatches(&m, 50) == 0, "step 50 not restored exactly");
+        atom_ckpt_meta_free(&meta);
+    }
+
+    /* step 50's /param/wpe (T, C): its first row's start along dim 0 set to 2^64 - 1 */
+    const char *wpe = "/param/wpe";
+    if (rank == 0) {
+        uint64_t *rows;
+        int width;
+        hsize_t n = read_rows(p50, wpe, &rows, &width);
+        CHECK(n >= 1 && width == 9, "%s has %llu rows of %d", wpe, (unsigned long long)n, width);
+        if (n >= 1 && width == 9) {
+            rows[1] = UINT64_MAX;
+            write_rows(p50, wpe, rows);
+            atom_ckpt_err verr = {""};
+            CHECK(atom_ckpt_verify(p50, NULL, &verr) != 0 && strstr(verr.msg, wpe) &&
+                      strstr(verr.msg, "lies outside the dataset"),
+                  "verify of a wrapping start: %s", verr.msg);
+        }
+        free(rows);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    rc = atom_ckpt_load(p50, MPI_COMM_WORLD, m.t, TM_TENSORS, NULL, true, &err);
+    CHECK(rc != 0 && strstr(err.msg, wpe) && strstr(err.msg, "lies outside the dataset"),
+          "load of a wrapping start: rc %d: %s", rc, err.msg);
+    tm_free(&m);
+}
+
 static void test_retention(const char *root) {
     char dir[512], decoy[1024], path[1024];
     snprintf(dir, sizeof dir, "%s/keep", root);
@@ -263,6 +389,7 @@ int main(int argc, char **argv) {
     MPI_Barrier(MPI_COMM_WORLD);
     test_fallback(argv[1]);
     test_reshard_corruption(argv[1]);
+    test_rows_must_tile(argv[1]);
     test_retention(argv[1]);
     test_shape_mismatch(argv[1]);
     return tm_finish("ckpt_faults");

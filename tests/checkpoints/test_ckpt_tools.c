@@ -1,6 +1,8 @@
 /* tests/checkpoints/test_ckpt_tools.c: the `atomctl ckpt ls|verify|export` library calls, in a
  * process that never calls MPI_Init (as atomctl is), on the files ckpt_roundtrip wrote.
- * The exported safetensors file is checked value by value by check_safetensors.py. */
+ * The exported safetensors file is checked value by value by check_safetensors.py. Crafted
+ * copies: a dataset whose shape's element count wraps 64 bits (verify refuses it, not "0 of 0
+ * elements checked"), and a flipped byte of a weight (export refuses to write it). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,6 +11,8 @@
 
 #include "checkpoints/checkpoints.h"
 
+#include <fcntl.h>
+#include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +100,76 @@ static void test_export(void **state) {
     assert_true(st.st_size > 8 + 4 * floats && st.st_size < 8 + 4 * floats + 16384);
 }
 
+/* A copy of src at dst (cp through the shell: paths are the test's own). */
+static void copy_file(const char *src, const char *dst) {
+    char cmd[5000];
+    snprintf(cmd, sizeof cmd, "cp -L '%s' '%s'", src, dst);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* A dataset of (2^32, 2^32) floats (chunked: no storage) with no checksum row: its element
+ * count wraps to 0 in 64 bits, which once matched the 0 elements its rows hold. */
+static void test_verify_wrapping_shape(void **state) {
+    (void)state;
+    char path[2300], copy[2400];
+    snprintf(path, sizeof path, "%s/roundtrip/np2_tp2/latest", root);
+    snprintf(copy, sizeof copy, "%s/tools-wrap.h5", root);
+    copy_file(path, copy);
+    hid_t f = H5Fopen(copy, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hsize_t dims[2] = {1ull << 32, 1ull << 32}, chunk[2] = {1, 1024}, rows[2] = {0, 9};
+    hid_t space = H5Screate_simple(2, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    hid_t ds = H5Dcreate2(f, "/param/zzwrap", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl,
+                          H5P_DEFAULT);
+    assert_true(ds >= 0);
+    hid_t aspace = H5Screate_simple(2, rows, NULL);
+    hid_t attr = H5Acreate2(ds, "crc32c_slabs", H5T_STD_U64LE, aspace, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(attr >= 0);
+    H5Aclose(attr);
+    H5Sclose(aspace);
+    H5Dclose(ds);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    H5Fclose(f);
+    atom_ckpt_err err = {""};
+    assert_int_not_equal(atom_ckpt_verify(copy, NULL, &err), 0);
+    assert_non_null(strstr(err.msg, "/param/zzwrap"));
+    assert_non_null(strstr(err.msg, "more floats than a file can"));
+    unlink(copy);
+}
+
+/* A flipped byte in the middle of /param/wte: export refuses, naming the dataset and the
+ * mismatch, and leaves no output file. */
+static void test_export_corrupt(void **state) {
+    (void)state;
+    char path[2300], copy[2400], dst[2400], tmp[2500];
+    snprintf(path, sizeof path, "%s/roundtrip/np4_tp4/latest", root);
+    snprintf(copy, sizeof copy, "%s/tools-corrupt.h5", root);
+    snprintf(dst, sizeof dst, "%s/tools-corrupt.safetensors", root);
+    snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+    copy_file(path, copy);
+    unlink(dst);
+    hid_t f = H5Fopen(copy, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, "/param/wte", H5P_DEFAULT);
+    haddr_t at = H5Dget_offset(ds) + H5Dget_storage_size(ds) / 2;
+    H5Dclose(ds);
+    H5Fclose(f);
+    int fd = open(copy, O_RDWR);
+    unsigned char b = 0;
+    assert_int_equal(pread(fd, &b, 1, (off_t)at), 1);
+    b ^= 0x04;
+    assert_int_equal(pwrite(fd, &b, 1, (off_t)at), 1);
+    close(fd);
+    atom_ckpt_err err = {""};
+    assert_int_not_equal(atom_ckpt_export_safetensors(copy, dst, NULL, &err), 0);
+    assert_non_null(strstr(err.msg, "refusing to export"));
+    assert_non_null(strstr(err.msg, "checksum mismatch in dataset /param/wte"));
+    assert_int_not_equal(access(dst, F_OK), 0);
+    assert_int_not_equal(access(tmp, F_OK), 0);
+    unlink(copy);
+}
+
 /* The checksum is the standard CRC32C the format documents (readers elsewhere must agree). */
 static void test_crc32c(void **state) {
     (void)state;
@@ -143,6 +217,8 @@ int main(void) {
         cmocka_unit_test(test_ls),
         cmocka_unit_test(test_verify),
         cmocka_unit_test(test_export),
+        cmocka_unit_test(test_verify_wrapping_shape),
+        cmocka_unit_test(test_export_corrupt),
         cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_no_mpi),
     };

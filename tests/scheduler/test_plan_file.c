@@ -282,6 +282,20 @@ static void test_heartbeat_round_trip(void **state)
     assert_int_equal(back.rank, 5);
     assert_int_equal(back.last_checkpoint_step, -1);
     free(json);
+
+    /* a restore that skipped checkpoints: count, step and reason travel; a control character
+     * or a byte outside ASCII in the reason arrives as '?' (it reaches other users' terminals) */
+    hb.ckpt_skipped = 2;
+    hb.ckpt_skipped_step = 300;
+    snprintf(hb.ckpt_skipped_why, sizeof hb.ckpt_skipped_why,
+             "/c/ckpt-0000000300.h5: checksum mismatch\x1b[2J\xc3");
+    json = atom_heartbeat_to_json(&hb);
+    assert_non_null(json);
+    assert_int_equal(atom_heartbeat_from_json(json, &back, &err), 0);
+    assert_int_equal(back.ckpt_skipped, 2);
+    assert_int_equal(back.ckpt_skipped_step, 300);
+    assert_string_equal(back.ckpt_skipped_why, "/c/ckpt-0000000300.h5: checksum mismatch?[2J?");
+    free(json);
 }
 
 static void test_heartbeat_rejected(void **state)
@@ -304,6 +318,9 @@ static void test_heartbeat_rejected(void **state)
         {"\"time\":5.5", "\"time\":\"now\"", "'time'"},
         {"\"time\":5.5", "\"time\":5.5,\"loss\":1.0", "come together"},
         {"\"host\":\"h\"", "\"host\":7", "'host'"},
+        {"\"time\":5.5", "\"time\":5.5,\"ckpt_skipped\":1", "come together"},
+        {"\"time\":5.5", "\"time\":5.5,\"ckpt_skipped\":0,\"ckpt_skipped_step\":3,"
+                         "\"ckpt_skipped_why\":\"x\"", "'ckpt_skipped'"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *bad = replace(good, cases[i].from, cases[i].to);
