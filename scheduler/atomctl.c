@@ -28,6 +28,15 @@ static const atomctl_command commands[] = {
      "  verify  checks every checksum of every dataset; exit 1 naming the first bad one\n"
      "  export  the model weights as safetensors under GPT-2's names (docs/checkpoint-format.md);\n"
      "          OUT defaults to FILE with the .safetensors ending\n"},
+    {"sample", atomctl_cmd_sample, "generate text from a checkpoint, on one CPU core",
+     "atomctl sample CKPT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+     "                    [--tokenizer bytes|gpt2] [--json]\n"
+     "  Prints the prompt and its continuation. CKPT: a checkpoint file, folder or latest link.\n"
+     "  `atomctl sample --help` says more (defaults, the context window, --json).\n"},
+    {"eval", atomctl_cmd_eval, "a checkpoint's loss and perplexity on a token file",
+     "atomctl eval CKPT DATA [--batches N] [--batch B] [--format bytes|uint16] [--json]\n"
+     "  Loss (nats per token), perplexity and tokens/s over DATA's consecutive sequences.\n"
+     "  `atomctl eval --help` says more.\n"},
     /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH, and every
      * one but run --server HOST:PORT (atomd's TCP port from another node). */
     {"run", atomctl_cmd_run, "run a job here and follow it to its end (starts atomd if needed)",

@@ -38,5 +38,8 @@ void atomctl_print_usage(const char *command, FILE *out);
 int atomctl_cmd_validate(int argc, char **argv);
 int atomctl_cmd_plan(int argc, char **argv);
 int atomctl_cmd_ckpt(int argc, char **argv);
+/* atomctl_infer.c: run atom-infer, which loads the model (the worker module) */
+int atomctl_cmd_sample(int argc, char **argv);
+int atomctl_cmd_eval(int argc, char **argv);
 
 #endif
