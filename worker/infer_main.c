@@ -24,7 +24,8 @@
 
 #define EXIT_USAGE 2
 
-static char g_prog[96] = "atom-infer";
+static char g_prog[96] = "atom-infer"; /* messages: "atomctl sample", "atom-infer eval" */
+static char g_base[64] = "atom-infer"; /* usage: the program's name alone */
 
 static void usage(FILE *out)
 {
@@ -60,7 +61,7 @@ static void usage(FILE *out)
             "  --json              one JSON object instead of the line\n"
             "\n"
             "exit status: 0 done; 1 failed; 2 usage\n",
-            g_prog, g_prog);
+            g_base, g_base);
 }
 
 static int usage_error(const char *fmt, const char *arg)
@@ -414,6 +415,7 @@ int main(int argc, char **argv)
 {
     /* atomctl runs this as `atomctl sample ...`: messages then name that command */
     char *base = basename(argv[0]);
+    snprintf(g_base, sizeof g_base, "%s", base);
     if (argc > 1 && (!strcmp(argv[1], "sample") || !strcmp(argv[1], "eval")))
         snprintf(g_prog, sizeof g_prog, "%s %s", base, argv[1]);
     else

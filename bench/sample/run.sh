@@ -68,7 +68,8 @@ print("%.2f %.2f %s" % (a["tokens_per_s"], t["tokens_per_s"],
                         "all" if n is None else "first-%d" % n))
 PY
 )
-  echo "atom $a tokens/s, PyTorch $t tokens/s; greedy ids the same: $same"
+  echo "atom $a tokens/s, PyTorch $t tokens/s, ratio $($py -c "print('%.2f' % ($a / $t))");" \
+       "greedy ids the same: $same"
   best_atom=$($py -c "print(max($best_atom, $a))")
   best_torch=$($py -c "print(max($best_torch, $t))")
 done

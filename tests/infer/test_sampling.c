@@ -1,11 +1,13 @@
 /* tests/infer/test_sampling.c: atom_sample_token (cmocka): temperature 0 is the argmax, the
  * padded vocabulary is never drawn, top-k keeps the k likeliest, a seed gives the same draws
- * and the draws follow the softmax; and the bytes tokenizer round-trips every byte. */
+ * and the draws follow the softmax; the bytes tokenizer round-trips every byte; which tokenizer
+ * decodes a checkpoint. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +116,45 @@ static void test_bytes_tokenizer(void **state)
     assert_non_null(strstr(err.msg, "unknown tokenizer 'wordpiece'"));
 }
 
+/* Which tokenizer decodes a checkpoint: --tokenizer, else the recorded one, else bytes for byte
+ * data or a vocabulary of at most 256 (checkpoints from before it was recorded), else an error
+ * that asks for --tokenizer. */
+static void test_checkpoint_tokenizer(void **state)
+{
+    (void)state;
+    static atom_infer_ckpt ck;
+    char name[32];
+    atom_err err = {{0}};
+    memset(&ck, 0, sizeof ck);
+    snprintf(ck.path, sizeof ck.path, "/ck/ckpt-0000000001.h5");
+    ck.spec.data.format = ATOM_DATA_UINT16;
+    ck.spec.model.vocab = 50257;
+    assert_int_equal(atom_infer_ckpt_tokenizer(&ck, NULL, name, sizeof name, &err), -1);
+    assert_non_null(strstr(err.msg, "/ck/ckpt-0000000001.h5 does not record the tokenizer"));
+    assert_non_null(strstr(err.msg, "--tokenizer"));
+    assert_int_equal(atom_infer_ckpt_tokenizer(&ck, "gpt2", name, sizeof name, &err), 0);
+    assert_string_equal(name, "gpt2");
+    snprintf(ck.tokenizer, sizeof ck.tokenizer, "gpt2");
+    assert_int_equal(atom_infer_ckpt_tokenizer(&ck, NULL, name, sizeof name, &err), 0);
+    assert_string_equal(name, "gpt2");
+    assert_int_equal(atom_infer_ckpt_tokenizer(&ck, "bytes", name, sizeof name, &err), 0);
+    assert_string_equal(name, "bytes");
+    ck.tokenizer[0] = '\0';
+    ck.spec.model.vocab = 256;
+    assert_int_equal(atom_infer_ckpt_tokenizer(&ck, NULL, name, sizeof name, &err), 0);
+    assert_string_equal(name, "bytes");
+    ck.spec.model.vocab = 50257;
+    ck.spec.data.format = ATOM_DATA_BYTES;
+    assert_int_equal(atom_infer_ckpt_tokenizer(&ck, NULL, name, sizeof name, &err), 0);
+    assert_string_equal(name, "bytes");
+    /* and what the worker records: bytes for byte data, unknown for uint16 (for now) */
+    atom_infer_data_tokenizer(&ck.spec, name, sizeof name);
+    assert_string_equal(name, "bytes");
+    ck.spec.data.format = ATOM_DATA_UINT16;
+    atom_infer_data_tokenizer(&ck.spec, name, sizeof name);
+    assert_string_equal(name, "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -121,6 +162,7 @@ int main(void)
         cmocka_unit_test(test_top_k_and_padding),
         cmocka_unit_test(test_seeded),
         cmocka_unit_test(test_bytes_tokenizer),
+        cmocka_unit_test(test_checkpoint_tokenizer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
