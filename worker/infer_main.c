@@ -44,7 +44,7 @@ static void usage(FILE *out)
             "  --temperature T     0: always the likeliest token (greedy); higher is more varied\n"
             "                      (default 0.8)\n"
             "  --top-k K           draw among the K likeliest tokens only; 0: all (default 200)\n"
-            "  --seed S            the random draws: the same seed gives the same text (default 1)\n"
+            "  --seed S            the random draws: a seed gives the same text again (default 1)\n"
             "  --tokenizer NAME    bytes or gpt2, when the checkpoint does not record its own\n"
             "  --json              one JSON object instead: ids, text and timings\n"
             "  A key/value cache makes each new token cost one position. The prompt must fit the\n"

@@ -73,7 +73,8 @@ PY
   best_atom=$($py -c "print(max($best_atom, $a))")
   best_torch=$($py -c "print(max($best_torch, $t))")
 done
-echo "== gpt2-124m, one core, greedy, $tokens tokens after a ${#prompt}-token prompt (best of $rounds)"
+echo "== gpt2-124m, one core, greedy, $tokens tokens after a ${#prompt}-token prompt" \
+     "(best of $rounds)"
 echo "atom-infer (atomctl sample)   $best_atom tokens/s"
 echo "PyTorch $($py -c 'import torch; print(torch.__version__)') (1 thread)    $best_torch tokens/s"
 echo "ratio atom / PyTorch           $($py -c "print('%.2f' % ($best_atom / $best_torch))")"
