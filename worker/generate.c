@@ -94,6 +94,22 @@ void atom_generator_reset(atom_generator *g) { g->len = 0; }
 int atom_generator_length(const atom_generator *g) { return g->len; }
 const float *atom_generator_logits(const atom_generator *g) { return g->logits; }
 
+/* A Linear layer over n rows: the backend's matmul (sgemm), except for one fp32 row, the
+ * decode step, where sgemv reads the weights once as they lie; sgemm would first pack them,
+ * a second pass over every weight per token. The same products, summed in another order. */
+static void linear(atom_generator *g, float *out, const float *inp, const float *w,
+                   const float *bias, int n, int in, int outs)
+{
+    if (n > 1 || g->bf16) {
+        g->be->matmul_forward(out, inp, w, bias, n, in, outs, g->bf16);
+        return;
+    }
+    if (bias)
+        memcpy(out, bias, (size_t)outs * sizeof(float));
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, outs, in, 1.0f, w, in, inp, 1, bias ? 1.0f : 0.0f,
+                out, 1);
+}
+
 /* Attention of the n new positions p0.. of one layer over the cache's rows 0..p0+n-1, every
  * head: the CPU backend's attention (cpu_backend.c) with the keys and values read from the
  * cache instead of the chunk. */
@@ -132,30 +148,27 @@ int atom_generator_feed(atom_generator *g, const int *ids, int n, atom_err *err)
         float *v_layer = g->v_cache + (size_t)l * g->T * C;
         be->layernorm_forward(g->ln, g->mean, g->rstd, g->x, weight(g, ATOM_P_LN1W, l),
                               weight(g, ATOM_P_LN1B, l), n, C);
-        be->matmul_forward(g->qkv, g->ln, weight(g, ATOM_P_QKVW, l), weight(g, ATOM_P_QKVB, l),
-                           n, C, 3 * C, g->bf16);
+        linear(g, g->qkv, g->ln, weight(g, ATOM_P_QKVW, l), weight(g, ATOM_P_QKVB, l), n, C,
+               3 * C);
         for (int i = 0; i < n; i++) {
             const float *row = g->qkv + (size_t)i * 3 * C;
             memcpy(k_layer + (size_t)(p0 + i) * C, row + C, (size_t)C * sizeof(float));
             memcpy(v_layer + (size_t)(p0 + i) * C, row + 2 * C, (size_t)C * sizeof(float));
         }
         cached_attention(g, k_layer, v_layer, p0, n);
-        be->matmul_forward(g->proj, g->atty, weight(g, ATOM_P_ATTPROJW, l), NULL, n, C, C,
-                           g->bf16);
+        linear(g, g->proj, g->atty, weight(g, ATOM_P_ATTPROJW, l), NULL, n, C, C);
         be->residual_forward(g->x, g->x, g->proj, weight(g, ATOM_P_ATTPROJB, l), n, C);
         be->layernorm_forward(g->ln, g->mean, g->rstd, g->x, weight(g, ATOM_P_LN2W, l),
                               weight(g, ATOM_P_LN2B, l), n, C);
-        be->matmul_forward(g->fch, g->ln, weight(g, ATOM_P_FCW, l), weight(g, ATOM_P_FCB, l), n,
-                           C, F, g->bf16);
+        linear(g, g->fch, g->ln, weight(g, ATOM_P_FCW, l), weight(g, ATOM_P_FCB, l), n, C, F);
         be->gelu_forward(g->fch_gelu, g->fch, (int64_t)n * F);
-        be->matmul_forward(g->proj, g->fch_gelu, weight(g, ATOM_P_FCPROJW, l), NULL, n, F, C,
-                           g->bf16);
+        linear(g, g->proj, g->fch_gelu, weight(g, ATOM_P_FCPROJW, l), NULL, n, F, C);
         be->residual_forward(g->x, g->x, g->proj, weight(g, ATOM_P_FCPROJB, l), n, C);
     }
     /* the tied head, for the last position only */
     be->layernorm_forward(g->ln, g->mean, g->rstd, g->x + (size_t)(n - 1) * C,
                           weight(g, ATOM_P_LNFW, 0), weight(g, ATOM_P_LNFB, 0), 1, C);
-    be->matmul_forward(g->logits, g->ln, weight(g, ATOM_P_WTE, 0), NULL, 1, C, g->Vp, g->bf16);
+    linear(g, g->logits, g->ln, weight(g, ATOM_P_WTE, 0), NULL, 1, C, g->Vp);
     g->len = p0 + n;
     return 0;
 }
