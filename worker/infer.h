@@ -4,7 +4,8 @@
  * ids and back.
  *
  * The math is the training model's: the same CPU backend ops (worker/backend.h: LayerNorm,
- * Linear through sgemm, GELU, residual) and kernels.h's causal softmax row. The generator only
+ * Linear through sgemm, GELU, residual; sgemv for a single row) and kernels.h's causal softmax
+ * row. The generator only
  * computes the positions it has not seen (prefill the prompt once, then one token at a time, each
  * attending over the cached keys and values of the positions before it), so generating n tokens
  * costs O(n) forward positions instead of O(n^2). Evaluation runs the training forward itself
