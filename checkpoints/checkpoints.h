@@ -84,6 +84,8 @@ typedef struct atom_ckpt_meta {
     int tp, dp;              /* the layout that wrote it: tensor x data parallel */
     int64_t vocab;           /* V, the unpadded vocabulary (export trims wte from Vp to V) */
     char writer[256];        /* who wrote it, e.g. "atom-worker 0.1.0 job 42"; host is added */
+    char tokenizer[32];      /* what turned text into the ids it was trained on: "bytes",
+                                "gpt2"; "" when unknown (not written; older checkpoints) */
     int64_t created_unix;    /* filled on load (seconds since the epoch, set at write) */
 } atom_ckpt_meta;
 

@@ -506,6 +506,16 @@ int ckpt_read_meta(hid_t file, atom_ckpt_meta *meta, atom_ckpt_err *err) {
         meta->spec_json = read_string_attr(file, "job_spec", err);
         rc = meta->spec_json ? 0 : -1;
     }
+    /* optional: checkpoints written before it was recorded have none */
+    if (rc == 0 && H5Aexists(file, "tokenizer") > 0) {
+        char *tokenizer = read_string_attr(file, "tokenizer", err);
+        if (!tokenizer) {
+            atom_ckpt_meta_free(meta);
+            return -1;
+        }
+        snprintf(meta->tokenizer, sizeof meta->tokenizer, "%s", tokenizer);
+        free(tokenizer);
+    }
     if (rc == 0 && meta->format_version != ATOM_CKPT_FORMAT_VERSION) {
         atom_ckpt_meta_free(meta);
         rc = ckpt_errf(err, "format version %d, this build reads version %d",

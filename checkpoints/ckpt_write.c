@@ -66,6 +66,9 @@ static int write_meta(hid_t file, const atom_ckpt_meta *m, atom_ckpt_err *err) {
     rc = rc ? rc : write_attr(file, "created_unix", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->created_unix, 1, err);
     rc = rc ? rc : write_string_attr(file, "writer", m->writer, err);
     rc = rc ? rc : write_string_attr(file, "job_spec", m->spec_json ? m->spec_json : "", err);
+    if (m->tokenizer[0]) {
+        rc = rc ? rc : write_string_attr(file, "tokenizer", m->tokenizer, err);
+    }
     return rc;
 }
 

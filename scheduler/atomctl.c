@@ -37,6 +37,15 @@ static const atomctl_command commands[] = {
      "  for a step logged twice (a restart); FILE: a train.jsonl; DIR: the one in that folder.\n"
      "  -o OUT.png  where the picture goes (default: job-JOB.png or train.png here)\n"
      "  --table     print the steps and values instead (tab-separated; nan: not logged)\n"},
+    {"sample", atomctl_cmd_sample, "generate text from a checkpoint, on one CPU core",
+     "atomctl sample CKPT [--prompt TEXT] [--tokens N] [--temperature T] [--top-k K] [--seed S]\n"
+     "                    [--tokenizer bytes|gpt2] [--json]\n"
+     "  Prints the prompt and its continuation. CKPT: a checkpoint file, folder or latest link.\n"
+     "  `atomctl sample --help` says more (defaults, the context window, --json).\n"},
+    {"eval", atomctl_cmd_eval, "a checkpoint's loss and perplexity on a token file",
+     "atomctl eval CKPT DATA [--batches N] [--batch B] [--format bytes|uint16] [--json]\n"
+     "  Loss (nats per token), perplexity and tokens/s over DATA's consecutive sequences.\n"
+     "  `atomctl eval --help` says more.\n"},
     /* The commands that talk to atomd (atomctl_jobs.c); every one takes --socket PATH, and every
      * one but run --server HOST:PORT (atomd's TCP port from another node). */
     {"run", atomctl_cmd_run, "run a job here and follow it to its end (starts atomd if needed)",

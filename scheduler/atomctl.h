@@ -41,5 +41,8 @@ int atomctl_cmd_ckpt(int argc, char **argv);
 int atomctl_cmd_plot(int argc, char **argv);
 /* `atomctl ckpt export SRC [-o OUT]` (atomctl_export.c): an exit code. */
 int atomctl_ckpt_export(const char *src, const char *out);
+/* atomctl_infer.c: run atom-infer, which loads the model (the worker module) */
+int atomctl_cmd_sample(int argc, char **argv);
+int atomctl_cmd_eval(int argc, char **argv);
 
 #endif

@@ -101,24 +101,34 @@ static int token_at(const atom_data *data, int64_t i)
     return data->map[i];
 }
 
+int atom_data_read_span(const atom_data *data, int64_t offset, int count, int *tokens,
+                        atom_err *err)
+{
+    int token_bytes = data->format == ATOM_DATA_UINT16 ? 2 : 1;
+    if (offset < 0 || count < 0 || offset + count > data->n_tokens)
+        return atom_errf(err, "data %s: tokens %lld..%lld are outside its %lld tokens",
+                         data->path, (long long)offset, (long long)(offset + count - 1),
+                         (long long)data->n_tokens);
+    for (int t = 0; t < count; t++) {
+        int tok = token_at(data, offset + t);
+        if (tok >= data->vocab)
+            return atom_errf(err, "data %s: token %d at token offset %lld (byte %lld) is "
+                                  "not below the vocabulary size %d",
+                             data->path, tok, (long long)(offset + t),
+                             (long long)((offset + t) * token_bytes), data->vocab);
+        tokens[t] = tok;
+    }
+    return 0;
+}
+
 int atom_data_read(const atom_data *data, uint64_t seed, int64_t step, int64_t first, int count,
                    int *tokens, atom_err *err)
 {
     int T1 = data->context + 1;
-    int token_bytes = data->format == ATOM_DATA_UINT16 ? 2 : 1;
     for (int b = 0; b < count; b++) {
         int64_t off = atom_data_sample_offset(data, seed, step, first + b);
-        int *row = tokens + (size_t)b * T1;
-        for (int t = 0; t < T1; t++) {
-            int tok = token_at(data, off + t);
-            if (tok >= data->vocab)
-                return atom_errf(err, "data %s: token %d at token offset %lld (byte %lld) is "
-                                      "not below the vocabulary size %d",
-                                 data->path, tok, (long long)(off + t),
-                                 (long long)((off + t) * token_bytes),
-                                 data->vocab);
-            row[t] = tok;
-        }
+        if (atom_data_read_span(data, off, T1, tokens + (size_t)b * T1, err) != 0)
+            return -1;
     }
     return 0;
 }

@@ -42,6 +42,11 @@ int64_t atom_data_sample_offset(const atom_data *data, uint64_t seed, int64_t st
 int atom_data_read(const atom_data *data, uint64_t seed, int64_t step, int64_t first, int count,
                    int *tokens, atom_err *err);
 
+/* Copies the `count` tokens from token offset `offset` on (evaluation reads the file in order).
+ * Fails, naming the file and the token's offset, on a token >= V or a span past the end. */
+int atom_data_read_span(const atom_data *data, int64_t offset, int count, int *tokens,
+                        atom_err *err);
+
 /* The global index of the first sample of micro-batch `micro` of replica `replica`, when each
  * replica takes per_replica samples per step in micro-batches of micro_batch. */
 static inline int64_t atom_data_first_sample(int replica, int per_replica, int micro,

@@ -17,8 +17,10 @@
 
 #include "checkpoints/checkpoints.h"
 #include "collectives/collectives.h"
+#include "worker/ckpt_tensors.h"
 #include "worker/data.h"
 #include "worker/init_source.h"
+#include "worker/infer.h"
 #include "worker/model.h"
 
 /* Heartbeats go out at most this often (and on the first and last step), so a fast loop does
@@ -289,19 +291,7 @@ static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const
             c->host[b] = atom_model_buffer_ptr(model, ckpt_buffers[b]);
         }
     }
-    for (int i = 0; i < ATOM_N_PARAMS; i++) {
-        const atom_param *p = &table->params[i];
-        atom_ckpt_tensor *t = &c->tensors[i];
-        t->name = p->name;
-        t->ndims = p->ndim;
-        for (int d = 0; d < p->ndim; d++) {
-            t->dims[d] = p->shape[d];
-            t->sel[d] = (atom_ckpt_dimsel){p->start[d], p->stride[d], p->count[d], p->block[d]};
-        }
-        t->param = c->host[0] + p->offset;
-        t->adam_m = c->host[1] + p->offset;
-        t->adam_v = c->host[2] + p->offset;
-    }
+    atom_ckpt_tensors_of(table, c->host[0], c->host[1], c->host[2], c->tensors);
     if (plan->spec.checkpoint.dir[0]) {
         /* Rank 0 makes the folder (or checks it is the job owner's alone); the others wait so
          * load_latest finds it on every rank. */
@@ -383,6 +373,7 @@ static int ckpt_save(ckpt_io *c, int64_t step, bool force_sync, atom_err *err)
     meta.tp = spec->parallelism.tensor;
     meta.dp = spec->parallelism.data;
     meta.vocab = spec->model.vocab;
+    atom_infer_data_tokenizer(spec, meta.tokenizer, sizeof meta.tokenizer);
     snprintf(meta.writer, sizeof meta.writer, "atom-worker %s job %s attempt %d", "0.1.0",
              c->plan->job_id[0] ? c->plan->job_id : "-", c->plan->attempt);
     atom_ckpt_err cerr;
