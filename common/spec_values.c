@@ -191,8 +191,9 @@ static int set_path(spec_walk *w, const spec_key *k, const yt_node *v, char *fie
     const char *s = get_text(w, k, v, "a path");
     if (!s)
         return -1;
-    if (!*s && field == w->spec->checkpoint.dir) {
-        /* "" is what the JSON of a spec without checkpoints holds: no checkpoints */
+    if (!*s && field != w->spec->data.path) {
+        /* "" is what the JSON of a spec holds for an optional path it does not set (no
+         * checkpoints, no init source): unset. Only data.path is required. */
         memset(field, 0, ATOM_PATH_MAX);
         return 0;
     }

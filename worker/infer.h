@@ -39,15 +39,14 @@ struct atom_infer_tokenizer {
     void *impl;
 };
 
-/* The one place tokenizers are opened by name: "bytes" (one token per byte) is built in;
- * "gpt2" (GPT-2's byte-level BPE) is the data module's, plugged in here (this function) when
- * that module is part of the build; until then it is an error naming what is missing. */
+/* The one place tokenizers are opened by name: "bytes" (one token per byte) and "gpt2" (GPT-2's
+ * byte-level BPE), both the data module's (data/data.h), as atom-data prepare uses them. */
 int atom_infer_tokenizer_open(const char *name, atom_infer_tokenizer *tok, atom_err *err);
 void atom_infer_tokenizer_close(atom_infer_tokenizer *tok);
 
 /* The tokenizer the training data of a spec was made with, as the worker records it in each
- * checkpoint: "bytes" for data.format bytes; "" (unknown) for uint16 until the token file's
- * record of its tokenizer (written by the data module) is read here. */
+ * checkpoint: the token file's sidecar's (atom-data prepare), else "bytes" for data.format bytes,
+ * else "" (unknown: sampling then asks for --tokenizer). */
 void atom_infer_data_tokenizer(const atom_spec *spec, char *name, size_t size);
 
 /* ---- a checkpoint at TP 1 ---------------------------------------------------------------- */
