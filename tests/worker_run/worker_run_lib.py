@@ -35,7 +35,7 @@ def workdir(name):
 
 def write_spec(folder, tensor, data, steps, global_batch, micro_batch, lr=3e-3, warmup=5,
                ckpt_dir="", every=0, async_ckpt=False, seed=7, model=None, precision=None,
-               training=None, init=None):
+               training=None, init=None, data_path=TEXT, data_format="bytes"):
     """training: more training keys (a dict); init: the init section's keys (a dict)."""
     model = model or TINY_MODEL
     lines = [
@@ -51,8 +51,8 @@ def write_spec(folder, tensor, data, steps, global_batch, micro_batch, lr=3e-3, 
     lines += ["  %s: %d" % (k, v) for k, v in model.items()]
     lines += [
         "data:",
-        "  path: %s" % TEXT,
-        "  format: bytes",
+        "  path: %s" % data_path,
+        "  format: %s" % data_format,
         "training:",
         "  steps: %d" % steps,
         "  global_batch: %d" % global_batch,
