@@ -28,41 +28,16 @@ typedef struct model_shape {
     int64_t L, C, Vp, V, T;
 } model_shape;
 
-static int dataset_dims(hid_t file, const char *name, int want_nd, hsize_t *dims,
-                        atom_ckpt_err *err) {
-    char dname[256];
-    snprintf(dname, sizeof dname, "/param/%s", name);
-    hid_t ds = H5Dopen2(file, dname, H5P_DEFAULT);
-    if (ds < 0) {
-        return ckpt_h5_errf(err, "dataset %s is missing", dname);
-    }
-    hid_t space = H5Dget_space(ds);
-    int nd = H5Sget_simple_extent_ndims(space);
-    if (nd == want_nd) {
-        H5Sget_simple_extent_dims(space, dims, NULL);
-    }
-    H5Sclose(space);
-    H5Dclose(ds);
-    return nd == want_nd ? 0 : ckpt_errf(err, "dataset %s has %d dims, %d expected", dname, nd,
-                                          want_nd);
-}
-
 static int read_shape(hid_t file, int64_t vocab, model_shape *m, atom_ckpt_err *err) {
-    hsize_t d[3];
-    if (dataset_dims(file, "qkvw", 3, d, err) != 0) {
+    atom_ckpt_shape shape;
+    if (ckpt_read_shape(file, &shape, err) != 0) {
         return -1;
     }
-    m->L = (int64_t)d[0];
-    m->C = (int64_t)d[2];
-    if (dataset_dims(file, "wte", 2, d, err) != 0) {
-        return -1;
-    }
-    m->Vp = (int64_t)d[0];
+    m->L = shape.layers;
+    m->C = shape.channels;
+    m->Vp = shape.padded_vocab;
     m->V = vocab > 0 && vocab <= m->Vp ? vocab : m->Vp;
-    if (dataset_dims(file, "wpe", 2, d, err) != 0) {
-        return -1;
-    }
-    m->T = (int64_t)d[0];
+    m->T = shape.context;
     return 0;
 }
 

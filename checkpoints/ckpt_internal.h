@@ -33,6 +33,8 @@ hid_t ckpt_mem_space(int nd, const hsize_t *count, const hsize_t *block);
 int ckpt_each_chunk(hid_t ds, void (*fn)(haddr_t at, hsize_t bytes, const hsize_t *origin,
                                          void *arg),
                     void *arg);
+/* The model's shape from the global dims of /param/qkvw, wte and wpe (ckpt_info.c). */
+int ckpt_read_shape(hid_t file, atom_ckpt_shape *shape, atom_ckpt_err *err);
 int ckpt_h5_errf(atom_ckpt_err *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Turns off HDF5's automatic error printing (library calls print nothing themselves). */
 void ckpt_h5_quiet(void);

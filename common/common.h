@@ -403,6 +403,9 @@ void atom_log(atom_log_level level, const char *fmt, ...) __attribute__((format(
 /* Reads a whole file (NUL-terminated; *len excludes the NUL). Refuses files over max_bytes. */
 char *atom_read_file(const char *path, size_t max_bytes, size_t *len, atom_err *err);
 /* Writes a file atomically: temporary name in the same folder, fsync, rename, fsync folder. */
+/* mkdir -p: path and its missing parents, each created with mode (existing ones are left as
+ * they are). Returns 0 or the errno of the first mkdir that failed (ENAMETOOLONG). */
+int atom_make_dirs(const char *path, mode_t mode);
 int atom_write_file_atomic(const char *path, const void *data, size_t len, atom_err *err);
 /* The folder part of path into dir: "." when path names no folder, "/" for a file in the root. */
 void atom_path_dir(const char *path, char *dir, size_t len);

@@ -40,17 +40,8 @@ static int make_parents(const char *path, mode_t mode, atom_err *err)
     if (!last || last == buf)
         return 0;
     *last = '\0';
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, mode | 0700) != 0 && errno != EEXIST)
-            return atom_errf(err, "cannot create %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, mode | 0700) != 0 && errno != EEXIST)
-        return atom_errf(err, "cannot create %s: %s", buf, strerror(errno));
-    return 0;
+    int rc = atom_make_dirs(buf, mode | 0700);
+    return rc ? atom_errf(err, "cannot create the folders of %s: %s", buf, strerror(rc)) : 0;
 }
 
 int atom_private_dir_check(const char *path, mode_t mode, atom_err *err)

@@ -281,3 +281,19 @@ double atom_monotonic(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
+
+int atom_make_dirs(const char *path, mode_t mode)
+{
+    char buf[ATOM_PATH_MAX];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+        return ENAMETOOLONG;
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(buf, mode) != 0 && errno != EEXIST)
+            return errno;
+        *p = '/';
+    }
+    return mkdir(buf, mode) != 0 && errno != EEXIST ? errno : 0;
+}

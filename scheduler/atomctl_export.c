@@ -30,23 +30,6 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= k && strcmp(s + n - k, suffix) == 0;
 }
 
-/* mkdir -p */
-static int make_dirs(const char *path)
-{
-    char buf[PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ENAMETOOLONG;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return errno;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? errno : 0;
-}
-
 /* SRC as the checkpoint file it names (a folder's latest, a link's target). */
 static int resolve_source(const char *src, char *file, size_t size, atom_err *err)
 {
@@ -92,7 +75,7 @@ static int output_paths(const char *file, const char *out, char *dir, char *weig
     }
     if (n >= (int)size)
         return atom_errf(err, "output path too long");
-    int rc = make_dirs(dir);
+    int rc = atom_make_dirs(dir, 0755);
     return rc ? atom_errf(err, "cannot create the folder %s: %s", dir, strerror(rc)) : 0;
 }
 

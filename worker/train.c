@@ -250,25 +250,6 @@ typedef struct ckpt_io {
 static const atom_model_buffer ckpt_buffers[3] = {ATOM_BUF_PARAMS, ATOM_BUF_ADAM_M,
                                                   ATOM_BUF_ADAM_V};
 
-/* mkdir -p: the spec's checkpoint folder may sit under folders that do not exist yet. */
-static int make_dirs(const char *path)
-{
-    char buf[ATOM_PATH_MAX];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
-        return ENAMETOOLONG;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return errno;
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-        return errno;
-    return 0;
-}
-
 static int ckpt_open(ckpt_io *c, const atom_plan *plan, atom_model *model, const atom_backend *be,
                      int rank, atom_err *err)
 {
@@ -606,7 +587,7 @@ static int trainer_open(trainer *t, atom_err *err)
         return -1;
     t->ckpt_open = true;
     /* Every rank may be first to need the run folder (each writes its heartbeats there). */
-    int mk = plan->run_dir[0] ? make_dirs(plan->run_dir) : 0;
+    int mk = plan->run_dir[0] ? atom_make_dirs(plan->run_dir, 0755) : 0;
     if (mk)
         return atom_errf(err, "rank %d: run folder %s: cannot create: %s", t->rank,
                          plan->run_dir, strerror(mk));

@@ -39,6 +39,27 @@ def check(cond, msg):
         fail(msg)
 
 
+NOBODY = 65534  # the second user the tests act as: a job's owner, not root
+
+
+def as_nobody(fn):
+    """Runs fn() in a child that has become uid/gid 65534 (what a job's owner can do); True when
+    fn returned without raising."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            fn()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
 def wait_until(pred, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -14,7 +14,7 @@ import threading
 import time
 
 import harness
-from harness import check
+from harness import check, as_nobody
 
 NOBODY = 65534
 
@@ -91,23 +91,6 @@ def test(d):
     rc, out, err = d.ctl("logs", str(job), "--rank", "1", user=NOBODY)
     check(rc == 0 and "rank 1 attempt 1 step 5" in out, "nobody reads their rank 1: %r %r" % (out, err))
     owner_plants(d, job, out_dir, "rank-0.log")
-
-
-def as_nobody(fn):
-    """Runs fn() in a child that has become uid/gid 65534: what the job's owner can do."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            fn()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
 
 
 def owner_plants(d, job, out_dir, name):

@@ -15,7 +15,7 @@ import stat
 import time
 
 import harness
-from harness import check
+from harness import check, as_nobody
 
 NOBODY = 65534
 CLUSTER = """name: one
@@ -23,23 +23,6 @@ switches: [leaf]
 nodes:
   - {name: n1, switch: leaf, gpus: 2, addr: localhost, has_gpus: false}
 """
-
-
-def as_nobody(fn):
-    """Runs fn() in a child that has become uid/gid 65534: what the job's owner can do."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            fn()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
 
 
 def submit_as_nobody(d, path):

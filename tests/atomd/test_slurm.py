@@ -14,7 +14,7 @@ import time
 import urllib.request
 
 import harness
-from harness import check
+from harness import check, as_nobody
 
 SOURCE = os.environ.get("ATOM_SOURCE_DIR", os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 DEPLOY = os.path.join(SOURCE, "deploy", "slurm")
@@ -26,22 +26,6 @@ MODEL = "model:\n  layers: 2\n  channels: 64\n  heads: 2\n  vocab: 256\n  contex
 def spec(d, name, steps):
     return d.spec(name, gpus=2, steps=steps, resources="  gpus_per_node: 1\n  device: cpu\n",
                   extra=MODEL + "checkpoint:\n  dir: ckpt-%s\n  every: 10\n  async: false\n" % name)
-
-
-def as_nobody(fn):
-    """Runs fn() in a child that has become uid/gid 65534: what the job's owner can do."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(NOBODY)
-            os.setuid(NOBODY)
-            fn()
-            code = 0
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
 
 
 def rewritten_id(d):
