@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "scheduler/accounts.h"
 #include "scheduler/atomd.h"
 #include "scheduler/owner_io.h"
 
@@ -49,12 +50,7 @@ json_t *atomd_protocol_error(const char *fmt, ...)
 
 static void owner_name(uid_t uid, char *out, size_t len)
 {
-    struct passwd pw, *res = NULL;
-    char buf[1024];
-    if (getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res)
-        snprintf(out, len, "%s", pw.pw_name);
-    else
-        snprintf(out, len, "%u", (unsigned)uid);
+    snprintf(out, len, "%s", atomd_account_name(uid));
 }
 
 /* A job's line in status, queue and show. */

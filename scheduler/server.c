@@ -29,6 +29,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "scheduler/accounts.h"
 #include "scheduler/atomd.h"
 #include "scheduler/protocol.h"
 #include "scheduler/sched.h"
@@ -38,26 +39,7 @@
 
 bool atomd_is_admin(const atomd *d, uid_t uid)
 {
-    if (uid == 0)
-        return true;
-    if (!d->cfg.admin_group[0])
-        return false;
-    struct passwd pw, *pres = NULL;
-    struct group gr, *gres = NULL;
-    char pbuf[2048], gbuf[8192];
-    if (getpwuid_r(uid, &pw, pbuf, sizeof pbuf, &pres) != 0 || !pres)
-        return false;
-    if (getgrnam_r(d->cfg.admin_group, &gr, gbuf, sizeof gbuf, &gres) != 0 || !gres)
-        return false;
-    /* SO_PEERCRED carries the primary group only: the supplementary ones come from here. */
-    gid_t groups[256];
-    int n = (int)(sizeof groups / sizeof *groups);
-    if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
-        n = (int)(sizeof groups / sizeof *groups);
-    for (int i = 0; i < n; i++)
-        if (groups[i] == gr.gr_gid)
-            return true;
-    return false;
+    return uid == 0 || (d->cfg.admin_group[0] && atomd_account_in_group(uid, d->cfg.admin_group));
 }
 
 static int bind_unix(const char *path, int type, atom_err *err)
