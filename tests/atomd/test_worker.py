@@ -86,7 +86,7 @@ def fallback(d, ref_steps):
     check(rc == 0 and line and "attempt 1 restored past 1 checkpoint" in line[0] and
           "step %d" % ref_steps in line[0] and why in line[0],
           "atomctl show does not name the skipped checkpoint: %r %r" % (out, err))
-    with open(os.path.join(info["attempts"][-1]["run_dir"], "rank-0.log"), errors="replace") as f:
+    with open(os.path.join(info["attempts"][-1]["output_dir"], "rank-0.log"), errors="replace") as f:
         rank0 = f.read()
     check(re.search(r"WARN restore skipped 1 newer checkpoint that failed to load, the newest "
                     r"of step %d .*%s" % (ref_steps, re.escape(why)), rank0),
